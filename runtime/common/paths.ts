@@ -1,0 +1,64 @@
+/**
+ * Where things live on disk. The data directory is per user (XDG on Linux, the platform's convention
+ * elsewhere) and can be overridden with SANDBOXVM_HOME (tests use a temporary one).
+ *
+ *   <home>/service.sock      the service's JSON-RPC socket (directory is 0700)
+ *   <home>/service.pid       the running service's pid
+ *   <home>/service.log       the service's log
+ *   <home>/images/<hash>/    built base images (read-only once published)
+ *   <home>/vms/<name>/       one directory per VM, files named by VM_FILES
+ */
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+export function dataHome(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.SANDBOXVM_HOME) return path.resolve(env.SANDBOXVM_HOME);
+  if (process.platform === 'darwin') return path.join(os.homedir(), 'Library', 'Application Support', 'sandboxvm');
+  if (process.platform === 'win32') return path.join(env.LOCALAPPDATA ?? path.join(os.homedir(), 'AppData', 'Local'), 'sandboxvm');
+  return path.join(env.XDG_DATA_HOME ?? path.join(os.homedir(), '.local', 'share'), 'sandboxvm');
+}
+
+/** The image cache. Separate from the data home so several homes (tests) share one built image. */
+export function imageCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.SANDBOXVM_IMAGE_CACHE) return path.resolve(env.SANDBOXVM_IMAGE_CACHE);
+  if (process.platform === 'linux') return path.join(env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'sandboxvm', 'images');
+  return path.join(dataHome(env), 'images');
+}
+
+export const SERVICE_FILES = {
+  socket: 'service.sock',
+  pid: 'service.pid',
+  log: 'service.log',
+} as const;
+
+/** Every file in a VM's directory. Nothing else is written there. */
+export const VM_FILES = {
+  /** The VM's configuration (VmConfig), written atomically. */
+  config: 'vm.json',
+  /** The last known lifecycle state (VmStateRecord), written atomically. */
+  state: 'state.json',
+  /** The qcow2 overlay on the base image: the VM's own disk. */
+  disk: 'disk.qcow2',
+  /** The saved running state (QEMU migration stream) while the VM is `saved`. */
+  savedState: 'saved.state',
+  /** The guest's serial console, appended across boots. */
+  consoleLog: 'console.log',
+  /** The worker's own log: QEMU's stderr, lifecycle steps, fallbacks. */
+  workerLog: 'worker.log',
+  /** The worker's runtime record (WorkerRecord): pids, socket, start time. */
+  worker: 'worker.json',
+  /** The worker's JSON-RPC socket. */
+  workerSocket: 'worker.sock',
+} as const;
+
+export function vmsDir(home = dataHome()): string {
+  return path.join(home, 'vms');
+}
+
+export function vmDir(name: string, home = dataHome()): string {
+  return path.join(vmsDir(home), name);
+}
+
+export function vmFile(name: string, file: keyof typeof VM_FILES, home = dataHome()): string {
+  return path.join(vmDir(name, home), VM_FILES[file]);
+}
