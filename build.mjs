@@ -14,5 +14,14 @@ const common = {
 
 await Promise.all([
   build({ ...common, entryPoints: { cli: 'runtime/cli/main.ts', service: 'runtime/service/main.ts', worker: 'runtime/worker/main.ts' }, outdir: 'dist' }),
-  build({ ...common, entryPoints: { agent: 'guest-agent/src/main.ts' }, outdir: 'dist/guest-agent' }),
+  build({ ...common, sourcemap: false, entryPoints: { agent: 'guest-agent/src/main.ts' }, outdir: 'dist/guest-agent' }),
 ]);
+
+// The guest agent's native dependency ships beside it: only what node-pty needs at run time.
+import { cpSync, mkdirSync, rmSync } from 'node:fs';
+const ptyOut = 'dist/guest-agent/node_modules/node-pty';
+rmSync(ptyOut, { recursive: true, force: true });
+mkdirSync(`${ptyOut}/build/Release`, { recursive: true });
+cpSync('node_modules/node-pty/package.json', `${ptyOut}/package.json`);
+cpSync('node_modules/node-pty/lib', `${ptyOut}/lib`, { recursive: true, filter: (src) => !src.endsWith('.test.js') && !src.endsWith('.map') });
+cpSync('node_modules/node-pty/build/Release/pty.node', `${ptyOut}/build/Release/pty.node`);

@@ -35,8 +35,6 @@ export const SERVICE_FILES = {
 export const VM_FILES = {
   /** The VM's configuration (VmConfig), written atomically. */
   config: 'vm.json',
-  /** The last known lifecycle state (VmStateRecord), written atomically. */
-  state: 'state.json',
   /** The qcow2 overlay on the base image: the VM's own disk. */
   disk: 'disk.qcow2',
   /** The saved running state (QEMU migration stream) while the VM is `saved`. */

@@ -1,0 +1,117 @@
+/**
+ * The agent's dispatcher: decodes frames from the host, runs the handshake, owns the sessions,
+ * sends heartbeats. Transport-agnostic: it is given a `send` and fed bytes.
+ */
+import * as os from 'node:os';
+import { execFile } from 'node:child_process';
+import { FrameDecoder, FrameType, ProtocolError, encodeControl, type Frame } from '../../runtime/protocol/frames';
+import { PROTOCOL_VERSION, parseHostMessage, type HostMessage } from '../../runtime/protocol/messages';
+import { GuestSession } from './session';
+
+export const AGENT_VERSION = '0.1.0';
+const HEARTBEAT_MS = 1000;
+/** Clock differences above this are corrected when the host tells us its time. */
+const CLOCK_TOLERANCE_MS = 500;
+
+export class Agent {
+  private readonly decoder = new FrameDecoder(undefined, true);
+  private readonly sessions = new Map<number, GuestSession>();
+  private epoch = '';
+  private heartbeat?: NodeJS.Timeout;
+
+  constructor(private readonly send: (frame: Buffer) => void, private readonly log: (m: string) => void) {}
+
+  receive(chunk: Buffer): void {
+    try {
+      this.decoder.push(chunk, (frame) => this.onFrame(frame));
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+      this.log(`protocol error from host: ${err.message}; resynchronising`);
+      this.decoder.reset();
+    }
+  }
+
+  private onFrame(frame: Frame): void {
+    if (frame.type === FrameType.Control) {
+      const message = parseHostMessage(frame.payload);
+      if (message) this.onControl(frame.session, message);
+      else this.log(`unparseable control message on session ${frame.session}`);
+      return;
+    }
+    const session = this.sessions.get(frame.session);
+    if (!session) return;
+    if (frame.type === FrameType.Data) session.input(frame.payload);
+    else if (frame.type === FrameType.Window) session.grant(frame.stream, frame.payload.readUInt32BE(0));
+    else if (frame.type === FrameType.Eof) session.endInput();
+  }
+
+  private onControl(id: number, m: HostMessage): void {
+    if (id === 0) {
+      if (m.t === 'hello') this.hello(m.epoch, m.time);
+      else if (m.t === 'shutdown') this.shutdown(m.reboot);
+      else if (m.t === 'time') this.setClock(m.time);
+      return;
+    }
+    if (m.t === 'open') {
+      if (this.sessions.has(id)) {
+        this.send(encodeControl(id, { t: 'error', message: `session ${id} is already open` }));
+        return;
+      }
+      const session = new GuestSession(id, { send: this.send }, this.log);
+      this.sessions.set(id, session);
+      session.onExit = () => this.sessions.delete(id);
+      session.open(m);
+      return;
+    }
+    const session = this.sessions.get(id);
+    if (!session) return;
+    if (m.t === 'resize') session.resize(m.cols, m.rows);
+    else if (m.t === 'signal') session.signal(m.signal);
+    else if (m.t === 'close') session.kill();
+  }
+
+  private hello(epoch: string, hostTime: number): void {
+    if (epoch !== this.epoch) {
+      if (this.sessions.size > 0) this.log(`new host end (epoch ${epoch}): closing ${this.sessions.size} session(s) of the old one`);
+      for (const s of this.sessions.values()) s.kill();
+      this.sessions.clear();
+      this.epoch = epoch;
+      this.setClock(hostTime);
+    }
+    this.send(
+      encodeControl(0, {
+        t: 'hello',
+        version: PROTOCOL_VERSION,
+        epoch,
+        agentVersion: AGENT_VERSION,
+        pid: process.pid,
+        hostname: os.hostname(),
+        kernel: os.release(),
+      }),
+    );
+    if (!this.heartbeat) this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_MS);
+    this.beat();
+  }
+
+  private beat(): void {
+    this.send(encodeControl(0, { t: 'heartbeat', uptime: os.uptime(), time: Date.now() }));
+  }
+
+  /** Sets the guest clock to the host's when they differ (a restored VM wakes up in the past). */
+  private setClock(hostTime: number): void {
+    if (typeof hostTime !== 'number' || !Number.isFinite(hostTime)) return;
+    if (Math.abs(Date.now() - hostTime) <= CLOCK_TOLERANCE_MS) return;
+    execFile('date', ['-u', '-s', `@${(hostTime / 1000).toFixed(3)}`], (err) => {
+      if (err) this.log(`setting the clock failed: ${err.message}`);
+    });
+  }
+
+  private shutdown(reboot: boolean): void {
+    this.log(reboot ? 'reboot requested by the host' : 'shutdown requested by the host');
+    for (const s of this.sessions.values()) s.kill();
+    const script = reboot ? '/opt/sandboxvm/bin/reboot' : '/opt/sandboxvm/bin/poweroff';
+    execFile(script, (err) => {
+      if (err) this.log(`${script} failed: ${err.message}`);
+    });
+  }
+}

@@ -1,0 +1,53 @@
+/** list, info, logs: read-only views. */
+import * as fs from 'node:fs';
+import type { CommandContext } from '../context';
+import { infoText, listTable } from '../format';
+
+export async function list(ctx: CommandContext): Promise<number> {
+  const vms = await (await ctx.client()).list();
+  if (ctx.options.json) ctx.out(JSON.stringify(vms, null, 2));
+  else if (vms.length === 0) ctx.out('No VMs. Create one with: sandboxvm create dev');
+  else ctx.out(listTable(vms));
+  return 0;
+}
+
+export async function info(ctx: CommandContext): Promise<number> {
+  const vm = await (await ctx.client()).info(ctx.name());
+  ctx.out(ctx.options.json ? JSON.stringify(vm, null, 2) : infoText(vm));
+  return 0;
+}
+
+/** Prints the console log; with -f keeps printing what is appended until interrupted. */
+export async function logs(ctx: CommandContext): Promise<number> {
+  const vm = await (await ctx.client()).info(ctx.name());
+  const file = vm.paths.consoleLog;
+  let offset = 0;
+  const pump = () => {
+    let fd: number;
+    try {
+      fd = fs.openSync(file, 'r');
+    } catch {
+      return;
+    }
+    try {
+      const size = fs.fstatSync(fd).size;
+      if (size < offset) offset = 0; // truncated
+      const buf = Buffer.allocUnsafe(64 * 1024);
+      while (offset < size) {
+        const n = fs.readSync(fd, buf, 0, buf.length, offset);
+        if (n <= 0) break;
+        process.stdout.write(buf.subarray(0, n));
+        offset += n;
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  };
+  pump();
+  if (!ctx.options.follow) return 0;
+  await ctx.dispose();
+  fs.watchFile(file, { interval: 250 }, pump);
+  await new Promise<void>((resolve) => process.once('SIGINT', resolve));
+  fs.unwatchFile(file);
+  return 0;
+}

@@ -1,0 +1,91 @@
+/** exec and shell: sessions on a running VM, exit codes passed through. */
+import * as os from 'node:os';
+import { ErrorCode, SandboxError } from '../../common/errors';
+import type { SessionExit } from '../../client/sessionClient';
+import type { CommandContext } from '../context';
+
+function writeTo(stream: NodeJS.WriteStream, data: Buffer): Promise<void> {
+  return new Promise((resolve) => (stream.write(data) ? resolve() : stream.once('drain', resolve)));
+}
+
+/** The exit status a shell would give: the code, or 128 + the signal number. */
+export function exitStatus(r: SessionExit): number {
+  if (r.error) return 255;
+  if (r.code !== null) return r.code;
+  const n = r.signal ? (os.constants.signals as Record<string, number>)[r.signal] : undefined;
+  return n ? 128 + n : 255;
+}
+
+function parseEnv(values: unknown): Record<string, string> | undefined {
+  if (!values) return undefined;
+  const env: Record<string, string> = {};
+  for (const v of ([] as string[]).concat(values as string[])) {
+    const i = v.indexOf('=');
+    if (i <= 0) throw new SandboxError(ErrorCode.BadArgument, `invalid --env ${JSON.stringify(v)}: use NAME=value`);
+    env[v.slice(0, i)] = v.slice(i + 1);
+  }
+  return env;
+}
+
+export async function exec(ctx: CommandContext): Promise<number> {
+  const name = ctx.name();
+  const argv = ctx.rest.length > 0 ? ctx.rest : ctx.positionals.slice(1);
+  if (argv.length === 0) throw new SandboxError(ErrorCode.BadArgument, `exec needs a command: sandboxvm exec ${name} -- <command> [args...]`);
+  const sessions = await (await ctx.client()).attach(name);
+  const session = await sessions.open(
+    { kind: 'exec', argv, env: parseEnv(ctx.options.env), cwd: ctx.options.cwd as string | undefined },
+    {
+      onData: (stream, data) => writeTo(stream === 2 ? process.stderr : process.stdout, data),
+      onExit: () => undefined,
+    },
+  );
+  if (!process.stdin.isTTY) {
+    process.stdin.on('data', (chunk: Buffer) => {
+      process.stdin.pause();
+      session.write(chunk).then(() => process.stdin.resume(), () => undefined);
+    });
+    process.stdin.on('end', () => session.eof().catch(() => undefined));
+    process.stdin.on('error', () => undefined);
+  }
+  const onSigint = () => session.signal('SIGINT').catch(() => undefined);
+  process.on('SIGINT', onSigint);
+  const result = await session.exited;
+  process.off('SIGINT', onSigint);
+  process.stdin.destroy();
+  sessions.dispose();
+  if (result.error) process.stderr.write(`sandboxvm: ${result.error}\n`);
+  return exitStatus(result);
+}
+
+export async function shell(ctx: CommandContext): Promise<number> {
+  const name = ctx.name();
+  const sessions = await (await ctx.client()).attach(name);
+  const stdin = process.stdin;
+  const stdout = process.stdout;
+  const session = await sessions.open(
+    {
+      kind: 'pty',
+      argv: ctx.rest.length > 0 ? ctx.rest : undefined,
+      env: { TERM: process.env.TERM ?? 'xterm-256color', ...parseEnv(ctx.options.env) },
+      cwd: ctx.options.cwd as string | undefined,
+      cols: stdout.columns ?? 80,
+      rows: stdout.rows ?? 24,
+    },
+    { onData: (_s, data) => writeTo(stdout, data), onExit: () => undefined },
+  );
+  if (stdin.isTTY) stdin.setRawMode(true);
+  stdin.on('data', (chunk: Buffer) => {
+    stdin.pause();
+    session.write(chunk).then(() => stdin.resume(), () => undefined);
+  });
+  stdin.on('error', () => undefined);
+  const onResize = () => session.resize(stdout.columns ?? 80, stdout.rows ?? 24).catch(() => undefined);
+  stdout.on('resize', onResize);
+  const result = await session.exited;
+  stdout.off('resize', onResize);
+  if (stdin.isTTY) stdin.setRawMode(false);
+  stdin.destroy();
+  sessions.dispose();
+  if (result.error) process.stderr.write(`sandboxvm: ${result.error}\n`);
+  return exitStatus(result);
+}

@@ -1,0 +1,57 @@
+/** Human-readable rendering of status snapshots for the CLI. */
+import type { VmInfo } from '../common/status';
+
+export function formatMiB(mib: number): string {
+  return mib >= 1024 && mib % 1024 === 0 ? `${mib / 1024}G` : `${mib}M`;
+}
+
+export function agentSummary(info: VmInfo): string {
+  const agent = info.runtime?.agent;
+  if (!info.runtime) return '-';
+  if (!agent?.connected) return 'not connected';
+  const age = agent.heartbeatAgeMs;
+  if (age !== undefined && age > 5000) return `lost contact (${Math.round(age / 1000)}s)`;
+  return 'ok';
+}
+
+export function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ')).join('\n');
+}
+
+export function listTable(vms: VmInfo[]): string {
+  const rows = [['NAME', 'STATE', 'CPUS', 'MEMORY', 'DISK', 'AGENT']];
+  for (const vm of vms) {
+    rows.push([vm.name, vm.state, String(vm.config.cpus), formatMiB(vm.config.memoryMiB), `${vm.config.diskGiB}G`, agentSummary(vm)]);
+  }
+  return table(rows);
+}
+
+export function infoText(vm: VmInfo): string {
+  const r = vm.runtime;
+  const lines: [string, string][] = [
+    ['Name', vm.name],
+    ['ID', vm.config.id],
+    ['State', vm.state],
+    ['CPUs', String(vm.config.cpus)],
+    ['Memory', formatMiB(vm.config.memoryMiB)],
+    ['Disk', `${vm.config.diskGiB}G (linked clone of base ${vm.config.imageHash.slice(0, 12)})`],
+    ['Network', vm.config.network ? 'user (NAT)' : 'none'],
+    ['Created', vm.config.createdAt],
+  ];
+  if (r) {
+    lines.push(
+      ['Accelerator', `${r.accel} (${r.accelReason})`],
+      ['QEMU', `${r.qemuVersion}, pid ${r.qemuPid ?? '-'}`],
+      ['Worker pid', String(r.workerPid)],
+      ['Agent', r.agent.connected ? `${agentSummary(vm)}, version ${r.agent.version}, heartbeat ${r.agent.heartbeatAgeMs ?? '-'} ms ago` : 'not connected'],
+      ['Guest', r.agent.connected ? `${r.agent.hostname}, kernel ${r.agent.kernel}` : '-'],
+      ['Started', r.startedAt + (r.boot ? ` (${r.boot.kind}, agent ready in ${r.boot.readyMs} ms)` : '')],
+    );
+  }
+  lines.push(['Directory', vm.paths.dir], ['Disk file', vm.paths.disk], ['Console log', vm.paths.consoleLog], ['Worker log', vm.paths.workerLog]);
+  if (vm.paths.savedState) lines.push(['Saved state', vm.paths.savedState]);
+  if (vm.lastError) lines.push(['Last error', vm.lastError.message]);
+  const w = Math.max(...lines.map(([k]) => k.length));
+  return lines.map(([k, v]) => `${(k + ':').padEnd(w + 1)} ${v}`).join('\n');
+}

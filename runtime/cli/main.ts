@@ -1,0 +1,111 @@
+/**
+ * `sandboxvm`: the service from a shell. One table of commands; each is a small async function
+ * that returns the process's exit code. Errors print one line (what happened, what to do) and
+ * exit 1.
+ */
+import { parseArgs } from 'node:util';
+import { asSandboxError, ErrorCode, SandboxError } from '../common/errors';
+import { CommandContext } from './context';
+import * as lifecycle from './commands/lifecycle';
+import * as inspect from './commands/inspect';
+import * as sessions from './commands/sessions';
+import { ServiceClient } from '../client/serviceClient';
+
+type Command = { run: (ctx: CommandContext) => Promise<number>; usage: string; options?: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> };
+
+const COMMANDS: Record<string, Command> = {
+  create: { run: lifecycle.create, usage: 'create <name> [--cpus N] [--memory 1G] [--disk 10G] [--no-network]', options: { cpus: { type: 'string' }, memory: { type: 'string' }, disk: { type: 'string' }, 'no-network': { type: 'boolean' } } },
+  start: { run: lifecycle.start, usage: 'start <name>            boot, or restore a saved VM' },
+  stop: { run: lifecycle.stop, usage: 'stop <name> [--force]   graceful (agent, ACPI, kill); --force turns it off at once', options: { force: { type: 'boolean', short: 'f' } } },
+  pause: { run: lifecycle.simple('pause', 'is paused'), usage: 'pause <name>' },
+  resume: { run: lifecycle.simple('resume', 'is running'), usage: 'resume <name>' },
+  save: { run: lifecycle.simple('save', 'is saved; `sandboxvm start` restores it'), usage: 'save <name>             write the running state to disk and stop' },
+  restart: { run: lifecycle.restart, usage: 'restart <name>' },
+  rm: { run: lifecycle.remove, usage: 'rm <name> [--force]     remove the VM and all its files', options: { force: { type: 'boolean', short: 'f' } } },
+  list: { run: inspect.list, usage: 'list [--json]', options: { json: { type: 'boolean' } } },
+  info: { run: inspect.info, usage: 'info <name> [--json]', options: { json: { type: 'boolean' } } },
+  logs: { run: inspect.logs, usage: 'logs <name> [-f]        the serial console log', options: { follow: { type: 'boolean', short: 'f' } } },
+  exec: { run: sessions.exec, usage: 'exec <name> [--cwd DIR] [--env K=V] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } } },
+  shell: { run: sessions.shell, usage: 'shell <name> [-- <program> [args...]]   an interactive terminal', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } } },
+  service: { run: serviceCommand, usage: 'service status|stop       the background service (VMs keep running when it stops)' },
+};
+
+const ALIASES: Record<string, string> = { ls: 'list', remove: 'rm', delete: 'rm', ps: 'list' };
+
+async function serviceCommand(ctx: CommandContext): Promise<number> {
+  const action = ctx.positionals[0] ?? 'status';
+  if (action === 'stop') {
+    const client = await ServiceClient.connect({ autoStart: false }).catch(() => undefined);
+    if (!client) {
+      ctx.out('The service is not running.');
+      return 0;
+    }
+    await client.shutdownService();
+    client.dispose();
+    ctx.out('The service stopped; running VMs keep running.');
+    return 0;
+  }
+  if (action === 'status') {
+    const client = await ServiceClient.connect({ autoStart: false }).catch(() => undefined);
+    if (!client) {
+      ctx.out('The service is not running.');
+      return 3;
+    }
+    const info = await client.serviceInfo();
+    client.dispose();
+    ctx.out(`The service is running: pid ${info.pid}, data in ${info.home}`);
+    return 0;
+  }
+  throw new SandboxError(ErrorCode.BadArgument, `unknown service action ${action}: use status or stop`);
+}
+
+function usage(): string {
+  return ['Usage: sandboxvm <command> [options]', '', ...Object.values(COMMANDS).map((c) => `  sandboxvm ${c.usage}`)].join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [first, ...args] = argv;
+  if (!first || first === '-h' || first === '--help' || first === 'help') {
+    process.stdout.write(usage() + '\n');
+    return first ? 0 : 2;
+  }
+  const name = ALIASES[first] ?? first;
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`sandboxvm: unknown command ${JSON.stringify(first)}\n\n${usage()}\n`);
+    return 2;
+  }
+  const dashdash = args.indexOf('--');
+  const own = dashdash >= 0 ? args.slice(0, dashdash) : args;
+  const rest = dashdash >= 0 ? args.slice(dashdash + 1) : [];
+  let parsed;
+  try {
+    parsed = parseArgs({ args: own, options: command.options ?? {}, allowPositionals: true, strict: true });
+  } catch (err) {
+    process.stderr.write(`sandboxvm: ${(err as Error).message}\nusage: sandboxvm ${command.usage}\n`);
+    return 2;
+  }
+  const ctx = new CommandContext(name, parsed.positionals, parsed.values as Record<string, string | boolean | string[] | undefined>, rest);
+  try {
+    return await command.run(ctx);
+  } catch (err) {
+    const e = asSandboxError(err);
+    process.stderr.write(`sandboxvm: ${e.message}\n`);
+    if (e.code === ErrorCode.Internal && process.env.SANDBOXVM_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
+    return 1;
+  } finally {
+    await ctx.dispose();
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+    // Don't wait for stray handles (a watch, a half-closed socket) once the answer is out.
+    setImmediate(() => process.exit(code));
+  },
+  (err) => {
+    process.stderr.write(`sandboxvm: ${(err as Error).stack ?? err}\n`);
+    process.exit(1);
+  },
+);

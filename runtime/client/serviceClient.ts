@@ -1,0 +1,149 @@
+/**
+ * The typed client of the service's API, used by the CLI and (later) the extension. Connects to the
+ * service's socket, starting the service on demand as a detached daemon.
+ */
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Socket } from 'node:net';
+import type { MessageConnection } from 'vscode-jsonrpc/node';
+import type { CreateParams } from '../service/vmManager';
+import { ErrorCode, SandboxError } from '../common/errors';
+import { SERVICE_FILES, dataHome } from '../common/paths';
+import { call, connectSocket } from '../common/rpc';
+import type { VmInfo } from '../common/status';
+import { SessionClient } from './sessionClient';
+
+export type ProgressListener = (step: number, total: number, message: string) => void;
+
+export interface ConnectOptions {
+  home?: string;
+  /** Start the service when none answers (default true). */
+  autoStart?: boolean;
+  /** Where the service's bundle is (default: next to this bundle). */
+  serviceScript?: string;
+}
+
+export class ServiceClient {
+  private readonly progress = new Map<string, ProgressListener>();
+
+  private constructor(readonly connection: MessageConnection, readonly home: string) {
+    connection.onNotification('progress', (p: { token: string; step: number; total: number; message: string }) => {
+      this.progress.get(p.token)?.(p.step, p.total, p.message);
+    });
+  }
+
+  static async connect(options: ConnectOptions = {}): Promise<ServiceClient> {
+    const home = options.home ?? dataHome();
+    const socket = path.join(home, SERVICE_FILES.socket);
+    try {
+      return new ServiceClient(await connectSocket(socket, 5000), home);
+    } catch (err) {
+      if (options.autoStart === false) {
+        throw new SandboxError(ErrorCode.ServiceUnavailable, `the service is not running (${(err as Error).message})`);
+      }
+    }
+    await startService(home, options.serviceScript ?? path.join(__dirname, 'service.js'));
+    try {
+      return new ServiceClient(await connectSocket(socket, 5000), home);
+    } catch (err) {
+      throw new SandboxError(ErrorCode.ServiceUnavailable, `the service started but does not answer (${(err as Error).message}); see ${path.join(home, SERVICE_FILES.log)}`);
+    }
+  }
+
+  private async withProgress<T>(method: string, params: Record<string, unknown>, onProgress?: ProgressListener): Promise<T> {
+    const token = randomUUID();
+    if (onProgress) this.progress.set(token, onProgress);
+    try {
+      return await call<T>(this.connection, method, { ...params, progressToken: token });
+    } finally {
+      this.progress.delete(token);
+    }
+  }
+
+  create(params: CreateParams, onProgress?: ProgressListener): Promise<VmInfo> {
+    return this.withProgress('vm.create', { ...params }, onProgress);
+  }
+  start(name: string, onProgress?: ProgressListener, bootTimeoutMs?: number): Promise<VmInfo> {
+    return this.withProgress('vm.start', { name, bootTimeoutMs }, onProgress);
+  }
+  restart(name: string, onProgress?: ProgressListener): Promise<VmInfo> {
+    return this.withProgress('vm.restart', { name }, onProgress);
+  }
+  stop(name: string, force = false, stepMs?: number): Promise<VmInfo> {
+    return call(this.connection, 'vm.stop', { name, force, stepMs });
+  }
+  pause(name: string): Promise<VmInfo> {
+    return call(this.connection, 'vm.pause', { name });
+  }
+  resume(name: string): Promise<VmInfo> {
+    return call(this.connection, 'vm.resume', { name });
+  }
+  save(name: string): Promise<VmInfo> {
+    return call(this.connection, 'vm.save', { name });
+  }
+  remove(name: string, force = false): Promise<void> {
+    return call(this.connection, 'vm.remove', { name, force });
+  }
+  list(): Promise<VmInfo[]> {
+    return call(this.connection, 'vm.list');
+  }
+  info(name: string): Promise<VmInfo> {
+    return call(this.connection, 'vm.info', { name });
+  }
+  serviceInfo(): Promise<{ pid: number; home: string; version: string }> {
+    return call(this.connection, 'service.info');
+  }
+  shutdownService(): Promise<void> {
+    return call(this.connection, 'service.shutdown');
+  }
+
+  /** Status snapshots of every VM as they change. */
+  async subscribe(onStatus: (info: VmInfo) => void, onRemoved?: (name: string) => void): Promise<void> {
+    this.connection.onNotification('vm.status', onStatus);
+    if (onRemoved) this.connection.onNotification('vm.removed', (p: { name: string }) => onRemoved(p.name));
+    await call(this.connection, 'service.subscribe');
+  }
+
+  /** A direct connection to the VM's worker for exec and terminal sessions (hot bytes skip the service). */
+  async attach(name: string): Promise<SessionClient> {
+    const { socket } = await call<{ socket: string }>(this.connection, 'vm.attach', { name });
+    return SessionClient.connect(socket);
+  }
+
+  dispose(): void {
+    this.connection.dispose();
+  }
+}
+
+/** Spawns the service detached and waits for its readiness line. */
+async function startService(home: string, script: string): Promise<void> {
+  fs.mkdirSync(home, { recursive: true, mode: 0o700 });
+  const logPath = path.join(home, SERVICE_FILES.log);
+  const logFd = fs.openSync(logPath, 'a');
+  const child = spawn(process.execPath, [script], {
+    detached: true,
+    stdio: ['ignore', logFd, logFd, 'pipe'],
+    env: { ...process.env, SANDBOXVM_HOME: home, ELECTRON_RUN_AS_NODE: '1' },
+  });
+  fs.closeSync(logFd);
+  const pipe = child.stdio[3] as Socket;
+  const text = await new Promise<string>((resolve) => {
+    let t = '';
+    pipe.setEncoding('utf8');
+    pipe.on('data', (d: string) => (t += d));
+    pipe.on('error', () => undefined);
+    pipe.on('close', () => resolve(t));
+  });
+  child.unref();
+  let result: { ok?: boolean; error?: { message: string } } = {};
+  try {
+    result = JSON.parse(text.trim() || '{}');
+  } catch {
+    // fall through
+  }
+  if (!result.ok) {
+    throw new SandboxError(ErrorCode.ServiceUnavailable, result.error?.message ?? `the service did not start; see ${logPath}`);
+  }
+}

@@ -1,0 +1,52 @@
+/** Status snapshots: whole pictures of a VM, never deltas. Clients just re-render them. */
+import type { Accelerator } from '../qemu/argv';
+import type { VmConfig } from './config';
+import type { WireError } from './errors';
+
+/**
+ * stopped: no QEMU. saved: no QEMU, a saved state to restore on start. starting, stopping, saving:
+ * an operation is under way. running / paused: QEMU is up (paused = vCPUs stopped).
+ */
+export type VmState = 'stopped' | 'starting' | 'running' | 'paused' | 'saving' | 'saved' | 'stopping';
+
+export interface AgentStatus {
+  connected: boolean;
+  version?: string;
+  hostname?: string;
+  kernel?: string;
+  /** Milliseconds since the last heartbeat; undefined before the first one. */
+  heartbeatAgeMs?: number;
+}
+
+/** What a worker reports about its VM. */
+export interface WorkerStatus {
+  state: VmState;
+  accel: Accelerator;
+  accelReason: string;
+  qemuVersion: string;
+  workerPid: number;
+  qemuPid?: number;
+  agent: AgentStatus;
+  startedAt: string;
+  /** How the agent became ready: cold boot or restore, and how long it took. */
+  boot?: { kind: 'boot' | 'restore'; readyMs: number };
+}
+
+/** What the service reports about a VM. */
+export interface VmInfo {
+  name: string;
+  state: VmState;
+  config: Pick<VmConfig, 'id' | 'cpus' | 'memoryMiB' | 'diskGiB' | 'network' | 'createdAt'> & { imageHash: string };
+  runtime?: WorkerStatus;
+  paths: { dir: string; disk: string; consoleLog: string; workerLog: string; savedState?: string };
+  lastError?: WireError;
+}
+
+/** A worker's record in its VM directory (worker.json): how a new service finds and checks it. */
+export interface WorkerRecord {
+  vmId: string;
+  workerPid: number;
+  qemuPid: number;
+  socket: string;
+  startedAt: string;
+}

@@ -1,0 +1,115 @@
+/**
+ * Control messages of the channel (CONTROL frames, JSON). One definition for both ends.
+ *
+ * The host opens every session and picks its id (1..2^32-1); session 0 is the channel itself.
+ * Handshake: the host sends `hello` (repeating it until answered, since the guest may not be
+ * reading yet); the agent answers `hello` with its own facts. A hello with a new epoch tells the
+ * agent that the host end is new (a restored VM, a restarted worker): sessions of older epochs are
+ * closed and their processes killed.
+ */
+
+export const PROTOCOL_VERSION = 1;
+/** Bytes of credit each side starts with on every stream of a session. */
+export const INITIAL_WINDOW = 256 * 1024;
+/** The largest control message either side accepts. */
+export const MAX_CONTROL_BYTES = 64 * 1024;
+/** How many sessions the host allows open at once on one channel. */
+export const MAX_SESSIONS = 256;
+
+// ---- host -> guest -------------------------------------------------------------------------
+
+export interface HostHello { t: 'hello'; version: number; epoch: string; time: number }
+export interface OpenSession {
+  t: 'open';
+  kind: 'exec' | 'pty';
+  /** argv[0] is looked up on PATH. For a pty with no argv the agent starts a login shell. */
+  argv?: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  cols?: number;
+  rows?: number;
+}
+export interface Resize { t: 'resize'; cols: number; rows: number }
+export interface SignalSession { t: 'signal'; signal: string }
+export interface CloseSession { t: 'close' }
+export interface Shutdown { t: 'shutdown'; reboot: boolean }
+export interface SetTime { t: 'time'; time: number }
+
+export type HostMessage = HostHello | OpenSession | Resize | SignalSession | CloseSession | Shutdown | SetTime;
+
+// ---- guest -> host -------------------------------------------------------------------------
+
+export interface AgentHello {
+  t: 'hello';
+  version: number;
+  epoch: string;
+  agentVersion: string;
+  pid: number;
+  hostname: string;
+  kernel: string;
+}
+export interface Heartbeat { t: 'heartbeat'; uptime: number; time: number }
+export interface Started { t: 'started'; pid: number }
+export interface Exited { t: 'exit'; code: number | null; signal: string | null }
+export interface SessionError { t: 'error'; message: string }
+
+export type AgentMessage = AgentHello | Heartbeat | Started | Exited | SessionError;
+
+/**
+ * Parses and validates a control payload from the guest. Returns the message, or a string saying
+ * why it was rejected. Nothing from the guest is believed before it passes here: types, ranges and
+ * string lengths are all checked.
+ */
+export function parseAgentMessage(payload: Buffer): AgentMessage | string {
+  if (payload.length > MAX_CONTROL_BYTES) return `control message of ${payload.length} bytes`;
+  let value: unknown;
+  try {
+    value = JSON.parse(payload.toString('utf8'));
+  } catch {
+    return 'control message is not JSON';
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'control message is not an object';
+  const m = value as Record<string, unknown>;
+  switch (m.t) {
+    case 'hello':
+      if (!isInt(m.version, 0, 1000)) return 'hello: bad version';
+      if (!isStr(m.epoch, 64) || !isStr(m.agentVersion, 64) || !isStr(m.hostname, 255) || !isStr(m.kernel, 255)) return 'hello: bad string field';
+      if (!isInt(m.pid, 1, 2 ** 31)) return 'hello: bad pid';
+      return { t: 'hello', version: m.version as number, epoch: m.epoch as string, agentVersion: m.agentVersion as string, pid: m.pid as number, hostname: m.hostname as string, kernel: m.kernel as string };
+    case 'heartbeat':
+      if (!isNum(m.uptime) || !isNum(m.time)) return 'heartbeat: bad fields';
+      return { t: 'heartbeat', uptime: m.uptime as number, time: m.time as number };
+    case 'started':
+      if (!isInt(m.pid, 1, 2 ** 31)) return 'started: bad pid';
+      return { t: 'started', pid: m.pid as number };
+    case 'exit':
+      if (!(m.code === null || isInt(m.code, -255, 255))) return 'exit: bad code';
+      if (!(m.signal === null || isStr(m.signal, 32))) return 'exit: bad signal';
+      return { t: 'exit', code: m.code as number | null, signal: m.signal as string | null };
+    case 'error':
+      if (!isStr(m.message, 4096)) return 'error: bad message';
+      return { t: 'error', message: m.message as string };
+    default:
+      return `unknown control message type ${JSON.stringify(String(m.t).slice(0, 32))}`;
+  }
+}
+
+/** Parses a control payload from the host (guest side). The host is trusted more, but still checked. */
+export function parseHostMessage(payload: Buffer): HostMessage | undefined {
+  try {
+    const m = JSON.parse(payload.toString('utf8'));
+    return typeof m === 'object' && m !== null && typeof m.t === 'string' ? (m as HostMessage) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function isStr(v: unknown, max: number): boolean {
+  return typeof v === 'string' && v.length <= max;
+}
+function isNum(v: unknown): boolean {
+  return typeof v === 'number' && Number.isFinite(v);
+}
+function isInt(v: unknown, min: number, max: number): boolean {
+  return Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
+}

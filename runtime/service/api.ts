@@ -1,0 +1,50 @@
+/**
+ * The service's JSON-RPC API: one flat table. Each method names the states it is allowed in (the
+ * manager enforces them and answers WrongState otherwise).
+ *
+ *   vm.create   {name, cpus?, memoryMiB?, diskGiB?, network?, progressToken?} -> VmInfo   (name must be new)
+ *   vm.start    {name, progressToken?, bootTimeoutMs?} -> VmInfo                          (stopped | saved)
+ *   vm.stop     {name, force?} -> VmInfo                                                  (running | paused | saved)
+ *   vm.pause    {name} -> VmInfo                                                          (running)
+ *   vm.resume   {name} -> VmInfo                                                          (paused)
+ *   vm.save     {name} -> VmInfo                                                          (running | paused)
+ *   vm.restart  {name, progressToken?} -> VmInfo                                          (running | paused)
+ *   vm.remove   {name, force?}                                                            (any; running needs force)
+ *   vm.list     {} -> VmInfo[]
+ *   vm.info     {name} -> VmInfo
+ *   vm.attach   {name} -> {socket}: the worker socket to open sessions on                (running)
+ *   service.info {} -> {pid, home, version}
+ *   service.subscribe {}: start receiving `vm.status` (VmInfo) and `vm.removed` ({name}) notifications
+ *   service.shutdown {}: the service exits; VMs keep running
+ *
+ * Progress of long operations arrives as `progress` notifications {token, step, total, message}.
+ */
+import type { HandlerTable, RpcPeer } from '../common/rpc';
+import type { VmManager } from './vmManager';
+
+export function apiHandlers(manager: VmManager, subscribers: Set<RpcPeer>, info: () => unknown, shutdown: () => void): HandlerTable {
+  const progressTo = (peer: RpcPeer, token: unknown) => (step: number, total: number, message: string) => {
+    if (token !== undefined) peer.notify('progress', { token, step, total, message });
+  };
+  return {
+    'vm.create': (p, peer) => manager.create(p, progressTo(peer, p.progressToken)),
+    'vm.start': (p, peer) => manager.start(p.name, progressTo(peer, p.progressToken), p.bootTimeoutMs),
+    'vm.stop': (p) => manager.stop(p.name, !!p.force, p.stepMs),
+    'vm.pause': (p) => manager.pause(p.name),
+    'vm.resume': (p) => manager.resume(p.name),
+    'vm.save': (p) => manager.save(p.name),
+    'vm.restart': (p, peer) => manager.restart(p.name, progressTo(peer, p.progressToken)),
+    'vm.remove': (p) => manager.remove(p.name, !!p.force),
+    'vm.list': () => manager.list(),
+    'vm.info': (p) => manager.info(p.name),
+    'vm.attach': (p) => manager.attachInfo(p.name),
+    'service.info': () => info(),
+    'service.subscribe': (_p, peer) => {
+      subscribers.add(peer);
+      peer.onClose(() => subscribers.delete(peer));
+    },
+    'service.shutdown': () => {
+      setImmediate(shutdown);
+    },
+  };
+}

@@ -1,0 +1,100 @@
+/**
+ * The service: one per user (Hyper-V's VMMS). Started detached on demand by a client; owns every
+ * VM's configuration and lifecycle; serves JSON-RPC on an owner-only socket; adopts the workers a
+ * previous service left running. Killing it stops no VM.
+ *
+ * fd 3, when present, is the spawner's readiness pipe: {"ok":true} once the socket listens.
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { SERVICE_FILES, dataHome, imageCacheDir } from '../common/paths';
+import { serveSocket, type RpcPeer } from '../common/rpc';
+import { ensureBaseImage } from '../image/baseImage';
+import { apiHandlers } from './api';
+import { VmManager, type ImageProvider } from './vmManager';
+
+const home = dataHome();
+const socketPath = path.join(home, SERVICE_FILES.socket);
+
+function log(message: string): void {
+  process.stdout.write(`${new Date().toISOString()} service[${process.pid}] ${message}\n`);
+}
+
+function report(value: unknown): void {
+  try {
+    fs.fstatSync(3);
+    const s = new net.Socket({ fd: 3, readable: false, writable: true });
+    s.on('error', () => undefined);
+    s.end(JSON.stringify(value) + '\n');
+  } catch {
+    // not started by a client
+  }
+}
+
+/** True when another service already answers on the socket. */
+function answering(): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(socketPath);
+    s.once('connect', () => (s.destroy(), resolve(true)));
+    s.once('error', () => resolve(false));
+  });
+}
+
+const images: ImageProvider = async (progress) => {
+  const agentDir = path.join(__dirname, 'guest-agent');
+  const image = await ensureBaseImage({ cacheDir: imageCacheDir(), agentDir, nodeBinary: guestNodeBinary(), onProgress: (p) => progress(p.step, p.total, p.message) });
+  return { hash: image.hash, kernel: image.kernel, initrd: image.initrd, disk: image.disk };
+};
+
+/** The guest runs the host's own Node when it is a plain Linux x64 node (checked in RECIPES.md). */
+function guestNodeBinary(): string {
+  return process.env.SANDBOXVM_GUEST_NODE ?? process.execPath;
+}
+
+async function main(): Promise<void> {
+  fs.mkdirSync(home, { recursive: true, mode: 0o700 });
+  fs.chmodSync(home, 0o700);
+  if (await answering()) {
+    log('another service is already running; exiting');
+    report({ ok: true, existing: true });
+    return;
+  }
+  fs.rmSync(socketPath, { force: true });
+
+  const manager = new VmManager(home, images, log);
+  await manager.load();
+  const subscribers = new Set<RpcPeer>();
+  manager.onDidChangeVm((info) => subscribers.forEach((p) => p.notify('vm.status', info)));
+  manager.onDidRemoveVm((name) => subscribers.forEach((p) => p.notify('vm.removed', { name })));
+
+  const server = net.createServer();
+  const shutdown = () => {
+    log('shutting down (VMs keep running)');
+    server.close();
+    fs.rmSync(socketPath, { force: true });
+    fs.rmSync(path.join(home, SERVICE_FILES.pid), { force: true });
+    manager.dispose();
+    setTimeout(() => process.exit(0), 50);
+  };
+  const handlers = apiHandlers(manager, subscribers, () => ({ pid: process.pid, home, version: '0.1.0' }), shutdown);
+  server.on('connection', (socket) => serveSocket(socket, handlers, log));
+  const oldUmask = process.umask(0o177);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socketPath, () => resolve());
+  });
+  process.umask(oldUmask);
+  fs.chmodSync(socketPath, 0o600);
+  fs.writeFileSync(path.join(home, SERVICE_FILES.pid), `${process.pid}\n`);
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
+  log(`listening on ${socketPath}`);
+  report({ ok: true });
+}
+
+main().catch((err) => {
+  log(`fatal: ${(err as Error).stack ?? err}`);
+  report({ error: { code: 'ServiceUnavailable', message: `the service failed to start: ${(err as Error).message}; see ${path.join(home, SERVICE_FILES.log)}` } });
+  process.exit(1);
+});

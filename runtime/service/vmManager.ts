@@ -1,0 +1,371 @@
+/**
+ * The service's model of every VM: configuration from disk, a worker handle for those running, and
+ * the lifecycle operations. Operations on one VM go through one queue (never interleaved); every
+ * change is published as a whole VmInfo snapshot.
+ *
+ * State is derived, never stored: a connected worker says what it is; without one, a saved.state
+ * file means `saved` and anything else `stopped`. So a dead worker can never leave a stale
+ * `running` behind.
+ */
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { promises as fsp, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import * as path from 'node:path';
+import { DEFAULTS, LIMITS, checkRange, parseVmConfig, type VmConfig } from '../common/config';
+import { ErrorCode, SandboxError, asSandboxError, type WireError } from '../common/errors';
+import { writeJsonAtomic } from '../common/atomicWrite';
+import { validateVmName } from '../common/names';
+import { VM_FILES, vmsDir } from '../common/paths';
+import type { VmInfo, VmState, WorkerStatus } from '../common/status';
+import { locateQemu } from '../qemu/locate';
+import { SequencerByKey } from './sequencer';
+import { killIfProcessOf } from './processes';
+import { WorkerHandle, readWorkerRecord } from './workerHandle';
+
+export interface CreateParams {
+  name: string;
+  cpus?: number;
+  memoryMiB?: number;
+  diskGiB?: number;
+  network?: boolean;
+}
+
+export interface Progress {
+  (step: number, total: number, message: string): void;
+}
+
+/** Provides the base image (built on first use). Injected so the service can be tested without builds. */
+export type ImageProvider = (progress: Progress) => Promise<VmConfig['image']>;
+
+interface Entry {
+  config: VmConfig;
+  worker?: WorkerHandle;
+  /** An operation under way that the worker can't report yet (starting before it exists). */
+  transient?: VmState;
+  lastError?: WireError;
+}
+
+export class VmManager {
+  private readonly entries = new Map<string, Entry>();
+  private readonly sequencer = new SequencerByKey<string>();
+  private readonly emitter = new EventEmitter();
+
+  constructor(private readonly home: string, private readonly images: ImageProvider, private readonly log: (m: string) => void) {}
+
+  onDidChangeVm(listener: (info: VmInfo) => void): void {
+    this.emitter.on('vm', listener);
+  }
+
+  onDidRemoveVm(listener: (name: string) => void): void {
+    this.emitter.on('removed', listener);
+  }
+
+  private dir(name: string): string {
+    return path.join(vmsDir(this.home), name);
+  }
+
+  private file(name: string, f: keyof typeof VM_FILES): string {
+    return path.join(this.dir(name), VM_FILES[f]);
+  }
+
+  /** Loads every VM from disk and adopts the workers a previous service left running. */
+  async load(): Promise<void> {
+    let names: string[] = [];
+    try {
+      names = readdirSync(vmsDir(this.home)).filter((n) => !n.startsWith('.'));
+    } catch {
+      return;
+    }
+    await Promise.all(
+      names.map(async (name) => {
+        try {
+          validateVmName(name);
+          const config = parseVmConfig(readFileSync(this.file(name, 'config'), 'utf8'), name);
+          const entry: Entry = { config };
+          this.entries.set(name, entry);
+          await this.adopt(name, entry);
+        } catch (err) {
+          this.log(`skipping ${this.dir(name)}: ${(err as Error).message}`);
+        }
+      }),
+    );
+  }
+
+  private async adopt(name: string, entry: Entry): Promise<void> {
+    const handle = await WorkerHandle.adopt(this.dir(name), entry.config.id, (s) => this.onWorkerStatus(name, s));
+    if (handle) {
+      this.log(`adopted ${name}: worker ${handle.record.workerPid}, QEMU ${handle.record.qemuPid}, ${handle.status.state}`);
+      this.attach(name, entry, handle);
+      return;
+    }
+    this.reapDeadWorker(name, entry);
+  }
+
+  /** A worker.json whose worker is gone: stop its QEMU if it is still ours, and say what happened. */
+  private reapDeadWorker(name: string, entry: Entry): void {
+    const record = readWorkerRecord(this.dir(name));
+    if (!existsSync(this.file(name, 'worker'))) return;
+    if (record && killIfProcessOf(record.qemuPid, [this.file(name, 'disk')])) {
+      this.log(`${name}: killed QEMU ${record.qemuPid}, orphaned by its worker`);
+    }
+    entry.lastError = {
+      code: ErrorCode.WorkerLost,
+      message: `the VM's worker exited unexpectedly and the VM was stopped; see ${this.file(name, 'workerLog')}`,
+    };
+    this.log(`${name}: ${entry.lastError.message}`);
+    for (const f of ['worker', 'workerSocket'] as const) rmSync(this.file(name, f), { force: true });
+  }
+
+  private attach(name: string, entry: Entry, handle: WorkerHandle): void {
+    entry.worker = handle;
+    handle.onClose(() => {
+      if (entry.worker !== handle) return;
+      entry.worker = undefined;
+      if (handle.exitError) entry.lastError = { code: ErrorCode.WorkerLost, message: handle.exitError };
+      // Give the worker a moment to clean up its record; a record left behind means it died.
+      setTimeout(() => {
+        if (!entry.worker && this.entries.get(name) === entry) {
+          this.reapDeadWorker(name, entry);
+          this.publish(name);
+        }
+      }, 300);
+      this.publish(name);
+    });
+    this.publish(name);
+  }
+
+  private onWorkerStatus(name: string, _status: WorkerStatus): void {
+    this.publish(name);
+  }
+
+  private publish(name: string): void {
+    const info = this.entries.has(name) ? this.snapshot(name) : undefined;
+    if (info) this.emitter.emit('vm', info);
+  }
+
+  private entry(name: unknown): Entry {
+    const valid = validateVmName(name);
+    const e = this.entries.get(valid);
+    if (!e) throw new SandboxError(ErrorCode.UnknownVm, `no VM named ${valid}; see \`sandboxvm list\` for the VMs there are, or create it with \`sandboxvm create ${valid}\``);
+    return e;
+  }
+
+  stateOf(name: string): VmState {
+    const e = this.entries.get(name)!;
+    if (e.transient) return e.transient;
+    if (e.worker && !e.worker.isClosed) return e.worker.status.state;
+    return existsSync(this.file(name, 'savedState')) ? 'saved' : 'stopped';
+  }
+
+  snapshot(name: string): VmInfo {
+    const e = this.entry(name);
+    const state = this.stateOf(name);
+    const c = e.config;
+    const runtime = e.worker && !e.worker.isClosed ? e.worker.status : undefined;
+    return {
+      name,
+      state,
+      config: { id: c.id, cpus: c.cpus, memoryMiB: c.memoryMiB, diskGiB: c.diskGiB, network: c.network, createdAt: c.createdAt, imageHash: c.image.hash },
+      runtime,
+      paths: {
+        dir: this.dir(name),
+        disk: this.file(name, 'disk'),
+        consoleLog: this.file(name, 'consoleLog'),
+        workerLog: this.file(name, 'workerLog'),
+        savedState: state === 'saved' ? this.file(name, 'savedState') : undefined,
+      },
+      lastError: e.lastError,
+    };
+  }
+
+  list(): VmInfo[] {
+    return [...this.entries.keys()].sort().map((n) => this.snapshot(n));
+  }
+
+  /** Fresh status from the worker (live heartbeat age), falling back to the cached snapshot. */
+  async info(name: string): Promise<VmInfo> {
+    const e = this.entry(name);
+    if (e.worker && !e.worker.isClosed) {
+      e.worker.status = await e.worker.call<WorkerStatus>('worker.status').catch(() => e.worker!.status);
+    }
+    return this.snapshot(name);
+  }
+
+  /**
+   * Creates a VM: a linked clone (qcow2 overlay) of the base image plus its vm.json, assembled in a
+   * hidden directory and renamed into place, so a failure leaves nothing behind.
+   */
+  create(p: CreateParams, progress: Progress): Promise<VmInfo> {
+    const name = validateVmName(p.name);
+    return this.sequencer.queue(name, async () => {
+      if (this.entries.has(name) || existsSync(this.dir(name))) {
+        throw new SandboxError(ErrorCode.DuplicateName, `a VM named ${name} already exists; pick another name or remove it with \`sandboxvm rm ${name}\``);
+      }
+      const cpus = checkRange(p.cpus ?? DEFAULTS.cpus, LIMITS.cpus, 'cpus');
+      const memoryMiB = checkRange(p.memoryMiB ?? DEFAULTS.memoryMiB, LIMITS.memoryMiB, 'memory', ' MiB');
+      const diskGiB = checkRange(p.diskGiB ?? DEFAULTS.diskGiB, LIMITS.diskGiB, 'disk', ' GiB');
+      const qemu = await locateQemu();
+      const image = await this.images(progress);
+      await fsp.mkdir(vmsDir(this.home), { recursive: true, mode: 0o700 });
+      const staging = path.join(vmsDir(this.home), `.${name}.creating-${process.pid}-${Date.now()}`);
+      await fsp.mkdir(staging, { mode: 0o700 });
+      try {
+        progress(1, 1, 'creating the disk (linked clone of the base image)');
+        await run(qemu.img, ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', image.disk, path.join(staging, VM_FILES.disk), `${diskGiB}G`]);
+        const config: VmConfig = { id: randomUUID(), name, cpus, memoryMiB, diskGiB, image, network: p.network !== false, createdAt: new Date().toISOString() };
+        await writeJsonAtomic(path.join(staging, VM_FILES.config), config);
+        try {
+          await fsp.rename(staging, this.dir(name));
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOTEMPTY' || (err as NodeJS.ErrnoException).code === 'EEXIST') {
+            throw new SandboxError(ErrorCode.DuplicateName, `a VM named ${name} already exists`);
+          }
+          throw err;
+        }
+        this.entries.set(name, { config });
+      } catch (err) {
+        await fsp.rm(staging, { recursive: true, force: true });
+        throw asSandboxError(err, `creating ${name} failed`);
+      }
+      this.log(`created ${name}`);
+      this.publish(name);
+      return this.snapshot(name);
+    });
+  }
+
+  /** Boots a stopped VM or restores a saved one; resolves when its agent answers. */
+  start(name: string, progress: Progress, bootTimeoutMs?: number): Promise<VmInfo> {
+    const e = this.entry(name);
+    return this.sequencer.queue(name, async () => {
+      this.requireState(name, ['stopped', 'saved'], 'start');
+      const restore = this.stateOf(name) === 'saved';
+      e.lastError = undefined;
+      e.transient = 'starting';
+      this.publish(name);
+      try {
+        progress(1, 2, restore ? 'restoring the saved state' : 'booting');
+        const handle = await WorkerHandle.spawn(this.dir(name), restore, (s) => this.onWorkerStatus(name, s), bootTimeoutMs);
+        e.transient = undefined;
+        this.attach(name, e, handle);
+        progress(2, 2, `agent ready after ${handle.status.boot?.readyMs ?? '?'} ms`);
+      } catch (err) {
+        e.transient = undefined;
+        e.lastError = asSandboxError(err).toWire();
+        this.publish(name);
+        throw err;
+      }
+      return this.snapshot(name);
+    });
+  }
+
+  /**
+   * Stops a running or paused VM (graceful unless `force`). On a saved VM, discards the saved
+   * state. Resolves once QEMU and the worker are gone.
+   */
+  stop(name: string, force: boolean, stepMs?: number): Promise<VmInfo> {
+    const e = this.entry(name);
+    return this.sequencer.queue(name, async () => {
+      const state = this.requireState(name, ['running', 'paused', 'saved'], 'stop');
+      if (state === 'saved') {
+        await fsp.rm(this.file(name, 'savedState'), { force: true });
+        this.log(`${name}: discarded the saved state`);
+      } else {
+        const worker = e.worker!;
+        const closed = worker.waitClosed();
+        await worker.call('worker.stop', { force, stepMs });
+        await closed;
+      }
+      this.publish(name);
+      return this.snapshot(name);
+    });
+  }
+
+  pause(name: string): Promise<VmInfo> {
+    return this.workerOp(name, ['running'], 'pause', 'worker.pause');
+  }
+
+  resume(name: string): Promise<VmInfo> {
+    return this.workerOp(name, ['paused'], 'resume', 'worker.resume');
+  }
+
+  /** Saves the running state to disk and ends QEMU; `start` restores it. */
+  save(name: string): Promise<VmInfo> {
+    const e = this.entry(name);
+    return this.sequencer.queue(name, async () => {
+      this.requireState(name, ['running', 'paused'], 'save');
+      const closed = e.worker!.waitClosed();
+      await e.worker!.call('worker.save');
+      await closed;
+      return this.snapshot(name);
+    });
+  }
+
+  async restart(name: string, progress: Progress): Promise<VmInfo> {
+    this.entry(name);
+    await this.stop(name, false);
+    return this.start(name, progress);
+  }
+
+  /** Removes a VM and every file of it. Refuses a running VM unless `force`. */
+  remove(name: string, force: boolean): Promise<void> {
+    const e = this.entry(name);
+    return this.sequencer.queue(name, async () => {
+      const state = this.stateOf(name);
+      if ((state === 'running' || state === 'paused') && !force) {
+        throw new SandboxError(ErrorCode.WrongState, `${name} is ${state}; stop it first or use \`sandboxvm rm --force ${name}\``);
+      }
+      if (e.worker && !e.worker.isClosed) {
+        const closed = e.worker.waitClosed();
+        await e.worker.call('worker.stop', { force: true }).catch(() => undefined);
+        await closed;
+      }
+      const trash = path.join(vmsDir(this.home), `.${name}.removing-${Date.now()}`);
+      await fsp.rename(this.dir(name), trash);
+      this.entries.delete(name);
+      await fsp.rm(trash, { recursive: true, force: true });
+      this.log(`removed ${name}`);
+      this.emitter.emit('removed', name);
+    });
+  }
+
+  /** Where a client connects to open sessions on a running VM. */
+  attachInfo(name: string): { socket: string } {
+    const e = this.entry(name);
+    this.requireState(name, ['running'], 'attach to');
+    return { socket: e.worker!.record.socket };
+  }
+
+  private workerOp(name: string, allowed: VmState[], verb: string, method: string): Promise<VmInfo> {
+    const e = this.entry(name);
+    return this.sequencer.queue(name, async () => {
+      this.requireState(name, allowed, verb);
+      await e.worker!.call(method);
+      e.worker!.status = await e.worker!.call<WorkerStatus>('worker.status');
+      this.publish(name);
+      return this.snapshot(name);
+    });
+  }
+
+  private requireState(name: string, allowed: VmState[], verb: string): VmState {
+    const state = this.stateOf(name);
+    if (!allowed.includes(state)) {
+      throw new SandboxError(ErrorCode.WrongState, `cannot ${verb} ${name}: it is ${state} (allowed when ${allowed.join(' or ')})`);
+    }
+    return state;
+  }
+
+  dispose(): void {
+    for (const e of this.entries.values()) e.worker?.dispose();
+  }
+}
+
+function run(file: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) =>
+    execFile(file, args, { timeout: 60_000 }, (err, _out, stderr) => {
+      if (!err) return resolve();
+      if (/No space left/i.test(stderr)) return reject(Object.assign(new Error(stderr.trim()), { code: 'ENOSPC' }));
+      reject(new Error(`${path.basename(file)} ${args[0]} failed: ${stderr.trim() || err.message}`));
+    }),
+  );
+}

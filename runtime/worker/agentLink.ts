@@ -1,0 +1,334 @@
+/**
+ * The host end of the channel: handshake, heartbeat, and the sessions multiplexed over one byte
+ * stream, with per-stream credit in both directions.
+ *
+ * The guest is hostile. Everything it sends is validated here before anything acts on it: frames
+ * are bounded by the decoder, control messages by parseAgentMessage, data by the credit we granted.
+ * A violation that concerns one session closes that session; a violation of the framing itself
+ * resets the channel (all sessions fail, new epoch, new handshake). Neither ends the worker.
+ */
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import { ErrorCode, SandboxError } from '../common/errors';
+import type { AgentStatus } from '../common/status';
+import { FrameDecoder, FrameType, MAX_PAYLOAD, ProtocolError, StreamId, encodeControl, encodeFrame, encodeWindow, type Frame } from '../protocol/frames';
+import { INITIAL_WINDOW, MAX_SESSIONS, PROTOCOL_VERSION, parseAgentMessage, type AgentHello, type OpenSession } from '../protocol/messages';
+
+const HELLO_RETRY_MS = 250;
+/** After this long without a heartbeat the agent is considered out of contact and re-greeted. */
+export const HEARTBEAT_LOST_MS = 5000;
+/** Stdin bytes we hold for one session while the guest grants no credit. */
+const MAX_QUEUED_INPUT = 1024 * 1024;
+
+export interface SessionHandlers {
+  onStarted(pid: number): void;
+  onData(stream: StreamId, data: Buffer): void;
+  onEof(stream: StreamId): void;
+  onExit(code: number | null, signal: string | null, error?: string): void;
+}
+
+export class HostSession {
+  /** Bytes we may still send on stdin (granted by the guest). */
+  private sendCredit = INITIAL_WINDOW;
+  /** Bytes the guest may still send on stdout / stderr (granted by us). */
+  readonly recvCredit = [0, INITIAL_WINDOW, INITIAL_WINDOW];
+  private readonly queue: { data: Buffer; done: () => void }[] = [];
+  private queuedBytes = 0;
+  ended = false;
+
+  constructor(readonly id: number, private readonly link: AgentLink, readonly handlers: SessionHandlers) {}
+
+  /** Sends stdin bytes; resolves once they are within the guest's credit and on their way. */
+  write(data: Buffer): Promise<void> {
+    if (this.ended) return Promise.reject(new SandboxError(ErrorCode.WrongState, `session ${this.id} has ended`));
+    if (this.queuedBytes + data.length > MAX_QUEUED_INPUT) {
+      return Promise.reject(new SandboxError(ErrorCode.BadArgument, `session ${this.id}: more than ${MAX_QUEUED_INPUT} bytes of input pending`));
+    }
+    return new Promise((resolve) => {
+      this.queue.push({ data, done: resolve });
+      this.queuedBytes += data.length;
+      this.pump();
+    });
+  }
+
+  eof(): void {
+    if (!this.ended) this.link.sendRaw(encodeFrame(FrameType.Eof, this.id, undefined, StreamId.Stdin));
+  }
+
+  resize(cols: number, rows: number): void {
+    if (!this.ended) this.link.sendRaw(encodeControl(this.id, { t: 'resize', cols, rows }));
+  }
+
+  signal(signal: string): void {
+    if (!this.ended) this.link.sendRaw(encodeControl(this.id, { t: 'signal', signal }));
+  }
+
+  close(): void {
+    if (!this.ended) this.link.sendRaw(encodeControl(this.id, { t: 'close' }));
+  }
+
+  /** The consumer has taken `bytes` of a stream: let the guest send that many more. */
+  ack(stream: StreamId, bytes: number): void {
+    if (this.ended || (stream !== StreamId.Stdout && stream !== StreamId.Stderr) || bytes <= 0) return;
+    this.recvCredit[stream] += bytes;
+    this.link.sendRaw(encodeWindow(this.id, stream, bytes));
+  }
+
+  grant(bytes: number): void {
+    this.sendCredit = Math.min(this.sendCredit + bytes, 16 * INITIAL_WINDOW);
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.queue.length > 0 && this.sendCredit > 0 && !this.ended) {
+      const head = this.queue[0];
+      const n = Math.min(head.data.length, this.sendCredit, MAX_PAYLOAD);
+      this.link.sendRaw(encodeFrame(FrameType.Data, this.id, head.data.subarray(0, n), StreamId.Stdin));
+      this.sendCredit -= n;
+      this.queuedBytes -= n;
+      if (n === head.data.length) {
+        this.queue.shift();
+        head.done();
+      } else {
+        head.data = head.data.subarray(n);
+      }
+    }
+  }
+
+  end(code: number | null, signal: string | null, error?: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    for (const q of this.queue) q.done();
+    this.queue.length = 0;
+    this.handlers.onExit(code, signal, error);
+  }
+}
+
+export class AgentLink {
+  private decoder = new FrameDecoder(MAX_PAYLOAD, true);
+  private readonly sessions = new Map<number, HostSession>();
+  private readonly emitter = new EventEmitter();
+  private nextSessionId = 1;
+  private epoch = '';
+  private hello?: AgentHello;
+  private lastHeartbeat?: number;
+  private helloTimer?: NodeJS.Timeout;
+  private watchdog?: NodeJS.Timeout;
+  private disposed = false;
+  /** Counts of what the guest did wrong, for the log and for tests. */
+  readonly violations: string[] = [];
+
+  constructor(private readonly socket: Duplex, private readonly log: (m: string) => void) {
+    socket.on('data', (chunk: Buffer) => this.receive(chunk));
+    socket.on('error', (err) => this.log(`channel socket error: ${err.message}`));
+    this.watchdog = setInterval(() => this.checkHeartbeat(), 1000);
+    this.greet();
+  }
+
+  get status(): AgentStatus {
+    return {
+      connected: this.hello !== undefined,
+      version: this.hello?.agentVersion,
+      hostname: this.hello?.hostname,
+      kernel: this.hello?.kernel,
+      heartbeatAgeMs: this.lastHeartbeat === undefined ? undefined : Date.now() - this.lastHeartbeat,
+    };
+  }
+
+  get connected(): boolean {
+    return this.hello !== undefined;
+  }
+
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  /** Fires when the agent connects, is lost, or reconnects. */
+  onDidChange(listener: () => void): () => void {
+    this.emitter.on('change', listener);
+    return () => this.emitter.off('change', listener);
+  }
+
+  /** Resolves when the agent has answered the handshake. */
+  waitConnected(timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    if (this.connected) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const done = (err?: Error) => {
+        clearTimeout(timer);
+        off();
+        signal?.removeEventListener('abort', onAbort);
+        err ? reject(err) : resolve();
+      };
+      const onAbort = () => done(new SandboxError(ErrorCode.Cancelled, 'cancelled'));
+      const timer = setTimeout(() => done(new SandboxError(ErrorCode.Timeout, `the guest agent did not answer within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs);
+      const off = this.onDidChange(() => this.connected && done());
+      signal?.addEventListener('abort', onAbort);
+    });
+  }
+
+  /** Starts the handshake over with a new epoch (after a restore, or to recover from a violation). */
+  greet(): void {
+    this.epoch = randomUUID();
+    const wasConnected = this.hello !== undefined;
+    this.hello = undefined;
+    this.decoder = new FrameDecoder(MAX_PAYLOAD, true);
+    if (wasConnected) this.emitter.emit('change');
+    clearInterval(this.helloTimer);
+    const send = () => this.sendRaw(encodeControl(0, { t: 'hello', version: PROTOCOL_VERSION, epoch: this.epoch, time: Date.now() }));
+    send();
+    this.helloTimer = setInterval(send, HELLO_RETRY_MS);
+  }
+
+  openSession(request: Omit<OpenSession, 't'>, handlers: SessionHandlers): HostSession {
+    if (!this.connected) throw new SandboxError(ErrorCode.AgentUnavailable, 'the guest agent is not connected');
+    if (this.sessions.size >= MAX_SESSIONS) throw new SandboxError(ErrorCode.BadArgument, `too many sessions open (${MAX_SESSIONS})`);
+    const id = this.allocateId();
+    const session = new HostSession(id, this, handlers);
+    this.sessions.set(id, session);
+    this.sendRaw(encodeControl(id, { t: 'open', ...request }));
+    return session;
+  }
+
+  shutdown(reboot: boolean): void {
+    this.sendRaw(encodeControl(0, { t: 'shutdown', reboot }));
+  }
+
+  sendRaw(frame: Buffer): void {
+    if (!this.disposed && !this.socket.destroyed) this.socket.write(frame);
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    clearInterval(this.helloTimer);
+    clearInterval(this.watchdog);
+    this.failAll('the VM stopped');
+  }
+
+  private allocateId(): number {
+    for (;;) {
+      const id = this.nextSessionId;
+      this.nextSessionId = this.nextSessionId >= 0xffffffff ? 1 : this.nextSessionId + 1;
+      if (!this.sessions.has(id)) return id;
+    }
+  }
+
+  private receive(chunk: Buffer): void {
+    try {
+      this.decoder.push(chunk, (frame) => this.onFrame(frame));
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+      this.violation(`framing: ${err.message}; resetting the channel`);
+      this.failAll('the channel was reset after a protocol violation');
+      this.greet();
+    }
+  }
+
+  private onFrame(frame: Frame): void {
+    if (frame.type === FrameType.Control) {
+      const message = parseAgentMessage(frame.payload);
+      if (typeof message === 'string') {
+        this.violation(`session ${frame.session}: ${message}`);
+        if (frame.session !== 0) this.endSession(frame.session, 'the guest sent an invalid message');
+        return;
+      }
+      if (frame.session === 0) {
+        if (message.t === 'hello') this.onHello(message);
+        else if (message.t === 'heartbeat' && this.hello) this.lastHeartbeat = Date.now();
+        else this.violation(`session 0: unexpected ${message.t}`);
+        return;
+      }
+      const session = this.sessions.get(frame.session);
+      if (!session) return; // a session we already closed: late messages are normal
+      if (message.t === 'started') session.handlers.onStarted(message.pid);
+      else if (message.t === 'exit') this.finish(session, message.code, message.signal);
+      else if (message.t === 'error') this.finish(session, null, null, message.message.slice(0, 1024));
+      else this.violation(`session ${frame.session}: unexpected ${message.t}`);
+      return;
+    }
+    if (!this.hello) return; // nothing but a hello counts before the handshake
+    const session = this.sessions.get(frame.session);
+    if (!session) return;
+    switch (frame.type) {
+      case FrameType.Data: {
+        if (frame.stream === StreamId.Stdin) return this.endSession(frame.session, 'the guest sent data on stdin');
+        session.recvCredit[frame.stream] -= frame.payload.length;
+        if (session.recvCredit[frame.stream] < 0) return this.endSession(frame.session, 'the guest sent more than its window');
+        session.handlers.onData(frame.stream, frame.payload);
+        return;
+      }
+      case FrameType.Window:
+        if (frame.stream !== StreamId.Stdin) return this.endSession(frame.session, 'the guest granted credit on an output stream');
+        session.grant(frame.payload.readUInt32BE(0));
+        return;
+      case FrameType.Eof:
+        if (frame.stream !== StreamId.Stdin) session.handlers.onEof(frame.stream);
+        return;
+    }
+  }
+
+  private onHello(hello: AgentHello): void {
+    if (hello.epoch !== this.epoch) return; // an answer to an older greeting
+    if (hello.version !== PROTOCOL_VERSION) {
+      this.violation(`agent speaks protocol ${hello.version}, we speak ${PROTOCOL_VERSION}`);
+      return;
+    }
+    const restarted = this.hello !== undefined && this.hello.pid !== hello.pid;
+    if (restarted) this.failAll('the guest agent restarted');
+    const first = this.hello === undefined;
+    this.hello = hello;
+    this.lastHeartbeat = Date.now();
+    this.decoder.resync = false;
+    clearInterval(this.helloTimer);
+    this.helloTimer = undefined;
+    if (first || restarted) {
+      this.log(`agent connected: version ${hello.agentVersion}, pid ${hello.pid}, ${hello.hostname}, kernel ${hello.kernel}`);
+      this.emitter.emit('change');
+    }
+  }
+
+  private checkHeartbeat(): void {
+    if (!this.hello || this.lastHeartbeat === undefined) return;
+    const age = Date.now() - this.lastHeartbeat;
+    if (age > HEARTBEAT_LOST_MS && this.helloTimer === undefined) {
+      // Paused guests send nothing; the worker stops the watchdog while paused (see pauseWatch).
+      if (this.watchPaused) return;
+      this.log(`lost contact with the agent (no heartbeat for ${age} ms); greeting it again`);
+      const send = () => this.sendRaw(encodeControl(0, { t: 'hello', version: PROTOCOL_VERSION, epoch: this.epoch, time: Date.now() }));
+      send();
+      this.helloTimer = setInterval(send, 1000);
+      this.emitter.emit('change');
+    }
+  }
+
+  /** While the VM is paused no heartbeat can arrive; don't call that lost contact. */
+  watchPaused = false;
+
+  /** Resumes heartbeat accounting after a pause (the pause itself is not the guest's silence). */
+  resetHeartbeat(): void {
+    if (this.hello) this.lastHeartbeat = Date.now();
+  }
+
+  private finish(session: HostSession, code: number | null, signal: string | null, error?: string): void {
+    this.sessions.delete(session.id);
+    session.end(code, signal, error);
+  }
+
+  private endSession(id: number, why: string): void {
+    const session = this.sessions.get(id);
+    this.violation(`session ${id}: ${why}`);
+    if (!session) return;
+    session.close();
+    this.finish(session, null, null, `${why}; the session was closed`);
+  }
+
+  private failAll(why: string): void {
+    for (const s of [...this.sessions.values()]) this.finish(s, null, null, why);
+  }
+
+  private violation(why: string): void {
+    if (this.violations.length < 1000) this.violations.push(why);
+    this.log(`protocol violation: ${why}`);
+  }
+}

@@ -1,0 +1,132 @@
+/**
+ * The worker: one process per running VM (Hyper-V's VMWP). Started detached by the service with
+ * `worker.js --dir <vm dir> [--restore]`; outlives the service. It boots (or restores) QEMU, holds
+ * the QMP and channel sockets, serves its VM's RPC socket (worker.sock), records itself in
+ * worker.json, and exits when QEMU does.
+ *
+ * fd 3, when present, is the spawner's readiness pipe: one JSON line, {"ok":true} once the agent
+ * answers or {"error":{code,message}} when the VM could not start.
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { parseVmConfig } from '../common/config';
+import { asSandboxError } from '../common/errors';
+import { VM_FILES } from '../common/paths';
+import { serveSocket, type RpcPeer } from '../common/rpc';
+import type { WorkerRecord } from '../common/status';
+import { writeJsonAtomic } from '../common/atomicWrite';
+import { probeAccelerator } from '../accel/probe';
+import { locateQemu } from '../qemu/locate';
+import { VmRunner } from './vmRunner';
+import { sessionHandlers } from './sessionRelay';
+
+function parseArgs(argv: string[]): { dir: string; restore: boolean; bootTimeoutMs: number } {
+  const dirIndex = argv.indexOf('--dir');
+  if (dirIndex < 0 || !argv[dirIndex + 1]) throw new Error('usage: worker --dir <vm dir> [--restore]');
+  const timeoutIndex = argv.indexOf('--boot-timeout-ms');
+  return {
+    dir: path.resolve(argv[dirIndex + 1]),
+    restore: argv.includes('--restore'),
+    bootTimeoutMs: timeoutIndex >= 0 ? Number(argv[timeoutIndex + 1]) : 180_000,
+  };
+}
+
+function log(message: string): void {
+  process.stdout.write(`${new Date().toISOString()} worker[${process.pid}] ${message}\n`);
+}
+
+function readinessPipe(): net.Socket | undefined {
+  try {
+    fs.fstatSync(3);
+    const s = new net.Socket({ fd: 3, readable: false, writable: true });
+    s.on('error', () => undefined);
+    return s;
+  } catch {
+    return undefined;
+  }
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const name = path.basename(args.dir);
+  const file = (f: keyof typeof VM_FILES) => path.join(args.dir, VM_FILES[f]);
+  const ready = readinessPipe();
+  const report = (value: unknown) => {
+    ready?.end(JSON.stringify(value) + '\n');
+  };
+  process.on('SIGPIPE', () => undefined);
+
+  let runner: VmRunner | undefined;
+  const peers = new Set<RpcPeer>();
+  const server = net.createServer();
+  try {
+    const config = parseVmConfig(fs.readFileSync(file('config'), 'utf8'), name);
+    const qemu = await locateQemu();
+    const accel = probeAccelerator();
+    log(`starting ${name}: accelerator ${accel.accel} (${accel.reason}), QEMU ${qemu.version}${args.restore ? ', restoring saved state' : ''}`);
+    const vm = new VmRunner(args.dir, config, qemu, accel, log);
+    runner = vm;
+    vm.onDidChangeStatus(() => {
+      const status = vm.status();
+      for (const peer of peers) peer.notify('worker.status', status);
+    });
+
+    fs.rmSync(file('workerSocket'), { force: true });
+    const handlers = {
+      'worker.status': () => vm.status(),
+      'worker.identify': () => ({ vmId: config.id, name, workerPid: process.pid }),
+      'worker.pause': () => vm.pause(),
+      'worker.resume': () => vm.resume(),
+      'worker.save': () => vm.save(),
+      'worker.stop': (p: { force?: boolean; stepMs?: number }) => vm.stop(!!p.force, p.stepMs),
+      ...sessionHandlers(() => vm.agent),
+    };
+    server.on('connection', (socket) => {
+      const peer = serveSocket(socket, handlers, log);
+      peers.add(peer);
+      peer.onClose(() => peers.delete(peer));
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(file('workerSocket'), () => resolve());
+    });
+    fs.chmodSync(file('workerSocket'), 0o600);
+
+    const recordWorker = async () => {
+      const record: WorkerRecord = { vmId: config.id, workerPid: process.pid, qemuPid: vm.qemuPid!, socket: file('workerSocket'), startedAt: new Date().toISOString() };
+      await writeJsonAtomic(file('worker'), record);
+    };
+    await vm.start(args.restore, args.bootTimeoutMs);
+    await recordWorker();
+    // The saved state is consumed: the disk moves on from here, so it can never be restored again.
+    if (args.restore) fs.rmSync(file('savedState'), { force: true });
+    report({ ok: true, status: vm.status() });
+  } catch (err) {
+    const e = asSandboxError(err);
+    log(`failed to start: ${e.message}`);
+    report({ error: e.toWire() });
+    cleanup();
+    process.exitCode = 1;
+    setTimeout(() => process.exit(1), 200).unref();
+    return;
+  }
+
+  const exit = await runner.waitExit();
+  if (exit.error) log(exit.error);
+  const final = { ...runner.status(), exitError: exit.error };
+  for (const peer of peers) peer.notify('worker.exit', final);
+  cleanup();
+  setTimeout(() => process.exit(0), 100);
+
+  function cleanup(): void {
+    server.close();
+    fs.rmSync(file('workerSocket'), { force: true });
+    fs.rmSync(file('worker'), { force: true });
+  }
+}
+
+main().catch((err) => {
+  log(`fatal: ${(err as Error).stack ?? err}`);
+  process.exit(1);
+});

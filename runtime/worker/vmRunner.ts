@@ -1,0 +1,275 @@
+/**
+ * One running VM: its QEMU process, QMP client and agent link, and the lifecycle operations on
+ * them. Lives in the worker process; the service talks to it through the worker's RPC socket.
+ *
+ * Ends when QEMU ends. `onDidExit` says how: stopped (asked, or the guest powered off), saved
+ * (state written to saved.state), or failed (QEMU died on its own).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { promises as fs, openSync, closeSync, fsyncSync } from 'node:fs';
+import * as path from 'node:path';
+import type { Socket } from 'node:net';
+import type { VmConfig } from '../common/config';
+import { ErrorCode, SandboxError } from '../common/errors';
+import { VM_FILES } from '../common/paths';
+import type { VmState, WorkerStatus } from '../common/status';
+import type { AccelChoice } from '../accel/probe';
+import { buildQemuArgv, shellQuote } from '../qemu/argv';
+import type { QemuInstall } from '../qemu/locate';
+import { QmpClient } from '../qemu/qmp';
+import { AgentLink } from './agentLink';
+
+export interface ExitReport {
+  state: 'stopped' | 'saved';
+  /** Set when QEMU ended without being asked to (crash, boot failure). */
+  error?: string;
+}
+
+const STOP_STEP_MS = 15_000;
+
+export class VmRunner {
+  private readonly emitter = new EventEmitter();
+  private qemu?: ChildProcess;
+  private qmp?: QmpClient;
+  agent?: AgentLink;
+  private state: VmState = 'starting';
+  private intent: 'none' | 'stop' | 'save' = 'none';
+  private exitPromise?: Promise<ExitReport>;
+  private boot?: WorkerStatus['boot'];
+  private readonly startedAt = new Date().toISOString();
+
+  constructor(
+    private readonly dir: string,
+    private readonly config: VmConfig,
+    private readonly qemuInstall: QemuInstall,
+    private readonly accel: AccelChoice,
+    private readonly log: (m: string) => void,
+  ) {}
+
+  private file(name: keyof typeof VM_FILES): string {
+    return path.join(this.dir, VM_FILES[name]);
+  }
+
+  get qemuPid(): number | undefined {
+    return this.qemu?.pid;
+  }
+
+  status(): WorkerStatus {
+    return {
+      state: this.state,
+      accel: this.accel.accel,
+      accelReason: this.accel.reason,
+      qemuVersion: this.qemuInstall.version,
+      workerPid: process.pid,
+      qemuPid: this.qemu?.pid,
+      agent: this.agent?.status ?? { connected: false },
+      startedAt: this.startedAt,
+      boot: this.boot,
+    };
+  }
+
+  onDidChangeStatus(listener: () => void): void {
+    this.emitter.on('status', listener);
+  }
+
+  private setState(state: VmState): void {
+    if (this.state === state) return;
+    this.state = state;
+    this.log(`state: ${state}`);
+    this.emitter.emit('status');
+  }
+
+  /**
+   * Spawns QEMU (booting, or restoring when saved.state exists and `restore` is set) and resolves
+   * when the guest agent answers. Rejects with BootFailed (QEMU is killed) when it does not.
+   */
+  async start(restore: boolean, bootTimeoutMs: number): Promise<void> {
+    const t0 = Date.now();
+    const incomingFile = restore ? this.file('savedState') : undefined;
+    const argv = buildQemuArgv({
+      accel: this.accel.accel,
+      cpus: this.config.cpus,
+      memoryMiB: this.config.memoryMiB,
+      kernel: this.config.image.kernel,
+      initrd: this.config.image.initrd,
+      disk: this.file('disk'),
+      consoleLog: this.file('consoleLog'),
+      hostname: this.config.name,
+      network: this.config.network,
+      channelFd: 3,
+      qmpFd: 4,
+      incomingFile,
+    });
+    this.log(`spawning ${this.qemuInstall.system} ${argv.join(' ')}`);
+    const logFd = openSync(this.file('workerLog'), 'a');
+    const qemu = spawn(this.qemuInstall.system, argv, { stdio: ['ignore', logFd, logFd, 'pipe', 'pipe'] });
+    closeSync(logFd);
+    this.qemu = qemu;
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => qemu.once('exit', (code, signal) => resolve({ code, signal })));
+    qemu.once('error', (err) => this.log(`QEMU spawn error: ${err.message}`));
+    const channel = qemu.stdio[3] as Socket;
+    const qmpSocket = qemu.stdio[4] as Socket;
+    this.qmp = new QmpClient(qmpSocket, this.log);
+    this.agent = new AgentLink(channel, this.log);
+    this.agent.onDidChange(() => this.emitter.emit('status'));
+    this.exitPromise = exited.then((r) => this.onQemuExit(r.code, r.signal));
+
+    const bootFailed = exited.then(({ code, signal }) => {
+      throw new SandboxError(ErrorCode.BootFailed, `QEMU exited during ${restore ? 'restore' : 'boot'} (${signal ?? `code ${code}`}); see ${this.file('workerLog')} and ${this.file('consoleLog')}`);
+    });
+    try {
+      await Promise.race([this.bringUp(restore, bootTimeoutMs), bootFailed]);
+    } catch (err) {
+      this.intent = 'stop';
+      qemu.kill('SIGKILL');
+      await this.exitPromise;
+      if (err instanceof SandboxError && err.code === ErrorCode.Timeout) {
+        throw new SandboxError(ErrorCode.BootFailed, `${err.message}; see ${this.file('consoleLog')}`);
+      }
+      throw err;
+    }
+    this.boot = { kind: restore ? 'restore' : 'boot', readyMs: Date.now() - t0 };
+    this.log(`agent ready ${this.boot.readyMs} ms after spawn (${this.boot.kind})`);
+    this.setState('running');
+  }
+
+  private async bringUp(restore: boolean, timeoutMs: number): Promise<void> {
+    await this.qmp!.ready;
+    if (restore) await this.waitRestored(timeoutMs);
+    await this.agent!.waitConnected(timeoutMs);
+  }
+
+  /** After -incoming: waits until the migration stream is loaded, then makes sure the vCPUs run. */
+  private async waitRestored(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const s = await this.qmp!.execute<{ status: string }>('query-status');
+      if (s.status === 'running') return;
+      if (s.status === 'paused' || s.status === 'postmigrate' || s.status === 'prelaunch') {
+        await this.qmp!.execute('cont');
+        return;
+      }
+      if (s.status === 'internal-error' || s.status === 'shutdown') throw new SandboxError(ErrorCode.BootFailed, `restore failed: QEMU status ${s.status}`);
+      if (Date.now() > deadline) throw new SandboxError(ErrorCode.Timeout, `restore did not finish within ${timeoutMs} ms`);
+      // QEMU 7.2 has no event for the end of an incoming migration; poll while it loads (~0.3 s).
+      await delay(20);
+    }
+  }
+
+  async pause(): Promise<void> {
+    this.requireState(['running'], 'pause');
+    await this.qmp!.execute('stop');
+    this.agent!.watchPaused = true;
+    this.setState('paused');
+  }
+
+  async resume(): Promise<void> {
+    this.requireState(['paused'], 'resume');
+    await this.qmp!.execute('cont');
+    this.agent!.resetHeartbeat();
+    this.agent!.watchPaused = false;
+    this.setState('running');
+  }
+
+  /**
+   * Writes the running state to saved.state and ends QEMU. The file appears only when complete
+   * (written as a temporary, fsynced, renamed); on failure the VM is resumed as it was.
+   */
+  async save(): Promise<void> {
+    this.requireState(['running', 'paused'], 'save');
+    const wasPaused = this.state === 'paused';
+    this.setState('saving');
+    const tmp = this.file('savedState') + '.partial';
+    try {
+      await this.qmp!.execute('stop');
+      await this.qmp!.execute('migrate', { uri: `exec:cat > ${shellQuote(tmp)}` });
+      for (;;) {
+        const m = await this.qmp!.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
+        if (m.status === 'completed') break;
+        if (m.status === 'failed' || m.status === 'cancelled') throw new SandboxError(ErrorCode.Internal, `saving the state failed: ${m['error-desc'] ?? m.status}`);
+        await delay(25);
+      }
+      const fd = openSync(tmp, 'r+');
+      fsyncSync(fd);
+      closeSync(fd);
+      await fs.rename(tmp, this.file('savedState'));
+    } catch (err) {
+      await fs.rm(tmp, { force: true });
+      if (!wasPaused) await this.qmp!.execute('cont').catch(() => undefined);
+      this.setState(wasPaused ? 'paused' : 'running');
+      throw err;
+    }
+    this.intent = 'save';
+    await this.qmp!.execute('quit').catch(() => undefined);
+    await this.exitPromise;
+  }
+
+  /**
+   * Stops the VM. Graceful: the agent's shutdown, then ACPI powerdown, then kill, each after
+   * STOP_STEP_MS and each fallback logged. Forced: kill at once. Resolves when QEMU has exited.
+   */
+  async stop(force: boolean, stepMs = STOP_STEP_MS): Promise<void> {
+    this.requireState(['running', 'paused', 'starting'], 'stop');
+    this.intent = 'stop';
+    const exited = this.exitPromise!;
+    if (force) {
+      this.setState('stopping');
+      this.qemu?.kill('SIGKILL');
+      await exited;
+      return;
+    }
+    if (this.state === 'paused') await this.qmp!.execute('cont').catch(() => undefined);
+    this.setState('stopping');
+    if (this.agent?.connected) {
+      this.log('stop: asking the guest agent to shut down');
+      this.agent.shutdown(false);
+      if (await within(exited, stepMs)) return;
+      this.log(`stop: the guest did not power off within ${stepMs} ms after the agent's shutdown; trying ACPI powerdown`);
+    } else {
+      this.log('stop: the guest agent is not connected; trying ACPI powerdown');
+    }
+    await this.qmp!.execute('system_powerdown').catch((err) => this.log(`stop: system_powerdown failed: ${err.message}`));
+    if (await within(exited, stepMs)) return;
+    this.log(`stop: the guest ignored ACPI powerdown for ${stepMs} ms; killing QEMU`);
+    this.qemu?.kill('SIGKILL');
+    await exited;
+  }
+
+  /** Resolves with how QEMU ended. */
+  waitExit(): Promise<ExitReport> {
+    return this.exitPromise ?? Promise.resolve({ state: 'stopped' });
+  }
+
+  private async onQemuExit(code: number | null, signal: NodeJS.Signals | null): Promise<ExitReport> {
+    this.agent?.dispose();
+    this.log(`QEMU exited (${signal ?? `code ${code}`}), intent ${this.intent}`);
+    if (this.intent === 'save') {
+      this.setState('saved');
+      return { state: 'saved' };
+    }
+    this.setState('stopped');
+    if (this.intent === 'stop' || code === 0) return { state: 'stopped' };
+    return { state: 'stopped', error: `QEMU exited unexpectedly (${signal ?? `code ${code}`}); see ${this.file('workerLog')}` };
+  }
+
+  private requireState(allowed: VmState[], action: string): void {
+    if (!allowed.includes(this.state)) {
+      throw new SandboxError(ErrorCode.WrongState, `cannot ${action} ${this.config.name}: it is ${this.state} (allowed when ${allowed.join(' or ')})`);
+    }
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** True when `p` settles within `ms`. */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), ms)));
+  const done = p.then(() => true as const);
+  const result = await Promise.race([done, timeout]);
+  clearTimeout(timer);
+  return result;
+}
