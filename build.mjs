@@ -1,6 +1,9 @@
 // One esbuild script, several entry points: the CLI, the service, the worker (host, Node) and the
 // guest agent (runs on the guest's own Node). Native modules stay external so their .node files ship.
 import { build } from 'esbuild';
+import { rmSync as clean } from 'node:fs';
+
+clean('dist', { recursive: true, force: true });
 
 const common = {
   bundle: true,

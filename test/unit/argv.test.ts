@@ -1,0 +1,56 @@
+/** unit: QEMU argv builder, table-driven. */
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { buildQemuArgv, escapeOption, shellQuote, type LaunchSpec } from '../../runtime/qemu/argv';
+
+const base: LaunchSpec = {
+  accel: 'tcg',
+  cpus: 2,
+  memoryMiB: 1024,
+  kernel: '/img/vmlinuz',
+  initrd: '/img/initrd.img',
+  disk: '/vms/dev/disk.qcow2',
+  consoleLog: '/vms/dev/console.log',
+  hostname: 'dev',
+  network: true,
+  channelFd: 3,
+  qmpFd: 4,
+};
+
+function valueAfter(argv: string[], flag: string, nth = 0): string | undefined {
+  let seen = 0;
+  for (let i = 0; i < argv.length; i++) if (argv[i] === flag && seen++ === nth) return argv[i + 1];
+  return undefined;
+}
+
+const cases: { name: string; spec: Partial<LaunchSpec>; check: (argv: string[]) => void }[] = [
+  { name: 'tcg gets a bounded translation cache and -cpu max', spec: {}, check: (a) => (assert.equal(valueAfter(a, '-accel'), 'tcg,tb-size=128'), assert.equal(valueAfter(a, '-cpu'), 'max')) },
+  { name: 'kvm uses the host cpu', spec: { accel: 'kvm' }, check: (a) => (assert.equal(valueAfter(a, '-accel'), 'kvm'), assert.equal(valueAfter(a, '-cpu'), 'host')) },
+  { name: 'hvf uses the host cpu', spec: { accel: 'hvf' }, check: (a) => assert.equal(valueAfter(a, '-accel'), 'hvf') },
+  { name: 'whpx', spec: { accel: 'whpx' }, check: (a) => assert.equal(valueAfter(a, '-accel'), 'whpx') },
+  { name: 'memory and cpus', spec: { memoryMiB: 2048, cpus: 4 }, check: (a) => (assert.equal(valueAfter(a, '-m'), '2048'), assert.equal(valueAfter(a, '-smp'), '4')) },
+  { name: 'microvm with legacy timers', spec: {}, check: (a) => assert.equal(valueAfter(a, '-M'), 'microvm,pit=on,pic=on,rtc=on') },
+  { name: 'channel and qmp are inherited fds', spec: { channelFd: 5, qmpFd: 6 }, check: (a) => {
+    assert.ok(a.includes('socket,id=agent,fd=5,server=off'));
+    assert.ok(a.includes('socket,id=qmp,fd=6,server=off'));
+    assert.ok(a.includes('virtserialport,chardev=agent,name=org.sandboxvm.agent'));
+  } },
+  { name: 'hostname on the kernel command line', spec: { hostname: 'web-1' }, check: (a) => assert.match(valueAfter(a, '-append')!, / sandboxvm\.hostname=web-1$/) },
+  { name: 'commas in the disk path are doubled', spec: { disk: '/a,b/disk.qcow2' }, check: (a) => assert.ok(valueAfter(a, '-drive')!.startsWith('id=root,file=/a,,b/disk.qcow2,format=qcow2')) },
+  { name: 'console log appends', spec: { consoleLog: '/x,y/console.log' }, check: (a) => assert.equal(valueAfter(a, '-chardev'), 'file,id=console,path=/x,,y/console.log,append=on') },
+  { name: 'no network means no netdev', spec: { network: false }, check: (a) => assert.equal(a.includes('-netdev'), false) },
+  { name: 'network is user-mode virtio-net', spec: { network: true }, check: (a) => assert.equal(valueAfter(a, '-netdev'), 'user,id=net0') },
+  { name: 'no -incoming on a cold boot', spec: {}, check: (a) => assert.equal(a.includes('-incoming'), false) },
+  { name: 'restore reads the saved state through a quoted path', spec: { incomingFile: "/v/it's/saved.state" }, check: (a) => assert.equal(valueAfter(a, '-incoming'), `exec:cat '/v/it'\\''s/saved.state'`) },
+  { name: 'never reboots, never opens a window', spec: {}, check: (a) => (assert.ok(a.includes('-no-reboot')), assert.ok(a.includes('-nographic')), assert.ok(a.includes('-nodefaults'))) },
+];
+
+for (const c of cases) {
+  test(`argv: ${c.name}`, () => c.check(buildQemuArgv({ ...base, ...c.spec })));
+}
+
+test('argv: escapeOption and shellQuote', () => {
+  assert.equal(escapeOption('a,b,,c'), 'a,,b,,,,c');
+  assert.equal(shellQuote('plain'), "'plain'");
+  assert.equal(shellQuote("a'b"), `'a'\\''b'`);
+});
