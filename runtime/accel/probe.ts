@@ -17,6 +17,12 @@ export interface NativeHost {
   platform: NodeJS.Platform;
   /** Linux: the result of ioctl(KVM_GET_API_VERSION) on /dev/kvm, or an error string. */
   kvmApiVersion(): number | string;
+  /**
+   * Linux x86: whether the CPU shows vmx or svm. A /dev/kvm that answers its ioctls on a CPU without
+   * them (seen here: a Firecracker guest without nested virtualization) cannot run a guest: QEMU
+   * aborts setting MSRs or hangs in the guest's first instructions.
+   */
+  cpuHasVirtualization(): boolean;
   /** macOS: kern.hv_support, or an error string. */
   hvSupport(): number | string;
   /** Windows: whether WHvCapabilityCodeHypervisorPresent is true, or an error string. */
@@ -31,6 +37,9 @@ export function chooseAccelerator(host: NativeHost, requested?: string): AccelCh
   switch (host.platform) {
     case 'linux': {
       const v = host.kvmApiVersion();
+      if (v === KVM_API_VERSION && !host.cpuHasVirtualization()) {
+        return { accel: 'tcg', reason: '/dev/kvm answers, but the CPU shows no vmx/svm (nested virtualization is off), so KVM cannot run guests' };
+      }
       if (v === KVM_API_VERSION) return { accel: 'kvm', reason: `/dev/kvm answers KVM_GET_API_VERSION=${v}` };
       return { accel: 'tcg', reason: typeof v === 'string' ? `no KVM: ${v}` : `no KVM: unexpected API version ${v}` };
     }
@@ -52,6 +61,14 @@ export function chooseAccelerator(host: NativeHost, requested?: string): AccelCh
 /** The real host, through koffi. Each call loads what it needs lazily and never throws. */
 export const realHost: NativeHost = {
   platform: process.platform,
+  cpuHasVirtualization() {
+    if (process.arch !== 'x64' && process.arch !== 'ia32') return true;
+    try {
+      return /^flags\s*:.*\b(vmx|svm)\b/m.test(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+    } catch {
+      return true;
+    }
+  },
   kvmApiVersion() {
     try {
       fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);

@@ -25,12 +25,13 @@ test('sizes: units and errors', () => {
   assert.throws(() => checkRange(0, LIMITS.cpus, 'cpus'), /cpus must be between 1 and 64/);
 });
 
-const host = (o: Partial<NativeHost>): NativeHost => ({ platform: 'linux', kvmApiVersion: () => 'absent', hvSupport: () => 0, whpxPresent: () => false, ...o });
+const host = (o: Partial<NativeHost>): NativeHost => ({ platform: 'linux', kvmApiVersion: () => 'absent', cpuHasVirtualization: () => true, hvSupport: () => 0, whpxPresent: () => false, ...o });
 
 test('accel: the probe decides', () => {
   const table: [NativeHost, string | undefined, string][] = [
     [host({ kvmApiVersion: () => 12 }), undefined, 'kvm'],
     [host({ kvmApiVersion: () => 11 }), undefined, 'tcg'],
+    [host({ kvmApiVersion: () => 12, cpuHasVirtualization: () => false }), undefined, 'tcg'],
     [host({ kvmApiVersion: () => '/dev/kvm is not usable (ENOENT)' }), undefined, 'tcg'],
     [host({ kvmApiVersion: () => 12 }), 'tcg', 'tcg'],
     [host({ platform: 'darwin', hvSupport: () => 1 }), undefined, 'hvf'],
