@@ -123,13 +123,9 @@ export class VmManager {
       if (entry.worker !== handle) return;
       entry.worker = undefined;
       if (handle.exitError) entry.lastError = { code: ErrorCode.WorkerLost, message: handle.exitError };
-      // Give the worker a moment to clean up its record; a record left behind means it died.
-      setTimeout(() => {
-        if (!entry.worker && this.entries.get(name) === entry) {
-          this.reapDeadWorker(name, entry);
-          this.publish(name);
-        }
-      }, 300);
+      // A worker that exits cleanly removes its record before its socket closes: a record left
+      // behind means it died.
+      this.reapDeadWorker(name, entry);
       this.publish(name);
     });
     this.publish(name);

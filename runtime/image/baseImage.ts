@@ -1,0 +1,608 @@
+/**
+ * The default base image: built locally from Debian packages, cached by a hash of its recipe.
+ *
+ * Two stages, each cached in its own directory of the image cache (imageCacheDir()):
+ *   stage1-<hash16>/  build-rootfs.sh: vmlinuz, initrd.img, rootfs.tar, stage1.json   (slow, ~30 s-3 min)
+ *   base-<hash16>/    assemble-image.sh: base.qcow2, vmlinuz, initrd.img, manifest.json (fast, ~5-10 s)
+ * plus build-<hash16>.log (the last build's full output) and build.lock (held while building).
+ *
+ * Stage 1's hash covers build-rootfs.sh, the initramfs init, the package list and the kernel
+ * package's version; stage 2's covers stage 1's hash, assemble-image.sh, the rootfs scripts, the
+ * guest's node binary and every file of the agent directory. A stage is built into a temporary
+ * directory and renamed into place, so the cache never holds a half-written stage; a published
+ * base directory is never modified or deleted here (VM overlays reference its base.qcow2).
+ */
+import { spawn, execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, promises as fs } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { ErrorCode, SandboxError, asSandboxError } from '../common/errors';
+import { writeJsonAtomic } from '../common/atomicWrite';
+
+export interface BaseImage {
+  /** The stage-2 recipe hash (full sha256 hex); the directory is named after its first 16 chars. */
+  hash: string;
+  dir: string;
+  kernel: string;
+  initrd: string;
+  disk: string;
+}
+
+export interface ImageProgress {
+  step: number;
+  total: number;
+  message: string;
+}
+
+export interface EnsureImageOptions {
+  cacheDir: string;
+  agentDir: string;
+  nodeBinary: string;
+  onProgress?: (p: ImageProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface RecipeOptions {
+  agentDir: string;
+  nodeBinary: string;
+  /** Where the scripts are (default imageAssetsDir()). */
+  assetsDir?: string;
+  /** The kernel package and version (default: resolved with apt-cache). */
+  kernel?: KernelPackage;
+}
+
+export interface KernelPackage {
+  name: string;
+  version: string;
+}
+
+/** Number of `STEP` lines each script prints (they print `STEP n TOTAL msg` with these totals). */
+export const STAGE1_STEPS = 5;
+export const STAGE2_STEPS = 4;
+
+/** Files (relative to imageAssetsDir()) that make up each stage's recipe. */
+export const STAGE1_ASSETS = ['build-rootfs.sh', 'rootfs-packages.txt', 'guest/initramfs-init'] as const;
+export const STAGE2_ASSETS = ['assemble-image.sh', 'guest/sandboxvm-init', 'guest/agent-loop', 'guest/poweroff', 'guest/reboot'] as const;
+
+/** Environment overrides the scripts honour that change what they build (so they are part of the hash). */
+const STAGE1_ENV = ['SANDBOXVM_SUITE', 'SANDBOXVM_INITRD_COMPRESSION'] as const;
+const STAGE2_ENV = ['SANDBOXVM_DISK_SIZE'] as const;
+
+const KERNEL_META_PACKAGE = 'linux-image-cloud-amd64';
+const LOCK_FILE = 'build.lock';
+
+/**
+ * The directory holding build-rootfs.sh, assemble-image.sh and guest/. Bundled code runs from
+ * dist/*.js, so the scripts are at dist/../runtime/image; from source (tsx) they sit next to this file.
+ */
+export function imageAssetsDir(): string {
+  const candidates = [path.join(__dirname, '..', 'runtime', 'image'), __dirname];
+  for (const dir of candidates) {
+    if (existsSync(path.join(dir, 'build-rootfs.sh'))) return dir;
+  }
+  throw new SandboxError(ErrorCode.Internal, `the image build scripts are missing (looked in ${candidates.join(' and ')})`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress lines
+
+/** Parses a script's `STEP <n> <total> <message>` line; anything else gives undefined. */
+export function parseProgressLine(line: string): ImageProgress | undefined {
+  const m = /^STEP (\d+) (\d+) (.*)$/.exec(line.replace(/\r$/, ''));
+  if (!m) return undefined;
+  const step = Number(m[1]);
+  const total = Number(m[2]);
+  if (!(step >= 1 && total >= 1 && step <= total)) return undefined;
+  return { step, total, message: m[3].trim() };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host tools
+
+export interface HostTool {
+  tool: string;
+  /** The Debian package that provides it. */
+  pkg: string;
+}
+
+/** Tools the build needs. The initramfs archive is written with busybox's own cpio applet. */
+export const REQUIRED_TOOLS: readonly HostTool[] = [
+  { tool: 'bash', pkg: 'bash' },
+  { tool: 'tar', pkg: 'tar' },
+  { tool: 'qemu-img', pkg: 'qemu-utils' },
+  { tool: 'mkfs.ext4', pkg: 'e2fsprogs' },
+  { tool: 'mmdebstrap', pkg: 'mmdebstrap' },
+  { tool: 'busybox', pkg: 'busybox-static' },
+  { tool: 'dpkg-deb', pkg: 'dpkg' },
+  { tool: 'apt-get', pkg: 'apt' },
+  { tool: 'apt-cache', pkg: 'apt' },
+];
+
+/** The PATH the scripts run with: the caller's plus the sbin directories a normal user lacks. */
+export function toolPath(env: NodeJS.ProcessEnv = process.env): string {
+  const parts = (env.PATH ?? '').split(path.delimiter).filter(Boolean);
+  for (const extra of ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']) {
+    if (!parts.includes(extra)) parts.push(extra);
+  }
+  return parts.join(path.delimiter);
+}
+
+export async function findExecutable(name: string, searchPath = toolPath()): Promise<string | undefined> {
+  for (const dir of searchPath.split(path.delimiter)) {
+    if (!dir) continue;
+    const file = path.join(dir, name);
+    try {
+      await fs.access(file, 0o1 /* X_OK */);
+      if ((await fs.stat(file)).isFile()) return file;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/** The message for missing tools: names each tool and the apt package that provides it. */
+export function missingToolsMessage(missing: readonly HostTool[]): string {
+  const names = missing.map((t) => `${t.tool} (package ${t.pkg})`).join(', ');
+  const pkgs = [...new Set(missing.map((t) => t.pkg))].join(' ');
+  return `cannot build the base image: missing host tool${missing.length > 1 ? 's' : ''}: ${names}. Install with: sudo apt-get install ${pkgs}`;
+}
+
+/** Throws ImageBuildFailed naming every missing tool and its package. `lookup` is injectable for tests. */
+export async function checkHostTools(
+  lookup: (tool: string) => Promise<string | undefined> = (t) => findExecutable(t),
+  platform: NodeJS.Platform = process.platform,
+): Promise<void> {
+  if (platform !== 'linux') {
+    throw new SandboxError(ErrorCode.ImageBuildFailed, `building the default base image needs a Debian or Ubuntu Linux host (this is ${platform}); copy a built image cache from one instead`);
+  }
+  const missing: HostTool[] = [];
+  for (const t of REQUIRED_TOOLS) {
+    if (!(await lookup(t.tool))) missing.push(t);
+  }
+  if (missing.length) throw new SandboxError(ErrorCode.ImageBuildFailed, missingToolsMessage(missing));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel package
+
+/** From `apt-cache depends linux-image-cloud-amd64`: the versioned package it depends on. */
+export function parseKernelDepends(output: string): string | undefined {
+  const m = /Depends:\s*(linux-image-\d[^\s]*)/.exec(output);
+  return m?.[1];
+}
+
+/** From `apt-cache policy PKG`: the candidate version. */
+export function parseCandidate(output: string): string | undefined {
+  const m = /Candidate:\s*(\S+)/.exec(output);
+  return m && m[1] !== '(none)' ? m[1] : undefined;
+}
+
+function run(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { env: { ...process.env, PATH: toolPath(), LC_ALL: 'C' }, maxBuffer: 4 << 20 }, (err, stdout) => {
+      if (err) reject(err);
+      else resolve(stdout);
+    });
+  });
+}
+
+export async function resolveKernelPackage(): Promise<KernelPackage> {
+  const fail = (why: string, cause?: unknown) =>
+    new SandboxError(ErrorCode.ImageBuildFailed, `cannot resolve the guest kernel package (${KERNEL_META_PACKAGE}): ${why}; run 'sudo apt-get update' and try again`, { cause });
+  let name: string | undefined;
+  try {
+    name = parseKernelDepends(await run('apt-cache', ['depends', KERNEL_META_PACKAGE]));
+  } catch (err) {
+    throw fail('apt-cache failed', err);
+  }
+  if (!name) throw fail('apt knows no such package');
+  let version: string | undefined;
+  try {
+    version = parseCandidate(await run('apt-cache', ['policy', name]));
+  } catch (err) {
+    throw fail(`apt-cache policy ${name} failed`, err);
+  }
+  if (!version) throw fail(`${name} has no installable version`);
+  return { name, version };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hashes
+
+/** File hashes by identity (dev, inode, size, mtime), so the guest's ~100 MB node is hashed once per process. */
+const fileHashes = new Map<string, string>();
+
+async function sha256File(file: string): Promise<string> {
+  const st = await fs.stat(file);
+  const key = `${file}\0${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+  const known = fileHashes.get(key);
+  if (known) return known;
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  const hex = hash.digest('hex');
+  if (fileHashes.size > 10_000) fileHashes.clear();
+  fileHashes.set(key, hex);
+  return hex;
+}
+
+/** sha256 over every file under dir (sorted relative paths, contents, executable bit). Symlinks are followed, as the image copy does. */
+export async function hashDirectory(dir: string): Promise<string> {
+  const hash = createHash('sha256');
+  const walk = async (rel: string, depth: number): Promise<void> => {
+    if (depth > 64) throw new SandboxError(ErrorCode.BadArgument, `${dir} is nested too deeply (a symlink loop?)`);
+    const names = (await fs.readdir(path.join(dir, rel))).sort();
+    for (const name of names) {
+      const r = rel ? `${rel}/${name}` : name;
+      const st = await fs.stat(path.join(dir, r));
+      if (st.isDirectory()) {
+        hash.update(`D ${r}\n`);
+        await walk(r, depth + 1);
+      } else if (st.isFile()) {
+        hash.update(`F ${r} ${st.mode & 0o111 ? 'x' : '-'} ${await sha256File(path.join(dir, r))}\n`);
+      }
+    }
+  };
+  await walk('', 0);
+  return hash.digest('hex');
+}
+
+function envPart(names: readonly string[]): string {
+  return names.map((n) => `${n}=${process.env[n] ?? ''}`).join('\n');
+}
+
+export async function recipeHashes(opts: RecipeOptions): Promise<{ stage1: string; stage2: string }> {
+  const assets = opts.assetsDir ?? imageAssetsDir();
+  const kernel = opts.kernel ?? (await resolveKernelPackage());
+  const h1 = createHash('sha256').update('sandboxvm-stage1-v1\n');
+  for (const f of STAGE1_ASSETS) h1.update(`${f} ${await sha256File(path.join(assets, f))}\n`);
+  h1.update(`kernel ${kernel.name} ${kernel.version}\n${envPart(STAGE1_ENV)}\n`);
+  const stage1 = h1.digest('hex');
+
+  const h2 = createHash('sha256').update(`sandboxvm-stage2-v1\nstage1 ${stage1}\n`);
+  for (const f of STAGE2_ASSETS) h2.update(`${f} ${await sha256File(path.join(assets, f))}\n`);
+  let nodeHash: string;
+  let agentHash: string;
+  try {
+    nodeHash = await sha256File(opts.nodeBinary);
+  } catch (err) {
+    throw new SandboxError(ErrorCode.BadArgument, `the guest's node binary ${opts.nodeBinary} cannot be read: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    agentHash = await hashDirectory(opts.agentDir);
+  } catch (err) {
+    throw err instanceof SandboxError ? err : new SandboxError(ErrorCode.BadArgument, `the agent directory ${opts.agentDir} cannot be read: ${(err as Error).message}`, { cause: err });
+  }
+  h2.update(`node ${nodeHash}\nagent ${agentHash}\n${envPart(STAGE2_ENV)}\n`);
+  return { stage1, stage2: h2.digest('hex') };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cache layout
+
+export function stage1Dir(cacheDir: string, stage1Hash: string): string {
+  return path.join(cacheDir, `stage1-${stage1Hash.slice(0, 16)}`);
+}
+
+export function baseDir(cacheDir: string, stage2Hash: string): string {
+  return path.join(cacheDir, `base-${stage2Hash.slice(0, 16)}`);
+}
+
+export function buildLogPath(cacheDir: string, stage2Hash: string): string {
+  return path.join(cacheDir, `build-${stage2Hash.slice(0, 16)}.log`);
+}
+
+const STAGE1_FILES = ['vmlinuz', 'initrd.img', 'rootfs.tar', 'stage1.json'];
+const BASE_FILES = ['base.qcow2', 'vmlinuz', 'initrd.img', 'manifest.json'];
+
+async function complete(dir: string, files: readonly string[]): Promise<boolean> {
+  for (const f of files) {
+    try {
+      if (!(await fs.stat(path.join(dir, f))).isFile()) return false;
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
+
+function describe(dir: string, hash: string): BaseImage {
+  return { hash, dir, kernel: path.join(dir, 'vmlinuz'), initrd: path.join(dir, 'initrd.img'), disk: path.join(dir, 'base.qcow2') };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lock
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(cancelled());
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(cancelled());
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function cancelled(): SandboxError {
+  return new SandboxError(ErrorCode.Cancelled, 'building the base image was cancelled');
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Takes <cacheDir>/build.lock (O_EXCL, holding our pid); waits while a live process holds it and
+ * breaks it when its holder is dead. The lock only avoids duplicate work: publishing is an atomic
+ * rename, so even two builders at once cannot leave a broken cache.
+ */
+async function acquireLock(cacheDir: string, signal?: AbortSignal): Promise<() => Promise<void>> {
+  const file = path.join(cacheDir, LOCK_FILE);
+  for (;;) {
+    if (signal?.aborted) throw cancelled();
+    try {
+      const h = await fs.open(file, 'wx', 0o644);
+      try {
+        await h.writeFile(`${process.pid}\n`);
+      } finally {
+        await h.close();
+      }
+      return async () => {
+        await fs.rm(file, { force: true });
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    let stale = false;
+    try {
+      const text = await fs.readFile(file, 'utf8');
+      const pid = Number.parseInt(text, 10);
+      if (Number.isInteger(pid) && pid > 0) stale = !pidAlive(pid);
+      else stale = Date.now() - (await fs.stat(file)).mtimeMs > 10_000; // empty: being written, or its writer died
+    } catch {
+      continue; // vanished meanwhile: try again at once
+    }
+    if (stale) {
+      await fs.rm(file, { force: true });
+      continue;
+    }
+    await sleep(500, signal);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running a stage
+
+interface StageRun {
+  script: string;
+  args: string[];
+  env: NodeJS.ProcessEnv;
+  log: FileHandle;
+  /** Maps the script's own step to the overall one. */
+  onStep: (p: ImageProgress) => void;
+  signal?: AbortSignal;
+}
+
+/** Runs a stage script; resolves on exit 0, rejects with the exit status otherwise. */
+function runStage(r: StageRun): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (r.signal?.aborted) return reject(cancelled());
+    const child = spawn('bash', [r.script, ...r.args], { env: r.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    let killTimer: NodeJS.Timeout | undefined;
+    const onAbort = () => {
+      if (child.pid) {
+        try {
+          process.kill(-child.pid, 'SIGTERM');
+        } catch {
+          // already gone
+        }
+        killTimer = setTimeout(() => {
+          try {
+            process.kill(-child.pid!, 'SIGKILL');
+          } catch {
+            // already gone
+          }
+        }, 5000);
+      }
+    };
+    r.signal?.addEventListener('abort', onAbort, { once: true });
+    let writes = Promise.resolve();
+    const write = (s: string) => {
+      writes = writes.then(() => r.log.write(s)).then(() => undefined, () => undefined);
+    };
+    let pending = '';
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (chunk: string) => {
+      pending += chunk;
+      let i: number;
+      while ((i = pending.indexOf('\n')) >= 0) {
+        const line = pending.slice(0, i);
+        pending = pending.slice(i + 1);
+        write(line + '\n');
+        const p = parseProgressLine(line);
+        if (p) r.onStep(p);
+      }
+    });
+    child.stderr!.on('data', (chunk: Buffer) => write(chunk.toString('utf8')));
+    child.on('error', (err) => {
+      r.signal?.removeEventListener('abort', onAbort);
+      reject(err);
+    });
+    child.on('close', (code, sig) => {
+      r.signal?.removeEventListener('abort', onAbort);
+      if (killTimer) clearTimeout(killTimer);
+      if (pending) write(pending + '\n');
+      void writes.then(() => {
+        if (r.signal?.aborted) reject(cancelled());
+        else if (code === 0) resolve();
+        else reject(new Error(`${path.basename(r.script)} exited with ${code ?? sig}`));
+      });
+    });
+  });
+}
+
+async function tail(file: string, bytes = 64 * 1024): Promise<string> {
+  try {
+    const h = await fs.open(file, 'r');
+    try {
+      const { size } = await h.stat();
+      const buf = Buffer.alloc(Math.min(bytes, size));
+      await h.read(buf, 0, buf.length, size - buf.length);
+      return buf.toString('utf8');
+    } finally {
+      await h.close();
+    }
+  } catch {
+    return '';
+  }
+}
+
+/** The last line a script wrote before our own FAILED trailer: usually the reason, worth showing. */
+export function lastScriptLine(log: string): string | undefined {
+  const lines = log.split('\n');
+  const end = lines.findIndex((l) => l.startsWith('FAILED: '));
+  const before = (end >= 0 ? lines.slice(0, end) : lines).map((l) => l.trim()).filter((l) => l && !l.startsWith('STEP ') && !l.startsWith('==='));
+  const last = before[before.length - 1];
+  return last && last.length > 300 ? last.slice(0, 300) + '...' : last;
+}
+
+/** Renames a finished temp dir into place; if another builder got there first, keeps theirs. */
+async function publish(tmp: string, dir: string, files: readonly string[]): Promise<void> {
+  try {
+    await fs.rename(tmp, dir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if ((code === 'ENOTEMPTY' || code === 'EEXIST') && (await complete(dir, files))) {
+      await fs.rm(tmp, { recursive: true, force: true });
+      return;
+    }
+    throw err;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The entry point
+
+/**
+ * Returns the cached base image for this recipe, building whatever stage is missing. Idempotent;
+ * safe against concurrent callers (a lock file in cacheDir); a failed build leaves nothing
+ * half-written in the cache (build into a temp dir, rename into place).
+ */
+export async function ensureBaseImage(opts: EnsureImageOptions): Promise<BaseImage> {
+  const cacheDir = path.resolve(opts.cacheDir);
+  const assets = imageAssetsDir();
+  const kernel = await resolveKernelPackage();
+  const hashes = await recipeHashes({ agentDir: opts.agentDir, nodeBinary: opts.nodeBinary, assetsDir: assets, kernel });
+  const s1Dir = stage1Dir(cacheDir, hashes.stage1);
+  const bDir = baseDir(cacheDir, hashes.stage2);
+  if (await complete(bDir, BASE_FILES)) return describe(bDir, hashes.stage2);
+
+  await checkHostTools();
+  try {
+    await fs.mkdir(cacheDir, { recursive: true });
+  } catch (err) {
+    throw asSandboxError(err, `creating the image cache ${cacheDir}`);
+  }
+  const release = await acquireLock(cacheDir, opts.signal).catch((err) => {
+    throw asSandboxError(err, `locking the image cache ${cacheDir}`);
+  });
+  try {
+    if (await complete(bDir, BASE_FILES)) return describe(bDir, hashes.stage2);
+    return await build(opts, cacheDir, assets, kernel, hashes, s1Dir, bDir);
+  } finally {
+    await release();
+  }
+}
+
+async function build(
+  opts: EnsureImageOptions,
+  cacheDir: string,
+  assets: string,
+  kernel: KernelPackage,
+  hashes: { stage1: string; stage2: string },
+  s1Dir: string,
+  bDir: string,
+): Promise<BaseImage> {
+  // We hold the lock: any temp dir left in the cache is from a build that died. Remove them.
+  for (const name of await fs.readdir(cacheDir)) {
+    if (name.startsWith('.tmp-')) await fs.rm(path.join(cacheDir, name), { recursive: true, force: true }).catch(() => undefined);
+  }
+  const needStage1 = !(await complete(s1Dir, STAGE1_FILES));
+  const total = (needStage1 ? STAGE1_STEPS : 0) + STAGE2_STEPS;
+  // Until a stage prints its first STEP line, failures are blamed on that stage's first step.
+  let current: ImageProgress = { step: 1, total, message: needStage1 ? 'building the kernel, initramfs and Debian root' : 'assembling the image' };
+  const report = (offset: number) => (p: ImageProgress) => {
+    current = { step: offset + p.step, total, message: p.message };
+    try {
+      opts.onProgress?.(current);
+    } catch {
+      // a listener's failure is not the build's
+    }
+  };
+  const logPath = buildLogPath(cacheDir, hashes.stage2);
+  const log = await fs.open(logPath, 'w', 0o644);
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    PATH: toolPath(),
+    LC_ALL: 'C.UTF-8',
+    SANDBOXVM_KERNEL_PKG: kernel.name,
+    SANDBOXVM_KERNEL_VERSION: kernel.version,
+  };
+  const tmpDirs: string[] = [];
+  try {
+    await log.write(`sandboxvm base image build ${new Date().toISOString()}\nstage1 ${hashes.stage1}\nstage2 ${hashes.stage2}\nkernel ${kernel.name} ${kernel.version}\nagent ${opts.agentDir}\nnode ${opts.nodeBinary}\n\n`);
+    if (needStage1) {
+      const tmp = path.join(cacheDir, `.tmp-${path.basename(s1Dir)}-${process.pid}`);
+      tmpDirs.push(tmp);
+      await fs.mkdir(tmp);
+      await runStage({ script: path.join(assets, 'build-rootfs.sh'), args: [tmp], env, log, onStep: report(0), signal: opts.signal });
+      await publish(tmp, s1Dir, STAGE1_FILES);
+    }
+    if (needStage1) current = { step: STAGE1_STEPS + 1, total, message: 'assembling the image' };
+    const tmp = path.join(cacheDir, `.tmp-${path.basename(bDir)}-${process.pid}`);
+    tmpDirs.push(tmp);
+    await fs.mkdir(tmp);
+    await runStage({
+      script: path.join(assets, 'assemble-image.sh'),
+      args: [s1Dir, path.resolve(opts.agentDir), path.resolve(opts.nodeBinary), tmp],
+      env,
+      log,
+      onStep: report(needStage1 ? STAGE1_STEPS : 0),
+      signal: opts.signal,
+    });
+    const manifestFile = path.join(tmp, 'manifest.json');
+    const manifest = JSON.parse(await fs.readFile(manifestFile, 'utf8')) as Record<string, unknown>;
+    await writeJsonAtomic(manifestFile, { ...manifest, stage1Hash: hashes.stage1, stage2Hash: hashes.stage2 });
+    // The base is shared by every VM's overlay: make it read-only.
+    for (const f of BASE_FILES) await fs.chmod(path.join(tmp, f), 0o444);
+    await publish(tmp, bDir, BASE_FILES);
+    await log.write(`\ndone: ${bDir}\n`);
+    return describe(bDir, hashes.stage2);
+  } catch (err) {
+    await log.write(`\nFAILED: ${(err as Error)?.stack ?? String(err)}\n`).catch(() => undefined);
+    for (const t of tmpDirs) await fs.rm(t, { recursive: true, force: true }).catch(() => undefined);
+    if (err instanceof SandboxError) throw err;
+    const code = (err as NodeJS.ErrnoException)?.code;
+    if (code === 'ENOSPC') throw asSandboxError(err, `building the base image in ${cacheDir}`);
+    const out = await tail(logPath);
+    if (/No space left on device|ENOSPC/.test(out)) {
+      throw new SandboxError(ErrorCode.DiskFull, `building the base image failed at step ${current.step} (${current.message}): the disk is full; free some space in ${cacheDir} and ${os.tmpdir()} and try again; see ${logPath}`, { cause: err });
+    }
+    const reason = lastScriptLine(out);
+    throw new SandboxError(ErrorCode.ImageBuildFailed, `building the base image failed at step ${current.step} (${current.message})${reason ? `: ${reason}` : ''}; see ${logPath}`, { cause: err });
+  } finally {
+    await log.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * vm: an interactive shell through a pty, and VMs outliving their service.
+ * Procedure: boot a VM; run `sandboxvm shell` inside a host-side pty (node-pty) as a user's
+ * terminal would, type into it, resize it, exit it with a code. Then kill -9 the service and check
+ * the worker and QEMU live on and a new service adopts them; then kill -9 the worker and check the
+ * VM reads `stopped` with an error saying so, its QEMU is gone, and it starts again.
+ */
+import { after, before, describe, test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as pty from 'node-pty';
+import { CLI, TestHome, pidsMatching, waitFor } from './fixture';
+
+describe('vm: shell and adoption', { timeout: 600_000 }, () => {
+  let home: TestHome;
+  before(async () => {
+    home = new TestHome();
+    await home.bootedVm('box');
+  });
+  after(() => home.dispose());
+
+  test('shell: a login shell over a pty, with raw input, resize and the exit code', async () => {
+    const term = pty.spawn(process.execPath, [CLI, 'shell', 'box'], { cols: 100, rows: 30, env: home.env as Record<string, string>, name: 'xterm' });
+    let screen = '';
+    term.onData((d) => (screen += d));
+    const exited = new Promise<number>((resolve) => term.onExit(({ exitCode }) => resolve(exitCode)));
+    const expect = (re: RegExp, what: string) =>
+      waitFor(what, () => (re.test(screen) ? true : undefined), 20_000).catch((err) => {
+        term.kill('SIGKILL');
+        throw new Error(`${err.message}; the terminal showed ${JSON.stringify(screen.slice(-400))}`);
+      });
+    await expect(/#\s*$/m, 'a root prompt');
+    term.write('echo $((6*7)) $TERM; tty\r');
+    await expect(/42 xterm/, 'the arithmetic');
+    await expect(/\/dev\/pts\/\d+/, 'a pty in the guest');
+    term.write('stty size\r');
+    await expect(/30 100/, 'the initial size');
+    term.resize(120, 40);
+    await new Promise((r) => setTimeout(r, 300));
+    term.write('stty size\r');
+    await expect(/40 120/, 'the new size');
+    // Ctrl-C reaches the guest's foreground process, not the CLI.
+    term.write('sleep 1000\r');
+    await new Promise((r) => setTimeout(r, 500));
+    term.write('\x03');
+    term.write('echo after-interrupt\r');
+    await expect(/\rafter-interrupt\r*\n/, 'the shell after ^C');
+    term.write('exit 3\r');
+    assert.equal(await exited, 3);
+  });
+
+  test('kill -9 of the service: the VM keeps running and a new service adopts it', async () => {
+    const before = JSON.parse(await home.ok(['info', 'box', '--json']));
+    const servicePid = home.servicePid()!;
+    assert.ok(servicePid > 0);
+    process.kill(servicePid, 'SIGKILL');
+    await waitFor('the service to die', () => (pidsMatching(`^${process.execPath} .*service.js`).includes(servicePid) ? undefined : true));
+    assert.ok(pidsMatching(`worker.js --dir ${home.vmDir('box')}`).includes(before.runtime.workerPid), 'the worker lives on');
+    assert.ok(pidsMatching(`qemu-system.*${home.vmDir('box')}`).includes(before.runtime.qemuPid), 'QEMU lives on');
+    const after = JSON.parse(await home.ok(['info', 'box', '--json']));
+    assert.notEqual(home.servicePid(), servicePid, 'a new service answered');
+    assert.equal(after.state, 'running');
+    assert.equal(after.runtime.workerPid, before.runtime.workerPid);
+    assert.equal(after.runtime.qemuPid, before.runtime.qemuPid);
+    const r = await home.cli(['exec', 'box', '--', 'cat', '/etc/hostname']);
+    assert.equal(r.stdout, 'box\n');
+  });
+
+  test('kill -9 of the worker: the VM reads stopped with the reason, QEMU is gone, start recovers', async () => {
+    const info = JSON.parse(await home.ok(['info', 'box', '--json']));
+    process.kill(info.runtime.workerPid, 'SIGKILL');
+    const stopped = await waitFor('the VM to read stopped', async () => {
+      const i = JSON.parse(await home.ok(['info', 'box', '--json']));
+      return i.state === 'stopped' ? i : undefined;
+    });
+    assert.match(stopped.lastError.message, /worker exited unexpectedly/);
+    assert.match(stopped.lastError.message, /worker\.log/);
+    await waitFor('QEMU to be gone', () => (pidsMatching(`qemu-system.*${home.vmDir('box')}`).length === 0 ? true : undefined));
+    assert.equal(fs.existsSync(path.join(home.vmDir('box'), 'worker.json')), false);
+    await home.ok(['start', 'box']);
+    assert.equal((await home.cli(['exec', 'box', '--', 'true'])).code, 0);
+  });
+
+  test('a worker that dies while no service runs is found out by the next service', async () => {
+    const info = JSON.parse(await home.ok(['info', 'box', '--json']));
+    await home.ok(['service', 'stop']);
+    process.kill(info.runtime.workerPid, 'SIGKILL');
+    await waitFor('the worker to die', () => (pidsMatching(`worker.js --dir ${home.vmDir('box')}`).length === 0 ? true : undefined));
+    const after = JSON.parse(await home.ok(['info', 'box', '--json']));
+    assert.equal(after.state, 'stopped');
+    assert.match(after.lastError.message, /worker exited unexpectedly/);
+    await waitFor('QEMU to be gone', () => (pidsMatching(`qemu-system.*${home.vmDir('box')}`).length === 0 ? true : undefined));
+  });
+});
