@@ -189,7 +189,19 @@ function run(cmd: string, args: string[]): Promise<string> {
   });
 }
 
-export async function resolveKernelPackage(): Promise<KernelPackage> {
+/** apt-cache costs ~1.4 s; the service asks once per 10 minutes (a later apt-get update is noticed then). */
+const KERNEL_MEMO_MS = 10 * 60 * 1000;
+let kernelMemo: { at: number; value: Promise<KernelPackage> } | undefined;
+
+export function resolveKernelPackage(): Promise<KernelPackage> {
+  if (kernelMemo && Date.now() - kernelMemo.at < KERNEL_MEMO_MS) return kernelMemo.value;
+  const value = queryKernelPackage();
+  kernelMemo = { at: Date.now(), value };
+  value.catch(() => (kernelMemo = undefined));
+  return value;
+}
+
+async function queryKernelPackage(): Promise<KernelPackage> {
   const fail = (why: string, cause?: unknown) =>
     new SandboxError(ErrorCode.ImageBuildFailed, `cannot resolve the guest kernel package (${KERNEL_META_PACKAGE}): ${why}; run 'sudo apt-get update' and try again`, { cause });
   let name: string | undefined;

@@ -40,6 +40,8 @@ export const KERNEL_FLAGS = [
   'i8042.nopnp',
   '8250.nr_uarts=1',
   'cryptomgr.notests',
+  // A failed switch_root panics PID 1; with -no-reboot this ends QEMU at once instead of hanging.
+  'panic=-1',
 ];
 
 export function buildQemuArgv(spec: LaunchSpec): string[] {

@@ -37,12 +37,15 @@ let cached: Promise<QemuInstall> | undefined;
 
 /** Locates qemu-system-x86_64 and qemu-img (SANDBOXVM_QEMU overrides the former). Cached per process. */
 export function locateQemu(env: NodeJS.ProcessEnv = process.env): Promise<QemuInstall> {
-  if (!cached || env !== process.env) {
-    const p = locate(env);
-    if (env === process.env) cached = p.catch((err) => ((cached = undefined), Promise.reject(err)));
-    return p;
+  if (env === process.env && cached) return cached;
+  const p = locate(env);
+  if (env === process.env) {
+    cached = p;
+    p.catch(() => {
+      if (cached === p) cached = undefined; // a failure is not remembered: the user may install QEMU
+    });
   }
-  return cached;
+  return p;
 }
 
 async function locate(env: NodeJS.ProcessEnv): Promise<QemuInstall> {

@@ -93,6 +93,9 @@ async function main(): Promise<void> {
   report({ ok: true });
 }
 
+// A stray rejection is a bug to log, never a reason to take every VM's management down.
+process.on('unhandledRejection', (err) => log(`unhandled rejection: ${(err as Error)?.stack ?? err}`));
+
 main().catch((err) => {
   log(`fatal: ${(err as Error).stack ?? err}`);
   report({ error: { code: 'ServiceUnavailable', message: `the service failed to start: ${(err as Error).message}; see ${path.join(home, SERVICE_FILES.log)}` } });

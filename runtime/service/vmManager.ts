@@ -222,6 +222,9 @@ export class VmManager {
         this.entries.set(name, { config });
       } catch (err) {
         await fsp.rm(staging, { recursive: true, force: true });
+        if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
+          throw new SandboxError(ErrorCode.DiskFull, `creating ${name} failed: the disk holding ${vmsDir(this.home)} is full; free some space and try again`, { cause: err });
+        }
         throw asSandboxError(err, `creating ${name} failed`);
       }
       this.log(`created ${name}`);

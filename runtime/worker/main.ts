@@ -126,6 +126,9 @@ async function main(): Promise<void> {
   }
 }
 
+// A stray rejection is a bug to log, never a reason to take every VM's management down.
+process.on('unhandledRejection', (err) => log(`unhandled rejection: ${(err as Error)?.stack ?? err}`));
+
 main().catch((err) => {
   log(`fatal: ${(err as Error).stack ?? err}`);
   process.exit(1);
