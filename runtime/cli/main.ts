@@ -10,6 +10,7 @@ import * as lifecycle from './commands/lifecycle';
 import * as inspect from './commands/inspect';
 import * as sessions from './commands/sessions';
 import { ServiceClient } from '../client/serviceClient';
+import { ProgressBar } from './progress';
 
 type Command = { run: (ctx: CommandContext) => Promise<number>; usage: string; options?: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> };
 
@@ -27,10 +28,25 @@ const COMMANDS: Record<string, Command> = {
   logs: { run: inspect.logs, usage: 'logs <name> [-f]        the serial console log', options: { follow: { type: 'boolean', short: 'f' } } },
   exec: { run: sessions.exec, usage: 'exec <name> [--cwd DIR] [--env K=V] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } } },
   shell: { run: sessions.shell, usage: 'shell <name> [-- <program> [args...]]   an interactive terminal', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } } },
+  image: { run: imageCommand, usage: 'image build              build (or find) the base image new VMs clone' },
   service: { run: serviceCommand, usage: 'service status|stop       the background service (VMs keep running when it stops)' },
 };
 
 const ALIASES: Record<string, string> = { ls: 'list', remove: 'rm', delete: 'rm', ps: 'list' };
+
+async function imageCommand(ctx: CommandContext): Promise<number> {
+  const action = ctx.positionals[0] ?? 'build';
+  if (action !== 'build') throw new SandboxError(ErrorCode.BadArgument, `unknown image action ${action}: use build`);
+  const bar = new ProgressBar('Base image');
+  let image;
+  try {
+    image = await (await ctx.client()).ensureImage((s, t, m) => bar.update(s, t, m));
+  } finally {
+    bar.done();
+  }
+  ctx.out(`Base image ${image.hash.slice(0, 16)}: ${image.disk}`);
+  return 0;
+}
 
 async function serviceCommand(ctx: CommandContext): Promise<number> {
   const action = ctx.positionals[0] ?? 'status';

@@ -92,6 +92,9 @@ export class ServiceClient {
   info(name: string): Promise<VmInfo> {
     return call(this.connection, 'vm.info', { name });
   }
+  ensureImage(onProgress?: ProgressListener): Promise<{ hash: string; kernel: string; initrd: string; disk: string }> {
+    return this.withProgress('image.ensure', {}, onProgress);
+  }
   serviceInfo(): Promise<{ pid: number; home: string; version: string }> {
     return call(this.connection, 'service.info');
   }

@@ -13,6 +13,7 @@
  *   vm.list     {} -> VmInfo[]
  *   vm.info     {name} -> VmInfo
  *   vm.attach   {name} -> {socket}: the worker socket to open sessions on                (running)
+ *   image.ensure {progressToken?} -> {hash, kernel, initrd, disk}: builds the base image if missing
  *   service.info {} -> {pid, home, version}
  *   service.subscribe {}: start receiving `vm.status` (VmInfo) and `vm.removed` ({name}) notifications
  *   service.shutdown {}: the service exits; VMs keep running
@@ -38,6 +39,7 @@ export function apiHandlers(manager: VmManager, subscribers: Set<RpcPeer>, info:
     'vm.list': () => manager.list(),
     'vm.info': (p) => manager.info(p.name),
     'vm.attach': (p) => manager.attachInfo(p.name),
+    'image.ensure': (p, peer) => manager.ensureImage(progressTo(peer, p.progressToken)),
     'service.info': () => info(),
     'service.subscribe': (_p, peer) => {
       subscribers.add(peer);

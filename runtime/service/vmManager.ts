@@ -233,6 +233,11 @@ export class VmManager {
     });
   }
 
+  /** The base image new VMs clone, built first if missing (idempotent). */
+  ensureImage(progress: Progress): Promise<VmConfig['image']> {
+    return this.sequencer.queue('\0image', () => this.images(progress));
+  }
+
   /** Boots a stopped VM or restores a saved one; resolves when its agent answers. */
   start(name: string, progress: Progress, bootTimeoutMs?: number): Promise<VmInfo> {
     const e = this.entry(name);

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian or Ubuntu machine for Sandbox VMs and runs the main job:
+#   1. host packages (QEMU, qemu-img, busybox-static, mmdebstrap, e2fsprogs) from apt
+#   2. npm packages (npm ci) and the build (esbuild bundles: CLI, service, worker, guest agent)
+#   3. the default base image, built locally from Debian packages into ~/.cache/sandboxvm/images
+#   4. the main job: create a VM `demo`, start it, run `uname -a` in it, stop it
+# Pass --no-demo to stop after step 3 (CI does). Idempotent: a second run skips what is done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+demo=1
+[ "${1:-}" = "--no-demo" ] && demo=0
+
+packages=(qemu-system-x86 qemu-utils busybox-static mmdebstrap e2fsprogs ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing host packages: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+echo "==> npm packages"
+export npm_config_yes=true
+npm ci --no-audit --no-fund
+
+echo "==> build"
+npm run build
+
+echo "==> base image"
+bin/sandboxvm image build
+
+if [ "$demo" = 1 ]; then
+  echo "==> main job: a VM named demo"
+  bin/sandboxvm info demo >/dev/null 2>&1 || bin/sandboxvm create demo
+  bin/sandboxvm info demo --json | grep -q '"state": "running"' || bin/sandboxvm start demo
+  bin/sandboxvm exec demo -- uname -a
+  bin/sandboxvm list
+  bin/sandboxvm stop demo
+  echo "==> done: try 'bin/sandboxvm start demo' and 'bin/sandboxvm shell demo'"
+fi
