@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { FrameDecoder, FrameType, ProtocolError, encodeControl, type Frame } from '../../runtime/protocol/frames';
 import { PROTOCOL_VERSION, parseHostMessage, type HostMessage } from '../../runtime/protocol/messages';
 import { GuestSession } from './session';
+import { handleCall } from './calls';
 
 export const AGENT_VERSION = '0.1.0';
 const HEARTBEAT_MS = 1000;
@@ -50,6 +51,13 @@ export class Agent {
       if (m.t === 'hello') this.hello(m.epoch, m.time);
       else if (m.t === 'shutdown') this.shutdown(m.reboot);
       else if (m.t === 'time') this.setClock(m.time);
+      return;
+    }
+    if (m.t === 'call') {
+      handleCall(m.method, m.params ?? {}).then(
+        (value) => this.send(encodeControl(id, { t: 'result', ok: true, value })),
+        (err: Error) => this.send(encodeControl(id, { t: 'result', ok: false, error: String(err?.message ?? err).slice(0, 4000) })),
+      );
       return;
     }
     if (m.t === 'open') {

@@ -2,7 +2,6 @@
  * Guest agent entry point: finds the channel's virtio-serial port and serves the host over it.
  * Started at boot by the image's init (runtime/image/guest), restarted by it if it exits.
  */
-import * as fs from 'node:fs';
 import { Agent } from './agent';
 import { PortStream, findPortDevice } from './port';
 
@@ -19,9 +18,8 @@ function main(): void {
     setTimeout(main, 1000);
     return;
   }
-  const fd = fs.openSync(device, fs.constants.O_RDWR);
   let agent: Agent | undefined;
-  const port = new PortStream(fd, (chunk) => agent!.receive(chunk), log);
+  const port = new PortStream(device, (chunk) => agent!.receive(chunk), log);
   agent = new Agent((frame) => port.write(frame), log);
   port.start();
   log(`serving on ${device}`);

@@ -1,12 +1,14 @@
 /**
  * The guest end of the channel's byte stream: a virtio-serial port found by name.
  *
- * Reads use a 64 KiB buffer (the driver returns at most 4 KiB per read, but bursts queue up).
- * read() returns 0 while no host end is connected, so EOF means "wait and read again", never "done".
- * Writes are coalesced into single write() calls of at most 32 KiB, and a frame's header is never
- * written apart from its payload.
+ * The port is driven by libuv's event loop as a non-blocking stream (net.Socket over the fd), not by
+ * threadpool reads: the driver returns at most 4 KiB per read(), so each read must be cheap, and
+ * libuv drains many of them per wakeup. read() returns 0 while no host end is connected: that EOF
+ * means "reopen and wait", never "done". Frames are coalesced into writes of at most 32 KiB, and a
+ * frame's header is never written apart from its payload.
  */
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { GUEST_WRITE_MAX } from '../../runtime/protocol/frames';
 
@@ -27,87 +29,100 @@ export function findPortDevice(name: string, sysDir = '/sys/class/virtio-ports')
   return undefined;
 }
 
+const REOPEN_MS = 50;
+/** Output held while no host end is connected; beyond this it is dropped (the host resyncs anyway). */
+const MAX_QUEUED_WHILE_CLOSED = 4 * 1024 * 1024;
+
+/**
+ * Wraps a character device fd in a libuv pipe handle (uv_pipe_open: non-blocking, epoll-driven).
+ * Node's public API refuses non-socket fds (`new net.Socket({fd})` says "Unsupported fd type:
+ * FILE"), so this goes through the pipe_wrap binding that net itself uses.
+ */
+function pipeHandle(fd: number): unknown {
+  const binding = (process as unknown as { binding(name: string): any }).binding('pipe_wrap');
+  const handle = new binding.Pipe(binding.constants.SOCKET);
+  const err = handle.open(fd);
+  if (err) throw new Error(`uv_pipe_open failed (${err})`);
+  return handle;
+}
+
 export class PortStream {
-  private readonly queue: Buffer[] = [];
+  private socket?: net.Socket;
+  private queue: Buffer[] = [];
   private queuedBytes = 0;
-  private writing = false;
-  private closed = false;
-  private readonly readBuffer = Buffer.allocUnsafe(64 * 1024);
+  private flushScheduled = false;
 
-  constructor(private readonly fd: number, private readonly onData: (chunk: Buffer) => void, private readonly log: (msg: string) => void) {}
+  constructor(private readonly device: string, private readonly onData: (chunk: Buffer) => void, private readonly log: (msg: string) => void) {}
 
+  /** Bytes accepted by write() and not yet handed to the kernel. */
   get pendingWriteBytes(): number {
-    return this.queuedBytes;
+    return this.queuedBytes + (this.socket?.writableLength ?? 0);
   }
 
   start(): void {
-    this.readLoop();
+    this.open();
   }
 
-  /** Queues whole frames; they go out in order, several per write() where they fit. */
+  /** Queues a whole frame; frames written in the same tick go out together, up to 32 KiB a write. */
   write(frame: Buffer): void {
+    if (!this.socket && this.queuedBytes > MAX_QUEUED_WHILE_CLOSED) {
+      this.log(`no host end for a while: dropping ${this.queuedBytes} queued bytes`);
+      this.queue = [];
+      this.queuedBytes = 0;
+    }
     this.queue.push(frame);
     this.queuedBytes += frame.length;
-    if (!this.writing) this.flush();
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      queueMicrotask(() => this.flush());
+    }
   }
 
-  private readLoop(): void {
-    if (this.closed) return;
-    fs.read(this.fd, this.readBuffer, 0, this.readBuffer.length, null, (err, bytes) => {
-      if (err) {
-        this.log(`channel read failed: ${err.message}; retrying`);
-        setTimeout(() => this.readLoop(), 200);
-        return;
-      }
-      if (bytes === 0) {
-        // No host end connected (or it went away): poll gently until one is.
-        setTimeout(() => this.readLoop(), 50);
-        return;
-      }
-      this.onData(Buffer.from(this.readBuffer.subarray(0, bytes)));
-      this.readLoop();
+  private open(): void {
+    let fd: number;
+    try {
+      fd = fs.openSync(this.device, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+    } catch (err) {
+      this.log(`cannot open ${this.device}: ${(err as Error).message}; retrying`);
+      setTimeout(() => this.open(), 1000);
+      return;
+    }
+    let socket: net.Socket;
+    try {
+      socket = new net.Socket({ handle: pipeHandle(fd), readable: true, writable: true, allowHalfOpen: true } as net.SocketConstructorOpts);
+    } catch (err) {
+      fs.closeSync(fd);
+      this.log(`cannot drive ${this.device} as a stream: ${(err as Error).message}; retrying`);
+      setTimeout(() => this.open(), 1000);
+      return;
+    }
+    this.socket = socket;
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (err) => this.log(`channel error: ${err.message}`));
+    // EOF: no host end is connected (QEMU not yet listening, or between a save and a restore).
+    socket.on('end', () => socket.destroy());
+    socket.on('close', () => {
+      if (this.socket === socket) this.socket = undefined;
+      setTimeout(() => this.open(), REOPEN_MS);
     });
+    this.flush();
   }
 
   private flush(): void {
-    if (this.queue.length === 0) {
-      this.writing = false;
-      return;
-    }
-    this.writing = true;
-    const batch = this.takeBatch();
-    this.writeAll(batch, 0, () => this.flush());
-  }
-
-  /** Concatenates queued frames up to GUEST_WRITE_MAX; a frame larger than that goes alone. */
-  private takeBatch(): Buffer {
-    const first = this.queue.shift()!;
-    let size = first.length;
-    const parts = [first];
-    while (this.queue.length > 0 && size + this.queue[0].length <= GUEST_WRITE_MAX) {
-      const next = this.queue.shift()!;
-      parts.push(next);
-      size += next.length;
-    }
-    this.queuedBytes -= size;
-    return parts.length === 1 ? first : Buffer.concat(parts, size);
-  }
-
-  private writeAll(buf: Buffer, offset: number, done: () => void): void {
-    const end = Math.min(buf.length, offset + GUEST_WRITE_MAX);
-    fs.write(this.fd, buf, offset, end - offset, null, (err, written) => {
-      if (err) {
-        if (err.code === 'EAGAIN') {
-          setTimeout(() => this.writeAll(buf, offset, done), 5);
-          return;
-        }
-        this.log(`channel write failed: ${err.message}; dropping ${buf.length - offset} bytes`);
-        done();
-        return;
+    this.flushScheduled = false;
+    const socket = this.socket;
+    if (!socket || socket.destroyed) return; // kept until a host end is there
+    while (this.queue.length > 0) {
+      const first = this.queue.shift()!;
+      let size = first.length;
+      const parts = [first];
+      while (this.queue.length > 0 && size + this.queue[0].length <= GUEST_WRITE_MAX) {
+        const next = this.queue.shift()!;
+        parts.push(next);
+        size += next.length;
       }
-      const next = offset + written;
-      if (next < buf.length) this.writeAll(buf, next, done);
-      else done();
-    });
+      this.queuedBytes -= size;
+      socket.write(parts.length === 1 ? first : Buffer.concat(parts, size));
+    }
   }
 }

@@ -4,6 +4,8 @@
  * out the source is paused, so a flooding process can't grow memory on either side.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { FrameType, GUEST_DATA_CHUNK, StreamId, encodeControl, encodeFrame, encodeWindow } from '../../runtime/protocol/frames';
 import { INITIAL_WINDOW, type OpenSession } from '../../runtime/protocol/messages';
 
@@ -23,16 +25,34 @@ export class GuestSession {
   private readonly sources: (Pausable | undefined)[] = [];
   private child?: ChildProcess;
   private pty?: import('node-pty').IPty;
+  /** Where stdin goes: the process's stdin, the pty, or a file being written. */
+  private sink?: { write(data: Buffer, done: () => void): void; end(): void };
+  private cleanup?: () => void;
   private exited = false;
 
-  constructor(readonly id: number, private readonly sink: SessionSink, private readonly log: (m: string) => void) {}
+  constructor(readonly id: number, private readonly out: SessionSink, private readonly log: (m: string) => void) {}
+
+  private kind?: OpenSession['kind'];
 
   open(req: OpenSession): void {
+    this.kind = req.kind;
     const env = { PATH: DEFAULT_PATH, HOME: '/root', USER: 'root', LOGNAME: 'root', SHELL: '/bin/bash', LANG: 'C.UTF-8', ...(req.env ?? {}) };
     const cwd = req.cwd ?? env.HOME;
     try {
-      if (req.kind === 'pty') this.openPty(req, env, cwd);
-      else this.openExec(req, env, cwd);
+      switch (req.kind) {
+        case 'pty':
+          return this.openPty(req, env, cwd);
+        case 'exec':
+          return this.openExec(req, env, cwd);
+        case 'read':
+          return this.openRead(req.path);
+        case 'write':
+          return this.openWrite(req.path, req.mode);
+        case 'watch':
+          return this.openWatch(req.path, req.recursive === true);
+        default:
+          throw new Error(`unknown session kind ${String(req.kind)}`);
+      }
     } catch (err) {
       this.fail(`cannot start ${JSON.stringify(req.argv ?? ['shell'])}: ${(err as Error).message}`);
     }
@@ -52,10 +72,14 @@ export class GuestSession {
       if (!started) this.fail(`cannot start ${argv[0]}: ${err.message}`);
     });
     child.stdin!.on('error', () => undefined);
+    this.sink = { write: (d, done) => child.stdin!.write(d, done), end: () => child.stdin!.end() };
     this.pipeOut(child.stdout!, StreamId.Stdout);
     this.pipeOut(child.stderr!, StreamId.Stderr);
     child.once('close', (code, signal) => {
-      if (started) this.exit(code, signal);
+      if (!started) return;
+      // Output still waiting for credit goes out before the exit.
+      if (this.streamsOpen === 0) this.exit(code, signal);
+      else this.onStreamsDone = () => this.exit(code, signal);
     });
   }
 
@@ -73,51 +97,169 @@ export class GuestSession {
     } as import('node-pty').IPtyForkOptions);
     this.pty = term;
     this.sources[StreamId.Stdout] = term;
+    this.sink = {
+      write: (d, done) => {
+        term.write(d.toString('utf8'));
+        done();
+      },
+      end: () => term.write('\x04'),
+    };
     this.control({ t: 'started', pid: term.pid });
     term.onData((data: string | Buffer) => this.emit(StreamId.Stdout, typeof data === 'string' ? Buffer.from(data, 'utf8') : data));
     term.onExit(({ exitCode, signal }) => {
-      // Let output already read go out first.
-      setImmediate(() => this.exit(exitCode, signal ? signalName(signal) : null));
+      // Let output already read go out first (now, or once the host grants the credit for it).
+      setImmediate(() => {
+        const done = () => this.exit(exitCode, signal ? signalName(signal) : null);
+        if (this.pending[StreamId.Stdout].length === 0) done();
+        else {
+          this.streamsOpen = 1;
+          this.waitingEnd[StreamId.Stdout] = true;
+          this.onStreamsDone = done;
+        }
+      });
     });
+  }
+
+  /** Streams a guest file out on stdout, within the host's credit. */
+  private openRead(file: string | undefined): void {
+    if (!file) throw new Error('read needs a path');
+    const stream = fs.createReadStream(file, { highWaterMark: 256 * 1024 });
+    stream.once('open', () => this.control({ t: 'started', pid: process.pid }));
+    stream.once('error', (err) => this.fail(`cannot read ${file}: ${err.message}`));
+    this.onStreamsDone = () => this.exit(0, null);
+    this.pipeOut(stream, StreamId.Stdout);
+    this.cleanup = () => stream.destroy();
+  }
+
+  /** Takes stdin into a temporary beside `file`, renamed over it at EOF: readers never see half a file. */
+  private openWrite(file: string | undefined, mode = 0o644): void {
+    if (!file) throw new Error('write needs a path');
+    const tmp = path.join(path.dirname(file), `.${path.basename(file)}.sandboxvm-${process.pid}-${this.id}`);
+    const fd = fs.openSync(tmp, 'w', mode & 0o7777);
+    let failed = false;
+    let pending = 0;
+    let position = 0;
+    let ended = false;
+    const finish = () => {
+      if (failed || !ended || pending > 0) return;
+      try {
+        fs.fchmodSync(fd, mode & 0o7777);
+        fs.closeSync(fd);
+        fs.renameSync(tmp, file);
+        this.cleanup = undefined;
+        this.exit(0, null);
+      } catch (err) {
+        this.fail(`cannot write ${file}: ${(err as Error).message}`);
+      }
+    };
+    this.cleanup = () => {
+      try {
+        fs.closeSync(fd);
+      } catch {
+        // already closed
+      }
+      fs.rmSync(tmp, { force: true });
+    };
+    this.control({ t: 'started', pid: process.pid });
+    this.sink = {
+      write: (data, done) => {
+        pending++;
+        // Writes overlap in the threadpool: each goes to its own offset, never "the current position".
+        const at = position;
+        position += data.length;
+        fs.write(fd, data, 0, data.length, at, (err) => {
+          pending--;
+          if (err && !failed) {
+            failed = true;
+            this.fail(`cannot write ${file}: ${err.message}`);
+            return;
+          }
+          done();
+          finish();
+        });
+      },
+      end: () => {
+        ended = true;
+        finish();
+      },
+    };
+  }
+
+  /** Reports changes under `dir` (paths relative to it) until the host closes the session. */
+  private openWatch(dir: string | undefined, recursive: boolean): void {
+    if (!dir) throw new Error('watch needs a path');
+    const watcher = fs.watch(dir, { recursive });
+    this.control({ t: 'started', pid: process.pid });
+    watcher.on('change', (kind, name) => {
+      this.control({ t: 'event', kind: kind === 'rename' ? 'rename' : 'change', path: String(name ?? '') });
+    });
+    watcher.on('error', (err) => this.fail(`watching ${dir} failed: ${err.message}`));
+    this.cleanup = () => watcher.close();
   }
 
   private pipeOut(stream: NodeJS.ReadableStream & Pausable, id: StreamId): void {
     this.sources[id] = stream;
+    this.streamsOpen++;
     stream.on('data', (chunk: Buffer) => this.emit(id, chunk));
-    stream.on('end', () => this.sink.send(encodeFrame(FrameType.Eof, this.id, undefined, id)));
+    stream.on('end', () => {
+      if (this.pending[id].length > 0) this.waitingEnd[id] = true;
+      else this.endStream(id);
+    });
   }
 
+  private readonly waitingEnd = [false, false, false];
+  /** Called once a stream's output has all been sent: EOF, and for a file read, the exit. */
+  private endStream(id: StreamId): void {
+    this.out.send(encodeFrame(FrameType.Eof, this.id, undefined, id));
+    this.streamsOpen--;
+    if (this.streamsOpen === 0) this.onStreamsDone?.();
+  }
+  private streamsOpen = 0;
+  private onStreamsDone?: () => void;
+
+  /** Output waiting for credit, per stream. Bounded: the source is paused while anything waits. */
+  private readonly pending: Buffer[][] = [[], [], []];
+
   private emit(stream: StreamId, data: Buffer): void {
-    for (let offset = 0; offset < data.length; offset += GUEST_DATA_CHUNK) {
-      const chunk = data.subarray(offset, offset + GUEST_DATA_CHUNK);
-      this.sink.send(encodeFrame(FrameType.Data, this.id, chunk, stream));
-      this.credit[stream] -= chunk.length;
+    this.pending[stream].push(data);
+    this.drain(stream);
+  }
+
+  /** Sends what the credit allows; pauses the source while output waits, resumes it when none does. */
+  private drain(stream: StreamId): void {
+    const queue = this.pending[stream];
+    while (queue.length > 0 && this.credit[stream] > 0) {
+      const head = queue[0];
+      const n = Math.min(head.length, this.credit[stream], GUEST_DATA_CHUNK);
+      this.out.send(encodeFrame(FrameType.Data, this.id, head.subarray(0, n), stream));
+      this.credit[stream] -= n;
+      if (n === head.length) queue.shift();
+      else queue[0] = head.subarray(n);
     }
-    if (this.credit[stream] <= 0) this.sources[stream]?.pause();
+    if (queue.length > 0) this.sources[stream]?.pause();
+    else {
+      this.sources[stream]?.resume();
+      if (this.waitingEnd[stream]) {
+        this.waitingEnd[stream] = false;
+        this.endStream(stream);
+      }
+    }
   }
 
   /** The host granted more credit on one of our output streams. */
   grant(stream: number, bytes: number): void {
     if (stream !== StreamId.Stdout && stream !== StreamId.Stderr) return;
-    const before = this.credit[stream];
-    this.credit[stream] = Math.min(before + bytes, 16 * INITIAL_WINDOW);
-    if (before <= 0 && this.credit[stream] > 0) this.sources[stream]?.resume();
+    this.credit[stream] = Math.min(this.credit[stream] + bytes, 16 * INITIAL_WINDOW);
+    this.drain(stream);
   }
 
   /** Input from the host: written to the process, then credited back once it is taken. */
   input(data: Buffer): void {
-    const credit = () => this.sink.send(encodeWindow(this.id, StreamId.Stdin, data.length));
-    if (this.pty) {
-      this.pty.write(data.toString('utf8'));
-      credit();
-    } else if (this.child?.stdin?.writable) {
-      this.child.stdin.write(data, credit);
-    }
+    this.sink?.write(data, () => this.out.send(encodeWindow(this.id, StreamId.Stdin, data.length)));
   }
 
   endInput(): void {
-    if (this.pty) this.pty.write('\x04');
-    else this.child?.stdin?.end();
+    this.sink?.end();
   }
 
   resize(cols: number, rows: number): void {
@@ -133,20 +275,25 @@ export class GuestSession {
     }
   }
 
-  /** Ends the session: kills its process group. Idempotent. */
+  /** Ends the session: kills its process group, or abandons its file. Idempotent. */
   kill(): void {
     if (this.exited) return;
-    this.signal('SIGKILL');
+    if (this.child || this.pty) this.signal('SIGKILL');
+    else if (this.kind === 'watch') this.exit(0, null);
+    else this.fail('closed by the host');
   }
 
   private exit(code: number | null, signal: string | null): void {
     if (this.exited) return;
     this.exited = true;
+    this.cleanup?.();
     this.control({ t: 'exit', code, signal });
     this.onExit?.();
   }
 
   private fail(message: string): void {
+    if (this.exited) return;
+    this.cleanup?.();
     this.control({ t: 'error', message });
     this.exited = true;
     this.onExit?.();
@@ -155,7 +302,7 @@ export class GuestSession {
   onExit?: () => void;
 
   private control(message: object): void {
-    this.sink.send(encodeControl(this.id, message));
+    this.out.send(encodeControl(this.id, message));
   }
 }
 

@@ -1,5 +1,6 @@
 /** Human-readable rendering of status snapshots for the CLI. */
 import type { VmInfo } from '../common/status';
+import type { GuestInfo } from '../client/guestFiles';
 
 export function formatMiB(mib: number): string {
   return mib >= 1024 && mib % 1024 === 0 ? `${mib / 1024}G` : `${mib}M`;
@@ -27,7 +28,7 @@ export function listTable(vms: VmInfo[]): string {
   return table(rows);
 }
 
-export function infoText(vm: VmInfo): string {
+export function infoText(vm: VmInfo, guest?: GuestInfo): string {
   const r = vm.runtime;
   const lines: [string, string][] = [
     ['Name', vm.name],
@@ -47,6 +48,14 @@ export function infoText(vm: VmInfo): string {
       ['Agent', r.agent.connected ? `${agentSummary(vm)}, version ${r.agent.version}, heartbeat ${r.agent.heartbeatAgeMs ?? '-'} ms ago` : 'not connected'],
       ['Guest', r.agent.connected ? `${r.agent.hostname}, kernel ${r.agent.kernel}` : '-'],
       ['Started', r.startedAt + (r.boot ? ` (${r.boot.kind}, agent ready in ${r.boot.readyMs} ms)` : '')],
+    );
+  }
+  if (guest) {
+    lines.push(
+      ['OS', `${guest.os} (${guest.arch}), up ${guest.uptimeS} s`],
+      ['Guest memory', `${guest.memory.freeMiB} MiB free of ${guest.memory.totalMiB} MiB`],
+      ['Addresses', guest.addresses.map((a) => `${a.address} (${a.iface})`).join(', ') || '-'],
+      ['Listening', guest.listening.join(', ') || '-'],
     );
   }
   lines.push(['Directory', vm.paths.dir], ['Disk file', vm.paths.disk], ['Console log', vm.paths.consoleLog], ['Worker log', vm.paths.workerLog]);

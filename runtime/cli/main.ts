@@ -11,6 +11,7 @@ import * as inspect from './commands/inspect';
 import * as sessions from './commands/sessions';
 import { ServiceClient } from '../client/serviceClient';
 import { ProgressBar } from './progress';
+import { copy } from './commands/copy';
 
 type Command = { run: (ctx: CommandContext) => Promise<number>; usage: string; options?: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> };
 
@@ -26,7 +27,8 @@ const COMMANDS: Record<string, Command> = {
   list: { run: inspect.list, usage: 'list [--json]', options: { json: { type: 'boolean' } } },
   info: { run: inspect.info, usage: 'info <name> [--json]', options: { json: { type: 'boolean' } } },
   logs: { run: inspect.logs, usage: 'logs <name> [-f]        the serial console log', options: { follow: { type: 'boolean', short: 'f' } } },
-  exec: { run: sessions.exec, usage: 'exec <name> [--cwd DIR] [--env K=V] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } } },
+  exec: { run: sessions.exec, usage: 'exec <name> [--cwd DIR] [--env K=V] [--timeout 30s] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true }, timeout: { type: 'string' } } },
+  cp: { run: copy, usage: 'cp <src> <dst> [-q]       copy a file; one side is <vm>:<path>', options: { quiet: { type: 'boolean', short: 'q' } } },
   shell: { run: sessions.shell, usage: 'shell <name> [-- <program> [args...]]   an interactive terminal', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } } },
   image: { run: imageCommand, usage: 'image build              build (or find) the base image new VMs clone' },
   service: { run: serviceCommand, usage: 'service status|stop       the background service (VMs keep running when it stops)' },

@@ -1,6 +1,8 @@
 /** A progress bar on stderr for long work (image builds, boots); plain lines when not a terminal. */
 export class ProgressBar {
   private lastLine = '';
+  private lastStep = -1;
+  private lastPrinted = 0;
   private active = false;
   private readonly started = Date.now();
 
@@ -15,8 +17,11 @@ export class ProgressBar {
       const cols = this.out.columns || 100;
       this.out.write(`\r\x1b[2K${line.slice(0, cols - 1)}`);
       this.active = true;
-    } else if (line !== this.lastLine) {
-      this.out.write(`${this.title}: ${step}/${total} ${message}\n`);
+    } else if (step !== this.lastStep && (total < 100 || step === total || Date.now() - this.lastPrinted >= 2000)) {
+      // Not a terminal (a log, CI): step lines, and for byte counts at most one line per 2 s.
+      this.out.write(`${this.title}: ${total < 100 ? `${step}/${total} ` : ''}${message}\n`);
+      this.lastPrinted = Date.now();
+      this.lastStep = step;
     }
     this.lastLine = line;
   }

@@ -11,6 +11,8 @@ export interface SessionEvents {
   onStarted?(pid: number): void;
   onData(stream: 1 | 2, data: Buffer): void | Promise<void>;
   onEof?(stream: 1 | 2): void;
+  /** watch sessions: a change under the watched path (relative to it). */
+  onEvent?(kind: 'change' | 'rename', path: string): void;
   onExit(result: SessionExit): void;
 }
 
@@ -67,7 +69,7 @@ export class SessionClient {
         this.early.set(params.id, list);
       }
     };
-    for (const m of ['session.started', 'session.data', 'session.eof', 'session.exit']) connection.onNotification(m, route(m));
+    for (const m of ['session.started', 'session.data', 'session.eof', 'session.event', 'session.exit']) connection.onNotification(m, route(m));
   }
 
   static async connect(socket: string): Promise<SessionClient> {
@@ -92,7 +94,7 @@ export class SessionClient {
       case 'session.data': {
         const data = Buffer.from(p.data, 'base64');
         const stream = p.stream === 2 ? 2 : 1;
-        const ack = () => this.connection.sendNotification('session.ack', { id: p.id, stream, bytes: data.length }).catch(() => undefined);
+        const ack = () => this.ack(p.id, stream, data.length);
         const r = h.events.onData(stream, data);
         if (r && typeof (r as Promise<void>).then === 'function') (r as Promise<void>).then(ack, ack);
         else ack();
@@ -101,12 +103,49 @@ export class SessionClient {
       case 'session.eof':
         h.events.onEof?.(p.stream);
         break;
+      case 'session.event':
+        h.events.onEvent?.(p.kind, p.path);
+        break;
       case 'session.exit':
         this.handlers.delete(p.id);
         h.events.onExit({ code: p.code, signal: p.signal, error: p.error });
         h.session.finish({ code: p.code, signal: p.signal, error: p.error });
         break;
     }
+  }
+
+  private readonly unacked = new Map<string, number>();
+  private ackScheduled = false;
+
+  /**
+   * Acknowledges consumed output. Small amounts are batched (one notification per tick, or at once
+   * past 128 KiB), so a fast stream doesn't cost one message per chunk.
+   */
+  private ack(id: number, stream: 1 | 2, bytes: number): void {
+    const key = `${id}:${stream}`;
+    const total = (this.unacked.get(key) ?? 0) + bytes;
+    if (total >= 128 * 1024) {
+      this.unacked.delete(key);
+      this.connection.sendNotification('session.ack', { id, stream, bytes: total }).catch(() => undefined);
+      return;
+    }
+    this.unacked.set(key, total);
+    if (!this.ackScheduled) {
+      this.ackScheduled = true;
+      setImmediate(() => {
+        this.ackScheduled = false;
+        for (const [k, n] of this.unacked) {
+          const [sid, st] = k.split(':').map(Number);
+          this.connection.sendNotification('session.ack', { id: sid, stream: st, bytes: n }).catch(() => undefined);
+        }
+        this.unacked.clear();
+      });
+    }
+  }
+
+  /** A one-shot request to the guest agent (stat, list, mkdir, rename, remove, info). */
+  call<T>(method: string, params: Record<string, unknown> = {}): Promise<T> {
+    return call<T>(this.connection, 'guest.call', { method, params });
   }
 
   dispose(): void {

@@ -6,11 +6,12 @@
  *   base-<hash16>/    assemble-image.sh: base.qcow2, vmlinuz, initrd.img, manifest.json (fast, ~5-10 s)
  * plus build-<hash16>.log (the last build's full output) and build.lock (held while building).
  *
- * Stage 1's hash covers build-rootfs.sh, the initramfs init, the package list and the kernel
- * package's version; stage 2's covers stage 1's hash, assemble-image.sh, the rootfs scripts, the
- * guest's node binary and every file of the agent directory. A stage is built into a temporary
- * directory and renamed into place, so the cache never holds a half-written stage; a published
- * base directory is never modified or deleted here (VM overlays reference its base.qcow2).
+ * Stage 1's hash covers build-rootfs.sh, the initramfs init, the package list (plus
+ * SANDBOXVM_EXTRA_PACKAGES when set) and the kernel package's version; stage 2's covers stage 1's
+ * hash, assemble-image.sh, the rootfs scripts, the guest's node binary and every file of the agent
+ * directory. A stage is built into a temporary directory and renamed into place, so the cache
+ * never holds a half-written stage; a published base directory is never modified or deleted here
+ * (VM overlays reference its base.qcow2).
  */
 import { spawn, execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -265,12 +266,49 @@ function envPart(names: readonly string[]): string {
   return names.map((n) => `${n}=${process.env[n] ?? ''}`).join('\n');
 }
 
+/**
+ * SANDBOXVM_EXTRA_PACKAGES: space-separated Debian packages added to the root on top of
+ * rootfs-packages.txt (e.g. "openssh-server qemu-guest-agent" for `npm run bench -- agent`;
+ * guest/sandboxvm-init starts sshd and qemu-ga when they are installed). Sorted and unique, so
+ * the order does not matter; names are checked against Debian's rules.
+ */
+export function extraPackages(value = process.env.SANDBOXVM_EXTRA_PACKAGES): string[] {
+  const pkgs = [...new Set((value ?? '').split(/\s+/).filter(Boolean))].sort();
+  for (const p of pkgs) {
+    if (!/^[a-z0-9][a-z0-9.+-]+$/.test(p)) throw new SandboxError(ErrorCode.BadArgument, `SANDBOXVM_EXTRA_PACKAGES: ${JSON.stringify(p)} is not a Debian package name`);
+  }
+  return pkgs;
+}
+
+/** The stage-1 hash's line for the extra packages: none at all when there are none, so the default image's hash does not depend on the variable. */
+function extraPackagesPart(): string {
+  const pkgs = extraPackages();
+  return pkgs.length > 0 ? `extra-packages ${pkgs.join(',')}\n` : '';
+}
+
+/**
+ * build-rootfs.sh reads the package list next to itself. With extra packages, stage 1 runs a copy
+ * of the stage-1 assets whose rootfs-packages.txt has them appended, so the script (a hashed asset
+ * of every image) stays as it is. Returns the directory to run build-rootfs.sh from.
+ */
+async function stage1Assets(assets: string, tmp: string, extras: readonly string[]): Promise<string> {
+  if (extras.length === 0) return assets;
+  for (const f of STAGE1_ASSETS) {
+    await fs.mkdir(path.dirname(path.join(tmp, f)), { recursive: true });
+    await fs.copyFile(path.join(assets, f), path.join(tmp, f));
+    await fs.chmod(path.join(tmp, f), (await fs.stat(path.join(assets, f))).mode & 0o777);
+  }
+  await fs.appendFile(path.join(tmp, 'rootfs-packages.txt'), `# SANDBOXVM_EXTRA_PACKAGES\n${extras.join('\n')}\n`);
+  return tmp;
+}
+
 export async function recipeHashes(opts: RecipeOptions): Promise<{ stage1: string; stage2: string }> {
   const assets = opts.assetsDir ?? imageAssetsDir();
   const kernel = opts.kernel ?? (await resolveKernelPackage());
   const h1 = createHash('sha256').update('sandboxvm-stage1-v1\n');
   for (const f of STAGE1_ASSETS) h1.update(`${f} ${await sha256File(path.join(assets, f))}\n`);
   h1.update(`kernel ${kernel.name} ${kernel.version}\n${envPart(STAGE1_ENV)}\n`);
+  h1.update(extraPackagesPart());
   const stage1 = h1.digest('hex');
 
   const h2 = createHash('sha256').update(`sandboxvm-stage2-v1\nstage1 ${stage1}\n`);
@@ -579,8 +617,16 @@ async function build(
       const tmp = path.join(cacheDir, `.tmp-${path.basename(s1Dir)}-${process.pid}`);
       tmpDirs.push(tmp);
       await fs.mkdir(tmp);
-      await runStage({ script: path.join(assets, 'build-rootfs.sh'), args: [tmp], env, log, onStep: report(0), signal: opts.signal });
+      const extras = extraPackages();
+      const tmpAssets = path.join(cacheDir, `.tmp-assets-${path.basename(s1Dir)}-${process.pid}`);
+      if (extras.length > 0) {
+        tmpDirs.push(tmpAssets);
+        await log.write(`extra packages (SANDBOXVM_EXTRA_PACKAGES): ${extras.join(' ')}\n`);
+      }
+      const s1Assets = await stage1Assets(assets, tmpAssets, extras);
+      await runStage({ script: path.join(s1Assets, 'build-rootfs.sh'), args: [tmp], env, log, onStep: report(0), signal: opts.signal });
       await publish(tmp, s1Dir, STAGE1_FILES);
+      if (extras.length > 0) await fs.rm(tmpAssets, { recursive: true, force: true });
     }
     if (needStage1) current = { step: STAGE1_STEPS + 1, total, message: 'assembling the image' };
     const tmp = path.join(cacheDir, `.tmp-${path.basename(bDir)}-${process.pid}`);

@@ -111,45 +111,74 @@ export class FrameDecoder {
 
   push(chunk: Buffer, onFrame: (frame: Frame) => void): void {
     if (this.failed) throw new ProtocolError('decoder used after a protocol error');
-    let buf = chunk;
-    if (this.pendingBytes > 0) {
-      this.pending.push(chunk);
-      buf = Buffer.concat(this.pending, this.pendingBytes + chunk.length);
-      this.pending = [];
-      this.pendingBytes = 0;
-    }
-    let offset = 0;
-    while (buf.length - offset >= HEADER_SIZE) {
-      let length: number;
+    if (chunk.length === 0) return;
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    // Chunks are only joined once a whole frame is there: a 64 KiB frame arriving in 4 KiB reads
+    // (virtio-serial's unit) is copied once, not sixteen times.
+    for (;;) {
+      if (this.pendingBytes < HEADER_SIZE) return;
+      const head = this.contiguous(HEADER_SIZE);
       if (this.resync) {
-        const why = headerProblem(buf, offset, this.maxPayload);
-        if (why !== undefined) {
-          const next = buf.indexOf(MAGIC_BYTES, offset + 1);
-          const skipTo = next < 0 ? Math.max(offset + 1, buf.length - 1) : next;
-          this.skippedBytes += skipTo - offset;
-          offset = skipTo;
+        if (headerProblem(head, 0, this.maxPayload) !== undefined) {
+          this.skipToMagic();
           continue;
         }
-        length = buf.readUInt32BE(offset + 8);
       } else {
-        length = this.validateHeader(buf, offset);
+        this.validateHeader(head, 0);
       }
-      const end = offset + HEADER_SIZE + length;
-      if (end > buf.length) break;
-      onFrame({
-        type: buf[offset + 2] as FrameType,
-        stream: buf[offset + 3],
-        session: buf.readUInt32BE(offset + 4),
-        payload: buf.subarray(offset + HEADER_SIZE, end),
-      });
-      offset = end;
+      const total = HEADER_SIZE + head.readUInt32BE(8);
+      if (this.pendingBytes < total) return;
+      const frame = this.take(total);
+      onFrame({ type: frame[2] as FrameType, stream: frame[3], session: frame.readUInt32BE(4), payload: frame.subarray(HEADER_SIZE) });
     }
-    if (offset < buf.length) {
-      // Copy so a small remainder never pins a large chunk.
-      const rest = Buffer.from(buf.subarray(offset));
-      this.pending.push(rest);
-      this.pendingBytes = rest.length;
+  }
+
+  /** Makes the first `n` pending bytes one buffer (joining chunks as needed) and returns it. */
+  private contiguous(n: number): Buffer {
+    if (this.pending[0].length < n) {
+      const joined = Buffer.concat(this.pending, this.pendingBytes);
+      this.pending = [joined];
     }
+    return this.pending[0].subarray(0, n);
+  }
+
+  /** Removes and returns the first `n` pending bytes. */
+  private take(n: number): Buffer {
+    const first = this.pending[0];
+    let out: Buffer;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.pending.shift();
+      else this.pending[0] = first.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let filled = 0;
+      while (filled < n) {
+        const c = this.pending[0];
+        const k = Math.min(c.length, n - filled);
+        c.copy(out, filled, 0, k);
+        filled += k;
+        if (k === c.length) this.pending.shift();
+        else this.pending[0] = c.subarray(k);
+      }
+    }
+    this.pendingBytes -= n;
+    if (this.pending.length === 1 && this.pending[0].length < 4096 && this.pending[0].byteOffset > 0) {
+      // Copy a small remainder so it does not pin a large chunk.
+      this.pending[0] = Buffer.from(this.pending[0]);
+    }
+    return out;
+  }
+
+  /** Resync mode: drops bytes up to the next magic after the current position. */
+  private skipToMagic(): void {
+    const all = this.contiguous(this.pendingBytes);
+    const next = all.indexOf(MAGIC_BYTES, 1);
+    const skip = next < 0 ? all.length - 1 : next;
+    this.skippedBytes += skip;
+    this.pending = [Buffer.from(all.subarray(skip))];
+    this.pendingBytes -= skip;
   }
 
   private validateHeader(buf: Buffer, offset: number): number {

@@ -10,7 +10,7 @@
 
 export const PROTOCOL_VERSION = 1;
 /** Bytes of credit each side starts with on every stream of a session. */
-export const INITIAL_WINDOW = 256 * 1024;
+export const INITIAL_WINDOW = 1024 * 1024;
 /** The largest control message either side accepts. */
 export const MAX_CONTROL_BYTES = 64 * 1024;
 /** How many sessions the host allows open at once on one channel. */
@@ -19,9 +19,23 @@ export const MAX_SESSIONS = 256;
 // ---- host -> guest -------------------------------------------------------------------------
 
 export interface HostHello { t: 'hello'; version: number; epoch: string; time: number }
+/**
+ * Session kinds: exec (pipes) and pty (a terminal) run a process; read streams a guest file out on
+ * stdout; write takes stdin into a guest file (atomically: a temporary renamed at EOF); watch
+ * reports changes under a guest path as `event` messages.
+ */
+export type SessionKind = 'exec' | 'pty' | 'read' | 'write' | 'watch';
+export const SESSION_KINDS: readonly SessionKind[] = ['exec', 'pty', 'read', 'write', 'watch'];
+
 export interface OpenSession {
   t: 'open';
-  kind: 'exec' | 'pty';
+  kind: SessionKind;
+  /** read / write / watch: the guest path. */
+  path?: string;
+  /** write: the file's mode (default 0o644). */
+  mode?: number;
+  /** watch: include subdirectories. */
+  recursive?: boolean;
   /** argv[0] is looked up on PATH. For a pty with no argv the agent starts a login shell. */
   argv?: string[];
   env?: Record<string, string>;
@@ -35,7 +49,12 @@ export interface CloseSession { t: 'close' }
 export interface Shutdown { t: 'shutdown'; reboot: boolean }
 export interface SetTime { t: 'time'; time: number }
 
-export type HostMessage = HostHello | OpenSession | Resize | SignalSession | CloseSession | Shutdown | SetTime;
+/** A one-shot request on a fresh session id; the agent answers with one `result` on the same id. */
+export interface Call { t: 'call'; method: CallMethod; params: Record<string, unknown> }
+export type CallMethod = 'stat' | 'list' | 'mkdir' | 'rename' | 'remove' | 'info';
+export const CALL_METHODS: readonly CallMethod[] = ['stat', 'list', 'mkdir', 'rename', 'remove', 'info'];
+
+export type HostMessage = HostHello | OpenSession | Resize | SignalSession | CloseSession | Shutdown | SetTime | Call;
 
 // ---- guest -> host -------------------------------------------------------------------------
 
@@ -53,7 +72,10 @@ export interface Started { t: 'started'; pid: number }
 export interface Exited { t: 'exit'; code: number | null; signal: string | null }
 export interface SessionError { t: 'error'; message: string }
 
-export type AgentMessage = AgentHello | Heartbeat | Started | Exited | SessionError;
+export interface Result { t: 'result'; ok: boolean; value?: unknown; error?: string }
+export interface FsEvent { t: 'event'; kind: 'change' | 'rename'; path: string }
+
+export type AgentMessage = AgentHello | Heartbeat | Started | Exited | SessionError | Result | FsEvent;
 
 /**
  * Parses and validates a control payload from the guest. Returns the message, or a string saying
@@ -89,6 +111,14 @@ export function parseAgentMessage(payload: Buffer): AgentMessage | string {
     case 'error':
       if (!isStr(m.message, 4096)) return 'error: bad message';
       return { t: 'error', message: m.message as string };
+    case 'result':
+      if (typeof m.ok !== 'boolean') return 'result: bad ok';
+      if (m.error !== undefined && !isStr(m.error, 4096)) return 'result: bad error';
+      return { t: 'result', ok: m.ok, value: m.value, error: m.error as string | undefined };
+    case 'event':
+      if (m.kind !== 'change' && m.kind !== 'rename') return 'event: bad kind';
+      if (!isStr(m.path, 4096)) return 'event: bad path';
+      return { t: 'event', kind: m.kind, path: m.path as string };
     default:
       return `unknown control message type ${JSON.stringify(String(m.t).slice(0, 32))}`;
   }
@@ -112,4 +142,38 @@ function isNum(v: unknown): boolean {
 }
 function isInt(v: unknown, min: number, max: number): boolean {
   return Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
+}
+
+/**
+ * Checks the value of a `result` for `method` before the host passes it on. Returns why it is
+ * rejected, or undefined when it is well-formed.
+ */
+export function checkCallResult(method: CallMethod, value: unknown): string | undefined {
+  const isEntry = (e: any) =>
+    typeof e === 'object' && e !== null && isStr(e.name, 255) && e.name.length > 0 && !e.name.includes('/') &&
+    ['file', 'dir', 'symlink', 'other'].includes(e.type) && isInt(e.size, 0, Number.MAX_SAFE_INTEGER) &&
+    isInt(e.mode, 0, 0o7777) && isNum(e.mtimeMs);
+  switch (method) {
+    case 'mkdir':
+    case 'rename':
+    case 'remove':
+      return value === null || value === undefined ? undefined : `${method}: unexpected value`;
+    case 'stat':
+      return isEntry(value) ? undefined : 'stat: malformed entry';
+    case 'list': {
+      const v = value as any;
+      if (typeof v !== 'object' || v === null || !Array.isArray(v.entries) || v.entries.length > 1000) return 'list: malformed page';
+      if (!v.entries.every(isEntry)) return 'list: malformed entry';
+      if (!isInt(v.total, 0, 10_000_000) || !(v.next === null || isInt(v.next, 1, 10_000_000))) return 'list: malformed paging';
+      return undefined;
+    }
+    case 'info': {
+      const v = value as any;
+      if (typeof v !== 'object' || v === null) return 'info: not an object';
+      if (!isStr(v.hostname, 255) || !isStr(v.os, 255) || !isStr(v.kernel, 255)) return 'info: bad strings';
+      if (!Array.isArray(v.addresses) || v.addresses.length > 64 || !v.addresses.every((a: any) => isStr(a?.iface, 64) && isStr(a?.family, 8) && isStr(a?.address, 64))) return 'info: bad addresses';
+      if (!Array.isArray(v.listening) || v.listening.length > 256 || !v.listening.every((l: unknown) => isStr(l, 80))) return 'info: bad ports';
+      return undefined;
+    }
+  }
 }

@@ -13,7 +13,7 @@ import type { Duplex } from 'node:stream';
 import { ErrorCode, SandboxError } from '../common/errors';
 import type { AgentStatus } from '../common/status';
 import { FrameDecoder, FrameType, MAX_PAYLOAD, ProtocolError, StreamId, encodeControl, encodeFrame, encodeWindow, type Frame } from '../protocol/frames';
-import { INITIAL_WINDOW, MAX_SESSIONS, PROTOCOL_VERSION, parseAgentMessage, type AgentHello, type OpenSession } from '../protocol/messages';
+import { INITIAL_WINDOW, MAX_SESSIONS, PROTOCOL_VERSION, checkCallResult, parseAgentMessage, type AgentHello, type CallMethod, type OpenSession } from '../protocol/messages';
 
 const HELLO_RETRY_MS = 250;
 /** After this long without a heartbeat the agent is considered out of contact and re-greeted. */
@@ -26,7 +26,12 @@ export interface SessionHandlers {
   onData(stream: StreamId, data: Buffer): void;
   onEof(stream: StreamId): void;
   onExit(code: number | null, signal: string | null, error?: string): void;
+  /** watch sessions: a change under the watched path. */
+  onEvent?(kind: 'change' | 'rename', path: string): void;
 }
+
+/** How long a one-shot call may take before the host gives up on it. */
+const CALL_TIMEOUT_MS = 30_000;
 
 export class HostSession {
   /** Bytes we may still send on stdin (granted by the guest). */
@@ -108,6 +113,7 @@ export class HostSession {
 export class AgentLink {
   private decoder = new FrameDecoder(MAX_PAYLOAD, true);
   private readonly sessions = new Map<number, HostSession>();
+  private readonly calls = new Map<number, { method: CallMethod; resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   private readonly emitter = new EventEmitter();
   private nextSessionId = 1;
   private epoch = '';
@@ -190,6 +196,26 @@ export class AgentLink {
     return session;
   }
 
+  /** A one-shot request (file metadata, guest info). The answer is validated before it resolves. */
+  call(method: CallMethod, params: Record<string, unknown>, timeoutMs = CALL_TIMEOUT_MS): Promise<unknown> {
+    if (!this.connected) return Promise.reject(new SandboxError(ErrorCode.AgentUnavailable, 'the guest agent is not connected'));
+    if (this.calls.size + this.sessions.size >= MAX_SESSIONS) return Promise.reject(new SandboxError(ErrorCode.BadArgument, `too many requests in flight (${MAX_SESSIONS})`));
+    const id = this.allocateId();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.calls.delete(id);
+        reject(new SandboxError(ErrorCode.Timeout, `the guest agent did not answer ${method} within ${timeoutMs / 1000} s`));
+      }, timeoutMs);
+      this.calls.set(id, { method, resolve, reject, timer });
+      this.sendRaw(encodeControl(id, { t: 'call', method, params }));
+    });
+  }
+
+  /** Tells the guest the host's time (after a resume: the guest clock stood still while paused). */
+  syncTime(): void {
+    if (this.connected) this.sendRaw(encodeControl(0, { t: 'time', time: Date.now() }));
+  }
+
   shutdown(reboot: boolean): void {
     this.sendRaw(encodeControl(0, { t: 'shutdown', reboot }));
   }
@@ -210,7 +236,7 @@ export class AgentLink {
     for (;;) {
       const id = this.nextSessionId;
       this.nextSessionId = this.nextSessionId >= 0xffffffff ? 1 : this.nextSessionId + 1;
-      if (!this.sessions.has(id)) return id;
+      if (!this.sessions.has(id) && !this.calls.has(id)) return id;
     }
   }
 
@@ -239,8 +265,14 @@ export class AgentLink {
         else this.violation(`session 0: unexpected ${message.t}`);
         return;
       }
+      if (message.t === 'result') return this.onResult(frame.session, message.ok, message.value, message.error);
       const session = this.sessions.get(frame.session);
       if (!session) return; // a session we already closed: late messages are normal
+      if (message.t === 'event') {
+        if (session.handlers.onEvent) session.handlers.onEvent(message.kind, message.path);
+        else this.endSession(frame.session, 'the guest sent an event on a session that watches nothing');
+        return;
+      }
       if (message.t === 'started') session.handlers.onStarted(message.pid);
       else if (message.t === 'exit') this.finish(session, message.code, message.signal);
       else if (message.t === 'error') this.finish(session, null, null, message.message.slice(0, 1024));
@@ -288,6 +320,20 @@ export class AgentLink {
     }
   }
 
+  private onResult(id: number, ok: boolean, value: unknown, error?: string): void {
+    const call = this.calls.get(id);
+    if (!call) return; // timed out already, or never asked: nothing to believe
+    this.calls.delete(id);
+    clearTimeout(call.timer);
+    if (!ok) return call.reject(new SandboxError(ErrorCode.BadArgument, `${call.method} failed in the guest: ${(error ?? 'unknown error').slice(0, 1024)}`));
+    const problem = checkCallResult(call.method, value);
+    if (problem) {
+      this.violation(`call ${id}: ${problem}`);
+      return call.reject(new SandboxError(ErrorCode.ProtocolViolation, `the guest answered ${call.method} with a malformed value (${problem})`));
+    }
+    call.resolve(value ?? null);
+  }
+
   private checkHeartbeat(): void {
     if (!this.hello || this.lastHeartbeat === undefined) return;
     const age = Date.now() - this.lastHeartbeat;
@@ -325,6 +371,11 @@ export class AgentLink {
 
   private failAll(why: string): void {
     for (const s of [...this.sessions.values()]) this.finish(s, null, null, why);
+    for (const [id, c] of [...this.calls]) {
+      this.calls.delete(id);
+      clearTimeout(c.timer);
+      c.reject(new SandboxError(ErrorCode.AgentUnavailable, `${c.method}: ${why}`));
+    }
   }
 
   private violation(why: string): void {

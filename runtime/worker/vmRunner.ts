@@ -169,6 +169,7 @@ export class VmRunner {
     await this.qmp!.execute('cont');
     this.agent!.resetHeartbeat();
     this.agent!.watchPaused = false;
+    this.agent!.syncTime();
     this.setState('running');
   }
 

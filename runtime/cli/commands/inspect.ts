@@ -2,6 +2,7 @@
 import * as fs from 'node:fs';
 import type { CommandContext } from '../context';
 import { infoText, listTable } from '../format';
+import { GuestFiles, type GuestInfo } from '../../client/guestFiles';
 
 export async function list(ctx: CommandContext): Promise<number> {
   const vms = await (await ctx.client()).list();
@@ -11,9 +12,17 @@ export async function list(ctx: CommandContext): Promise<number> {
   return 0;
 }
 
+/** Configuration, state and paths; for a running VM also what its agent reports (like Hyper-V's KVP). */
 export async function info(ctx: CommandContext): Promise<number> {
-  const vm = await (await ctx.client()).info(ctx.name());
-  ctx.out(ctx.options.json ? JSON.stringify(vm, null, 2) : infoText(vm));
+  const client = await ctx.client();
+  const vm = await client.info(ctx.name());
+  let guest: GuestInfo | undefined;
+  if (vm.state === 'running' && vm.runtime?.agent.connected) {
+    const sessions = await client.attach(vm.name).catch(() => undefined);
+    guest = sessions ? await new GuestFiles(sessions).info().catch(() => undefined) : undefined;
+    sessions?.dispose();
+  }
+  ctx.out(ctx.options.json ? JSON.stringify({ ...vm, guest }, null, 2) : infoText(vm, guest));
   return 0;
 }
 

@@ -27,13 +27,22 @@ function parseEnv(values: unknown): Record<string, string> | undefined {
   return env;
 }
 
+/** "30s", "2m", "500ms", "10" (seconds) -> milliseconds. */
+export function parseDuration(value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(String(value));
+  if (!m) throw new SandboxError(ErrorCode.BadArgument, `invalid --timeout ${JSON.stringify(value)}: use e.g. 30s, 5m, 500ms`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
+  return Math.max(1, Math.round(Number(m[1]) * unit));
+}
+
 export async function exec(ctx: CommandContext): Promise<number> {
   const name = ctx.name();
   const argv = ctx.rest.length > 0 ? ctx.rest : ctx.positionals.slice(1);
   if (argv.length === 0) throw new SandboxError(ErrorCode.BadArgument, `exec needs a command: sandboxvm exec ${name} -- <command> [args...]`);
   const sessions = await (await ctx.client()).attach(name);
   const session = await sessions.open(
-    { kind: 'exec', argv, env: parseEnv(ctx.options.env), cwd: ctx.options.cwd as string | undefined },
+    { kind: 'exec', argv, env: parseEnv(ctx.options.env), cwd: ctx.options.cwd as string | undefined, timeoutMs: parseDuration(ctx.options.timeout) },
     {
       onData: (stream, data) => writeTo(stream === 2 ? process.stderr : process.stdout, data),
       onExit: () => undefined,
@@ -54,7 +63,7 @@ export async function exec(ctx: CommandContext): Promise<number> {
   process.stdin.destroy();
   sessions.dispose();
   if (result.error) process.stderr.write(`sandboxvm: ${result.error}\n`);
-  return exitStatus(result);
+  return result.error && result.signal ? 124 : exitStatus(result);
 }
 
 export async function shell(ctx: CommandContext): Promise<number> {
