@@ -28,3 +28,13 @@ mkdirSync(`${ptyOut}/build/Release`, { recursive: true });
 cpSync('node_modules/node-pty/package.json', `${ptyOut}/package.json`);
 cpSync('node_modules/node-pty/lib', `${ptyOut}/lib`, { recursive: true, filter: (src) => !src.endsWith('.test.js') && !src.endsWith('.map') });
 cpSync('node_modules/node-pty/build/Release/pty.node', `${ptyOut}/build/Release/pty.node`);
+
+// node-pty gives a finished terminal 200 ms to deliver its last output before it destroys the
+// socket; a guest under TCG with many terminals needs longer, or output of quick commands is lost.
+// On Linux the socket closes by itself once drained, so the timeout is only a backstop.
+import { readFileSync, writeFileSync } from 'node:fs';
+const unixTerminal = `${ptyOut}/lib/unixTerminal.js`;
+const source = readFileSync(unixTerminal, 'utf8');
+const patched = source.replace('var DESTROY_SOCKET_TIMEOUT_MS = 200;', 'var DESTROY_SOCKET_TIMEOUT_MS = 5000;');
+if (patched === source) throw new Error(`${unixTerminal}: DESTROY_SOCKET_TIMEOUT_MS not found; check the node-pty version`);
+writeFileSync(unixTerminal, patched);

@@ -20,7 +20,11 @@ export class Agent {
   private epoch = '';
   private heartbeat?: NodeJS.Timeout;
 
-  constructor(private readonly send: (frame: Buffer) => void, private readonly log: (m: string) => void) {}
+  constructor(private readonly send: (frame: Buffer) => void, private readonly log: (m: string) => void) {
+    // Announce a fresh start (epoch ''): a host end that knew an earlier agent greets us at once
+    // instead of waiting to miss our heartbeats.
+    this.sendHello('');
+  }
 
   receive(chunk: Buffer): void {
     try {
@@ -61,6 +65,10 @@ export class Agent {
       return;
     }
     if (m.t === 'open') {
+      if (!this.epoch) {
+        this.send(encodeControl(id, { t: 'error', message: 'the guest agent restarted and has not been greeted yet; retry' }));
+        return;
+      }
       if (this.sessions.has(id)) {
         this.send(encodeControl(id, { t: 'error', message: `session ${id} is already open` }));
         return;
@@ -86,19 +94,13 @@ export class Agent {
       this.epoch = epoch;
       this.setClock(hostTime);
     }
-    this.send(
-      encodeControl(0, {
-        t: 'hello',
-        version: PROTOCOL_VERSION,
-        epoch,
-        agentVersion: AGENT_VERSION,
-        pid: process.pid,
-        hostname: os.hostname(),
-        kernel: os.release(),
-      }),
-    );
+    this.sendHello(epoch);
     if (!this.heartbeat) this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_MS);
     this.beat();
+  }
+
+  private sendHello(epoch: string): void {
+    this.send(encodeControl(0, { t: 'hello', version: PROTOCOL_VERSION, epoch, agentVersion: AGENT_VERSION, pid: process.pid, hostname: os.hostname(), kernel: os.release() }));
   }
 
   private beat(): void {

@@ -181,9 +181,12 @@ export class AgentLink {
     this.decoder = new FrameDecoder(MAX_PAYLOAD, true);
     if (wasConnected) this.emitter.emit('change');
     clearInterval(this.helloTimer);
-    const send = () => this.sendRaw(encodeControl(0, { t: 'hello', version: PROTOCOL_VERSION, epoch: this.epoch, time: Date.now() }));
-    send();
-    this.helloTimer = setInterval(send, HELLO_RETRY_MS);
+    this.sendHello();
+    this.helloTimer = setInterval(() => this.sendHello(), HELLO_RETRY_MS);
+  }
+
+  private sendHello(): void {
+    this.sendRaw(encodeControl(0, { t: 'hello', version: PROTOCOL_VERSION, epoch: this.epoch, time: Date.now() }));
   }
 
   openSession(request: Omit<OpenSession, 't'>, handlers: SessionHandlers): HostSession {
@@ -301,6 +304,12 @@ export class AgentLink {
   }
 
   private onHello(hello: AgentHello): void {
+    if (hello.epoch === '' && this.hello) {
+      // A freshly started agent announcing itself: greet it now (same epoch; our sessions on the
+      // old agent are gone and fail when its hello arrives with a new pid).
+      this.sendHello();
+      return;
+    }
     if (hello.epoch !== this.epoch) return; // an answer to an older greeting
     if (hello.version !== PROTOCOL_VERSION) {
       this.violation(`agent speaks protocol ${hello.version}, we speak ${PROTOCOL_VERSION}`);
@@ -341,9 +350,8 @@ export class AgentLink {
       // Paused guests send nothing; the worker stops the watchdog while paused (see pauseWatch).
       if (this.watchPaused) return;
       this.log(`lost contact with the agent (no heartbeat for ${age} ms); greeting it again`);
-      const send = () => this.sendRaw(encodeControl(0, { t: 'hello', version: PROTOCOL_VERSION, epoch: this.epoch, time: Date.now() }));
-      send();
-      this.helloTimer = setInterval(send, 1000);
+      this.sendHello();
+      this.helloTimer = setInterval(() => this.sendHello(), 1000);
       this.emitter.emit('change');
     }
   }
