@@ -17,7 +17,7 @@ const common = {
 
 await Promise.all([
   build({ ...common, entryPoints: { cli: 'runtime/cli/main.ts', service: 'runtime/service/main.ts', worker: 'runtime/worker/main.ts' }, outdir: 'dist' }),
-  build({ ...common, sourcemap: false, entryPoints: { agent: 'guest-agent/src/main.ts' }, outdir: 'dist/guest-agent' }),
+  build({ ...common, sourcemap: false, entryPoints: { agent: 'guest-agent/src/main.ts', 'vsock-probe': 'guest-agent/src/vsockProbe.ts' }, outdir: 'dist/guest-agent' }),
 ]);
 
 // The guest agent's native dependency ships beside it: only what node-pty needs at run time.
@@ -28,6 +28,12 @@ mkdirSync(`${ptyOut}/build/Release`, { recursive: true });
 cpSync('node_modules/node-pty/package.json', `${ptyOut}/package.json`);
 cpSync('node_modules/node-pty/lib', `${ptyOut}/lib`, { recursive: true, filter: (src) => !src.endsWith('.test.js') && !src.endsWith('.map') });
 cpSync('node_modules/node-pty/build/Release/pty.node', `${ptyOut}/build/Release/pty.node`);
+
+// koffi (AF_VSOCK in the guest): the package without its docs and vendored sources, and the glibc x64 binary.
+const koffiOut = 'dist/guest-agent/node_modules/koffi';
+cpSync('node_modules/koffi', koffiOut, { recursive: true, filter: (src) => !/node_modules\/koffi\/(doc|vendor)(\/|$)/.test(src) });
+const koffiNative = 'dist/guest-agent/node_modules/@koromix/koffi-linux-x64';
+cpSync('node_modules/@koromix/koffi-linux-x64', koffiNative, { recursive: true, filter: (src) => !src.includes('/musl_x64') });
 
 // node-pty gives a finished terminal 200 ms to deliver its last output before it destroys the
 // socket; a guest under TCG with many terminals needs longer, or output of quick commands is lost.

@@ -5,6 +5,7 @@
  * To add a benchmark: write bench/<name>.ts exporting `summary` and `run(options)` (BenchModule in
  * lib/options.ts) and add it to BENCHMARKS below.
  */
+import * as agent from './agent';
 import * as boot from './boot';
 import { cleanupAll, installSignalHandlers } from './lib/cleanup';
 import type { BenchModule, BenchOptions } from './lib/options';
@@ -12,6 +13,7 @@ import { log } from './lib/output';
 
 const BENCHMARKS: Record<string, BenchModule> = {
   boot,
+  agent,
 };
 
 const DEFAULT_RUNS = 5;

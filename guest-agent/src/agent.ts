@@ -116,6 +116,14 @@ export class Agent {
     });
   }
 
+  /** The connection is gone: end its sessions and heartbeats. */
+  dispose(): void {
+    clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+    for (const s of this.sessions.values()) s.kill();
+    this.sessions.clear();
+  }
+
   private shutdown(reboot: boolean): void {
     this.log(reboot ? 'reboot requested by the host' : 'shutdown requested by the host');
     for (const s of this.sessions.values()) s.kill();

@@ -8,9 +8,10 @@
  * frame's header is never written apart from its payload.
  */
 import * as fs from 'node:fs';
-import * as net from 'node:net';
+import type * as net from 'node:net';
 import * as path from 'node:path';
 import { GUEST_WRITE_MAX } from '../../runtime/protocol/frames';
+import { streamFromFd } from '../../runtime/native/vsock';
 
 export function findPortDevice(name: string, sysDir = '/sys/class/virtio-ports'): string | undefined {
   let entries: string[];
@@ -32,19 +33,6 @@ export function findPortDevice(name: string, sysDir = '/sys/class/virtio-ports')
 const REOPEN_MS = 50;
 /** Output held while no host end is connected; beyond this it is dropped (the host resyncs anyway). */
 const MAX_QUEUED_WHILE_CLOSED = 4 * 1024 * 1024;
-
-/**
- * Wraps a character device fd in a libuv pipe handle (uv_pipe_open: non-blocking, epoll-driven).
- * Node's public API refuses non-socket fds (`new net.Socket({fd})` says "Unsupported fd type:
- * FILE"), so this goes through the pipe_wrap binding that net itself uses.
- */
-function pipeHandle(fd: number): unknown {
-  const binding = (process as unknown as { binding(name: string): any }).binding('pipe_wrap');
-  const handle = new binding.Pipe(binding.constants.SOCKET);
-  const err = handle.open(fd);
-  if (err) throw new Error(`uv_pipe_open failed (${err})`);
-  return handle;
-}
 
 export class PortStream {
   private socket?: net.Socket;
@@ -89,7 +77,7 @@ export class PortStream {
     }
     let socket: net.Socket;
     try {
-      socket = new net.Socket({ handle: pipeHandle(fd), readable: true, writable: true, allowHalfOpen: true } as net.SocketConstructorOpts);
+      socket = streamFromFd(fd, { allowHalfOpen: true });
     } catch (err) {
       fs.closeSync(fd);
       this.log(`cannot drive ${this.device} as a stream: ${(err as Error).message}; retrying`);

@@ -44,6 +44,7 @@ export function infoText(vm: VmInfo, guest?: GuestInfo): string {
     lines.push(
       ['Accelerator', `${r.accel} (${r.accelReason})`],
       ['QEMU', `${r.qemuVersion}, pid ${r.qemuPid ?? '-'}`],
+      ['Channel', r.channel],
       ['Worker pid', String(r.workerPid)],
       ['Agent', r.agent.connected ? `${agentSummary(vm)}, version ${r.agent.version}, heartbeat ${r.agent.heartbeatAgeMs ?? '-'} ms ago` : 'not connected'],
       ['Guest', r.agent.connected ? `${r.agent.hostname}, kernel ${r.agent.kernel}` : '-'],

@@ -23,6 +23,8 @@ export interface WorkerStatus {
   state: VmState;
   accel: Accelerator;
   accelReason: string;
+  /** How the host reaches the agent. */
+  channel: 'virtio-serial' | 'vsock';
   qemuVersion: string;
   workerPid: number;
   qemuPid?: number;

@@ -21,6 +21,8 @@ export interface LaunchSpec {
   qmpFd: number;
   /** Restore from this saved-state file instead of booting. */
   incomingFile?: string;
+  /** Give the guest a vhost-vsock device with this CID (only where /dev/vhost-vsock is usable). */
+  vsockCid?: number;
 }
 
 /** The virtio-serial port name the guest agent looks for. */
@@ -69,6 +71,7 @@ export function buildQemuArgv(spec: LaunchSpec): string[] {
     '-mon', 'chardev=qmp,mode=control',
   ];
   if (spec.network) argv.push('-netdev', 'user,id=net0', '-device', 'virtio-net-device,netdev=net0');
+  if (spec.vsockCid !== undefined) argv.push('-device', `vhost-vsock-device,guest-cid=${spec.vsockCid}`);
   if (spec.incomingFile) argv.push('-incoming', `exec:cat ${shellQuote(spec.incomingFile)}`);
   return argv;
 }

@@ -17,6 +17,7 @@ import { serveSocket, type RpcPeer } from '../common/rpc';
 import type { WorkerRecord } from '../common/status';
 import { writeJsonAtomic } from '../common/atomicWrite';
 import { probeAccelerator } from '../accel/probe';
+import { probeTransport } from '../accel/transport';
 import { locateQemu } from '../qemu/locate';
 import { VmRunner } from './vmRunner';
 import { sessionHandlers } from './sessionRelay';
@@ -65,7 +66,9 @@ async function main(): Promise<void> {
     const qemu = await locateQemu();
     const accel = probeAccelerator();
     log(`starting ${name}: accelerator ${accel.accel} (${accel.reason}), QEMU ${qemu.version}${args.restore ? ', restoring saved state' : ''}`);
-    const vm = new VmRunner(args.dir, config, qemu, accel, log);
+    const transport = probeTransport();
+    log(`agent channel: ${transport.transport} (${transport.reason})`);
+    const vm = new VmRunner(args.dir, config, qemu, accel, log, transport);
     runner = vm;
     vm.onDidChangeStatus(() => {
       const status = vm.status();

@@ -19,6 +19,8 @@ import { buildQemuArgv, shellQuote } from '../qemu/argv';
 import type { QemuInstall } from '../qemu/locate';
 import { QmpClient } from '../qemu/qmp';
 import { AgentLink } from './agentLink';
+import { guestCid, type TransportChoice } from '../accel/transport';
+import { AGENT_VSOCK_PORT, vsockConnect } from '../native/vsock';
 
 export interface ExitReport {
   state: 'stopped' | 'saved';
@@ -38,6 +40,7 @@ export class VmRunner {
   private exitPromise?: Promise<ExitReport>;
   private boot?: WorkerStatus['boot'];
   private readonly startedAt = new Date().toISOString();
+  private vsockActive = false;
 
   constructor(
     private readonly dir: string,
@@ -45,6 +48,7 @@ export class VmRunner {
     private readonly qemuInstall: QemuInstall,
     private readonly accel: AccelChoice,
     private readonly log: (m: string) => void,
+    private readonly transport: TransportChoice = { transport: 'virtio-serial', reason: 'default' },
   ) {}
 
   private file(name: keyof typeof VM_FILES): string {
@@ -60,6 +64,7 @@ export class VmRunner {
       state: this.state,
       accel: this.accel.accel,
       accelReason: this.accel.reason,
+      channel: this.agent && this.transport.transport === 'vsock' && this.vsockActive ? 'vsock' : 'virtio-serial',
       qemuVersion: this.qemuInstall.version,
       workerPid: process.pid,
       qemuPid: this.qemu?.pid,
@@ -87,6 +92,7 @@ export class VmRunner {
   async start(restore: boolean, bootTimeoutMs: number): Promise<void> {
     const t0 = Date.now();
     const incomingFile = restore ? this.file('savedState') : undefined;
+    const vsockCid = this.transport.transport === 'vsock' ? guestCid(this.config.id) : undefined;
     const argv = buildQemuArgv({
       accel: this.accel.accel,
       cpus: this.config.cpus,
@@ -100,6 +106,7 @@ export class VmRunner {
       channelFd: 3,
       qmpFd: 4,
       incomingFile,
+      vsockCid,
     });
     this.log(`spawning ${this.qemuInstall.system} ${argv.join(' ')}`);
     const logFd = openSync(this.file('workerLog'), 'a');
@@ -129,9 +136,30 @@ export class VmRunner {
       }
       throw err;
     }
+    if (vsockCid !== undefined) await this.switchToVsock(vsockCid);
     this.boot = { kind: restore ? 'restore' : 'boot', readyMs: Date.now() - t0 };
     this.log(`agent ready ${this.boot.readyMs} ms after spawn (${this.boot.kind})`);
     this.setState('running');
+  }
+
+  /**
+   * Where the host has vhost-vsock, moves the agent link from virtio-serial to vsock (same
+   * protocol). Any failure keeps virtio-serial, which always works, and is logged.
+   */
+  private async switchToVsock(cid: number): Promise<void> {
+    try {
+      const socket = await vsockConnect(cid, AGENT_VSOCK_PORT);
+      const link = new AgentLink(socket, this.log);
+      await link.waitConnected(5000);
+      const old = this.agent!;
+      link.onDidChange(() => this.emitter.emit('status'));
+      this.agent = link;
+      this.vsockActive = true;
+      old.dispose();
+      this.log(`agent channel: vsock (CID ${cid})`);
+    } catch (err) {
+      this.log(`agent channel: staying on virtio-serial; vsock failed: ${(err as Error).message}`);
+    }
   }
 
   private async bringUp(restore: boolean, timeoutMs: number): Promise<void> {

@@ -40,6 +40,8 @@ const cases: { name: string; spec: Partial<LaunchSpec>; check: (argv: string[]) 
   { name: 'console log appends', spec: { consoleLog: '/x,y/console.log' }, check: (a) => assert.equal(valueAfter(a, '-chardev'), 'file,id=console,path=/x,,y/console.log,append=on') },
   { name: 'no network means no netdev', spec: { network: false }, check: (a) => assert.equal(a.includes('-netdev'), false) },
   { name: 'network is user-mode virtio-net', spec: { network: true }, check: (a) => assert.equal(valueAfter(a, '-netdev'), 'user,id=net0') },
+  { name: 'no vsock device unless asked', spec: {}, check: (a) => assert.equal(a.some((x) => x.includes('vsock')), false) },
+  { name: 'a vhost-vsock device with the CID', spec: { vsockCid: 42 }, check: (a) => assert.ok(a.includes('vhost-vsock-device,guest-cid=42')) },
   { name: 'no -incoming on a cold boot', spec: {}, check: (a) => assert.equal(a.includes('-incoming'), false) },
   { name: 'restore reads the saved state through a quoted path', spec: { incomingFile: "/v/it's/saved.state" }, check: (a) => assert.equal(valueAfter(a, '-incoming'), `exec:cat '/v/it'\\''s/saved.state'`) },
   { name: 'never reboots, never opens a window', spec: {}, check: (a) => (assert.ok(a.includes('-no-reboot')), assert.ok(a.includes('-nographic')), assert.ok(a.includes('-nodefaults'))) },
@@ -53,4 +55,18 @@ test('argv: escapeOption and shellQuote', () => {
   assert.equal(escapeOption('a,b,,c'), 'a,,b,,,,c');
   assert.equal(shellQuote('plain'), "'plain'");
   assert.equal(shellQuote("a'b"), `'a'\\''b'`);
+});
+
+import { chooseTransport, guestCid } from '../../runtime/accel/transport';
+
+test('transport: vsock only where vhost-vsock is usable, and only if not overridden', () => {
+  assert.equal(chooseTransport(false).transport, 'virtio-serial');
+  assert.equal(chooseTransport(true).transport, 'vsock');
+  assert.equal(chooseTransport(true, 'virtio-serial').transport, 'virtio-serial');
+  assert.equal(chooseTransport(false, 'vsock').transport, 'virtio-serial', 'asking cannot force vsock without the device');
+});
+
+test('transport: guest CIDs are stable and never reserved', () => {
+  assert.equal(guestCid('0000002a-aaaa'), guestCid('0000002a-aaaa'));
+  for (const id of ['00000000-0', 'ffffffff-f', '00000001-1', 'not-hex']) assert.ok(guestCid(id) >= 3, id);
 });
