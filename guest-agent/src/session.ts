@@ -255,7 +255,27 @@ export class GuestSession {
 
   /** Input from the host: written to the process, then credited back once it is taken. */
   input(data: Buffer): void {
-    this.sink?.write(data, () => this.out.send(encodeWindow(this.id, StreamId.Stdin, data.length)));
+    this.sink?.write(data, () => this.returnStdinCredit(data.length));
+  }
+
+  private stdinCredit = 0;
+  private creditScheduled = false;
+
+  /** Returns stdin credit, batched: one WINDOW frame per tick (or at once past 64 KiB), not per keystroke. */
+  private returnStdinCredit(bytes: number): void {
+    this.stdinCredit += bytes;
+    if (this.stdinCredit >= 64 * 1024) return this.flushCredit();
+    if (!this.creditScheduled) {
+      this.creditScheduled = true;
+      setImmediate(() => this.flushCredit());
+    }
+  }
+
+  private flushCredit(): void {
+    this.creditScheduled = false;
+    if (this.stdinCredit === 0 || this.exited) return;
+    this.out.send(encodeWindow(this.id, StreamId.Stdin, this.stdinCredit));
+    this.stdinCredit = 0;
   }
 
   endInput(): void {

@@ -149,8 +149,10 @@ function isInt(v: unknown, min: number, max: number): boolean {
  * rejected, or undefined when it is well-formed.
  */
 export function checkCallResult(method: CallMethod, value: unknown): string | undefined {
-  const isEntry = (e: any) =>
-    typeof e === 'object' && e !== null && isStr(e.name, 255) && e.name.length > 0 && !e.name.includes('/') &&
+  // A listed name becomes a path component on the host: one non-empty component, never . or ..
+  const isName = (n: unknown) => isStr(n, 255) && (n as string).length > 0 && !(n as string).includes('/') && n !== '.' && n !== '..' && !(n as string).includes('\0');
+  const isEntry = (e: any, strictName = true) =>
+    typeof e === 'object' && e !== null && (strictName ? isName(e.name) : isStr(e.name, 4096)) &&
     ['file', 'dir', 'symlink', 'other'].includes(e.type) && isInt(e.size, 0, Number.MAX_SAFE_INTEGER) &&
     isInt(e.mode, 0, 0o7777) && isNum(e.mtimeMs);
   switch (method) {
@@ -159,7 +161,7 @@ export function checkCallResult(method: CallMethod, value: unknown): string | un
     case 'remove':
       return value === null || value === undefined ? undefined : `${method}: unexpected value`;
     case 'stat':
-      return isEntry(value) ? undefined : 'stat: malformed entry';
+      return isEntry(value, false) ? undefined : 'stat: malformed entry';
     case 'list': {
       const v = value as any;
       if (typeof v !== 'object' || v === null || !Array.isArray(v.entries) || v.entries.length > 1000) return 'list: malformed page';

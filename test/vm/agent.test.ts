@@ -180,6 +180,17 @@ describe('vm: agent services', { timeout: 900_000 }, () => {
     await flood.exited;
   });
 
+  test('vsock: the koffi binding reaches the agent over vsock loopback inside the guest', async () => {
+    const r = await run(['/opt/sandboxvm/bin/node', '/opt/sandboxvm/agent/vsock-probe.js', '1', 'sh', '-c', 'echo over-vsock; exit 5']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const report = JSON.parse(r.stdout);
+    assert.equal(report.hello.hostname, 'svc');
+    assert.equal(report.stdout, 'over-vsock\n');
+    assert.equal(report.exit.code, 5);
+    const info = await client.info('svc');
+    assert.equal(info.runtime!.channel, 'virtio-serial', 'the host itself stays on virtio-serial without vhost-vsock');
+  });
+
   test('reconnect: the agent restarting inside the guest is found again', async () => {
     // The agent is the parent of what it execs.
     const agentPid = Number((await run(['sh', '-c', 'echo $PPID'])).stdout.trim());
