@@ -2,11 +2,9 @@
  * The typed client of the service's API, used by the CLI and (later) the extension. Connects to the
  * service's socket, starting the service on demand as a detached daemon.
  */
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Socket } from 'node:net';
 import type { MessageConnection } from 'vscode-jsonrpc/node';
 import type { CreateParams } from '../service/vmManager';
 import { ErrorCode, SandboxError } from '../common/errors';
@@ -14,6 +12,7 @@ import { SERVICE_FILES, dataHome } from '../common/paths';
 import { call, connectSocket } from '../common/rpc';
 import type { VmInfo } from '../common/status';
 import { SessionClient } from './sessionClient';
+import { spawnDetached } from '../common/readiness';
 
 export type ProgressListener = (step: number, total: number, message: string) => void;
 
@@ -120,32 +119,11 @@ export class ServiceClient {
   }
 }
 
-/** Spawns the service detached and waits for its readiness line. */
+/** Spawns the service detached and waits for its readiness report. */
 async function startService(home: string, script: string): Promise<void> {
   fs.mkdirSync(home, { recursive: true, mode: 0o700 });
   const logPath = path.join(home, SERVICE_FILES.log);
-  const logFd = fs.openSync(logPath, 'a');
-  const child = spawn(process.execPath, [script], {
-    detached: true,
-    stdio: ['ignore', logFd, logFd, 'pipe'],
-    env: { ...process.env, SANDBOXVM_HOME: home, ELECTRON_RUN_AS_NODE: '1' },
-  });
-  fs.closeSync(logFd);
-  const pipe = child.stdio[3] as Socket;
-  const text = await new Promise<string>((resolve) => {
-    let t = '';
-    pipe.setEncoding('utf8');
-    pipe.on('data', (d: string) => (t += d));
-    pipe.on('error', () => undefined);
-    pipe.on('close', () => resolve(t));
-  });
-  child.unref();
-  let result: { ok?: boolean; error?: { message: string } } = {};
-  try {
-    result = JSON.parse(text.trim() || '{}');
-  } catch {
-    // fall through
-  }
+  const result = await spawnDetached(script, [], logPath, { ...process.env, SANDBOXVM_HOME: home });
   if (!result.ok) {
     throw new SandboxError(ErrorCode.ServiceUnavailable, result.error?.message ?? `the service did not start; see ${logPath}`);
   }

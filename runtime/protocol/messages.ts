@@ -165,7 +165,7 @@ export function checkCallResult(method: CallMethod, value: unknown): string | un
     case 'list': {
       const v = value as any;
       if (typeof v !== 'object' || v === null || !Array.isArray(v.entries) || v.entries.length > 1000) return 'list: malformed page';
-      if (!v.entries.every(isEntry)) return 'list: malformed entry';
+      if (!v.entries.every((e: unknown) => isEntry(e))) return 'list: malformed entry';
       if (!isInt(v.total, 0, 10_000_000) || !(v.next === null || isInt(v.next, 1, 10_000_000))) return 'list: malformed paging';
       return undefined;
     }

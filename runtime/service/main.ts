@@ -12,6 +12,7 @@ import { SERVICE_FILES, dataHome, imageCacheDir } from '../common/paths';
 import { serveSocket, type RpcPeer } from '../common/rpc';
 import { ensureBaseImage } from '../image/baseImage';
 import { apiHandlers } from './api';
+import { reportReadiness } from '../common/readiness';
 import { VmManager, type ImageProvider } from './vmManager';
 
 const home = dataHome();
@@ -19,17 +20,6 @@ const socketPath = path.join(home, SERVICE_FILES.socket);
 
 function log(message: string): void {
   process.stdout.write(`${new Date().toISOString()} service[${process.pid}] ${message}\n`);
-}
-
-function report(value: unknown): void {
-  try {
-    fs.fstatSync(3);
-    const s = new net.Socket({ fd: 3, readable: false, writable: true });
-    s.on('error', () => undefined);
-    s.end(JSON.stringify(value) + '\n');
-  } catch {
-    // not started by a client
-  }
 }
 
 /** True when another service already answers on the socket. */
@@ -57,7 +47,7 @@ async function main(): Promise<void> {
   fs.chmodSync(home, 0o700);
   if (await answering()) {
     log('another service is already running; exiting');
-    report({ ok: true, existing: true });
+    reportReadiness({ ok: true, existing: true });
     return;
   }
   fs.rmSync(socketPath, { force: true });
@@ -90,7 +80,7 @@ async function main(): Promise<void> {
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
   log(`listening on ${socketPath}`);
-  report({ ok: true });
+  reportReadiness({ ok: true });
 }
 
 // A stray rejection is a bug to log, never a reason to take every VM's management down.
@@ -98,6 +88,6 @@ process.on('unhandledRejection', (err) => log(`unhandled rejection: ${(err as Er
 
 main().catch((err) => {
   log(`fatal: ${(err as Error).stack ?? err}`);
-  report({ error: { code: 'ServiceUnavailable', message: `the service failed to start: ${(err as Error).message}; see ${path.join(home, SERVICE_FILES.log)}` } });
+  reportReadiness({ error: { code: 'ServiceUnavailable', message: `the service failed to start: ${(err as Error).message}; see ${path.join(home, SERVICE_FILES.log)}` } });
   process.exit(1);
 });

@@ -2,16 +2,15 @@
  * The service's handle on one VM's worker: spawning it, adopting one a previous service left
  * running, and calling it. The worker is detached: it survives this service.
  */
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Socket } from 'node:net';
 import type { MessageConnection } from 'vscode-jsonrpc/node';
 import { ErrorCode, SandboxError, type WireError } from '../common/errors';
 import { VM_FILES } from '../common/paths';
 import { call, connectSocket } from '../common/rpc';
 import type { WorkerRecord, WorkerStatus } from '../common/status';
 import { isAlive, isProcessOf } from './processes';
+import { spawnDetached } from '../common/readiness';
 
 export const WORKER_SCRIPT = path.join(__dirname, 'worker.js');
 
@@ -65,28 +64,11 @@ export class WorkerHandle {
    * worker's own error). The worker is detached and unref'd: it outlives this process.
    */
   static async spawn(dir: string, restore: boolean, onStatus: (s: WorkerStatus) => void, bootTimeoutMs?: number): Promise<WorkerHandle> {
-    const logFd = fs.openSync(path.join(dir, VM_FILES.workerLog), 'a');
-    const args = [WORKER_SCRIPT, '--dir', dir];
+    const args = ['--dir', dir];
     if (restore) args.push('--restore');
     if (bootTimeoutMs) args.push('--boot-timeout-ms', String(bootTimeoutMs));
-    const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', logFd, logFd, 'pipe'], env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' } });
-    fs.closeSync(logFd);
-    const pipe = child.stdio[3] as Socket;
-    const line = await new Promise<string>((resolve) => {
-      let text = '';
-      pipe.setEncoding('utf8');
-      pipe.on('data', (d: string) => (text += d));
-      pipe.on('error', () => undefined);
-      pipe.on('close', () => resolve(text));
-    });
-    child.unref();
-    let result: { ok?: boolean; error?: WireError; status?: WorkerStatus };
-    try {
-      result = JSON.parse(line.trim().split('\n')[0] || '{}');
-    } catch {
-      result = {};
-    }
-    if (result.error) throw SandboxError.fromWire(result.error);
+    const result = await spawnDetached(WORKER_SCRIPT, args, path.join(dir, VM_FILES.workerLog), process.env);
+    if (result.error) throw SandboxError.fromWire(result.error as WireError);
     if (!result.ok) {
       throw new SandboxError(ErrorCode.BootFailed, `the VM's worker exited before the VM was up; see ${path.join(dir, VM_FILES.workerLog)}`);
     }

@@ -388,6 +388,19 @@ export class AgentLink {
 
   private violation(why: string): void {
     if (this.violations.length < 1000) this.violations.push(why);
-    this.log(`protocol violation: ${why}`);
+    // A hostile guest must not be able to fill the worker's log: at most 20 lines per 10 s.
+    const now = Date.now();
+    if (now - this.logWindowStart > 10_000) {
+      if (this.suppressed > 0) this.log(`protocol violation: ${this.suppressed} more suppressed in the last 10 s`);
+      this.logWindowStart = now;
+      this.loggedInWindow = 0;
+      this.suppressed = 0;
+    }
+    if (this.loggedInWindow++ < 20) this.log(`protocol violation: ${why}`);
+    else this.suppressed++;
   }
+
+  private logWindowStart = 0;
+  private loggedInWindow = 0;
+  private suppressed = 0;
 }

@@ -17,6 +17,7 @@ import { serveSocket, type RpcPeer } from '../common/rpc';
 import type { WorkerRecord } from '../common/status';
 import { writeJsonAtomic } from '../common/atomicWrite';
 import { probeAccelerator } from '../accel/probe';
+import { reportReadiness } from '../common/readiness';
 import { probeTransport } from '../accel/transport';
 import { locateQemu } from '../qemu/locate';
 import { VmRunner } from './vmRunner';
@@ -37,25 +38,11 @@ function log(message: string): void {
   process.stdout.write(`${new Date().toISOString()} worker[${process.pid}] ${message}\n`);
 }
 
-function readinessPipe(): net.Socket | undefined {
-  try {
-    fs.fstatSync(3);
-    const s = new net.Socket({ fd: 3, readable: false, writable: true });
-    s.on('error', () => undefined);
-    return s;
-  } catch {
-    return undefined;
-  }
-}
-
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const name = path.basename(args.dir);
   const file = (f: keyof typeof VM_FILES) => path.join(args.dir, VM_FILES[f]);
-  const ready = readinessPipe();
-  const report = (value: unknown) => {
-    ready?.end(JSON.stringify(value) + '\n');
-  };
+  const report = reportReadiness;
   process.on('SIGPIPE', () => undefined);
 
   let runner: VmRunner | undefined;
