@@ -11,6 +11,7 @@ import { PortStream, findPortDevice } from './port';
 import { AGENT_VSOCK_PORT, VsockListener, vsockSupported } from '../../runtime/native/vsock';
 
 const PORT_NAME = process.env.SANDBOXVM_PORT_NAME ?? 'org.sandboxvm.agent';
+const VSOCK_DELAY_MS = 2000;
 
 function log(message: string): void {
   process.stderr.write(`${new Date().toISOString()} sandboxvm-agent: ${message}\n`);
@@ -57,4 +58,5 @@ process.on('uncaughtException', (err) => {
 });
 
 serveVirtioSerial();
-serveVsock();
+// Loading koffi costs a few hundred ms under TCG: not before the host's first hello is answered.
+setTimeout(serveVsock, VSOCK_DELAY_MS);
