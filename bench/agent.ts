@@ -47,7 +47,7 @@ import { describe, emit, log } from './lib/output';
 import { PeerQemu, freePort, peerArgv, type PeerQemuSpec } from './lib/peerQemu';
 import { delay, runProc, type ProcResult } from './lib/proc';
 import { QgaClient } from './lib/qga';
-import { rawArgv } from './lib/rawQemu';
+import { rawArgv, specFromConfig } from './lib/rawQemu';
 import { CLI, connectService, readVmConfig, trackVm } from './lib/runtime';
 import { makeKey, Ssh, TARGET } from './lib/ssh';
 import { median, now, p99, summarize } from './lib/stats';
@@ -368,21 +368,7 @@ async function peerPhase(ctx: Context, counts: Counts): Promise<PeerSamples> {
   const dir = path.join(ctx.home, 'peer');
   await fsp.mkdir(dir);
   const sshPort = await freePort();
-  const spec: PeerQemuSpec = {
-    qemu: ctx.qemu.system,
-    qemuImg: ctx.qemu.img,
-    accel: ctx.accel,
-    cpus: t.cpus,
-    memoryMiB: t.memoryMiB,
-    network: t.network,
-    kernel: t.image.kernel,
-    initrd: t.image.initrd,
-    baseDisk: ctx.vmDisk,
-    diskGiB: t.diskGiB,
-    dir,
-    hostname: VM,
-    sshPort,
-  };
+  const spec: PeerQemuSpec = { ...specFromConfig(ctx.qemu, ctx.accel, t, ctx.vmDisk, dir, VM), sshPort };
   checkPeerArgv(ctx, spec);
   const vm = new PeerQemu(spec);
   const base = rawArgv(spec, false);

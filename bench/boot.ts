@@ -25,7 +25,7 @@ import { throwIfAborting } from './lib/cleanup';
 import { tempHome } from './lib/home';
 import { hostLine, otherQemus } from './lib/host';
 import { describe, emit, log } from './lib/output';
-import { RawQemu, rawArgv, type RawQemuSpec } from './lib/rawQemu';
+import { RawQemu, rawArgv, specFromConfig, type RawQemuSpec } from './lib/rawQemu';
 import { connectService, readVmConfig, removeVm, trackVm } from './lib/runtime';
 import { median, now } from './lib/stats';
 
@@ -182,21 +182,7 @@ function checkStarted(ctx: Context, info: VmInfo, kind: 'boot' | 'restore'): voi
 
 /** The peer's VM: the image and shape the runtime gives a new VM (read from its vm.json). */
 function peerSpec(ctx: Context, dir: string, hostname: string): RawQemuSpec {
-  const t = ctx.template;
-  return {
-    qemu: ctx.qemu.system,
-    qemuImg: ctx.qemu.img,
-    accel: ctx.accel,
-    cpus: t.cpus,
-    memoryMiB: t.memoryMiB,
-    network: t.network,
-    kernel: t.image.kernel,
-    initrd: t.image.initrd,
-    baseDisk: t.image.disk,
-    diskGiB: t.diskGiB,
-    dir,
-    hostname,
-  };
+  return specFromConfig(ctx.qemu, ctx.accel, ctx.template, ctx.template.image.disk, dir, hostname);
 }
 
 /**

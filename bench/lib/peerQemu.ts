@@ -17,10 +17,9 @@ import { VM_FILES } from '../../runtime/common/paths';
 import { QmpClient } from '../../runtime/qemu/qmp';
 import type { AgentHello } from '../../runtime/protocol/messages';
 import { RawChannel } from './channel';
-import { isAlive, onCleanup, watchPid } from './cleanup';
-import { delay } from './proc';
+import { onCleanup, watchPid } from './cleanup';
 import { QgaClient } from './qga';
-import { rawArgv, type RawQemuSpec } from './rawQemu';
+import { killQemu, rawArgv, type RawQemuSpec } from './rawQemu';
 
 export const QGA_PORT_NAME = 'org.qemu.guest_agent.0';
 
@@ -129,12 +128,8 @@ export class PeerQemu {
   }
 
   /** Kills QEMU (SIGKILL) if it runs and waits for it to be gone. Its overlay is thrown away. */
-  async kill(): Promise<void> {
-    const proc = this.proc;
-    if (!proc || !this.exited) return;
-    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-    await this.exited;
-    for (let i = 0; i < 100 && proc.pid && isAlive(proc.pid, 'qemu-system'); i++) await delay(20);
+  kill(): Promise<void> {
+    return killQemu(this.proc, this.exited);
   }
 
   async dispose(): Promise<void> {

@@ -13,6 +13,9 @@ import { QmpClient } from '../../runtime/qemu/qmp';
 import type { AgentHello } from '../../runtime/protocol/messages';
 import { RawChannel } from './channel';
 import { isAlive, onCleanup, watchPid } from './cleanup';
+import { delay } from './proc';
+import type { VmConfig } from '../../runtime/common/config';
+import type { QemuInstall } from '../../runtime/qemu/locate';
 
 export interface RawQemuSpec {
   qemu: string;
@@ -29,6 +32,32 @@ export interface RawQemuSpec {
   /** Where the overlay, console log and saved state go (must exist). */
   dir: string;
   hostname: string;
+}
+
+/** The raw twin of a runtime VM: same QEMU, accelerator and shape (from its vm.json), own directory. */
+export function specFromConfig(qemu: QemuInstall, accel: Accelerator, config: VmConfig, baseDisk: string, dir: string, hostname: string): RawQemuSpec {
+  return {
+    qemu: qemu.system,
+    qemuImg: qemu.img,
+    accel,
+    cpus: config.cpus,
+    memoryMiB: config.memoryMiB,
+    network: config.network,
+    kernel: config.image.kernel,
+    initrd: config.image.initrd,
+    baseDisk,
+    diskGiB: config.diskGiB,
+    dir,
+    hostname,
+  };
+}
+
+/** SIGKILLs a QEMU this process spawned (if it still runs) and waits until it is gone. */
+export async function killQemu(proc: ChildProcess | undefined, exited: Promise<unknown> | undefined): Promise<void> {
+  if (!proc || !exited) return;
+  if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+  await exited;
+  for (let i = 0; i < 100 && proc.pid && isAlive(proc.pid, 'qemu-system'); i++) await delay(20);
 }
 
 /**
@@ -188,12 +217,8 @@ export class RawQemu {
   }
 
   /** Kills QEMU (SIGKILL) if it runs and waits for it to be gone. */
-  async kill(): Promise<void> {
-    const proc = this.proc;
-    if (!proc || !this.exited) return;
-    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-    await this.exited;
-    for (let i = 0; i < 100 && proc.pid && isAlive(proc.pid, 'qemu-system'); i++) await delay(20);
+  kill(): Promise<void> {
+    return killQemu(this.proc, this.exited);
   }
 
   /** Kills QEMU and forgets the cleanup step (the caller removes the directory). */
@@ -203,6 +228,3 @@ export class RawQemu {
   }
 }
 
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
