@@ -27,6 +27,16 @@ import { mkdirSync as mkdirp, writeFileSync as writeFlags } from 'node:fs';
 mkdirp('dist/guest-agent', { recursive: true });
 writeFlags('dist/guest-agent/node-flags', '--jitless --single-threaded\n');
 
+// The relay (the channel's data plane in the guest, guest-agent/native/relay.c): a static binary,
+// so it runs on any guest's libc. Built with the host's gcc; the guest is x86_64 like the host.
+import { execFileSync } from 'node:child_process';
+mkdirp('dist/guest-agent/bin', { recursive: true });
+try {
+  execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-Wno-format-truncation', '-Werror', '-static', '-o', 'dist/guest-agent/bin/sandboxvm-relay', 'guest-agent/native/relay.c'], { stdio: 'inherit' });
+} catch (err) {
+  throw new Error(`building guest-agent/native/relay.c failed (${err.message}); it needs gcc and libc6-dev (apt-get install gcc libc6-dev)`);
+}
+
 // The guest agent's native dependency ships beside it: only what node-pty needs at run time.
 import { cpSync, mkdirSync, rmSync } from 'node:fs';
 const ptyOut = 'dist/guest-agent/node_modules/node-pty';

@@ -6,8 +6,13 @@ import * as os from 'node:os';
 import { execFile } from 'node:child_process';
 import { FrameDecoder, FrameType, ProtocolError, encodeControl, type Frame } from '../../runtime/protocol/frames';
 import { PROTOCOL_VERSION, parseHostMessage, type HostMessage } from '../../runtime/protocol/messages';
-import { GuestSession } from './session';
+import { GuestSession, type AgentSession } from './session';
+import { RelaySession, type RelayPort } from './relaySession';
+import { RelayOp, encodeOp, parseDone } from './relayProtocol';
 import { handleCall } from './calls';
+
+/** Session kinds whose bytes the relay moves when there is one. */
+const RELAYED_KINDS = new Set(['exec', 'pty', 'read', 'write']);
 
 export const AGENT_VERSION = '0.1.0';
 const HEARTBEAT_MS = 1000;
@@ -16,11 +21,16 @@ const CLOCK_TOLERANCE_MS = 500;
 
 export class Agent {
   private readonly decoder = new FrameDecoder(undefined, true);
-  private readonly sessions = new Map<number, GuestSession>();
+  private readonly sessions = new Map<number, AgentSession>();
   private epoch = '';
   private heartbeat?: NodeJS.Timeout;
 
-  constructor(private readonly send: (frame: Buffer) => void, private readonly log: (m: string) => void) {
+  /**
+   * @param send writes a frame towards the host
+   * @param relay when the relay (relay.c) carries the channel: session bytes go through it, and
+   *   `send` is its socket too
+   */
+  constructor(private readonly send: (frame: Buffer) => void, private readonly log: (m: string) => void, private readonly relay?: RelayPort) {
     // Announce a fresh start (epoch ''): a host end that knew an earlier agent greets us at once
     // instead of waiting to miss our heartbeats.
     this.sendHello('');
@@ -36,7 +46,15 @@ export class Agent {
     }
   }
 
-  private onFrame(frame: Frame): void {
+  /** A note from the relay about one of its sessions (a LOCAL frame's payload). */
+  relayNote(id: number, payload: Buffer): void {
+    const err = parseDone(payload);
+    const session = this.sessions.get(id);
+    if (err !== undefined && session instanceof RelaySession) session.relayFinished(err);
+  }
+
+  /** A whole frame from the host (the relay has already split the stream). */
+  onFrame(frame: Frame): void {
     if (frame.type === FrameType.Control) {
       const message = parseHostMessage(frame.payload);
       if (message) this.onControl(frame.session, message);
@@ -65,15 +83,20 @@ export class Agent {
       return;
     }
     if (m.t === 'open') {
-      if (!this.epoch) {
-        this.send(encodeControl(id, { t: 'error', message: 'the guest agent restarted and has not been greeted yet; retry' }));
-        return;
-      }
       if (this.sessions.has(id)) {
+        // the relay kept the live session; it holds nothing new for this id
         this.send(encodeControl(id, { t: 'error', message: `session ${id} is already open` }));
         return;
       }
-      const session = new GuestSession(id, { send: this.send }, this.log);
+      const relayed = this.relay !== undefined && RELAYED_KINDS.has(m.kind);
+      // The relay holds every forwarded open's input until told what to do with it.
+      if (this.relay && !relayed) this.relay.send(encodeOp(id, RelayOp.Forget));
+      if (!this.epoch) {
+        if (relayed) this.relay!.send(encodeOp(id, RelayOp.Forget));
+        this.send(encodeControl(id, { t: 'error', message: 'the guest agent restarted and has not been greeted yet; retry' }));
+        return;
+      }
+      const session = relayed ? new RelaySession(id, this.relay!, this.log) : new GuestSession(id, { send: this.send }, this.log);
       this.sessions.set(id, session);
       session.onExit = () => this.sessions.delete(id);
       session.open(m);
@@ -89,7 +112,7 @@ export class Agent {
   private hello(epoch: string, hostTime: number): void {
     if (epoch !== this.epoch) {
       if (this.sessions.size > 0) this.log(`new host end (epoch ${epoch}): closing ${this.sessions.size} session(s) of the old one`);
-      for (const s of this.sessions.values()) s.kill();
+      for (const s of [...this.sessions.values()]) s.abandon();
       this.sessions.clear();
       this.epoch = epoch;
       this.setClock(hostTime);
@@ -120,13 +143,13 @@ export class Agent {
   dispose(): void {
     clearInterval(this.heartbeat);
     this.heartbeat = undefined;
-    for (const s of this.sessions.values()) s.kill();
+    for (const s of [...this.sessions.values()]) s.abandon();
     this.sessions.clear();
   }
 
   private shutdown(reboot: boolean): void {
     this.log(reboot ? 'reboot requested by the host' : 'shutdown requested by the host');
-    for (const s of this.sessions.values()) s.kill();
+    for (const s of [...this.sessions.values()]) s.kill();
     const script = reboot ? '/opt/sandboxvm/bin/reboot' : '/opt/sandboxvm/bin/poweroff';
     execFile(script, (err) => {
       if (err) this.log(`${script} failed: ${err.message}`);

@@ -8,6 +8,7 @@ process.env.UV_THREADPOOL_SIZE ??= '8';
 
 import { Agent } from './agent';
 import { PortStream, findPortDevice } from './port';
+import { serveRelay } from './relayLink';
 import { AGENT_VSOCK_PORT, VsockListener, vsockSupported } from '../../runtime/native/vsock';
 
 const PORT_NAME = process.env.SANDBOXVM_PORT_NAME ?? 'org.sandboxvm.agent';
@@ -57,6 +58,10 @@ process.on('uncaughtException', (err) => {
   process.exit(1);
 });
 
-serveVirtioSerial();
+// Under the relay (relay.c, the image's default) the port is the relay's; alone, the agent opens it.
+const relayFd = Number(process.env.SANDBOXVM_RELAY_FD);
+delete process.env.SANDBOXVM_RELAY_FD;
+if (Number.isInteger(relayFd) && relayFd > 2) serveRelay(relayFd, log);
+else serveVirtioSerial();
 // Loading koffi costs a few hundred ms under TCG: not before the host's first hello is answered.
 setTimeout(serveVsock, VSOCK_DELAY_MS);

@@ -20,7 +20,30 @@ interface Pausable {
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
-export class GuestSession {
+/** The environment and working directory a session's process starts with: root's defaults plus the host's. */
+export function sessionEnvironment(req: OpenSession): { env: Record<string, string>; cwd: string } {
+  const env = { PATH: DEFAULT_PATH, HOME: '/root', USER: 'root', LOGNAME: 'root', SHELL: '/bin/bash', LANG: 'C.UTF-8', ...(req.env ?? {}) };
+  return { env, cwd: req.cwd ?? env.HOME };
+}
+
+/** The login shell a pty starts when the host names no command. */
+export const DEFAULT_SHELL = ['/bin/bash', '-l'];
+
+/** What the agent's dispatcher needs of a session, wherever its bytes flow. */
+export interface AgentSession {
+  onExit?: () => void;
+  input(data: Buffer): void;
+  grant(stream: number, bytes: number): void;
+  endInput(): void;
+  resize(cols: number, rows: number): void;
+  signal(name: string): void;
+  /** Ends the session (a host `close`): its process is killed, its file abandoned. */
+  kill(): void;
+  /** Ends the session without a word to the host (its host end is gone). */
+  abandon(): void;
+}
+
+export class GuestSession implements AgentSession {
   private readonly credit = [0, INITIAL_WINDOW, INITIAL_WINDOW];
   private readonly sources: (Pausable | undefined)[] = [];
   private child?: ChildProcess;
@@ -36,8 +59,7 @@ export class GuestSession {
 
   open(req: OpenSession): void {
     this.kind = req.kind;
-    const env = { PATH: DEFAULT_PATH, HOME: '/root', USER: 'root', LOGNAME: 'root', SHELL: '/bin/bash', LANG: 'C.UTF-8', ...(req.env ?? {}) };
-    const cwd = req.cwd ?? env.HOME;
+    const { env, cwd } = sessionEnvironment(req);
     try {
       switch (req.kind) {
         case 'pty':
@@ -86,7 +108,7 @@ export class GuestSession {
   private openPty(req: OpenSession, env: Record<string, string>, cwd: string): void {
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     const pty = require('node-pty') as typeof import('node-pty');
-    const argv = req.argv && req.argv.length > 0 ? req.argv : ['/bin/bash', '-l'];
+    const argv = req.argv && req.argv.length > 0 ? req.argv : DEFAULT_SHELL;
     const term = pty.spawn(argv[0], argv.slice(1), {
       name: env.TERM ?? 'xterm-256color',
       cols: clamp(req.cols ?? 80, 1, 1000),
@@ -303,6 +325,10 @@ export class GuestSession {
     else this.fail('closed by the host');
   }
 
+  abandon(): void {
+    this.kill();
+  }
+
   private exit(code: number | null, signal: string | null): void {
     if (this.exited) return;
     this.exited = true;
@@ -326,11 +352,11 @@ export class GuestSession {
   }
 }
 
-function clamp(v: number, min: number, max: number): number {
+export function clamp(v: number, min: number, max: number): number {
   return Math.max(min, Math.min(max, Math.floor(v)));
 }
 
-function signalName(signal: number): string {
+export function signalName(signal: number): string {
   const names = require('node:os').constants.signals as Record<string, number>;
   return Object.keys(names).find((k) => names[k] === signal) ?? `SIG${signal}`;
 }

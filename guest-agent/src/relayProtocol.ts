@@ -1,0 +1,83 @@
+/**
+ * The private protocol between the agent (Node) and its relay (guest-agent/native/relay.c) on the
+ * socketpair at fd 3. Frames are the channel's own; types 1..4 pass through to the port as they
+ * are, and LOCAL frames (type 16, never valid on the port) carry:
+ *
+ *   agent -> relay (directives; the frame's session id names the session)
+ *     SPAWN   u16 argc, u16 envc, cwd\0, argv\0 x argc, env\0 x envc: run an exec session; the relay
+ *             owns its pipes and process and reports `started`, `exit` or `error` to the host itself
+ *     ATTACH  u8 kind, i32 fdIn, i32 fdOut: take the agent's fds (pidfd_getfd) for a pty master,
+ *             a file to read or a file to write; the agent keeps its copies until DONE
+ *     SIGNAL  u8 signal number, to an exec session's process group
+ *     CLOSE   end the session now (an exec is killed); answered with DONE(ECANCELED) except for exec
+ *     FORGET  drop the session without a word (an exec's process group is killed)
+ *   relay -> agent (notes)
+ *     DONE    i32 errno: the session's streams are complete (0) or failed; the relay has let it go
+ *
+ * The relay holds a *pending* session for every `open` it forwards (recognised by the payload
+ * starting with {"t":"open"), keeping its input until the agent sends SPAWN, ATTACH or FORGET.
+ */
+import { HEADER_SIZE, MAGIC } from '../../runtime/protocol/frames';
+
+export const LOCAL_FRAME = 16;
+
+export const enum RelayOp {
+  Spawn = 1,
+  Attach = 2,
+  Signal = 3,
+  Close = 4,
+  Forget = 5,
+  Done = 0x81,
+}
+
+export const enum AttachKind {
+  Pty = 1,
+  Read = 2,
+  Write = 3,
+}
+
+export function encodeLocal(session: number, payload: Buffer): Buffer {
+  const frame = Buffer.allocUnsafe(HEADER_SIZE + payload.length);
+  frame.writeUInt16BE(MAGIC, 0);
+  frame.writeUInt8(LOCAL_FRAME, 2);
+  frame.writeUInt8(0, 3);
+  frame.writeUInt32BE(session >>> 0, 4);
+  frame.writeUInt32BE(payload.length, 8);
+  payload.copy(frame, HEADER_SIZE);
+  return frame;
+}
+
+/** SPAWN: strings may not contain NUL (they could not reach execve anyway). */
+export function encodeSpawn(session: number, argv: string[], env: Record<string, string>, cwd: string): Buffer {
+  const envList = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+  for (const s of [cwd, ...argv, ...envList]) if (s.includes('\0')) throw new Error('arguments, environment and working directory may not contain NUL');
+  if (argv.length === 0 || argv.length > 0xffff || envList.length > 0xffff) throw new Error('too many arguments or environment variables');
+  const strings = Buffer.from([cwd, ...argv, ...envList].map((s) => `${s}\0`).join(''), 'utf8');
+  const head = Buffer.allocUnsafe(5);
+  head.writeUInt8(RelayOp.Spawn, 0);
+  head.writeUInt16BE(argv.length, 1);
+  head.writeUInt16BE(envList.length, 3);
+  return encodeLocal(session, Buffer.concat([head, strings]));
+}
+
+export function encodeAttach(session: number, kind: AttachKind, fdIn: number, fdOut: number): Buffer {
+  const p = Buffer.allocUnsafe(10);
+  p.writeUInt8(RelayOp.Attach, 0);
+  p.writeUInt8(kind, 1);
+  p.writeInt32BE(fdIn, 2);
+  p.writeInt32BE(fdOut, 6);
+  return encodeLocal(session, p);
+}
+
+export function encodeOp(session: number, op: RelayOp.Close | RelayOp.Forget): Buffer {
+  return encodeLocal(session, Buffer.from([op]));
+}
+
+export function encodeSignal(session: number, signal: number): Buffer {
+  return encodeLocal(session, Buffer.from([RelayOp.Signal, signal & 0xff]));
+}
+
+/** A DONE note's errno, or undefined when the payload is not a DONE note. */
+export function parseDone(payload: Buffer): number | undefined {
+  return payload.length === 5 && payload[0] === RelayOp.Done ? payload.readInt32BE(1) : undefined;
+}

@@ -1,0 +1,265 @@
+/**
+ * A session whose bytes the relay moves (guest-agent/native/relay.c); the agent keeps its control:
+ *   exec   the relay spawns the process and reports started / exit itself;
+ *   pty    node-pty forks the terminal; the relay takes the master fd;
+ *   read   the agent opens the file; the relay streams it out and says when it is done;
+ *   write  the agent opens a temporary beside the file; the relay fills it; the agent renames it.
+ * The agent keeps its copies of the fds until the relay's DONE, then closes them.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { encodeControl } from '../../runtime/protocol/frames';
+import type { OpenSession } from '../../runtime/protocol/messages';
+import { AttachKind, RelayOp, encodeAttach, encodeOp, encodeSignal, encodeSpawn } from './relayProtocol';
+import { DEFAULT_SHELL, clamp, sessionEnvironment, signalName, type AgentSession } from './session';
+
+/** How long a finished terminal's last output may take to reach the relay before it is cut. */
+const PTY_DRAIN_MS = 2000;
+
+interface NativePty {
+  fork(file: string, args: string[], env: string[], cwd: string, cols: number, rows: number, uid: number, gid: number, utf8: boolean, helperPath: string, onexit: (code: number, signal: number) => void): { fd: number; pid: number; pty: string };
+  resize(fd: number, cols: number, rows: number): void;
+}
+
+let nativePty: { module: NativePty; dir: string } | undefined;
+/** node-pty's own fork and resize: no socket of its own reading the master, so no bytes are lost to it. */
+function loadNativePty(): { module: NativePty; dir: string } {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  nativePty ??= (require('node-pty/lib/utils') as { loadNativeModule(name: string): { module: NativePty; dir: string } }).loadNativeModule('pty');
+  return nativePty;
+}
+
+export interface RelayPort {
+  /** Sends a frame to the relay: a channel frame for the host, or a LOCAL directive. */
+  send(frame: Buffer): void;
+}
+
+export class RelaySession implements AgentSession {
+  onExit?: () => void;
+  private kind?: OpenSession['kind'];
+  private fds: number[] = [];
+  private pid?: number;
+  private finished = false;
+  /** pty: the terminal's exit, waiting for the relay's DONE (or the drain timeout). */
+  private ptyExit?: { code: number; signal: number };
+  private drainTimer?: NodeJS.Timeout;
+  private relayDone = false;
+  /** write: the temporary being filled, renamed over the file at the end. */
+  private temporary?: string;
+  /** read / write: what to do once the relay is done with the file. */
+  private commit?: (err: number) => void;
+
+  constructor(readonly id: number, private readonly relay: RelayPort, private readonly log: (m: string) => void) {}
+
+  open(req: OpenSession): void {
+    this.kind = req.kind;
+    try {
+      switch (req.kind) {
+        case 'exec':
+          return this.openExec(req);
+        case 'pty':
+          return this.openPty(req);
+        case 'read':
+          return this.openRead(req.path);
+        case 'write':
+          return this.openWrite(req.path, req.mode);
+        default:
+          throw new Error(`the relay does not carry ${String(req.kind)} sessions`);
+      }
+    } catch (err) {
+      this.relay.send(encodeOp(this.id, RelayOp.Forget));
+      this.fail(`cannot start ${JSON.stringify(req.argv ?? [req.kind])}: ${(err as Error).message}`);
+    }
+  }
+
+  private openExec(req: OpenSession): void {
+    const argv = req.argv ?? [];
+    if (argv.length === 0) throw new Error('exec needs a command');
+    const { env, cwd } = sessionEnvironment(req);
+    this.relay.send(encodeSpawn(this.id, argv, env, cwd));
+  }
+
+  private openPty(req: OpenSession): void {
+    const { env, cwd } = sessionEnvironment(req);
+    const argv = req.argv && req.argv.length > 0 ? req.argv : DEFAULT_SHELL;
+    const termEnv: Record<string, string> = { TERM: 'xterm-256color', ...env, PWD: cwd };
+    const native = loadNativePty();
+    const helper = path.resolve(require.resolve('node-pty/lib/utils'), '..', native.dir, 'spawn-helper');
+    const term = native.module.fork(
+      argv[0], argv.slice(1), Object.entries(termEnv).map(([k, v]) => `${k}=${v}`), cwd,
+      clamp(req.cols ?? 80, 1, 1000), clamp(req.rows ?? 24, 1, 1000), -1, -1, false, helper,
+      (code, signal) => this.onPtyExit(code, signal),
+    );
+    this.fds = [term.fd];
+    this.pid = term.pid;
+    this.control({ t: 'started', pid: term.pid });
+    this.relay.send(encodeAttach(this.id, AttachKind.Pty, term.fd, -1));
+  }
+
+  private onPtyExit(code: number, signal: number): void {
+    this.ptyExit = { code, signal };
+    if (this.relayDone) return this.finishPty();
+    // The relay ends the stream once the terminal's last output is read (EIO on the master); a
+    // background process still holding the terminal would keep it open, so wait only so long.
+    this.drainTimer = setTimeout(() => this.relay.send(encodeOp(this.id, RelayOp.Close)), PTY_DRAIN_MS);
+  }
+
+  private finishPty(): void {
+    clearTimeout(this.drainTimer);
+    const e = this.ptyExit!;
+    this.exit(e.signal ? null : e.code, e.signal ? signalName(e.signal) : null);
+  }
+
+  private openRead(file: string | undefined): void {
+    if (!file) throw new Error('read needs a path');
+    let fd: number;
+    try {
+      fd = fs.openSync(file, fs.constants.O_RDONLY);
+      if (fs.fstatSync(fd).isDirectory()) {
+        fs.closeSync(fd);
+        throw Object.assign(new Error(`EISDIR: illegal operation on a directory, read`), { code: 'EISDIR' });
+      }
+    } catch (err) {
+      this.relay.send(encodeOp(this.id, RelayOp.Forget));
+      return this.fail(`cannot read ${file}: ${(err as Error).message}`);
+    }
+    this.fds = [fd];
+    this.control({ t: 'started', pid: process.pid });
+    this.relay.send(encodeAttach(this.id, AttachKind.Read, -1, fd));
+    this.commit = (err) => (err === 0 ? this.exit(0, null) : this.fail(`cannot read ${file}: ${errnoMessage(err)}`));
+  }
+
+  /** Takes stdin into a temporary beside `file`, renamed over it at EOF: readers never see half a file. */
+  private openWrite(file: string | undefined, mode = 0o644): void {
+    if (!file) throw new Error('write needs a path');
+    const tmp = path.join(path.dirname(file), `.${path.basename(file)}.sandboxvm-${process.pid}-${this.id}`);
+    let fd: number;
+    try {
+      fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC, mode & 0o7777);
+    } catch (err) {
+      this.relay.send(encodeOp(this.id, RelayOp.Forget));
+      return this.fail(`cannot write ${file}: ${(err as Error).message}`);
+    }
+    this.fds = [fd];
+    this.temporary = tmp;
+    this.control({ t: 'started', pid: process.pid });
+    this.relay.send(encodeAttach(this.id, AttachKind.Write, fd, -1));
+    this.commit = (err) => {
+      try {
+        if (err !== 0) throw new Error(errnoMessage(err));
+        fs.fchmodSync(fd, mode & 0o7777);
+        this.closeFds();
+        fs.renameSync(tmp, file);
+        this.exit(0, null);
+      } catch (e) {
+        this.closeFds();
+        fs.rmSync(tmp, { force: true });
+        this.fail(`cannot write ${file}: ${(e as Error).message}`);
+      }
+    };
+  }
+
+  /** The relay's DONE: the session's streams are complete (0) or failed (an errno). */
+  relayFinished(err: number): void {
+    this.relayDone = true;
+    if (this.kind === 'exec') return this.forget(); // the relay reported the exit itself
+    if (this.kind === 'pty') {
+      if (this.ptyExit) this.finishPty();
+      return;
+    }
+    const commit = this.commit;
+    this.commit = undefined;
+    if (err === os.constants.errno.ECANCELED) {
+      this.closeFds();
+      if (this.temporary) fs.rmSync(this.temporary, { force: true });
+      return this.fail('closed by the host');
+    }
+    commit?.(err);
+  }
+
+  input(): void {
+    // bytes go to the relay, never here
+  }
+  grant(): void {
+    // credit goes to the relay, never here
+  }
+  endInput(): void {
+    // EOF goes to the relay, never here
+  }
+
+  resize(cols: number, rows: number): void {
+    if (this.kind !== 'pty' || this.finished) return;
+    try {
+      loadNativePty().module.resize(this.fds[0], clamp(cols, 1, 1000), clamp(rows, 1, 1000));
+    } catch (err) {
+      this.log(`session ${this.id}: resize failed: ${(err as Error).message}`);
+    }
+  }
+
+  signal(name: string): void {
+    const number = (os.constants.signals as Record<string, number>)[name];
+    if (number === undefined) return this.log(`session ${this.id}: unknown signal ${name}`);
+    if (this.kind === 'exec') return this.relay.send(encodeSignal(this.id, number));
+    if (this.kind === 'pty' && this.pid && !this.ptyExit) {
+      try {
+        process.kill(this.pid, number);
+      } catch (err) {
+        this.log(`session ${this.id}: signal ${name} failed: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  kill(): void {
+    if (this.finished) return;
+    if (this.kind === 'pty') this.signal('SIGKILL');
+    else this.relay.send(encodeOp(this.id, RelayOp.Close));
+  }
+
+  abandon(): void {
+    if (this.finished) return;
+    if (this.kind === 'pty') this.signal('SIGKILL');
+    this.relay.send(encodeOp(this.id, RelayOp.Forget));
+    this.forget();
+  }
+
+  private closeFds(): void {
+    for (const fd of this.fds) {
+      try {
+        fs.closeSync(fd);
+      } catch {
+        // already closed
+      }
+    }
+    this.fds = [];
+  }
+
+  private forget(): void {
+    if (this.finished) return;
+    this.finished = true;
+    clearTimeout(this.drainTimer);
+    this.closeFds();
+    this.onExit?.();
+  }
+
+  private exit(code: number | null, signal: string | null): void {
+    if (this.finished) return;
+    this.control({ t: 'exit', code, signal });
+    this.forget();
+  }
+
+  private fail(message: string): void {
+    if (this.finished) return;
+    this.control({ t: 'error', message });
+    this.forget();
+  }
+
+  private control(message: object): void {
+    this.relay.send(encodeControl(this.id, message));
+  }
+}
+
+function errnoMessage(errno: number): string {
+  const name = Object.entries(os.constants.errno).find(([, n]) => n === errno)?.[0];
+  return name ? `${name} (errno ${errno})` : `errno ${errno}`;
+}
