@@ -12,6 +12,9 @@
  *       `sandboxvm cp` vs scp (new connection each time), and vs qemu-guest-agent
  *       guest-file-write/-read (base64 in JSON; capped at 10 MiB, it runs at ~3 MB/s). MB = 10^6 bytes;
  *       for these two, a ratio above 1 means the runtime is faster.
+ *   Each of terminal_rtt and file_* is also reported against the raw channel (peer "raw-channel"):
+ *       bench/guest/chanbench.c, static, on a virtio-serial port of its own in the peer VM, moving
+ *       bytes only (a 1-byte echo; 100 MiB each way in 32 KiB writes): the ceiling under this QEMU.
  *
  * Setup: a temporary home and service started with SANDBOXVM_EXTRA_PACKAGES="openssh-server
  * qemu-guest-agent", so the image (cached apart from the default one: the extras are part of its
@@ -47,6 +50,7 @@ import { describe, emit, log } from './lib/output';
 import { PeerQemu, freePort, peerArgv, type PeerQemuSpec } from './lib/peerQemu';
 import { delay, runProc, type ProcResult } from './lib/proc';
 import { QgaClient } from './lib/qga';
+import { CHANBENCH_GUEST_PATH, RAW_PORT_NAME, buildChanbench } from './lib/rawPort';
 import { rawArgv, specFromConfig } from './lib/rawQemu';
 import { CLI, connectService, readVmConfig, trackVm } from './lib/runtime';
 import { makeKey, Ssh, TARGET } from './lib/ssh';
@@ -83,6 +87,10 @@ interface RuntimeSamples {
 }
 
 interface PeerSamples {
+  /** The raw channel (bench/guest/chanbench.c on a port of its own): 1-byte echo ms, MB/s each way. */
+  rawRtt: number[];
+  rawWrite: number[];
+  rawRead: number[];
   sshRtt: number[];
   sshMuxExec: number[];
   sshNewExec: number[];
@@ -156,6 +164,18 @@ export async function run({ runs }: BenchOptions): Promise<void> {
   } finally {
     sessions.dispose();
   }
+  const probe = path.join(home, 'chanbench');
+  await buildChanbench(path.join(__dirname, 'guest', 'chanbench.c'), probe);
+  const cp = await runProc(CLI, ['cp', '-q', probe, `${VM}:${CHANBENCH_GUEST_PATH}`], { env: cliEnv, match: 'sandboxvm' });
+  if (cp.code !== 0) throw new Error(`copying the raw-channel probe into the guest failed: ${cp.stderr.trim()}`);
+  sessions = await client.attach(VM);
+  try {
+    const made = await guestRun(sessions, ['sh', '-c', `chmod 755 ${CHANBENCH_GUEST_PATH} && sync`]);
+    if (made.code !== 0) throw new Error(`chmod of the raw-channel probe failed: ${made.stderr}`);
+  } finally {
+    sessions.dispose();
+  }
+  log(`installed the raw-channel probe in the guest (${CHANBENCH_GUEST_PATH}, bench/guest/chanbench.c)`);
 
   const copyMode = await detectCopyMode(cliEnv);
   const ctx: Context = { client, home, qemu, accel: accel.accel, template, vmDisk: info.paths.disk, vmDir: info.paths.dir, workerLog: info.paths.workerLog, key, source, sourceHash, copyMode, cliEnv };
@@ -210,6 +230,8 @@ export async function run({ runs }: BenchOptions): Promise<void> {
     emit({ bench: BENCH, metric, unit, value, peer: peerName, peer_value: peerValue });
   line('terminal_rtt_ms', 'ms', median(rt.rtt), 'ssh', median(peer.sshRtt));
   line('terminal_rtt_p99_ms', 'ms', p99(rt.rtt), 'ssh', p99(peer.sshRtt));
+  line('terminal_rtt_ms', 'ms', median(rt.rtt), 'raw-channel', median(peer.rawRtt));
+  line('terminal_rtt_p99_ms', 'ms', p99(rt.rtt), 'raw-channel', p99(peer.rawRtt));
   line('exec_true_ms', 'ms', median(rt.exec), 'ssh-controlmaster', median(peer.sshMuxExec));
   line('exec_true_ms', 'ms', median(rt.exec), 'qemu-guest-agent', median(peer.qgaExec));
   line('cli_exec_true_ms', 'ms', median(rt.cliExec), 'ssh-controlmaster', median(peer.sshMuxExec));
@@ -218,6 +240,8 @@ export async function run({ runs }: BenchOptions): Promise<void> {
   line('file_write_MBps', 'MB/s', median(rt.write), 'qemu-guest-agent', median(peer.qgaWrite));
   line('file_read_MBps', 'MB/s', median(rt.read), 'scp', median(peer.scpRead));
   line('file_read_MBps', 'MB/s', median(rt.read), 'qemu-guest-agent', median(peer.qgaRead));
+  line('file_write_MBps', 'MB/s', median(rt.write), 'raw-channel', median(peer.rawWrite));
+  line('file_read_MBps', 'MB/s', median(rt.read), 'raw-channel', median(peer.rawRead));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -363,7 +387,7 @@ async function verifyGuestFile(sessions: SessionClient, hash: string): Promise<v
 // The peers' side
 
 async function peerPhase(ctx: Context, counts: Counts): Promise<PeerSamples> {
-  const samples: PeerSamples = { sshRtt: [], sshMuxExec: [], sshNewExec: [], qgaExec: [], scpWrite: [], scpRead: [], qgaWrite: [], qgaRead: [] };
+  const samples: PeerSamples = { rawRtt: [], rawWrite: [], rawRead: [], sshRtt: [], sshMuxExec: [], sshNewExec: [], qgaExec: [], scpWrite: [], scpRead: [], qgaWrite: [], qgaRead: [] };
   const t = ctx.template;
   const dir = path.join(ctx.home, 'peer');
   await fsp.mkdir(dir);
@@ -390,6 +414,24 @@ async function peerPhase(ctx: Context, counts: Counts): Promise<PeerSamples> {
     await ssh.startMaster();
     await delay(SETTLE_MS);
     const qga = vm.qga!;
+
+    // The raw channel: the probe on its own port, started over ssh, bytes only.
+    const raw = vm.raw!;
+    const startProbe = (args: string) => ssh.mustRunMux(`setsid ${CHANBENCH_GUEST_PATH} ${RAW_PORT_NAME} ${args} </dev/null >/dev/null 2>&1 &`);
+    await startProbe('echo');
+    await raw.ready();
+    samples.rawRtt = await raw.echo(counts.rtt);
+    log(`peer: ${describe('1-byte echo, raw channel', samples.rawRtt)}`);
+    for (let i = 0; i < counts.files; i++) {
+      await startProbe(`sink ${FILE_BYTES}`);
+      await raw.ready();
+      samples.rawWrite.push(await raw.sink(FILE_BYTES));
+      await startProbe(`source ${FILE_BYTES}`);
+      await raw.ready();
+      samples.rawRead.push(await raw.source(FILE_BYTES));
+    }
+    log(`peer: ${describeRate('100 MiB host to guest, raw channel', samples.rawWrite)}`);
+    log(`peer: ${describeRate('100 MiB guest to host, raw channel', samples.rawRead)}`);
 
     // Terminal round trips over ssh -tt.
     const echo = await ssh.openEcho();

@@ -5,7 +5,8 @@
  *   - a user-net port forward 127.0.0.1:<sshPort> -> guest :22 on the existing -netdev;
  *   - a second virtio-serial device with the port org.qemu.guest_agent.0, its host end an
  *     inherited socketpair on fd 5 (as the agent's channel is on fd 3 and QMP on fd 4; RECIPES.md:
- *     pass fds, not socket paths).
+ *     pass fds, not socket paths);
+ *   - on the same device, the port org.sandboxvm.raw on fd 6, for the raw-channel probe (rawPort.ts).
  * The disk is a qcow2 overlay on the runtime VM's own disk, so the peer boots exactly what the
  * runtime VM has (packages, keys), and the runtime VM's disk is never written by the peer.
  */
@@ -19,6 +20,7 @@ import type { AgentHello } from '../../runtime/protocol/messages';
 import { RawChannel } from './channel';
 import { onCleanup, watchPid } from './cleanup';
 import { QgaClient } from './qga';
+import { RAW_PORT_NAME, RawPort } from './rawPort';
 import { killQemu, rawArgv, type RawQemuSpec } from './rawQemu';
 
 export const QGA_PORT_NAME = 'org.qemu.guest_agent.0';
@@ -38,6 +40,8 @@ export function peerArgv(spec: PeerQemuSpec): string[] {
     '-chardev', 'socket,id=qga,fd=5,server=off',
     '-device', 'virtio-serial-device,id=qgaserial',
     '-device', `virtserialport,bus=qgaserial.0,chardev=qga,name=${QGA_PORT_NAME}`,
+    '-chardev', 'socket,id=raw,fd=6,server=off',
+    '-device', `virtserialport,bus=qgaserial.0,chardev=raw,name=${RAW_PORT_NAME}`,
   );
   return argv;
 }
@@ -62,6 +66,7 @@ export class PeerQemu {
   channel?: RawChannel;
   qmp?: QmpClient;
   qga?: QgaClient;
+  raw?: RawPort;
   private readonly unregister: () => void;
 
   constructor(private readonly spec: PeerQemuSpec) {
@@ -85,10 +90,10 @@ export class PeerQemu {
     );
   }
 
-  /** Boots: the agent channel on fd 3, QMP on fd 4, the QGA port on fd 5. */
+  /** Boots: the agent channel on fd 3, QMP on fd 4, the QGA port on fd 5, the raw port on fd 6. */
   spawn(): void {
     if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) throw new Error('the peer QEMU is already running');
-    const proc = spawn(this.spec.qemu, this.argv(), { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe', 'pipe'] });
+    const proc = spawn(this.spec.qemu, this.argv(), { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'] });
     this.proc = proc;
     watchPid(proc.pid, 'qemu-system');
     proc.stderr!.setEncoding('utf8');
@@ -99,6 +104,7 @@ export class PeerQemu {
     this.qmp = new QmpClient(proc.stdio[4] as Socket);
     this.qmp.ready.catch(() => undefined);
     this.qga = new QgaClient((proc.stdio as unknown as Socket[])[5]);
+    this.raw = new RawPort((proc.stdio as unknown as Socket[])[6]);
   }
 
   /** Rejects when QEMU exits, with its stderr. */

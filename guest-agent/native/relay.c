@@ -84,7 +84,7 @@ extern char **environ;
 #define AGENT_QUEUE_MAX (8 * 1024 * 1024)
 #define MAX_RELAY_SESSIONS 4096
 #define MAX_PENDING_INPUT (2 * INITIAL_WINDOW)
-#define CREDIT_FLUSH_BYTES (128 * 1024)
+#define CREDIT_FLUSH_BYTES (64 * 1024)
 #define REOPEN_MS 50
 
 static const char *port_name = "org.sandboxvm.agent";
@@ -177,6 +177,7 @@ struct session {
   uint32_t serial;
   int kind;
   struct session *next_in_bucket;
+  struct session *prev, *next; /* the list of all sessions, for the loop's passes */
   struct endpoint in;     /* host stdin -> this fd (pipe, pty master, file) */
   struct endpoint out[3]; /* out[1] stdout, out[2] stderr -> host */
   bool in_regular, out_regular;
@@ -208,7 +209,13 @@ static bool agent_blocked = false;
 
 #define BUCKETS 1024
 static struct session *buckets[BUCKETS];
+static struct session *all_sessions;
 static int session_count;
+/* stdin credit owed to the host is returned in batches: at once past CREDIT_FLUSH_BYTES, else at
+ * this deadline (monotonic ms; 0 = nothing owed). The host starts with a 1 MiB window, so typing
+ * never waits for it, and each keystroke costs the guest one port write less. */
+static int64_t credit_deadline;
+#define CREDIT_DELAY_MS 20
 
 static int64_t now_ms(void) {
   struct timespec ts;
@@ -238,6 +245,9 @@ static struct session *add_session(uint32_t id) {
   s->credit[1] = s->credit[2] = INITIAL_WINDOW;
   s->next_in_bucket = buckets[id % BUCKETS];
   buckets[id % BUCKETS] = s;
+  s->next = all_sessions;
+  if (all_sessions) all_sessions->prev = s;
+  all_sessions = s;
   session_count++;
   return s;
 }
@@ -377,6 +387,9 @@ static void free_session(struct session *s) {
   struct session **p = &buckets[s->id % BUCKETS];
   while (*p != s) p = &(*p)->next_in_bucket;
   *p = s->next_in_bucket;
+  if (s->prev) s->prev->next = s->next;
+  else all_sessions = s->next;
+  if (s->next) s->next->prev = s->prev;
   close_endpoint(&s->in);
   close_endpoint(&s->out[1]);
   close_endpoint(&s->out[2]);
@@ -884,8 +897,7 @@ static void on_agent(uint32_t events) {
 
 /* ---- children ------------------------------------------------------------------------------ */
 static void kill_exec_sessions(void) {
-  for (int b = 0; b < BUCKETS; b++)
-    for (struct session *s = buckets[b]; s; s = s->next_in_bucket)
+  for (struct session *s = all_sessions; s; s = s->next)
       if (s->kind == KIND_EXEC && !s->exited) kill(-s->pid, SIGKILL);
 }
 
@@ -906,8 +918,7 @@ static void on_sigchld(void) {
       logf_("the agent exited (status %d); exiting", code);
       exit(code);
     }
-    for (int b = 0; b < BUCKETS; b++)
-      for (struct session *s = buckets[b]; s; s = s->next_in_bucket)
+    for (struct session *s = all_sessions; s; s = s->next)
         if (s->kind == KIND_EXEC && s->pid == pid && !s->exited) {
           s->exited = true;
           s->wstatus = status;
@@ -962,8 +973,7 @@ static void start_agent(char **argv) {
 static void update_interest(bool *regular_ready) {
   bool room = port_out.bytes < PORT_QUEUE_HIGH;
   *regular_ready = false;
-  for (int b = 0; b < BUCKETS; b++)
-    for (struct session *s = buckets[b]; s; s = s->next_in_bucket) {
+  for (struct session *s = all_sessions; s; s = s->next) {
       for (int i = 1; i <= 2; i++) {
         if (s->out[i].fd < 0) continue;
         bool want = room && s->credit[i] > 0;
@@ -975,20 +985,22 @@ static void update_interest(bool *regular_ready) {
 }
 
 static void pump_regular_files(void) {
-  for (int b = 0; b < BUCKETS; b++) {
-    struct session *s = buckets[b];
-    while (s) {
-      struct session *next = s->next_in_bucket; /* s may be freed */
-      if (s->out_regular && s->out[1].fd >= 0 && port_out.bytes < PORT_QUEUE_HIGH) pump_output(s, 1);
-      s = next;
-    }
+  for (struct session *s = all_sessions, *next; s; s = next) {
+    next = s->next; /* s may be freed */
+    if (s->out_regular && s->out[1].fd >= 0 && port_out.bytes < PORT_QUEUE_HIGH) pump_output(s, 1);
   }
 }
 
-static void return_all_credit(void) {
-  for (int b = 0; b < BUCKETS; b++)
-    for (struct session *s = buckets[b]; s; s = s->next_in_bucket)
-      if (!s->input.head) return_credit(s);
+/* Returns owed stdin credit once its deadline has passed; arms the deadline when some is owed. */
+static void return_due_credit(void) {
+  bool owed = false;
+  bool due = credit_deadline && now_ms() >= credit_deadline;
+  for (struct session *s = all_sessions; s; s = s->next) {
+    if (due) return_credit(s);
+    owed |= s->credit_owed > 0;
+  }
+  if (!owed) credit_deadline = 0;
+  else if (due || !credit_deadline) credit_deadline = now_ms() + CREDIT_DELAY_MS;
 }
 
 int main(int argc, char **argv) {
@@ -1015,7 +1027,7 @@ int main(int argc, char **argv) {
   for (;;) {
     flush_port();
     flush_agent();
-    return_all_credit();
+    return_due_credit();
     flush_port();
     bool regular_ready;
     update_interest(&regular_ready);
@@ -1023,9 +1035,13 @@ int main(int argc, char **argv) {
     arm(&agent_ep, EPOLLIN | (agent_out.head && agent_blocked ? EPOLLOUT : 0));
     int timeout = -1;
     if (regular_ready) timeout = 0;
-    else if (port_reopen_at) {
-      int64_t wait = port_reopen_at - now_ms();
-      timeout = wait < 0 ? 0 : (int)wait;
+    else {
+      int64_t deadline = port_reopen_at;
+      if (credit_deadline && (!deadline || credit_deadline < deadline)) deadline = credit_deadline;
+      if (deadline) {
+        int64_t wait = deadline - now_ms();
+        timeout = wait < 0 ? 0 : (int)wait;
+      }
     }
     int n = epoll_wait(epfd, events, 64, timeout);
     if (n < 0 && errno != EINTR) {

@@ -20,6 +20,9 @@ const HELLO_RETRY_MS = 250;
 export const HEARTBEAT_LOST_MS = 5000;
 /** Stdin bytes we hold for one session while the guest grants no credit. */
 const MAX_QUEUED_INPUT = 1024 * 1024;
+/** Output credit is granted back to the guest in batches of this many bytes, or after GRANT_DELAY_MS. */
+const GRANT_BATCH_BYTES = 64 * 1024;
+const GRANT_DELAY_MS = 20;
 
 export interface SessionHandlers {
   onStarted(pid: number): void;
@@ -73,11 +76,30 @@ export class HostSession {
     if (!this.ended) this.link.sendRaw(encodeControl(this.id, { t: 'close' }));
   }
 
-  /** The consumer has taken `bytes` of a stream: let the guest send that many more. */
+  /**
+   * The consumer has taken `bytes` of a stream: let the guest send that many more. Grants go out
+   * at once past GRANT_BATCH_BYTES, else within GRANT_DELAY_MS: the guest starts with a whole
+   * window, so an interactive session loses nothing, and its guest is woken once per echo, not twice.
+   */
   ack(stream: StreamId, bytes: number): void {
     if (this.ended || (stream !== StreamId.Stdout && stream !== StreamId.Stderr) || bytes <= 0) return;
     this.recvCredit[stream] += bytes;
-    this.link.sendRaw(encodeWindow(this.id, stream, bytes));
+    this.ungranted[stream] += bytes;
+    if (this.ungranted[stream] >= GRANT_BATCH_BYTES) this.sendGrant(stream);
+    else this.grantTimer ??= setTimeout(() => {
+      this.grantTimer = undefined;
+      this.sendGrant(StreamId.Stdout);
+      this.sendGrant(StreamId.Stderr);
+    }, GRANT_DELAY_MS);
+  }
+
+  private readonly ungranted = [0, 0, 0];
+  private grantTimer?: NodeJS.Timeout;
+
+  private sendGrant(stream: StreamId): void {
+    if (this.ungranted[stream] === 0 || this.ended) return;
+    this.link.sendRaw(encodeWindow(this.id, stream, this.ungranted[stream]));
+    this.ungranted[stream] = 0;
   }
 
   grant(bytes: number): void {
@@ -104,6 +126,7 @@ export class HostSession {
   end(code: number | null, signal: string | null, error?: string): void {
     if (this.ended) return;
     this.ended = true;
+    clearTimeout(this.grantTimer);
     for (const q of this.queue) q.done();
     this.queue.length = 0;
     this.handlers.onExit(code, signal, error);

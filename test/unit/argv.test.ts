@@ -35,6 +35,8 @@ const cases: { name: string; spec: Partial<LaunchSpec>; check: (argv: string[]) 
     assert.ok(a.includes('socket,id=qmp,fd=6,server=off'));
     assert.ok(a.includes('virtserialport,chardev=agent,name=org.sandboxvm.agent'));
   } },
+  { name: 'TCG guests run without ASLR (translated code is cached by address)', spec: { accel: 'tcg' }, check: (a) => assert.match(valueAfter(a, '-append')!, / norandmaps /) },
+  { name: 'KVM guests keep ASLR', spec: { accel: 'kvm' }, check: (a) => assert.doesNotMatch(valueAfter(a, '-append')!, /norandmaps/) },
   { name: 'hostname on the kernel command line', spec: { hostname: 'web-1' }, check: (a) => assert.match(valueAfter(a, '-append')!, / sandboxvm\.hostname=web-1$/) },
   { name: 'commas in the disk path are doubled', spec: { disk: '/a,b/disk.qcow2' }, check: (a) => assert.ok(valueAfter(a, '-drive')!.startsWith('id=root,file=/a,,b/disk.qcow2,format=qcow2')) },
   { name: 'console log appends', spec: { consoleLog: '/x,y/console.log' }, check: (a) => assert.equal(valueAfter(a, '-chardev'), 'file,id=console,path=/x,,y/console.log,append=on') },
