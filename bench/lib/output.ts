@@ -47,7 +47,8 @@ export function log(message: string): void {
 export function describe(label: string, samples: readonly number[], unit = 'ms'): string {
   if (samples.length === 0) return `${label}: no samples`;
   const s = summarize(samples);
-  const f = (x: number) => x.toFixed(0);
+  // Sub-millisecond figures (round trips) keep two decimals; larger ones need none.
+  const f = (x: number) => x.toFixed(s.median < 10 ? 2 : 0);
   return `${label}: n=${s.n} min ${f(s.min)} median ${f(s.median)} p99 ${f(s.p99)} max ${f(s.max)} ${unit}`;
 }
 
