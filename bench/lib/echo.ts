@@ -53,8 +53,12 @@ export class EchoProbe {
     return ms;
   }
 
-  /** `warmup` untimed round trips, then `n` timed ones. */
-  async samples(n: number, warmup = 20): Promise<number[]> {
+  /**
+   * `warmup` untimed round trips, then `n` timed ones. The warm-up is long enough for V8 to have
+   * optimised the host side's hot path (a fresh worker takes a few hundred round trips): a
+   * terminal is measured as it is used, in its steady state, on both sides alike.
+   */
+  async samples(n: number, warmup = 300): Promise<number[]> {
     for (let i = 0; i < warmup; i++) await this.sample();
     const out: number[] = [];
     for (let i = 0; i < n; i++) out.push(await this.sample());

@@ -1,10 +1,15 @@
 /**
- * Exec and terminal sessions on a running VM, over a direct connection to its worker.
+ * Exec and terminal sessions on a running VM, over a direct connection to its worker: JSON-RPC for
+ * opening and controlling sessions, and a data channel beside it (worker/dataChannel.ts) for their
+ * bytes and events as frames: no JSON and no base64 on the hot path.
  * Output handlers may return a promise: the bytes are acknowledged (and the guest allowed to send
  * more) only once it settles, so a slow consumer slows the guest process, not memory.
  */
+import * as net from 'node:net';
 import type { MessageConnection } from 'vscode-jsonrpc/node';
+import { ErrorCode, SandboxError } from '../common/errors';
 import { call, connectSocket } from '../common/rpc';
+import { FrameDecoder, FrameType, MAX_PAYLOAD, StreamId, encodeControl, encodeFrame, encodeWindow, type Frame } from '../protocol/frames';
 import type { OpenParams } from '../worker/sessionRelay';
 
 export interface SessionEvents {
@@ -26,6 +31,8 @@ export interface SessionExit {
 export class Session {
   readonly exited: Promise<SessionExit>;
   private resolveExit!: (r: SessionExit) => void;
+  /** Writes waiting for the worker to take their bytes (its WINDOW on stdin), oldest first. */
+  private readonly writes: { bytes: number; resolve: () => void; reject: (e: Error) => void }[] = [];
 
   constructor(readonly id: number, private readonly client: SessionClient) {
     this.exited = new Promise((r) => (this.resolveExit = r));
@@ -33,15 +40,43 @@ export class Session {
 
   /** @internal */
   finish(result: SessionExit): void {
+    for (const w of this.writes.splice(0)) w.resolve();
     this.resolveExit(result);
   }
 
+  /** @internal The worker took `bytes` of input. */
+  taken(bytes: number): void {
+    while (bytes > 0 && this.writes.length > 0) {
+      const head = this.writes[0];
+      const n = Math.min(bytes, head.bytes);
+      head.bytes -= n;
+      bytes -= n;
+      if (head.bytes === 0) this.writes.shift()!.resolve();
+    }
+  }
+
+  /** @internal The worker refused `bytes` of input. */
+  refused(bytes: number, message: string): void {
+    const head = this.writes.shift();
+    if (!head) return;
+    head.reject(new SandboxError(ErrorCode.BadArgument, message));
+    if (bytes < head.bytes) this.writes.unshift({ ...head, bytes: head.bytes - bytes, reject: () => undefined });
+  }
+
+  /** Sends input; resolves once the worker has taken it (it is within the guest's credit). */
   write(data: Buffer | string): Promise<void> {
     const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-    return call(this.client.connection, 'session.write', { id: this.id, data: buf.toString('base64') });
+    if (buf.length === 0) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.writes.push({ bytes: buf.length, resolve, reject });
+      for (let at = 0; at < buf.length; at += MAX_PAYLOAD) {
+        this.client.sendFrame(encodeFrame(FrameType.Data, this.id, buf.subarray(at, at + MAX_PAYLOAD), StreamId.Stdin));
+      }
+    });
   }
   eof(): Promise<void> {
-    return call(this.client.connection, 'session.eof', { id: this.id });
+    this.client.sendFrame(encodeFrame(FrameType.Eof, this.id, undefined, StreamId.Stdin));
+    return Promise.resolve();
   }
   resize(cols: number, rows: number): Promise<void> {
     return call(this.client.connection, 'session.resize', { id: this.id, cols, rows });
@@ -54,79 +89,126 @@ export class Session {
   }
 }
 
-export class SessionClient {
-  private readonly handlers = new Map<number, { events: SessionEvents; session: Session }>();
-  /** Notifications that arrive before session.open's reply has been processed. */
-  private readonly early = new Map<number, { method: string; params: any }[]>();
+interface Handler {
+  events: SessionEvents;
+  session: Session;
+}
 
-  private constructor(readonly connection: MessageConnection) {
-    const route = (method: string) => (params: any) => {
-      const h = this.handlers.get(params.id);
-      if (h) this.dispatch(h, method, params);
-      else {
-        const list = this.early.get(params.id) ?? [];
-        list.push({ method, params });
-        this.early.set(params.id, list);
+export class SessionClient {
+  private readonly handlers = new Map<number, Handler>();
+  /** Frames that arrive before session.open's reply has been processed. */
+  private readonly early = new Map<number, Frame[]>();
+  private readonly decoder = new FrameDecoder();
+  private closed = false;
+
+  private constructor(readonly connection: MessageConnection, private readonly data: net.Socket) {
+    data.on('data', (chunk: Buffer) => {
+      try {
+        this.decoder.push(chunk, (f) => this.route(f));
+      } catch (err) {
+        data.destroy(err as Error);
       }
-    };
-    for (const m of ['session.started', 'session.data', 'session.eof', 'session.event', 'session.exit']) connection.onNotification(m, route(m));
+    });
+    data.on('error', () => undefined);
+    data.on('close', () => {
+      this.closed = true;
+      // The worker is gone (the VM stopped) or closed the channel: no session can finish normally.
+      for (const h of [...this.handlers.values()]) this.finish(h, { code: null, signal: null, error: 'the connection to the VM was lost' });
+    });
+    connection.onClose(() => data.destroy());
+    data.resume();
   }
 
-  static async connect(socket: string): Promise<SessionClient> {
-    return new SessionClient(await connectSocket(socket, 5000));
+  /** Connects to a worker's socket: the JSON-RPC connection, then the data channel attached to it. */
+  static async connect(socketPath: string): Promise<SessionClient> {
+    const connection = await connectSocket(socketPath, 5000);
+    try {
+      const { token } = await call<{ token: string }>(connection, 'session.dataToken');
+      const data = await attachChannel(socketPath, token);
+      return new SessionClient(connection, data);
+    } catch (err) {
+      connection.dispose();
+      throw err;
+    }
   }
 
   async open(params: OpenParams, events: SessionEvents): Promise<Session> {
-    const { id } = await call<{ id: number }>(this.connection, 'session.open', params);
+    if (this.closed) throw new SandboxError(ErrorCode.AgentUnavailable, 'the connection to the VM was lost');
+    const { id } = await call<{ id: number }>(this.connection, 'session.open', { ...params, dataChannel: true });
     const session = new Session(id, this);
     const h = { events, session };
     this.handlers.set(id, h);
-    for (const n of this.early.get(id) ?? []) this.dispatch(h, n.method, n.params);
+    for (const f of this.early.get(id) ?? []) this.dispatch(h, f);
     this.early.delete(id);
     return session;
   }
 
-  private dispatch(h: { events: SessionEvents; session: Session }, method: string, p: any): void {
-    switch (method) {
-      case 'session.started':
-        h.events.onStarted?.(p.pid);
-        break;
-      case 'session.data': {
-        const data = Buffer.from(p.data, 'base64');
-        const stream = p.stream === 2 ? 2 : 1;
-        const ack = () => this.ack(p.id, stream, data.length);
+  /** @internal */
+  sendFrame(frame: Buffer): void {
+    if (!this.closed) this.data.write(frame);
+  }
+
+  private route(frame: Frame): void {
+    const h = this.handlers.get(frame.session);
+    if (h) return this.dispatch(h, frame);
+    const list = this.early.get(frame.session) ?? [];
+    if (list.length < 1024) list.push(frame);
+    this.early.set(frame.session, list);
+  }
+
+  private dispatch(h: Handler, frame: Frame): void {
+    switch (frame.type) {
+      case FrameType.Data: {
+        const stream = frame.stream === StreamId.Stderr ? 2 : 1;
+        const data = frame.payload;
+        const ack = () => this.ack(h.session.id, stream, data.length);
         const r = h.events.onData(stream, data);
         if (r && typeof (r as Promise<void>).then === 'function') (r as Promise<void>).then(ack, ack);
         else ack();
-        break;
+        return;
       }
-      case 'session.eof':
-        h.events.onEof?.(p.stream);
-        break;
-      case 'session.event':
-        h.events.onEvent?.(p.kind, p.path);
-        break;
-      case 'session.exit':
-        this.handlers.delete(p.id);
-        h.events.onExit({ code: p.code, signal: p.signal, error: p.error });
-        h.session.finish({ code: p.code, signal: p.signal, error: p.error });
-        break;
+      case FrameType.Eof:
+        h.events.onEof?.(frame.stream === StreamId.Stderr ? 2 : 1);
+        return;
+      case FrameType.Window:
+        h.session.taken(frame.payload.readUInt32BE(0));
+        return;
+      case FrameType.Control: {
+        let m: any;
+        try {
+          m = JSON.parse(frame.payload.toString('utf8'));
+        } catch {
+          return;
+        }
+        if (m?.t === 'started') h.events.onStarted?.(m.pid);
+        else if (m?.t === 'event') h.events.onEvent?.(m.kind, m.path);
+        else if (m?.t === 'writeFailed') h.session.refused(Number(m.bytes) || 0, String(m.message));
+        else if (m?.t === 'exit') this.finish(h, { code: m.code ?? null, signal: m.signal ?? null, error: m.error ?? undefined });
+        return;
+      }
     }
   }
 
-  private readonly unacked = new Map<string, number>();
+  private finish(h: Handler, result: SessionExit): void {
+    if (this.handlers.get(h.session.id) !== h) return;
+    this.handlers.delete(h.session.id);
+    h.events.onExit(result);
+    h.session.finish(result);
+  }
+
+  private readonly unacked = new Map<number, number>();
   private ackScheduled = false;
 
   /**
-   * Acknowledges consumed output. Small amounts are batched (one notification per tick, or at once
-   * past 128 KiB), so a fast stream doesn't cost one message per chunk.
+   * Acknowledges consumed output. Small amounts are batched (one frame per session and stream per
+   * tick, or at once past 128 KiB), so a fast stream doesn't cost one frame per chunk.
    */
   private ack(id: number, stream: 1 | 2, bytes: number): void {
-    const key = `${id}:${stream}`;
+    const key = id * 4 + stream;
     const total = (this.unacked.get(key) ?? 0) + bytes;
     if (total >= 128 * 1024) {
       this.unacked.delete(key);
-      this.connection.sendNotification('session.ack', { id, stream, bytes: total }).catch(() => undefined);
+      this.sendFrame(encodeWindow(id, stream, total));
       return;
     }
     this.unacked.set(key, total);
@@ -134,10 +216,7 @@ export class SessionClient {
       this.ackScheduled = true;
       setImmediate(() => {
         this.ackScheduled = false;
-        for (const [k, n] of this.unacked) {
-          const [sid, st] = k.split(':').map(Number);
-          this.connection.sendNotification('session.ack', { id: sid, stream: st, bytes: n }).catch(() => undefined);
-        }
+        for (const [k, n] of this.unacked) this.sendFrame(encodeWindow(Math.floor(k / 4), k % 4, n));
         this.unacked.clear();
       });
     }
@@ -149,6 +228,41 @@ export class SessionClient {
   }
 
   dispose(): void {
+    this.closed = true;
+    this.data.destroy();
     this.connection.dispose();
   }
+}
+
+/** Opens the data channel: a second connection that attaches with `token` and waits for 'attached'. */
+function attachChannel(socketPath: string, token: string, timeoutMs = 5000): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(socketPath);
+    const decoder = new FrameDecoder();
+    const fail = (err: Error) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(err instanceof SandboxError ? err : new SandboxError(ErrorCode.AgentUnavailable, `the VM's data channel: ${err.message}`));
+    };
+    const timer = setTimeout(() => fail(new SandboxError(ErrorCode.Timeout, `no data channel on ${socketPath} within ${timeoutMs} ms`)), timeoutMs);
+    socket.once('error', fail);
+    socket.once('close', () => fail(new Error('closed before it was attached')));
+    socket.once('connect', () => socket.write(encodeControl(0, { t: 'attach', token })));
+    const onData = (chunk: Buffer) => {
+      try {
+        decoder.push(chunk, (f) => {
+          if (f.type !== FrameType.Control || f.session !== 0) throw new Error('unexpected first frame');
+          clearTimeout(timer);
+          socket.removeListener('data', onData);
+          socket.removeAllListeners('error');
+          socket.removeAllListeners('close');
+          socket.pause();
+          resolve(socket);
+        });
+      } catch (err) {
+        fail(err as Error);
+      }
+    };
+    socket.on('data', onData);
+  });
 }

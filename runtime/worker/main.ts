@@ -21,7 +21,8 @@ import { reportReadiness } from '../common/readiness';
 import { probeTransport } from '../accel/transport';
 import { locateQemu } from '../qemu/locate';
 import { VmRunner } from './vmRunner';
-import { sessionHandlers } from './sessionRelay';
+import { attachDataChannel, sessionHandlers } from './sessionRelay';
+import { DataChannel, looksLikeFrame } from './dataChannel';
 
 function parseArgs(argv: string[]): { dir: string; restore: boolean; bootTimeoutMs: number } {
   const dirIndex = argv.indexOf('--dir');
@@ -73,9 +74,18 @@ async function main(): Promise<void> {
       ...sessionHandlers(() => vm.agent),
     };
     server.on('connection', (socket) => {
-      const peer = serveSocket(socket, handlers, log);
-      peers.add(peer);
-      peer.onClose(() => peers.delete(peer));
+      // The first bytes tell a data channel (a frame) from a JSON-RPC connection.
+      socket.once('data', (first: Buffer) => {
+        if (looksLikeFrame(first)) {
+          new DataChannel(socket, attachDataChannel, log).receive(first);
+          return;
+        }
+        socket.unshift(first);
+        const peer = serveSocket(socket, handlers, log);
+        peers.add(peer);
+        peer.onClose(() => peers.delete(peer));
+      });
+      socket.on('error', () => undefined);
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

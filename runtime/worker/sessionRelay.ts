@@ -1,13 +1,16 @@
 /**
  * The worker's session API: a client (the CLI, the extension) opens exec and pty sessions on the
- * guest and exchanges their bytes over its RPC connection. Sessions belong to the connection that
- * opened them and are closed when it goes away. Output is acknowledged by the client
- * (`session.ack`) before the guest may send more: flow control from guest process to terminal.
+ * guest and exchanges their bytes over its RPC connection, or, faster, over a data channel attached
+ * to it (dataChannel.ts: frames, no JSON, no base64). Sessions belong to the connection that opened
+ * them and are closed when it goes away. Output is acknowledged by the client before the guest may
+ * send more: flow control from guest process to terminal.
  */
 import { ErrorCode, SandboxError } from '../common/errors';
 import type { HandlerTable, RpcPeer } from '../common/rpc';
 import { StreamId } from '../protocol/frames';
-import type { AgentLink, HostSession } from './agentLink';
+import { randomUUID } from 'node:crypto';
+import type { AgentLink, HostSession, SessionHandlers } from './agentLink';
+import type { DataChannel, DataChannelSessions } from './dataChannel';
 import { CALL_METHODS, SESSION_KINDS, type CallMethod, type SessionKind } from '../protocol/messages';
 
 export interface OpenParams {
@@ -23,9 +26,82 @@ export interface OpenParams {
   recursive?: boolean;
   /** Kill the session after this long (exec); its exit then carries an error saying so. */
   timeoutMs?: number;
+  /** Deliver this session's events and bytes on the caller's data channel (dataChannel.ts). */
+  dataChannel?: boolean;
 }
 
 const sessionsByPeer = new WeakMap<RpcPeer, Map<number, HostSession>>();
+/** Each RPC connection's data channel, once attached (dataChannel.ts). */
+const channelsByPeer = new WeakMap<RpcPeer, DataChannel>();
+/** Sessions whose events go to a data channel. */
+const onDataChannel = new WeakSet<HostSession>();
+/** Tokens handed out by session.dataToken, waiting for their data channel to attach. */
+const pendingTokens = new Map<string, RpcPeer>();
+
+/** Sessions of one RPC connection (created on first use; closed when the connection goes). */
+function sessionsOf(peer: RpcPeer): Map<number, HostSession> {
+  let owned = sessionsByPeer.get(peer);
+  if (!owned) {
+    owned = new Map();
+    sessionsByPeer.set(peer, owned);
+    const mine = owned;
+    peer.onClose(() => {
+      for (const s of mine.values()) s.close();
+      mine.clear();
+    });
+  }
+  return owned;
+}
+
+/**
+ * Attaches a data channel to the RPC connection that asked for `token` (single use). Returns the
+ * channel's view of that connection's sessions, or undefined for an unknown token.
+ */
+export function attachDataChannel(token: string, channel: DataChannel): DataChannelSessions | undefined {
+  const peer = pendingTokens.get(token);
+  if (!peer) return undefined;
+  pendingTokens.delete(token);
+  channelsByPeer.set(peer, channel);
+  const sessions = sessionsOf(peer);
+  // Without its data channel a session's output has nowhere to go: it ends with the channel.
+  channel.onClose(() => {
+    if (channelsByPeer.get(peer) !== channel) return;
+    channelsByPeer.delete(peer);
+    for (const s of sessions.values()) if (onDataChannel.has(s)) s.close();
+  });
+  return {
+    write: (id, data) => {
+      const s = sessions.get(id);
+      return s ? s.write(data) : Promise.reject(new SandboxError(ErrorCode.BadArgument, `no session ${id} on this connection`));
+    },
+    ack: (id, stream, bytes) => sessions.get(id)?.ack(stream, bytes),
+    eof: (id) => sessions.get(id)?.eof(),
+  };
+}
+
+/** Where a session's events go: its client's data channel, or JSON-RPC notifications. */
+function eventSink(peer: RpcPeer, p: OpenParams, id: () => number): SessionHandlers & { viaDataChannel: boolean } {
+  const channel = p.dataChannel ? channelsByPeer.get(peer) : undefined;
+  if (p.dataChannel && !channel) throw new SandboxError(ErrorCode.BadArgument, 'session.open with dataChannel: attach a data channel first (session.dataToken)');
+  if (channel) {
+    return {
+      viaDataChannel: true,
+      onStarted: (pid) => channel.control(id(), { t: 'started', pid }),
+      onData: (stream, data) => channel.data(id(), stream, data),
+      onEof: (stream) => channel.eof(id(), stream),
+      onEvent: p.kind === 'watch' ? (kind, path) => channel.control(id(), { t: 'event', kind, path }) : undefined,
+      onExit: (code, signal, error) => channel.control(id(), { t: 'exit', code, signal, error }),
+    };
+  }
+  return {
+    viaDataChannel: false,
+    onStarted: (pid) => peer.notify('session.started', { id: id(), pid }),
+    onData: (stream, data) => peer.notify('session.data', { id: id(), stream, data: data.toString('base64') }),
+    onEof: (stream) => peer.notify('session.eof', { id: id(), stream }),
+    onEvent: p.kind === 'watch' ? (kind, path) => peer.notify('session.event', { id: id(), kind, path }) : undefined,
+    onExit: (code, signal, error) => peer.notify('session.exit', { id: id(), code, signal, error }),
+  };
+}
 
 export function sessionHandlers(agent: () => AgentLink | undefined): HandlerTable {
   const find = (peer: RpcPeer, id: unknown): HostSession => {
@@ -34,39 +110,34 @@ export function sessionHandlers(agent: () => AgentLink | undefined): HandlerTabl
     return s;
   };
   return {
+    'session.dataToken': (_p: unknown, peer) => {
+      const token = randomUUID();
+      pendingTokens.set(token, peer);
+      peer.onClose(() => pendingTokens.delete(token));
+      return { token };
+    },
     'session.open': (p: OpenParams, peer) => {
       const link = agent();
       if (!link?.connected) throw new SandboxError(ErrorCode.AgentUnavailable, 'the guest agent is not connected (is the VM running?)');
       validateOpen(p);
-      let owned = sessionsByPeer.get(peer);
-      if (!owned) {
-        owned = new Map();
-        sessionsByPeer.set(peer, owned);
-        const mine = owned;
-        peer.onClose(() => {
-          for (const s of mine.values()) s.close();
-          mine.clear();
-        });
-      }
-      const map = owned;
+      const map = sessionsOf(peer);
       let timer: NodeJS.Timeout | undefined;
       let timedOut = false;
+      const sink = eventSink(peer, p, () => session.id);
       const session = link.openSession(
         { kind: p.kind, argv: p.argv, env: p.env, cwd: p.cwd, cols: p.cols, rows: p.rows, path: p.path, mode: p.mode, recursive: p.recursive },
         {
-          onStarted: (pid) => peer.notify('session.started', { id: session.id, pid }),
-          onData: (stream, data) => peer.notify('session.data', { id: session.id, stream, data: data.toString('base64') }),
-          onEof: (stream) => peer.notify('session.eof', { id: session.id, stream }),
-          onEvent: p.kind === 'watch' ? (kind, path) => peer.notify('session.event', { id: session.id, kind, path }) : undefined,
+          ...sink,
           onExit: (code, signal, error) => {
             clearTimeout(timer);
             map.delete(session.id);
             if (timedOut) error = `timed out after ${p.timeoutMs} ms and was killed`;
-            peer.notify('session.exit', { id: session.id, code, signal, error });
+            sink.onExit(code, signal, error);
           },
         },
       );
       map.set(session.id, session);
+      if (sink.viaDataChannel) onDataChannel.add(session);
       if (p.timeoutMs !== undefined) {
         timer = setTimeout(() => {
           timedOut = true;
