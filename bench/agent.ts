@@ -504,7 +504,7 @@ async function peerPhase(ctx: Context, counts: Counts): Promise<PeerSamples> {
  * ("spawning ..."); rawArgv for the runtime VM's own directory must match it exactly.
  */
 function checkPeerArgv(ctx: Context, spec: PeerQemuSpec): void {
-  const expected = `spawning ${spec.qemu} ${rawArgv({ ...spec, dir: ctx.vmDir }, false).join(' ')}`;
+  const expected = `spawning ${spec.qemu} ${rawArgv({ ...spec, dir: ctx.vmDir }, false, 'listening').join(' ')}`;
   const lines = readFileSync(ctx.workerLog, 'utf8').split('\n').filter((l) => l.includes('spawning '));
   const last = lines[lines.length - 1] ?? '';
   if (!last.endsWith(expected)) log(`warning: the worker's QEMU command line differs from the peer's:\n  worker: ${last}\n  peer:   ${expected}`);

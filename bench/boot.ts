@@ -190,7 +190,7 @@ function peerSpec(ctx: Context, dir: string, hostname: string): RawQemuSpec {
  * built for the runtime VM's own directory and hostname, the peer's argv must match it exactly.
  */
 function checkSameArgv(ctx: Context, info: VmInfo, restore: boolean): void {
-  const expected = `spawning ${ctx.qemu.system} ${rawArgv(peerSpec(ctx, info.paths.dir, info.name), restore).join(' ')}`;
+  const expected = `spawning ${ctx.qemu.system} ${rawArgv(peerSpec(ctx, info.paths.dir, info.name), restore, 'listening').join(' ')}`;
   const lines = readFileSync(info.paths.workerLog, 'utf8').split('\n').filter((l) => l.includes('spawning '));
   const last = lines[lines.length - 1] ?? '';
   if (!last.endsWith(expected)) {

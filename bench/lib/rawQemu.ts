@@ -62,9 +62,10 @@ export async function killQemu(proc: ChildProcess | undefined, exited: Promise<u
 
 /**
  * The peer's QEMU argv. Its files carry the names a VM directory uses (VM_FILES), so for the same
- * directory and hostname it is the worker's argv, character for character.
+ * directory and hostname it is the worker's argv, character for character, except that the channel
+ * and QMP are connected socketpairs here (`fdSockets`), listening sockets in the worker.
  */
-export function rawArgv(spec: RawQemuSpec, restore: boolean): string[] {
+export function rawArgv(spec: RawQemuSpec, restore: boolean, fdSockets: 'listening' | 'connected' = 'connected'): string[] {
   return buildQemuArgv({
     accel: spec.accel,
     cpus: spec.cpus,
@@ -77,6 +78,7 @@ export function rawArgv(spec: RawQemuSpec, restore: boolean): string[] {
     network: spec.network,
     channelFd: 3,
     qmpFd: 4,
+    fdSockets,
     incomingFile: restore ? path.join(spec.dir, VM_FILES.savedState) : undefined,
   });
 }

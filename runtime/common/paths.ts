@@ -47,6 +47,10 @@ export const VM_FILES = {
   worker: 'worker.json',
   /** The worker's JSON-RPC socket. */
   workerSocket: 'worker.sock',
+  /** QEMU's listening socket for the agent channel (virtio-serial): a new worker reconnects here. */
+  agentSocket: 'agent.sock',
+  /** QEMU's listening QMP socket: a new worker reconnects here. */
+  qmpSocket: 'qmp.sock',
 } as const;
 
 export function vmsDir(home = dataHome()): string {

@@ -31,7 +31,8 @@ export interface WorkerStatus {
   agent: AgentStatus;
   startedAt: string;
   /** How the agent became ready: cold boot or restore, and how long it took. */
-  boot?: { kind: 'boot' | 'restore'; readyMs: number };
+  /** How the worker got its VM: booted it, restored it, or took it over from a worker that died. */
+  boot?: { kind: 'boot' | 'restore' | 'adopt'; readyMs: number };
 }
 
 /** What the service reports about a VM. */

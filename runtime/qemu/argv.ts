@@ -19,6 +19,12 @@ export interface LaunchSpec {
   channelFd: number;
   /** Inherited fd of the QMP socket. */
   qmpFd: number;
+  /**
+   * What the channel and QMP fds are: listening sockets (the worker's choice: a replacement worker
+   * can connect again) or one end of connected socketpairs (benchmarks driving QEMU by hand).
+   * Default: listening.
+   */
+  fdSockets?: 'listening' | 'connected';
   /** Restore from this saved-state file instead of booting. */
   incomingFile?: string;
   /** Give the guest a vhost-vsock device with this CID (only where /dev/vhost-vsock is usable). */
@@ -73,16 +79,22 @@ export function buildQemuArgv(spec: LaunchSpec): string[] {
     '-append', [...KERNEL_FLAGS, ...(spec.accel === 'tcg' ? TCG_KERNEL_FLAGS : []), `sandboxvm.hostname=${spec.hostname}`].join(' '),
     '-drive', `id=root,file=${escapeOption(spec.disk)},format=qcow2,if=none,discard=unmap,detect-zeroes=unmap`,
     '-device', 'virtio-blk-device,drive=root',
-    '-chardev', `socket,id=agent,fd=${spec.channelFd},server=off`,
+    // Both are listening sockets the worker made (inherited fds): QEMU accepts one client at a
+    // time, so a worker that crashed is replaced by one that connects again, the VM running on.
+    '-chardev', `socket,id=agent,fd=${spec.channelFd},${serverOption(spec)}`,
     '-device', 'virtio-serial-device,max_ports=2',
     '-device', `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
-    '-chardev', `socket,id=qmp,fd=${spec.qmpFd},server=off`,
+    '-chardev', `socket,id=qmp,fd=${spec.qmpFd},${serverOption(spec)}`,
     '-mon', 'chardev=qmp,mode=control',
   ];
   if (spec.network) argv.push('-netdev', 'user,id=net0', '-device', 'virtio-net-device,netdev=net0');
   if (spec.vsockCid !== undefined) argv.push('-device', `vhost-vsock-device,guest-cid=${spec.vsockCid}`);
   if (spec.incomingFile) argv.push('-incoming', `exec:cat ${shellQuote(spec.incomingFile)}`);
   return argv;
+}
+
+function serverOption(spec: LaunchSpec): string {
+  return spec.fdSockets === 'connected' ? 'server=off' : 'server=on,wait=off';
 }
 
 function accelArgs(accel: Accelerator): string[] {

@@ -17,10 +17,10 @@ import { ErrorCode, SandboxError, asSandboxError, type WireError } from '../comm
 import { writeJsonAtomic } from '../common/atomicWrite';
 import { validateVmName } from '../common/names';
 import { VM_FILES, vmsDir } from '../common/paths';
-import type { VmInfo, VmState, WorkerStatus } from '../common/status';
+import type { VmInfo, VmState, WorkerRecord, WorkerStatus } from '../common/status';
 import { locateQemu } from '../qemu/locate';
 import { SequencerByKey } from './sequencer';
-import { killIfProcessOf } from './processes';
+import { isProcessOf, killIfProcessOf } from './processes';
 import { WorkerHandle, readWorkerRecord } from './workerHandle';
 
 export interface CreateParams {
@@ -99,13 +99,41 @@ export class VmManager {
       this.attach(name, entry, handle);
       return;
     }
-    this.reapDeadWorker(name, entry);
+    await this.recoverDeadWorker(name, entry);
   }
 
-  /** A worker.json whose worker is gone: stop its QEMU if it is still ours, and say what happened. */
-  private reapDeadWorker(name: string, entry: Entry): void {
-    const record = readWorkerRecord(this.dir(name));
-    if (!existsSync(this.file(name, 'worker'))) return;
+  /**
+   * A worker.json whose worker is gone. When its QEMU still runs (and is this VM's, with its
+   * sockets), a new worker takes it over and the VM runs on, as a Hyper-V VM outlives a crashed
+   * VMWP. Otherwise, or when the takeover fails, QEMU is stopped and the VM reads stopped with why.
+   * Queued with the VM's other operations.
+   */
+  private recoverDeadWorker(name: string, entry: Entry): Promise<void> {
+    return this.sequencer.queue(name, async () => {
+      if (entry.worker && !entry.worker.isClosed) return; // already recovered
+      const record = readWorkerRecord(this.dir(name));
+      if (!existsSync(this.file(name, 'worker'))) return; // the worker exited cleanly
+      const sockets = existsSync(this.file(name, 'agentSocket')) && existsSync(this.file(name, 'qmpSocket'));
+      if (record && sockets && isProcessOf(record.qemuPid, [this.file(name, 'disk')])) {
+        entry.transient = 'starting';
+        this.publish(name);
+        try {
+          const handle = await WorkerHandle.spawn(this.dir(name), false, (s) => this.onWorkerStatus(name, s), undefined, record.qemuPid);
+          entry.transient = undefined;
+          this.log(`${name}: worker ${record.workerPid} died; worker ${handle.record.workerPid} took over QEMU ${record.qemuPid}`);
+          this.attach(name, entry, handle);
+          return;
+        } catch (err) {
+          entry.transient = undefined;
+          this.log(`${name}: taking over QEMU ${record.qemuPid} failed: ${(err as Error).message}`);
+        }
+      }
+      this.reapDeadWorker(name, entry, record);
+    });
+  }
+
+  /** Stops the QEMU of a worker that is gone, if it is still ours, and says what happened. */
+  private reapDeadWorker(name: string, entry: Entry, record: WorkerRecord | undefined): void {
     if (record && killIfProcessOf(record.qemuPid, [this.file(name, 'disk')])) {
       this.log(`${name}: killed QEMU ${record.qemuPid}, orphaned by its worker`);
     }
@@ -114,7 +142,7 @@ export class VmManager {
       message: `the VM's worker exited unexpectedly and the VM was stopped; see ${this.file(name, 'workerLog')}`,
     };
     this.log(`${name}: ${entry.lastError.message}`);
-    for (const f of ['worker', 'workerSocket'] as const) rmSync(this.file(name, f), { force: true });
+    for (const f of ['worker', 'workerSocket', 'agentSocket', 'qmpSocket'] as const) rmSync(this.file(name, f), { force: true });
   }
 
   private attach(name: string, entry: Entry, handle: WorkerHandle): void {
@@ -125,8 +153,8 @@ export class VmManager {
       if (handle.exitError) entry.lastError = { code: ErrorCode.WorkerLost, message: handle.exitError };
       // A worker that exits cleanly removes its record before its socket closes: a record left
       // behind means it died.
-      this.reapDeadWorker(name, entry);
       this.publish(name);
+      void this.recoverDeadWorker(name, entry).then(() => this.publish(name));
     });
     this.publish(name);
   }

@@ -61,11 +61,13 @@ export class WorkerHandle {
 
   /**
    * Spawns a worker for the VM in `dir` and resolves once its agent answers (or rejects with the
-   * worker's own error). The worker is detached and unref'd: it outlives this process.
+   * worker's own error). The worker is detached and unref'd: it outlives this process. With
+   * `adoptQemuPid`, the worker takes over that running QEMU (its previous worker died).
    */
-  static async spawn(dir: string, restore: boolean, onStatus: (s: WorkerStatus) => void, bootTimeoutMs?: number): Promise<WorkerHandle> {
+  static async spawn(dir: string, restore: boolean, onStatus: (s: WorkerStatus) => void, bootTimeoutMs?: number, adoptQemuPid?: number): Promise<WorkerHandle> {
     const args = ['--dir', dir];
     if (restore) args.push('--restore');
+    if (adoptQemuPid !== undefined) args.push('--adopt', String(adoptQemuPid));
     if (bootTimeoutMs) args.push('--boot-timeout-ms', String(bootTimeoutMs));
     const result = await spawnDetached(WORKER_SCRIPT, args, path.join(dir, VM_FILES.workerLog), process.env);
     if (result.error) throw SandboxError.fromWire(result.error as WireError);

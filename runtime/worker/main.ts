@@ -1,8 +1,9 @@
 /**
  * The worker: one process per running VM (Hyper-V's VMWP). Started detached by the service with
- * `worker.js --dir <vm dir> [--restore]`; outlives the service. It boots (or restores) QEMU, holds
- * the QMP and channel sockets, serves its VM's RPC socket (worker.sock), records itself in
- * worker.json, and exits when QEMU does.
+ * `worker.js --dir <vm dir> [--restore | --adopt <qemu pid>]`; outlives the service. It boots (or
+ * restores) QEMU, or takes over the QEMU of a worker that died (--adopt), holds the QMP and channel
+ * connections, serves its VM's RPC socket (worker.sock), records itself in worker.json, and exits
+ * when QEMU does.
  *
  * fd 3, when present, is the spawner's readiness pipe: one JSON line, {"ok":true} once the agent
  * answers or {"error":{code,message}} when the VM could not start.
@@ -24,13 +25,17 @@ import { VmRunner } from './vmRunner';
 import { attachDataChannel, sessionHandlers } from './sessionRelay';
 import { DataChannel, looksLikeFrame } from './dataChannel';
 
-function parseArgs(argv: string[]): { dir: string; restore: boolean; bootTimeoutMs: number } {
+function parseArgs(argv: string[]): { dir: string; restore: boolean; adopt?: number; bootTimeoutMs: number } {
   const dirIndex = argv.indexOf('--dir');
-  if (dirIndex < 0 || !argv[dirIndex + 1]) throw new Error('usage: worker --dir <vm dir> [--restore]');
+  if (dirIndex < 0 || !argv[dirIndex + 1]) throw new Error('usage: worker --dir <vm dir> [--restore | --adopt <qemu pid>]');
   const timeoutIndex = argv.indexOf('--boot-timeout-ms');
+  const adoptIndex = argv.indexOf('--adopt');
+  const adopt = adoptIndex >= 0 ? Number(argv[adoptIndex + 1]) : undefined;
+  if (adopt !== undefined && !(Number.isInteger(adopt) && adopt > 1)) throw new Error('--adopt needs the QEMU pid');
   return {
     dir: path.resolve(argv[dirIndex + 1]),
     restore: argv.includes('--restore'),
+    adopt,
     bootTimeoutMs: timeoutIndex >= 0 ? Number(argv[timeoutIndex + 1]) : 180_000,
   };
 }
@@ -53,7 +58,7 @@ async function main(): Promise<void> {
     const config = parseVmConfig(fs.readFileSync(file('config'), 'utf8'), name);
     const qemu = await locateQemu();
     const accel = probeAccelerator();
-    log(`starting ${name}: accelerator ${accel.accel} (${accel.reason}), QEMU ${qemu.version}${args.restore ? ', restoring saved state' : ''}`);
+    log(`${args.adopt !== undefined ? `taking over QEMU ${args.adopt} of` : 'starting'} ${name}: accelerator ${accel.accel} (${accel.reason}), QEMU ${qemu.version}${args.restore ? ', restoring saved state' : ''}`);
     const transport = probeTransport();
     log(`agent channel: ${transport.transport} (${transport.reason})`);
     const vm = new VmRunner(args.dir, config, qemu, accel, log, transport);
@@ -97,7 +102,8 @@ async function main(): Promise<void> {
       const record: WorkerRecord = { vmId: config.id, workerPid: process.pid, qemuPid: vm.qemuPid!, socket: file('workerSocket'), startedAt: new Date().toISOString() };
       await writeJsonAtomic(file('worker'), record);
     };
-    await vm.start(args.restore, args.bootTimeoutMs);
+    if (args.adopt !== undefined) await vm.adopt(args.adopt, Math.min(args.bootTimeoutMs, 30_000));
+    else await vm.start(args.restore, args.bootTimeoutMs);
     await recordWorker();
     // The saved state is consumed: the disk moves on from here, so it can never be restored again.
     if (args.restore) fs.rmSync(file('savedState'), { force: true });

@@ -4,6 +4,9 @@
  *
  * Ends when QEMU ends. `onDidExit` says how: stopped (asked, or the guest powered off), saved
  * (state written to saved.state), or failed (QEMU died on its own).
+ *
+ * QEMU serves the agent channel and QMP on listening sockets in the VM's directory (qemuSockets.ts),
+ * so a worker that crashed is replaced by one that `adopt`s the running QEMU: the guest runs on.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
@@ -19,6 +22,7 @@ import { buildQemuArgv, shellQuote } from '../qemu/argv';
 import type { QemuInstall } from '../qemu/locate';
 import { QmpClient } from '../qemu/qmp';
 import { AgentLink } from './agentLink';
+import { connectToQemu, listenForQemu, type ListeningSocket } from './qemuSockets';
 import { guestCid, type TransportChoice } from '../accel/transport';
 import { AGENT_VSOCK_PORT, vsockConnect } from '../native/vsock';
 
@@ -30,9 +34,17 @@ export interface ExitReport {
 
 const STOP_STEP_MS = 15_000;
 
+/** How QEMU ended, as far as the worker can tell. */
+interface QemuExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
 export class VmRunner {
   private readonly emitter = new EventEmitter();
+  /** QEMU as our child (we started it), or only its pid (adopted from a worker that died). */
   private qemu?: ChildProcess;
+  private adoptedPid?: number;
   private qmp?: QmpClient;
   agent?: AgentLink;
   private state: VmState = 'starting';
@@ -56,7 +68,28 @@ export class VmRunner {
   }
 
   get qemuPid(): number | undefined {
-    return this.qemu?.pid;
+    return this.qemu?.pid ?? this.adoptedPid;
+  }
+
+  private killQemu(): void {
+    try {
+      if (this.qemu) this.qemu.kill('SIGKILL');
+      else if (this.adoptedPid) process.kill(this.adoptedPid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+
+  /** Connects the QMP client and the agent link to QEMU's sockets. */
+  private async connect(): Promise<void> {
+    const [channel, qmpSocket] = await Promise.all([connectToQemu(this.file('agentSocket')), connectToQemu(this.file('qmpSocket'))]);
+    this.qmp = new QmpClient(qmpSocket, this.log);
+    this.agent = new AgentLink(channel, this.log);
+    this.agent.onDidChange(() => this.emitter.emit('status'));
+  }
+
+  private removeSockets(): void {
+    for (const f of ['agentSocket', 'qmpSocket'] as const) void fs.rm(this.file(f), { force: true });
   }
 
   status(): WorkerStatus {
@@ -67,7 +100,7 @@ export class VmRunner {
       channel: this.agent && this.transport.transport === 'vsock' && this.vsockActive ? 'vsock' : 'virtio-serial',
       qemuVersion: this.qemuInstall.version,
       workerPid: process.pid,
-      qemuPid: this.qemu?.pid,
+      qemuPid: this.qemuPid,
       agent: this.agent?.status ?? { connected: false },
       startedAt: this.startedAt,
       boot: this.boot,
@@ -109,27 +142,31 @@ export class VmRunner {
       vsockCid,
     });
     this.log(`spawning ${this.qemuInstall.system} ${argv.join(' ')}`);
+    const listening: ListeningSocket[] = [];
+    try {
+      listening.push(await listenForQemu(this.file('agentSocket')), await listenForQemu(this.file('qmpSocket')));
+    } catch (err) {
+      for (const l of listening) l.discard();
+      throw new SandboxError(ErrorCode.Internal, `cannot make QEMU's sockets in ${this.dir}: ${(err as Error).message}`, { cause: err });
+    }
     const logFd = openSync(this.file('workerLog'), 'a');
-    const qemu = spawn(this.qemuInstall.system, argv, { stdio: ['ignore', logFd, logFd, 'pipe', 'pipe'] });
+    const qemu = spawn(this.qemuInstall.system, argv, { stdio: ['ignore', logFd, logFd, listening[0].fd, listening[1].fd] });
     closeSync(logFd);
     this.qemu = qemu;
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => qemu.once('exit', (code, signal) => resolve({ code, signal })));
+    const exited = new Promise<QemuExit>((resolve) => qemu.once('exit', (code, signal) => resolve({ code, signal })));
     qemu.once('error', (err) => this.log(`QEMU spawn error: ${err.message}`));
-    const channel = qemu.stdio[3] as Socket;
-    const qmpSocket = qemu.stdio[4] as Socket;
-    this.qmp = new QmpClient(qmpSocket, this.log);
-    this.agent = new AgentLink(channel, this.log);
-    this.agent.onDidChange(() => this.emitter.emit('status'));
     this.exitPromise = exited.then((r) => this.onQemuExit(r.code, r.signal));
-
+    await Promise.all(listening.map((l) => l.handOver()));
+    const connected = this.connect();
     const bootFailed = exited.then(({ code, signal }) => {
       throw new SandboxError(ErrorCode.BootFailed, `QEMU exited during ${restore ? 'restore' : 'boot'} (${signal ?? `code ${code}`}); see ${this.file('workerLog')} and ${this.file('consoleLog')}`);
     });
     try {
+      await Promise.race([connected, bootFailed]);
       await Promise.race([this.bringUp(restore, bootTimeoutMs), bootFailed]);
     } catch (err) {
       this.intent = 'stop';
-      qemu.kill('SIGKILL');
+      this.killQemu();
       await this.exitPromise;
       if (err instanceof SandboxError && err.code === ErrorCode.Timeout) {
         throw new SandboxError(ErrorCode.BootFailed, `${err.message}; see ${this.file('consoleLog')}`);
@@ -139,6 +176,32 @@ export class VmRunner {
     if (vsockCid !== undefined) await this.switchToVsock(vsockCid);
     this.boot = { kind: restore ? 'restore' : 'boot', readyMs: Date.now() - t0 };
     this.log(`agent ready ${this.boot.readyMs} ms after spawn (${this.boot.kind})`);
+    this.setState('running');
+  }
+
+  /**
+   * Takes over a QEMU whose worker died: connects to its sockets, reads its run state and greets
+   * the agent (a new epoch: the guest ends the sessions of the old worker, whose clients are gone).
+   * Rejects when QEMU does not answer; the caller then stops it.
+   */
+  async adopt(qemuPid: number, timeoutMs: number): Promise<void> {
+    const t0 = Date.now();
+    this.adoptedPid = qemuPid;
+    await this.connect();
+    const qmpClosed = new Promise<void>((resolve) => this.qmp!.onClose(() => resolve()));
+    this.exitPromise = qmpClosed.then(() => waitGone(qemuPid)).then(() => this.onQemuExit(null, null));
+    await this.qmp!.ready;
+    const { status } = await this.qmp!.execute<{ status: string }>('query-status');
+    if (status !== 'running' && status !== 'paused') throw new SandboxError(ErrorCode.WorkerLost, `the orphaned QEMU is ${status}; cannot take it over`);
+    if (status === 'paused') {
+      this.agent!.watchPaused = true;
+      this.boot = { kind: 'adopt', readyMs: Date.now() - t0 };
+      this.setState('paused');
+      return;
+    }
+    await this.agent!.waitConnected(timeoutMs);
+    this.boot = { kind: 'adopt', readyMs: Date.now() - t0 };
+    this.log(`took over QEMU ${qemuPid}: agent ready ${Date.now() - t0} ms later`);
     this.setState('running');
   }
 
@@ -244,7 +307,7 @@ export class VmRunner {
     const exited = this.exitPromise!;
     if (force) {
       this.setState('stopping');
-      this.qemu?.kill('SIGKILL');
+      this.killQemu();
       await exited;
       return;
     }
@@ -261,7 +324,7 @@ export class VmRunner {
     await this.qmp!.execute('system_powerdown').catch((err) => this.log(`stop: system_powerdown failed: ${err.message}`));
     if (await within(exited, stepMs)) return;
     this.log(`stop: the guest ignored ACPI powerdown for ${stepMs} ms; killing QEMU`);
-    this.qemu?.kill('SIGKILL');
+    this.killQemu();
     await exited;
   }
 
@@ -272,6 +335,7 @@ export class VmRunner {
 
   private async onQemuExit(code: number | null, signal: NodeJS.Signals | null): Promise<ExitReport> {
     this.agent?.dispose();
+    this.removeSockets();
     this.log(`QEMU exited (${signal ?? `code ${code}`}), intent ${this.intent}`);
     if (this.intent === 'save') {
       this.setState('saved');
@@ -291,6 +355,18 @@ export class VmRunner {
 
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Resolves once `pid` is gone (an adopted QEMU is not our child: no exit event). */
+async function waitGone(pid: number): Promise<void> {
+  for (;;) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await delay(50);
+  }
 }
 
 /** True when `p` settles within `ms`. */

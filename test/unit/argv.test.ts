@@ -30,7 +30,11 @@ const cases: { name: string; spec: Partial<LaunchSpec>; check: (argv: string[]) 
   { name: 'whpx', spec: { accel: 'whpx' }, check: (a) => assert.equal(valueAfter(a, '-accel'), 'whpx') },
   { name: 'memory and cpus', spec: { memoryMiB: 2048, cpus: 4 }, check: (a) => (assert.equal(valueAfter(a, '-m'), '2048'), assert.equal(valueAfter(a, '-smp'), '4')) },
   { name: 'microvm with legacy timers', spec: {}, check: (a) => assert.equal(valueAfter(a, '-M'), 'microvm,pit=on,pic=on,rtc=on') },
-  { name: 'channel and qmp are inherited fds', spec: { channelFd: 5, qmpFd: 6 }, check: (a) => {
+  { name: 'channel and qmp are inherited listening sockets', spec: { channelFd: 5, qmpFd: 6 }, check: (a) => {
+    assert.ok(a.includes('socket,id=agent,fd=5,server=on,wait=off'));
+    assert.ok(a.includes('socket,id=qmp,fd=6,server=on,wait=off'));
+  } },
+  { name: 'or connected socketpairs when asked', spec: { channelFd: 5, qmpFd: 6, fdSockets: 'connected' }, check: (a) => {
     assert.ok(a.includes('socket,id=agent,fd=5,server=off'));
     assert.ok(a.includes('socket,id=qmp,fd=6,server=off'));
     assert.ok(a.includes('virtserialport,chardev=agent,name=org.sandboxvm.agent'));

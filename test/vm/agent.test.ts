@@ -2,8 +2,9 @@
  * vm: the guest agent's integration services against a real guest.
  * Procedure: boot one VM; through the typed clients (service -> worker socket) exercise files
  * (streamed write and read, metadata, atomicity, errors, watch), guest info, many concurrent
- * terminals, flow control with a consumer that stops reading, exec timeouts and signals, and an
- * agent restart inside the guest.
+ * terminals, flow control with a consumer that stops reading, exec timeouts and signals, the
+ * relay (the data plane in C) carrying exec input sent before the process exists, and an agent
+ * restart inside the guest.
  */
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
@@ -44,6 +45,32 @@ describe('vm: agent services', { timeout: 900_000 }, () => {
     const r = await s.exited;
     return { ...r, stdout, stderr, ms: Date.now() - t0 };
   }
+
+  test('relay: it owns the port, input sent with the open is kept, and bad starts say why', async () => {
+    const tree = await run(['sh', '-c', 'ps -eo pid,ppid,args']);
+    const relay = tree.stdout.split('\n').find((l) => l.includes('sandboxvm-relay'));
+    assert.ok(relay, `no relay in the guest:\n${tree.stdout}`);
+    const relayPid = relay.trim().split(/\s+/)[0];
+    assert.ok(tree.stdout.split('\n').some((l) => l.includes('agent.js') && l.trim().split(/\s+/)[1] === relayPid), 'the agent is the relay\'s child');
+
+    // 300 KiB written before the open is even answered: held by the relay until the process runs.
+    const input = randomBytes(300 * 1024);
+    const out: Buffer[] = [];
+    const opened = sessions.open({ kind: 'exec', argv: ['sha256sum'] }, { onData: (_s, d) => void out.push(d), onExit: () => undefined });
+    const s = await opened;
+    const written = s.write(input);
+    await s.eof();
+    await written;
+    assert.equal((await s.exited).code, 0);
+    assert.equal(Buffer.concat(out).toString().split(' ')[0], createHash('sha256').update(input).digest('hex'));
+
+    const bad = await sessions.open({ kind: 'exec', argv: ['true'], cwd: '/no/such/dir' }, { onData: () => undefined, onExit: () => undefined });
+    assert.match((await bad.exited).error ?? '', /cannot start true: the working directory \/no\/such\/dir does not exist/);
+    const missing = await sessions.open({ kind: 'exec', argv: ['no-such-tool-xyz'] }, { onData: () => undefined, onExit: () => undefined });
+    assert.match((await missing.exited).error ?? '', /cannot start no-such-tool-xyz: not found on PATH/);
+    const signalled = await run(['sh', '-c', 'kill -KILL $$']);
+    assert.equal(signalled.signal, 'SIGKILL');
+  });
 
   test('files: a streamed write and read of 8 MiB arrive intact, atomically', async () => {
     const data = randomBytes(8 * 1024 * 1024);

@@ -2,8 +2,10 @@
  * vm: an interactive shell through a pty, and VMs outliving their service.
  * Procedure: boot a VM; run `sandboxvm shell` inside a host-side pty (node-pty) as a user's
  * terminal would, type into it, resize it, exit it with a code. Then kill -9 the service and check
- * the worker and QEMU live on and a new service adopts them; then kill -9 the worker and check the
- * VM reads `stopped` with an error saying so, its QEMU is gone, and it starts again.
+ * the worker and QEMU live on and a new service adopts them; then kill -9 the worker and check a
+ * new worker takes over the same QEMU (same guest boot, sessions of the dead worker's clients end),
+ * with and without a service running; then kill -9 worker and QEMU together and check the VM reads
+ * `stopped` with an error saying so, and starts again.
  */
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
@@ -67,29 +69,58 @@ describe('vm: shell and adoption', { timeout: 600_000 }, () => {
     assert.equal(r.stdout, 'box\n');
   });
 
-  test('kill -9 of the worker: the VM reads stopped with the reason, QEMU is gone, start recovers', async () => {
+  const bootId = async () => (await home.cli(['exec', 'box', '--', 'cat', '/proc/sys/kernel/random/boot_id'])).stdout.trim();
+  const waitTakenOver = (oldWorker: number) =>
+    waitFor('a new worker to take the VM over', async () => {
+      const i = JSON.parse(await home.ok(['info', 'box', '--json']));
+      return i.state === 'running' && i.runtime?.workerPid !== oldWorker && i.runtime?.agent?.connected ? i : undefined;
+    }, 60_000);
+
+  test('kill -9 of the worker: a new worker takes over the running QEMU; the old sessions end', async () => {
     const info = JSON.parse(await home.ok(['info', 'box', '--json']));
+    const boot = await bootId();
+    assert.match(boot, /^[0-9a-f-]{36}$/);
+    // A session of the dying worker: its client is told the connection is gone.
+    const running = home.cli(['exec', 'box', '--', 'sleep', '600']);
+    await waitFor('the sleep to run', async () => ((await home.cli(['exec', 'box', '--', 'pgrep', '-x', 'sleep'])).code === 0 ? true : undefined));
     process.kill(info.runtime.workerPid, 'SIGKILL');
+    const lost = await running;
+    assert.notEqual(lost.code, 0);
+    assert.match(lost.stderr, /connection to the VM was lost|worker/i);
+    const after = await waitTakenOver(info.runtime.workerPid);
+    assert.equal(after.runtime.qemuPid, info.runtime.qemuPid, 'the same QEMU');
+    assert.equal(after.runtime.boot.kind, 'adopt');
+    assert.equal(after.lastError, undefined);
+    assert.equal(await bootId(), boot, 'the guest did not reboot');
+    // The new epoch ended the dead worker's sessions in the guest.
+    await waitFor('the old sleep to be killed', async () => ((await home.cli(['exec', 'box', '--', 'pgrep', '-x', 'sleep'])).code === 1 ? true : undefined));
+    assert.equal(pidsMatching(`worker.js --dir ${home.vmDir('box')}`).length, 1, 'one worker');
+  });
+
+  test('a worker that dies while no service runs: the next service has its QEMU taken over', async () => {
+    const info = JSON.parse(await home.ok(['info', 'box', '--json']));
+    const boot = await bootId();
+    await home.ok(['service', 'stop']);
+    process.kill(info.runtime.workerPid, 'SIGKILL');
+    await waitFor('the worker to die', () => (pidsMatching(`worker.js --dir ${home.vmDir('box')}`).length === 0 ? true : undefined));
+    const after = await waitTakenOver(info.runtime.workerPid);
+    assert.equal(after.runtime.qemuPid, info.runtime.qemuPid);
+    assert.equal(await bootId(), boot);
+  });
+
+  test('worker and QEMU both killed: the VM reads stopped with the reason, and starts again', async () => {
+    const info = JSON.parse(await home.ok(['info', 'box', '--json']));
+    // The worker first, so it cannot see QEMU go and exit cleanly.
+    process.kill(info.runtime.workerPid, 'SIGKILL');
+    process.kill(info.runtime.qemuPid, 'SIGKILL');
     const stopped = await waitFor('the VM to read stopped', async () => {
       const i = JSON.parse(await home.ok(['info', 'box', '--json']));
       return i.state === 'stopped' ? i : undefined;
     });
     assert.match(stopped.lastError.message, /worker exited unexpectedly/);
     assert.match(stopped.lastError.message, /worker\.log/);
-    await waitFor('QEMU to be gone', () => (pidsMatching(`qemu-system.*${home.vmDir('box')}`).length === 0 ? true : undefined));
-    assert.equal(fs.existsSync(path.join(home.vmDir('box'), 'worker.json')), false);
+    for (const f of ['worker.json', 'agent.sock', 'qmp.sock']) assert.equal(fs.existsSync(path.join(home.vmDir('box'), f)), false, f);
     await home.ok(['start', 'box']);
     assert.equal((await home.cli(['exec', 'box', '--', 'true'])).code, 0);
-  });
-
-  test('a worker that dies while no service runs is found out by the next service', async () => {
-    const info = JSON.parse(await home.ok(['info', 'box', '--json']));
-    await home.ok(['service', 'stop']);
-    process.kill(info.runtime.workerPid, 'SIGKILL');
-    await waitFor('the worker to die', () => (pidsMatching(`worker.js --dir ${home.vmDir('box')}`).length === 0 ? true : undefined));
-    const after = JSON.parse(await home.ok(['info', 'box', '--json']));
-    assert.equal(after.state, 'stopped');
-    assert.match(after.lastError.message, /worker exited unexpectedly/);
-    await waitFor('QEMU to be gone', () => (pidsMatching(`qemu-system.*${home.vmDir('box')}`).length === 0 ? true : undefined));
   });
 });
