@@ -5,7 +5,7 @@
 import * as os from 'node:os';
 import { execFile } from 'node:child_process';
 import { FrameDecoder, FrameType, ProtocolError, encodeControl, type Frame } from '../../runtime/protocol/frames';
-import { PROTOCOL_VERSION, parseHostMessage, type HostMessage } from '../../runtime/protocol/messages';
+import { MAX_SESSIONS, PROTOCOL_VERSION, parseHostMessage, type HostMessage, type LiveSession } from '../../runtime/protocol/messages';
 import { GuestSession, type AgentSession } from './session';
 import { RelaySession, type RelayPort } from './relaySession';
 import { RelayOp, encodeOp, parseDone } from './relayProtocol';
@@ -117,13 +117,14 @@ export class Agent {
       this.epoch = epoch;
       this.setClock(hostTime);
     }
-    this.sendHello(epoch);
+    // The same epoch from a new connection is a worker that took over: it learns what still runs.
+    this.sendHello(epoch, [...this.sessions].filter(([, s]) => s.kind !== undefined).slice(0, MAX_SESSIONS).map(([id, s]) => ({ id, kind: s.kind! })));
     if (!this.heartbeat) this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_MS);
     this.beat();
   }
 
-  private sendHello(epoch: string): void {
-    this.send(encodeControl(0, { t: 'hello', version: PROTOCOL_VERSION, epoch, agentVersion: AGENT_VERSION, pid: process.pid, hostname: os.hostname(), kernel: os.release() }));
+  private sendHello(epoch: string, sessions?: LiveSession[]): void {
+    this.send(encodeControl(0, { t: 'hello', version: PROTOCOL_VERSION, epoch, agentVersion: AGENT_VERSION, pid: process.pid, hostname: os.hostname(), kernel: os.release(), sessions }));
   }
 
   private beat(): void {

@@ -17,7 +17,7 @@
  * The relay holds a *pending* session for every `open` it forwards (recognised by the payload
  * starting with {"t":"open"), keeping its input until the agent sends SPAWN, ATTACH or FORGET.
  */
-import { HEADER_SIZE, MAGIC } from '../../runtime/protocol/frames';
+import { HEADER_SIZE, writeHeader, type FrameType } from '../../runtime/protocol/frames';
 
 export const LOCAL_FRAME = 16;
 
@@ -38,11 +38,7 @@ export const enum AttachKind {
 
 export function encodeLocal(session: number, payload: Buffer): Buffer {
   const frame = Buffer.allocUnsafe(HEADER_SIZE + payload.length);
-  frame.writeUInt16BE(MAGIC, 0);
-  frame.writeUInt8(LOCAL_FRAME, 2);
-  frame.writeUInt8(0, 3);
-  frame.writeUInt32BE(session >>> 0, 4);
-  frame.writeUInt32BE(payload.length, 8);
+  writeHeader(frame, 0, LOCAL_FRAME as FrameType, session, payload.length);
   payload.copy(frame, HEADER_SIZE);
   return frame;
 }

@@ -37,7 +37,7 @@ export interface RelayPort {
 
 export class RelaySession implements AgentSession {
   onExit?: () => void;
-  private kind?: OpenSession['kind'];
+  kind?: OpenSession['kind'];
   private fds: number[] = [];
   private pid?: number;
   private finished = false;

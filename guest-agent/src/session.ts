@@ -31,6 +31,8 @@ export const DEFAULT_SHELL = ['/bin/bash', '-l'];
 
 /** What the agent's dispatcher needs of a session, wherever its bytes flow. */
 export interface AgentSession {
+  /** What the session is, once opened. */
+  readonly kind?: OpenSession['kind'];
   onExit?: () => void;
   input(data: Buffer): void;
   grant(stream: number, bytes: number): void;
@@ -55,7 +57,7 @@ export class GuestSession implements AgentSession {
 
   constructor(readonly id: number, private readonly out: SessionSink, private readonly log: (m: string) => void) {}
 
-  private kind?: OpenSession['kind'];
+  kind?: OpenSession['kind'];
 
   open(req: OpenSession): void {
     this.kind = req.kind;

@@ -9,6 +9,7 @@ import * as net from 'node:net';
 import type { MessageConnection } from 'vscode-jsonrpc/node';
 import { ErrorCode, SandboxError } from '../common/errors';
 import { call, connectSocket } from '../common/rpc';
+import { connectUnix } from '../common/unixSocket';
 import { FrameDecoder, FrameType, MAX_PAYLOAD, StreamId, encodeControl, encodeFrame, encodeWindow, type Frame } from '../protocol/frames';
 import type { OpenParams } from '../worker/sessionRelay';
 
@@ -55,6 +56,14 @@ export class Session {
     }
   }
 
+  /**
+   * @internal Attached again through a new worker. Input the dead worker had not confirmed may or
+   * may not have reached the guest; its writes resolve (as bytes lost on a dropped link would).
+   */
+  reattached(): void {
+    for (const w of this.writes.splice(0)) w.resolve();
+  }
+
   /** @internal The worker refused `bytes` of input. */
   refused(bytes: number, message: string): void {
     const head = this.writes.shift();
@@ -70,7 +79,10 @@ export class Session {
     return new Promise((resolve, reject) => {
       this.writes.push({ bytes: buf.length, resolve, reject });
       for (let at = 0; at < buf.length; at += MAX_PAYLOAD) {
-        this.client.sendFrame(encodeFrame(FrameType.Data, this.id, buf.subarray(at, at + MAX_PAYLOAD), StreamId.Stdin));
+        if (!this.client.sendFrame(encodeFrame(FrameType.Data, this.id, buf.subarray(at, at + MAX_PAYLOAD), StreamId.Stdin))) {
+          this.writes.pop();
+          return reject(new SandboxError(ErrorCode.AgentUnavailable, 'the connection to the VM is being re-established and holds enough input already'));
+        }
       }
     });
   }
@@ -79,13 +91,13 @@ export class Session {
     return Promise.resolve();
   }
   resize(cols: number, rows: number): Promise<void> {
-    return call(this.client.connection, 'session.resize', { id: this.id, cols, rows });
+    return this.client.control('session.resize', { id: this.id, cols, rows });
   }
   signal(signal: string): Promise<void> {
-    return call(this.client.connection, 'session.signal', { id: this.id, signal });
+    return this.client.control('session.signal', { id: this.id, signal });
   }
   close(): Promise<void> {
-    return call(this.client.connection, 'session.close', { id: this.id });
+    return this.client.control('session.close', { id: this.id });
   }
 }
 
@@ -94,14 +106,37 @@ interface Handler {
   session: Session;
 }
 
+/** How long a client tries to reach a worker that took over from one that crashed. */
+const RECONNECT_MS = 20_000;
+/** Input held while reconnecting; beyond it, writes fail. */
+const MAX_HELD_INPUT = 1024 * 1024;
+
 export class SessionClient {
   private readonly handlers = new Map<number, Handler>();
   /** Frames that arrive before session.open's reply has been processed. */
   private readonly early = new Map<number, Frame[]>();
-  private readonly decoder = new FrameDecoder();
-  private closed = false;
+  private decoder = new FrameDecoder();
+  private disposed = false;
+  /** Set while the worker is gone and a successor is being looked for. */
+  private reconnecting?: Promise<void>;
+  private held: Buffer[] = [];
+  private heldBytes = 0;
+  private data!: net.Socket;
+  private conn!: MessageConnection;
 
-  private constructor(readonly connection: MessageConnection, private readonly data: net.Socket) {
+  private constructor(private readonly socketPath: string, connection: MessageConnection, data: net.Socket) {
+    this.wire(connection, data);
+  }
+
+  /** The JSON-RPC connection to the worker (replaced after a reconnect). */
+  get connection(): MessageConnection {
+    return this.conn;
+  }
+
+  private wire(connection: MessageConnection, data: net.Socket): void {
+    this.conn = connection;
+    this.data = data;
+    this.decoder = new FrameDecoder();
     data.on('data', (chunk: Buffer) => {
       try {
         this.decoder.push(chunk, (f) => this.route(f));
@@ -111,12 +146,58 @@ export class SessionClient {
     });
     data.on('error', () => undefined);
     data.on('close', () => {
-      this.closed = true;
-      // The worker is gone (the VM stopped) or closed the channel: no session can finish normally.
-      for (const h of [...this.handlers.values()]) this.finish(h, { code: null, signal: null, error: 'the connection to the VM was lost' });
+      connection.dispose();
+      if (this.data === data) this.connectionLost();
     });
     connection.onClose(() => data.destroy());
     data.resume();
+  }
+
+  /**
+   * The worker went away with sessions still open. A VM whose worker crashed is taken over by a
+   * new one (same socket path) and its agent keeps the sessions: reconnect and attach them again.
+   * Sessions that cannot be attached end with an error saying so.
+   */
+  private connectionLost(): void {
+    if (this.disposed || this.handlers.size === 0) return this.failAll('the connection to the VM was lost');
+    this.reconnecting ??= this.reconnect().finally(() => (this.reconnecting = undefined));
+  }
+
+  private async reconnect(): Promise<void> {
+    const deadline = Date.now() + RECONNECT_MS;
+    while (!this.disposed && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 250));
+      let connection: MessageConnection | undefined;
+      try {
+        connection = await connectSocket(this.socketPath, 2000);
+        const { token } = await call<{ token: string }>(connection, 'session.dataToken');
+        const data = await attachChannel(this.socketPath, token);
+        this.wire(connection, data);
+      } catch {
+        connection?.dispose();
+        continue; // no worker yet (the service is starting the new one)
+      }
+      for (const h of [...this.handlers.values()]) {
+        try {
+          await call(this.conn, 'session.attach', { id: h.session.id, dataChannel: true });
+          h.session.reattached();
+        } catch (err) {
+          this.finish(h, { code: null, signal: null, error: `the session was lost with the VM's worker: ${(err as Error).message}` });
+        }
+      }
+      const held = this.held;
+      this.held = [];
+      this.heldBytes = 0;
+      for (const f of held) this.data.write(f);
+      return;
+    }
+    this.failAll('the connection to the VM was lost');
+  }
+
+  private failAll(why: string): void {
+    for (const h of [...this.handlers.values()]) this.finish(h, { code: null, signal: null, error: why });
+    this.held = [];
+    this.heldBytes = 0;
   }
 
   /** Connects to a worker's socket: the JSON-RPC connection, then the data channel attached to it. */
@@ -125,7 +206,7 @@ export class SessionClient {
     try {
       const { token } = await call<{ token: string }>(connection, 'session.dataToken');
       const data = await attachChannel(socketPath, token);
-      return new SessionClient(connection, data);
+      return new SessionClient(socketPath, connection, data);
     } catch (err) {
       connection.dispose();
       throw err;
@@ -133,8 +214,9 @@ export class SessionClient {
   }
 
   async open(params: OpenParams, events: SessionEvents): Promise<Session> {
-    if (this.closed) throw new SandboxError(ErrorCode.AgentUnavailable, 'the connection to the VM was lost');
-    const { id } = await call<{ id: number }>(this.connection, 'session.open', { ...params, dataChannel: true });
+    if (this.disposed) throw new SandboxError(ErrorCode.AgentUnavailable, 'this session client was disposed');
+    await this.reconnecting;
+    const { id } = await call<{ id: number }>(this.conn, 'session.open', { ...params, dataChannel: true });
     const session = new Session(id, this);
     const h = { events, session };
     this.handlers.set(id, h);
@@ -143,9 +225,23 @@ export class SessionClient {
     return session;
   }
 
-  /** @internal */
-  sendFrame(frame: Buffer): void {
-    if (!this.closed) this.data.write(frame);
+  /** @internal Sends a frame on the data channel; while reconnecting, holds it (false: too much held). */
+  sendFrame(frame: Buffer): boolean {
+    if (this.disposed) return false;
+    if (!this.reconnecting) {
+      this.data.write(frame);
+      return true;
+    }
+    if (this.heldBytes + frame.length > MAX_HELD_INPUT) return false;
+    this.held.push(frame);
+    this.heldBytes += frame.length;
+    return true;
+  }
+
+  /** @internal A control call for one session, after any reconnect in progress. */
+  async control(method: string, params: Record<string, unknown>): Promise<void> {
+    await this.reconnecting;
+    return call(this.conn, method, params);
   }
 
   private route(frame: Frame): void {
@@ -223,46 +319,46 @@ export class SessionClient {
   }
 
   /** A one-shot request to the guest agent (stat, list, mkdir, rename, remove, info). */
-  call<T>(method: string, params: Record<string, unknown> = {}): Promise<T> {
-    return call<T>(this.connection, 'guest.call', { method, params });
+  async call<T>(method: string, params: Record<string, unknown> = {}): Promise<T> {
+    await this.reconnecting;
+    return call<T>(this.conn, 'guest.call', { method, params });
   }
 
   dispose(): void {
-    this.closed = true;
+    this.disposed = true;
     this.data.destroy();
-    this.connection.dispose();
+    this.conn.dispose();
   }
 }
 
 /** Opens the data channel: a second connection that attaches with `token` and waits for 'attached'. */
-function attachChannel(socketPath: string, token: string, timeoutMs = 5000): Promise<net.Socket> {
+async function attachChannel(socketPath: string, token: string, timeoutMs = 5000): Promise<net.Socket> {
+  const socket = await connectUnix(socketPath, timeoutMs);
+  socket.write(encodeControl(0, { t: 'attach', token }));
+  const decoder = new FrameDecoder();
   return new Promise((resolve, reject) => {
-    const socket = net.connect(socketPath);
-    const decoder = new FrameDecoder();
-    const fail = (err: Error) => {
+    const fail = (why: string) => {
       clearTimeout(timer);
       socket.destroy();
-      reject(err instanceof SandboxError ? err : new SandboxError(ErrorCode.AgentUnavailable, `the VM's data channel: ${err.message}`));
+      reject(new SandboxError(ErrorCode.AgentUnavailable, `the VM's data channel on ${socketPath}: ${why}`));
     };
-    const timer = setTimeout(() => fail(new SandboxError(ErrorCode.Timeout, `no data channel on ${socketPath} within ${timeoutMs} ms`)), timeoutMs);
-    socket.once('error', fail);
-    socket.once('close', () => fail(new Error('closed before it was attached')));
-    socket.once('connect', () => socket.write(encodeControl(0, { t: 'attach', token })));
+    const timer = setTimeout(() => fail(`not attached within ${timeoutMs} ms`), timeoutMs);
+    const onClose = () => fail('closed before it was attached');
     const onData = (chunk: Buffer) => {
       try {
         decoder.push(chunk, (f) => {
           if (f.type !== FrameType.Control || f.session !== 0) throw new Error('unexpected first frame');
           clearTimeout(timer);
           socket.removeListener('data', onData);
-          socket.removeAllListeners('error');
-          socket.removeAllListeners('close');
+          socket.removeListener('close', onClose);
           socket.pause();
           resolve(socket);
         });
       } catch (err) {
-        fail(err as Error);
+        fail((err as Error).message);
       }
     };
     socket.on('data', onData);
+    socket.once('close', onClose);
   });
 }

@@ -6,6 +6,7 @@
 import * as net from 'node:net';
 import { ResponseError, createMessageConnection, SocketMessageReader, SocketMessageWriter, type MessageConnection } from 'vscode-jsonrpc/node';
 import { ErrorCode, SandboxError, asSandboxError, type WireError } from './errors';
+import { connectUnix } from './unixSocket';
 
 export type Handler = (params: any, peer: RpcPeer) => Promise<unknown> | unknown;
 export type HandlerTable = Record<string, Handler>;
@@ -80,28 +81,13 @@ export function serveSocket(socket: net.Socket, handlers: HandlerTable, log: (m:
 }
 
 /** Connects to a JSON-RPC socket; rejects if nothing accepts within `timeoutMs`. */
-export function connectSocket(socketPath: string, timeoutMs = 5000): Promise<MessageConnection> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(socketPath);
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new SandboxError(ErrorCode.Timeout, `no answer on ${socketPath} within ${timeoutMs} ms`));
-    }, timeoutMs);
-    socket.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    socket.once('connect', () => {
-      clearTimeout(timer);
-      socket.removeAllListeners('error');
-      socket.on('error', () => undefined);
-      const connection = createMessageConnection(new SocketMessageReader(socket), new SocketMessageWriter(socket));
-      connection.onClose(() => socket.destroy());
-      socket.on('close', () => connection.dispose());
-      connection.listen();
-      resolve(connection);
-    });
-  });
+export async function connectSocket(socketPath: string, timeoutMs = 5000): Promise<MessageConnection> {
+  const socket = await connectUnix(socketPath, timeoutMs);
+  const connection = createMessageConnection(new SocketMessageReader(socket), new SocketMessageWriter(socket));
+  connection.onClose(() => socket.destroy());
+  socket.on('close', () => connection.dispose());
+  connection.listen();
+  return connection;
 }
 
 /** Sends a request and turns a ResponseError back into the SandboxError it was. */

@@ -52,4 +52,6 @@ export interface WorkerRecord {
   qemuPid: number;
   socket: string;
   startedAt: string;
+  /** The channel's epoch: a worker taking over greets the agent with it, so its sessions live on. */
+  epoch?: string;
 }

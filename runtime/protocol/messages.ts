@@ -4,8 +4,9 @@
  * The host opens every session and picks its id (1..2^32-1); session 0 is the channel itself.
  * Handshake: the host sends `hello` (repeating it until answered, since the guest may not be
  * reading yet); the agent answers `hello` with its own facts. A hello with a new epoch tells the
- * agent that the host end is new (a restored VM, a restarted worker): sessions of older epochs are
- * closed and their processes killed.
+ * agent that the host end is new: sessions of older epochs are closed and their processes killed.
+ * A hello with the agent's current epoch from a new connection (a worker that took over from one
+ * that crashed) keeps them: the answer lists them (`sessions`) so their clients can attach again.
  */
 
 export const PROTOCOL_VERSION = 1;
@@ -66,7 +67,10 @@ export interface AgentHello {
   pid: number;
   hostname: string;
   kernel: string;
+  /** The sessions alive in this epoch (answering a hello of the agent's current epoch). */
+  sessions?: LiveSession[];
 }
+export interface LiveSession { id: number; kind: SessionKind }
 export interface Heartbeat { t: 'heartbeat'; uptime: number; time: number }
 export interface Started { t: 'started'; pid: number }
 export interface Exited { t: 'exit'; code: number | null; signal: string | null }
@@ -97,7 +101,15 @@ export function parseAgentMessage(payload: Buffer): AgentMessage | string {
       if (!isInt(m.version, 0, 1000)) return 'hello: bad version';
       if (!isStr(m.epoch, 64) || !isStr(m.agentVersion, 64) || !isStr(m.hostname, 255) || !isStr(m.kernel, 255)) return 'hello: bad string field';
       if (!isInt(m.pid, 1, 2 ** 31)) return 'hello: bad pid';
-      return { t: 'hello', version: m.version as number, epoch: m.epoch as string, agentVersion: m.agentVersion as string, pid: m.pid as number, hostname: m.hostname as string, kernel: m.kernel as string };
+      if (m.sessions !== undefined) {
+        const list = m.sessions as unknown[];
+        if (!Array.isArray(list) || list.length > MAX_SESSIONS) return 'hello: bad session list';
+        if (!list.every((e: any) => typeof e === 'object' && e !== null && isInt(e.id, 1, 2 ** 32 - 1) && SESSION_KINDS.includes(e.kind))) return 'hello: bad session entry';
+        if (new Set(list.map((e: any) => e.id)).size !== list.length) return 'hello: repeated session id';
+      }
+      const hello: AgentHello = { t: 'hello', version: m.version as number, epoch: m.epoch as string, agentVersion: m.agentVersion as string, pid: m.pid as number, hostname: m.hostname as string, kernel: m.kernel as string };
+      if (m.sessions !== undefined) hello.sessions = (m.sessions as any[]).map((e) => ({ id: e.id as number, kind: e.kind as SessionKind }));
+      return hello;
     case 'heartbeat':
       if (!isNum(m.uptime) || !isNum(m.time)) return 'heartbeat: bad fields';
       return { t: 'heartbeat', uptime: m.uptime as number, time: m.time as number };

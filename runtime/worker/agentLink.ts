@@ -13,7 +13,7 @@ import type { Duplex } from 'node:stream';
 import { ErrorCode, SandboxError } from '../common/errors';
 import type { AgentStatus } from '../common/status';
 import { FrameDecoder, FrameType, MAX_PAYLOAD, ProtocolError, StreamId, encodeControl, encodeFrame, encodeWindow, type Frame } from '../protocol/frames';
-import { INITIAL_WINDOW, MAX_SESSIONS, PROTOCOL_VERSION, checkCallResult, parseAgentMessage, type AgentHello, type CallMethod, type OpenSession } from '../protocol/messages';
+import { INITIAL_WINDOW, MAX_SESSIONS, PROTOCOL_VERSION, checkCallResult, parseAgentMessage, type AgentHello, type CallMethod, type LiveSession, type OpenSession, type SessionKind } from '../protocol/messages';
 
 const HELLO_RETRY_MS = 250;
 /** After this long without a heartbeat the agent is considered out of contact and re-greeted. */
@@ -45,7 +45,8 @@ export class HostSession {
   private queuedBytes = 0;
   ended = false;
 
-  constructor(readonly id: number, private readonly link: AgentLink, readonly handlers: SessionHandlers) {}
+  /** Replaced when a client attaches to a session this worker inherited (AgentLink.claimSession). */
+  constructor(readonly id: number, private readonly link: AgentLink, public handlers: SessionHandlers) {}
 
   /** Sends stdin bytes; resolves once they are within the guest's credit and on their way. */
   write(data: Buffer): Promise<void> {
@@ -148,11 +149,72 @@ export class AgentLink {
   /** Counts of what the guest did wrong, for the log and for tests. */
   readonly violations: string[] = [];
 
-  constructor(private readonly socket: Duplex, private readonly log: (m: string) => void) {
+  /**
+   * @param epoch the epoch to greet with first: a worker taking over from one that crashed passes
+   *   its predecessor's, so the agent keeps the sessions and lists them (see `orphans`)
+   */
+  constructor(private readonly socket: Duplex, private readonly log: (m: string) => void, epoch?: string) {
     socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('error', (err) => this.log(`channel socket error: ${err.message}`));
     this.watchdog = setInterval(() => this.checkHeartbeat(), 1000);
-    this.greet();
+    this.greet(epoch);
+  }
+
+  /** The epoch of the current handshake (recorded in worker.json for a successor). */
+  get currentEpoch(): string {
+    return this.epoch;
+  }
+
+  /** Sessions the agent kept for a worker that died, waiting for their clients (by id). */
+  private readonly orphans = new Map<number, Orphan>();
+
+  /**
+   * Registers the sessions the agent listed in its hello as orphans: their output is held (at most
+   * ORPHAN_BUFFER_BYTES each) until a client claims them, and they are closed if none does
+   * within ORPHAN_TTL_MS.
+   */
+  private adoptSessions(list: LiveSession[]): void {
+    for (const { id, kind } of list) {
+      if (this.sessions.has(id)) continue;
+      const orphan = new Orphan(kind, () => {
+        this.log(`session ${id}: its output passed ${ORPHAN_BUFFER_BYTES} bytes while no client was attached; closing it`);
+        this.sessions.get(id)?.close();
+      });
+      const session = new HostSession(id, this, orphan);
+      // The guest's remaining credit is whatever the dead worker left it: never more than its cap.
+      session.recvCredit[StreamId.Stdout] = session.recvCredit[StreamId.Stderr] = 16 * INITIAL_WINDOW;
+      this.sessions.set(id, session);
+      orphan.expiry = setTimeout(() => {
+        if (this.orphans.get(id) !== orphan) return;
+        this.orphans.delete(id);
+        this.log(`session ${id}: no client attached within ${ORPHAN_TTL_MS / 1000} s; closing it`);
+        session.close();
+      }, ORPHAN_TTL_MS);
+      this.orphans.set(id, orphan);
+    }
+    if (list.length > 0) this.log(`the agent kept ${list.length} session(s) of the previous worker: ${list.map((l) => `${l.id} (${l.kind})`).join(', ')}`);
+  }
+
+  /** The kind of a session this worker inherited and no client has claimed yet. */
+  inheritedKind(id: number): SessionKind | undefined {
+    return this.orphans.get(id)?.kind;
+  }
+
+  /**
+   * Hands a session this worker inherited to a client: what it said meanwhile is replayed to
+   * `handlers` first. Throws BadArgument when there is no such session (it ended long ago, was
+   * claimed already, or never existed).
+   */
+  claimSession(id: number, handlers: SessionHandlers): { session: HostSession; kind: SessionKind } {
+    const orphan = this.orphans.get(id);
+    if (!orphan) throw new SandboxError(ErrorCode.BadArgument, `no session ${id} to attach to (it ended, or another client has it)`);
+    this.orphans.delete(id);
+    clearTimeout(orphan.expiry);
+    const session = this.sessions.get(id) ?? orphan.ended;
+    if (!session) throw new SandboxError(ErrorCode.BadArgument, `session ${id} is gone`);
+    session.handlers = handlers;
+    orphan.replay(handlers);
+    return { session, kind: orphan.kind };
   }
 
   get status(): AgentStatus {
@@ -197,8 +259,8 @@ export class AgentLink {
   }
 
   /** Starts the handshake over with a new epoch (after a restore, or to recover from a violation). */
-  greet(): void {
-    this.epoch = randomUUID();
+  greet(epoch: string = randomUUID()): void {
+    this.epoch = epoch;
     const wasConnected = this.hello !== undefined;
     this.hello = undefined;
     this.decoder = new FrameDecoder(MAX_PAYLOAD, true);
@@ -255,6 +317,8 @@ export class AgentLink {
     this.disposed = true;
     clearInterval(this.helloTimer);
     clearInterval(this.watchdog);
+    for (const o of this.orphans.values()) clearTimeout(o.expiry);
+    this.orphans.clear();
     this.failAll('the VM stopped');
   }
 
@@ -348,6 +412,7 @@ export class AgentLink {
     this.helloTimer = undefined;
     if (first || restarted) {
       this.log(`agent connected: version ${hello.agentVersion}, pid ${hello.pid}, ${hello.hostname}, kernel ${hello.kernel}`);
+      if (first && hello.sessions) this.adoptSessions(hello.sessions);
       this.emitter.emit('change');
     }
   }
@@ -389,6 +454,8 @@ export class AgentLink {
 
   private finish(session: HostSession, code: number | null, signal: string | null, error?: string): void {
     this.sessions.delete(session.id);
+    const orphan = this.orphans.get(session.id);
+    if (orphan) orphan.ended = session; // its client may still attach and learn how it ended
     session.end(code, signal, error);
   }
 
@@ -426,4 +493,42 @@ export class AgentLink {
   private logWindowStart = 0;
   private loggedInWindow = 0;
   private suppressed = 0;
+}
+
+/** How long a session inherited from a crashed worker waits for its client. */
+const ORPHAN_TTL_MS = 60_000;
+/** Output held for an unclaimed session; a legitimate guest has at most one window in flight. */
+const ORPHAN_BUFFER_BYTES = 2 * INITIAL_WINDOW;
+
+/** Holds what an inherited session says until a client claims it (AgentLink.claimSession). */
+class Orphan implements SessionHandlers {
+  private readonly events: ((h: SessionHandlers) => void)[] = [];
+  private bytes = 0;
+  expiry?: NodeJS.Timeout;
+  /** Set when the session ended before it was claimed. */
+  ended?: HostSession;
+
+  constructor(readonly kind: SessionKind, private readonly overflow: () => void) {}
+
+  onStarted(pid: number): void {
+    this.events.push((h) => h.onStarted(pid));
+  }
+  onData(stream: StreamId, data: Buffer): void {
+    this.bytes += data.length;
+    if (this.bytes > ORPHAN_BUFFER_BYTES) return this.overflow();
+    this.events.push((h) => h.onData(stream, data));
+  }
+  onEof(stream: StreamId): void {
+    this.events.push((h) => h.onEof(stream));
+  }
+  onEvent(kind: 'change' | 'rename', path: string): void {
+    this.events.push((h) => h.onEvent?.(kind, path));
+  }
+  onExit(code: number | null, signal: string | null, error?: string): void {
+    this.events.push((h) => h.onExit(code, signal, error));
+  }
+
+  replay(handlers: SessionHandlers): void {
+    for (const e of this.events.splice(0)) e(handlers);
+  }
 }

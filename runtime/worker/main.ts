@@ -40,6 +40,16 @@ function parseArgs(argv: string[]): { dir: string; restore: boolean; adopt?: num
   };
 }
 
+/** The epoch the dead worker recorded, for its successor to greet the agent with. */
+function previousEpoch(recordFile: string): string | undefined {
+  try {
+    const epoch = JSON.parse(fs.readFileSync(recordFile, 'utf8')).epoch;
+    return typeof epoch === 'string' && /^[0-9a-f-]{36}$/.test(epoch) ? epoch : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function log(message: string): void {
   process.stdout.write(`${new Date().toISOString()} worker[${process.pid}] ${message}\n`);
 }
@@ -98,11 +108,20 @@ async function main(): Promise<void> {
     });
     fs.chmodSync(file('workerSocket'), 0o600);
 
+    const startedAt = new Date().toISOString();
+    let recordedEpoch: string | undefined;
     const recordWorker = async () => {
-      const record: WorkerRecord = { vmId: config.id, workerPid: process.pid, qemuPid: vm.qemuPid!, socket: file('workerSocket'), startedAt: new Date().toISOString() };
+      recordedEpoch = vm.agent?.currentEpoch;
+      const record: WorkerRecord = { vmId: config.id, workerPid: process.pid, qemuPid: vm.qemuPid!, socket: file('workerSocket'), startedAt, epoch: recordedEpoch };
       await writeJsonAtomic(file('worker'), record);
     };
-    if (args.adopt !== undefined) await vm.adopt(args.adopt, Math.min(args.bootTimeoutMs, 30_000));
+    // A new handshake (after a channel reset) changes the epoch a successor must greet with.
+    vm.onDidChangeStatus(() => {
+      if (recordedEpoch !== undefined && vm.agent?.currentEpoch !== recordedEpoch && fs.existsSync(file('worker'))) {
+        recordWorker().catch((err) => log(`updating ${VM_FILES.worker} failed: ${(err as Error).message}`));
+      }
+    });
+    if (args.adopt !== undefined) await vm.adopt(args.adopt, Math.min(args.bootTimeoutMs, 30_000), previousEpoch(file('worker')));
     else await vm.start(args.restore, args.bootTimeoutMs);
     await recordWorker();
     // The saved state is consumed: the disk moves on from here, so it can never be restored again.

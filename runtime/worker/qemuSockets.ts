@@ -6,6 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import { connectUnix } from '../common/unixSocket';
 
 export interface ListeningSocket {
   /** The listening fd to hand to QEMU (stdio slot). */
@@ -48,20 +49,5 @@ export function listenForQemu(socketPath: string): Promise<ListeningSocket> {
 
 /** Connects to a socket QEMU listens on. */
 export function connectToQemu(socketPath: string, timeoutMs = 5000): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(socketPath);
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`no answer on ${socketPath} within ${timeoutMs} ms`));
-    }, timeoutMs);
-    socket.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    socket.once('connect', () => {
-      clearTimeout(timer);
-      socket.removeAllListeners('error');
-      resolve(socket);
-    });
-  });
+  return connectUnix(socketPath, timeoutMs);
 }

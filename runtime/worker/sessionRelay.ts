@@ -146,6 +146,26 @@ export function sessionHandlers(agent: () => AgentLink | undefined): HandlerTabl
       }
       return { id: session.id };
     },
+    /**
+     * Attaches this connection to a session the agent kept for a worker that crashed (the client
+     * reconnected to the worker that took over). Output held meanwhile arrives first.
+     */
+    'session.attach': (p: { id: number; dataChannel?: boolean }, peer) => {
+      const link = agent();
+      if (!link?.connected) throw new SandboxError(ErrorCode.AgentUnavailable, 'the guest agent is not connected (is the VM running?)');
+      const id = Number(p.id);
+      const map = sessionsOf(peer);
+      const kind = link.inheritedKind(id);
+      if (!kind) throw new SandboxError(ErrorCode.BadArgument, `no session ${id} to attach to (it ended, or another client has it)`);
+      const sink = eventSink(peer, { kind, dataChannel: p.dataChannel }, () => id);
+      const { session } = link.claimSession(id, { ...sink, onExit: (code, signal, error) => {
+        map.delete(id);
+        sink.onExit(code, signal, error);
+      } });
+      if (!session.ended) map.set(id, session);
+      if (sink.viaDataChannel) onDataChannel.add(session);
+      return { id, kind };
+    },
     'guest.call': (p: { method: CallMethod; params?: Record<string, unknown> }) => {
       const link = agent();
       if (!link?.connected) throw new SandboxError(ErrorCode.AgentUnavailable, 'the guest agent is not connected (is the VM running?)');

@@ -80,11 +80,11 @@ export class VmRunner {
     }
   }
 
-  /** Connects the QMP client and the agent link to QEMU's sockets. */
-  private async connect(): Promise<void> {
+  /** Connects the QMP client and the agent link (greeting with `epoch` when given) to QEMU's sockets. */
+  private async connect(epoch?: string): Promise<void> {
     const [channel, qmpSocket] = await Promise.all([connectToQemu(this.file('agentSocket')), connectToQemu(this.file('qmpSocket'))]);
     this.qmp = new QmpClient(qmpSocket, this.log);
-    this.agent = new AgentLink(channel, this.log);
+    this.agent = new AgentLink(channel, this.log, epoch);
     this.agent.onDidChange(() => this.emitter.emit('status'));
   }
 
@@ -181,13 +181,14 @@ export class VmRunner {
 
   /**
    * Takes over a QEMU whose worker died: connects to its sockets, reads its run state and greets
-   * the agent (a new epoch: the guest ends the sessions of the old worker, whose clients are gone).
-   * Rejects when QEMU does not answer; the caller then stops it.
+   * the agent with the dead worker's epoch, so the agent keeps that worker's sessions for their
+   * clients to attach again (AgentLink orphans). Rejects when QEMU does not answer; the caller
+   * then stops it.
    */
-  async adopt(qemuPid: number, timeoutMs: number): Promise<void> {
+  async adopt(qemuPid: number, timeoutMs: number, epoch?: string): Promise<void> {
     const t0 = Date.now();
     this.adoptedPid = qemuPid;
-    await this.connect();
+    await this.connect(epoch);
     const qmpClosed = new Promise<void>((resolve) => this.qmp!.onClose(() => resolve()));
     this.exitPromise = qmpClosed.then(() => waitGone(qemuPid)).then(() => this.onQemuExit(null, null));
     await this.qmp!.ready;

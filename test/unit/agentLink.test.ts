@@ -168,3 +168,47 @@ test('agentLink: malformed call answers are refused', async () => {
   guest.push(encodeControl(statFrame.session, { t: 'result', ok: false, error: 'ENOENT' }));
   await assert.rejects(stat, /stat failed in the guest: ENOENT/);
 });
+
+test('agentLink: sessions the agent kept for a crashed worker are held, bounded, and handed to the client that claims them', async () => {
+  guest = new FakeGuest();
+  guest.push(encodeControl(0, { t: 'hello', version: 1, epoch: guest.epoch, agentVersion: 'fake', pid: 100, hostname: 'fake', kernel: '6.1', sessions: [{ id: 41, kind: 'pty' }, { id: 42, kind: 'exec' }, { id: 43, kind: 'exec' }] }));
+  await guest.settle();
+  assert.equal(guest.link.connected, true);
+  assert.equal(guest.link.inheritedKind(41), 'pty');
+  // Said while nobody listens: held for the claim.
+  guest.push(encodeFrame(FrameType.Data, 41, Buffer.from('while you were away'), StreamId.Stdout));
+  guest.push(encodeControl(42, { t: 'exit', code: 5, signal: null }));
+  // A flood on an unclaimed session is not held without bound: the session is closed.
+  const chunk = Buffer.alloc(60_000, 2);
+  for (let sent = 0; sent <= 2 * INITIAL_WINDOW + chunk.length; sent += chunk.length) guest.push(encodeFrame(FrameType.Data, 43, chunk, StreamId.Stdout));
+  await guest.settle();
+  assert.ok(guest.fromHost.some((f) => f.session === 43 && f.message.t === 'close'), 'the flooding orphan was closed');
+
+  const pty = recorder();
+  const claimed = guest.link.claimSession(41, pty.handlers);
+  assert.equal(claimed.kind, 'pty');
+  assert.equal(Buffer.concat(pty.r.data).toString(), 'while you were away');
+  guest.push(encodeFrame(FrameType.Data, 41, Buffer.from(' and now'), StreamId.Stdout));
+  await guest.settle();
+  assert.equal(Buffer.concat(pty.r.data).toString(), 'while you were away and now');
+  assert.throws(() => guest.link.claimSession(41, recorder().handlers), /no session 41 to attach to/);
+  assert.throws(() => guest.link.claimSession(99, recorder().handlers), /no session 99 to attach to/);
+
+  // One that ended before its client came back still tells how it ended.
+  const done = recorder();
+  guest.link.claimSession(42, done.handlers);
+  assert.deepEqual(done.r.exit, { code: 5, signal: null, error: undefined });
+});
+
+test('agentLink: a hello listing sessions for another epoch, or a malformed list, adopts nothing', async () => {
+  guest = new FakeGuest();
+  guest.push(encodeControl(0, { t: 'hello', version: 1, epoch: 'someone-else', agentVersion: 'fake', pid: 100, hostname: 'fake', kernel: '6.1', sessions: [{ id: 7, kind: 'pty' }] }));
+  guest.push(encodeControl(0, { t: 'hello', version: 1, epoch: guest.epoch, agentVersion: 'fake', pid: 100, hostname: 'fake', kernel: '6.1', sessions: [{ id: 7, kind: 'nope' }] }));
+  await guest.settle();
+  assert.equal(guest.link.connected, false);
+  assert.equal(guest.link.inheritedKind(7), undefined);
+  guest.hello();
+  await guest.settle();
+  assert.equal(guest.link.connected, true);
+  assert.equal(guest.link.inheritedKind(7), undefined);
+});
