@@ -167,6 +167,8 @@ export class AgentLink {
 
   /** Sessions the agent kept for a worker that died, waiting for their clients (by id). */
   private readonly orphans = new Map<number, Orphan>();
+  /** Output held for all of them together: a guest listing 256 sessions cannot make us hold 256 windows. */
+  private readonly orphanBudget = { bytes: 0 };
 
   /**
    * Registers the sessions the agent listed in its hello as orphans: their output is held (at most
@@ -176,8 +178,8 @@ export class AgentLink {
   private adoptSessions(list: LiveSession[]): void {
     for (const { id, kind } of list) {
       if (this.sessions.has(id)) continue;
-      const orphan = new Orphan(kind, () => {
-        this.log(`session ${id}: its output passed ${ORPHAN_BUFFER_BYTES} bytes while no client was attached; closing it`);
+      const orphan = new Orphan(kind, this.orphanBudget, () => {
+        this.log(`session ${id}: it said more than the worker holds for sessions no client has attached (${ORPHAN_BUFFER_BYTES} bytes each, ${ORPHAN_TOTAL_BYTES} in all); closing it`);
         this.sessions.get(id)?.close();
       });
       const session = new HostSession(id, this, orphan);
@@ -187,6 +189,7 @@ export class AgentLink {
       orphan.expiry = setTimeout(() => {
         if (this.orphans.get(id) !== orphan) return;
         this.orphans.delete(id);
+        orphan.discard();
         this.log(`session ${id}: no client attached within ${ORPHAN_TTL_MS / 1000} s; closing it`);
         session.close();
       }, ORPHAN_TTL_MS);
@@ -317,7 +320,10 @@ export class AgentLink {
     this.disposed = true;
     clearInterval(this.helloTimer);
     clearInterval(this.watchdog);
-    for (const o of this.orphans.values()) clearTimeout(o.expiry);
+    for (const o of this.orphans.values()) {
+      clearTimeout(o.expiry);
+      o.discard();
+    }
     this.orphans.clear();
     this.failAll('the VM stopped');
   }
@@ -499,6 +505,8 @@ export class AgentLink {
 const ORPHAN_TTL_MS = 60_000;
 /** Output held for an unclaimed session; a legitimate guest has at most one window in flight. */
 const ORPHAN_BUFFER_BYTES = 2 * INITIAL_WINDOW;
+/** Output held for all unclaimed sessions of one VM together. */
+const ORPHAN_TOTAL_BYTES = 16 * INITIAL_WINDOW;
 
 /** Holds what an inherited session says until a client claims it (AgentLink.claimSession). */
 class Orphan implements SessionHandlers {
@@ -508,16 +516,22 @@ class Orphan implements SessionHandlers {
   /** Set when the session ended before it was claimed. */
   ended?: HostSession;
 
-  constructor(readonly kind: SessionKind, private readonly overflow: () => void) {}
+  constructor(readonly kind: SessionKind, private readonly budget: { bytes: number }, private readonly overflow: () => void) {}
 
   onStarted(pid: number): void {
     this.events.push((h) => h.onStarted(pid));
   }
   onData(stream: StreamId, data: Buffer): void {
+    if (this.overflowed) return;
+    if (this.bytes + data.length > ORPHAN_BUFFER_BYTES || this.budget.bytes + data.length > ORPHAN_TOTAL_BYTES) {
+      this.overflowed = true;
+      return this.overflow();
+    }
     this.bytes += data.length;
-    if (this.bytes > ORPHAN_BUFFER_BYTES) return this.overflow();
+    this.budget.bytes += data.length;
     this.events.push((h) => h.onData(stream, data));
   }
+  private overflowed = false;
   onEof(stream: StreamId): void {
     this.events.push((h) => h.onEof(stream));
   }
@@ -528,7 +542,17 @@ class Orphan implements SessionHandlers {
     this.events.push((h) => h.onExit(code, signal, error));
   }
 
+  /** Hands over what was held (and gives its bytes back to the budget). */
   replay(handlers: SessionHandlers): void {
+    this.budget.bytes -= this.bytes;
+    this.bytes = 0;
     for (const e of this.events.splice(0)) e(handlers);
+  }
+
+  /** Drops what was held (the session was closed unclaimed). */
+  discard(): void {
+    this.budget.bytes -= this.bytes;
+    this.bytes = 0;
+    this.events.length = 0;
   }
 }

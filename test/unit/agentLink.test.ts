@@ -183,6 +183,7 @@ test('agentLink: sessions the agent kept for a crashed worker are held, bounded,
   for (let sent = 0; sent <= 2 * INITIAL_WINDOW + chunk.length; sent += chunk.length) guest.push(encodeFrame(FrameType.Data, 43, chunk, StreamId.Stdout));
   await guest.settle();
   assert.ok(guest.fromHost.some((f) => f.session === 43 && f.message.t === 'close'), 'the flooding orphan was closed');
+  assert.equal(guest.fromHost.filter((f) => f.session === 43 && f.message.t === 'close').length, 1, 'closed once, not once per frame');
 
   const pty = recorder();
   const claimed = guest.link.claimSession(41, pty.handlers);
@@ -211,4 +212,19 @@ test('agentLink: a hello listing sessions for another epoch, or a malformed list
   await guest.settle();
   assert.equal(guest.link.connected, true);
   assert.equal(guest.link.inheritedKind(7), undefined);
+});
+
+test('agentLink: output held for unclaimed sessions is bounded in all, not only per session', async () => {
+  guest = new FakeGuest();
+  const sessions = Array.from({ length: 40 }, (_, i) => ({ id: 100 + i, kind: 'exec' }));
+  guest.push(encodeControl(0, { t: 'hello', version: 1, epoch: guest.epoch, agentVersion: 'fake', pid: 100, hostname: 'fake', kernel: '6.1', sessions }));
+  await guest.settle();
+  const chunk = Buffer.alloc(60_000, 3);
+  // 40 sessions x 1 MiB each: within each one's cap, but 40 MiB in all.
+  for (const { id } of sessions) for (let sent = 0; sent + chunk.length <= INITIAL_WINDOW; sent += chunk.length) guest.push(encodeFrame(FrameType.Data, id, chunk, StreamId.Stdout));
+  await guest.settle();
+  const closed = new Set(guest.fromHost.filter((f) => f.message.t === 'close').map((f) => f.session));
+  assert.ok(closed.size >= 20, `sessions past the shared budget were closed (${closed.size})`);
+  assert.ok(closed.size < 40, 'the first ones, within the budget, were kept');
+  assert.equal(guest.link.connected, true);
 });
