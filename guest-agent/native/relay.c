@@ -22,8 +22,10 @@
  *
  * Port writes are at most 32 KiB (virtio-serial's limit per write) and never split a header from
  * its payload; output sources are read only while the port's queue is short, so terminal output is
- * never stuck behind a bulk transfer. When the agent exits, the relay kills its exec sessions and
- * exits with the agent's status (the image's agent-loop starts both again).
+ * never stuck behind a bulk transfer. When the agent exits, the relay starts it again and tells the
+ * new one (NOTE_INHERIT) about the exec and pty sessions it still carries, which live on; file
+ * transfers end with an error (their commit was the old agent's). Past MAX_AGENT_RESTARTS a
+ * minute, the relay kills its exec sessions and exits (the image's agent-loop starts both again).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -39,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -66,11 +69,13 @@ extern char **environ;
 
 /* ---- directives (agent -> relay) and notes (relay -> agent): relayProtocol.ts ----------- */
 #define OP_SPAWN 1  /* u16 argc, u16 envc, cwd\0, argv\0 x argc, env\0 x envc */
-#define OP_ATTACH 2 /* u8 kind, i32 fd_in, i32 fd_out (the agent's fd numbers, -1 for none) */
+#define OP_ATTACH 2 /* u8 kind, i32 fd_in, i32 fd_out (the agent's fd numbers, -1 for none), i32 pid */
 #define OP_SIGNAL 3 /* u8 signo: to an exec session's process group */
 #define OP_CLOSE 4  /* end the session now; answered with DONE(ECANCELED) if it exists */
 #define OP_FORGET 5 /* drop the session without a word (kill an exec's process group) */
+#define OP_RESIZE 6 /* u16 cols, u16 rows: a pty session's window size */
 #define NOTE_DONE 0x81 /* i32 errno (0: the session's streams completed) */
+#define NOTE_INHERIT 0x82 /* u8 kind, i32 pid: a session that outlived the previous agent process */
 
 #define KIND_PENDING 0
 #define KIND_PTY 1
@@ -86,6 +91,7 @@ extern char **environ;
 #define MAX_PENDING_INPUT (2 * INITIAL_WINDOW)
 #define CREDIT_FLUSH_BYTES (64 * 1024)
 #define REOPEN_MS 50
+#define MAX_AGENT_RESTARTS 5
 
 static const char *port_name = "org.sandboxvm.agent";
 
@@ -701,6 +707,7 @@ static void do_attach(struct session *s, const uint8_t *p, size_t len) {
   s->in_regular = s->in.fd >= 0 && !pollable(s->in.fd);
   s->out_regular = s->out[1].fd >= 0 && !pollable(s->out[1].fd);
   if (s->kind == KIND_PTY) set_nonblock(s->out[1].fd);
+  if (len >= 13) s->pid = (pid_t)(int32_t)get_u32(p + 9);
   pump_input(s);
 }
 
@@ -731,6 +738,12 @@ static void on_directive(uint32_t id, const uint8_t *p, size_t len) {
     case OP_FORGET:
       if (s->kind == KIND_EXEC && !s->exited) kill(-s->pid, SIGKILL);
       free_session(s);
+      break;
+    case OP_RESIZE:
+      if (s->kind == KIND_PTY && s->in.fd >= 0 && len >= 5) {
+        struct winsize ws = {.ws_row = get_u16(p + 3), .ws_col = get_u16(p + 1)};
+        if (ioctl(s->in.fd, TIOCSWINSZ, &ws) < 0) logf_("session %u: resize: %s", s->id, strerror(errno));
+      }
       break;
   }
 }
@@ -901,6 +914,8 @@ static void kill_exec_sessions(void) {
       if (s->kind == KIND_EXEC && !s->exited) kill(-s->pid, SIGKILL);
 }
 
+static void agent_exited(int status);
+
 static void on_sigchld(void) {
   struct signalfd_siginfo si;
   while (read(signal_ep.fd, &si, sizeof si) == (ssize_t)sizeof si) {
@@ -913,10 +928,8 @@ static void on_sigchld(void) {
   pid_t pid;
   while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
     if (pid == agent_pid) {
-      kill_exec_sessions();
-      int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      logf_("the agent exited (status %d); exiting", code);
-      exit(code);
+      agent_exited(status);
+      continue;
     }
     for (struct session *s = all_sessions; s; s = s->next)
         if (s->kind == KIND_EXEC && s->pid == pid && !s->exited) {
@@ -966,6 +979,40 @@ static void start_agent(char **argv) {
   agent_ep.fd = sv[0];
   set_nonblock(agent_ep.fd);
   arm(&agent_ep, EPOLLIN | EPOLLOUT);
+}
+
+static char **agent_argv;
+
+/* The agent process ended. Exec and pty sessions are the relay's to keep: a new agent is started
+ * and told about them. Pending opens and file transfers end (the old agent owned their decisions). */
+static void agent_exited(int status) {
+  int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  static int64_t window_start;
+  static int restarts;
+  if (now_ms() - window_start > 60000) window_start = now_ms(), restarts = 0;
+  if (++restarts > MAX_AGENT_RESTARTS) {
+    kill_exec_sessions();
+    logf_("the agent exited (status %d), %d times within a minute; exiting", code, restarts);
+    exit(code ? code : 70);
+  }
+  logf_("the agent exited (status %d); starting it again, keeping the sessions that can live on", code);
+  close_endpoint(&agent_ep);
+  if (agent_pidfd >= 0) close(agent_pidfd);
+  agent_pidfd = -1;
+  queue_clear(&agent_out);
+  agent_in_len = 0;
+  agent_blocked = false;
+  for (struct session *s = all_sessions, *next; s; s = next) {
+    next = s->next;
+    if (s->kind == KIND_PTY || s->kind == KIND_EXEC) continue;
+    send_control(s->id, "{\"t\":\"error\",\"message\":\"the guest agent restarted before this session could carry on; retry\"}");
+    free_session(s);
+  }
+  start_agent(agent_argv);
+  for (struct session *s = all_sessions; s; s = s->next) {
+    uint8_t p[6] = {NOTE_INHERIT, (uint8_t)s->kind, (uint32_t)s->pid >> 24, (uint32_t)s->pid >> 16, (uint32_t)s->pid >> 8, (uint32_t)s->pid};
+    send_agent(T_LOCAL, s->id, p, sizeof p);
+  }
 }
 
 /* ---- the loop ------------------------------------------------------------------------------ */
@@ -1020,7 +1067,8 @@ int main(int argc, char **argv) {
   epfd = epoll_create1(EPOLL_CLOEXEC);
   signal_ep.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
   arm(&signal_ep, EPOLLIN);
-  start_agent(argv + 1);
+  agent_argv = argv + 1;
+  start_agent(agent_argv);
   open_port();
 
   struct epoll_event events[64];

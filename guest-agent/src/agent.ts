@@ -8,7 +8,7 @@ import { FrameDecoder, FrameType, ProtocolError, encodeControl, type Frame } fro
 import { MAX_SESSIONS, PROTOCOL_VERSION, parseHostMessage, type HostMessage, type LiveSession } from '../../runtime/protocol/messages';
 import { GuestSession, type AgentSession } from './session';
 import { RelaySession, type RelayPort } from './relaySession';
-import { RelayOp, encodeOp, parseDone } from './relayProtocol';
+import { RelayOp, encodeOp, parseDone, parseInherit } from './relayProtocol';
 import { handleCall } from './calls';
 
 /** Session kinds whose bytes the relay moves when there is one. */
@@ -48,10 +48,21 @@ export class Agent {
 
   /** A note from the relay about one of its sessions (a LOCAL frame's payload). */
   relayNote(id: number, payload: Buffer): void {
+    const inherited = parseInherit(payload);
+    if (inherited && this.relay && !this.sessions.has(id)) {
+      const session = RelaySession.inherit(id, this.relay, this.log, inherited.kind, inherited.pid);
+      this.sessions.set(id, session);
+      session.onExit = () => this.sessions.delete(id);
+      this.inherited = true;
+      return;
+    }
     const err = parseDone(payload);
     const session = this.sessions.get(id);
     if (err !== undefined && session instanceof RelaySession) session.relayFinished(err);
   }
+
+  /** Set when the relay handed this (restarted) agent sessions of the agent process before it. */
+  private inherited = false;
 
   /** A whole frame from the host (the relay has already split the stream). */
   onFrame(frame: Frame): void {
@@ -110,6 +121,14 @@ export class Agent {
   }
 
   private hello(epoch: string, hostTime: number): void {
+    if (this.epoch === '' && this.inherited) {
+      // The first greeting after a restart: the sessions the relay carried over belong to this
+      // host end (it greets us with its own epoch again), and live on.
+      this.log(`greeted after a restart (epoch ${epoch}): ${this.sessions.size} session(s) carried over`);
+      this.epoch = epoch;
+      this.inherited = false;
+      this.setClock(hostTime);
+    }
     if (epoch !== this.epoch) {
       if (this.sessions.size > 0) this.log(`new host end (epoch ${epoch}): closing ${this.sessions.size} session(s) of the old one`);
       for (const s of [...this.sessions.values()]) s.abandon();

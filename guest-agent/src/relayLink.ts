@@ -34,7 +34,9 @@ export function serveRelay(fd: number, log: (m: string) => void): void {
   // The relay is our parent and owns the port: without it there is nothing to serve.
   socket.on('close', () => {
     log('the relay closed its socket; exiting');
-    process.exit(0);
+    // Not process.exit(): with a terminal's child alive, node-pty's exit watcher can hold the
+    // process open. Our pty masters close with us, which hangs up their sessions.
+    process.kill(process.pid, 'SIGKILL');
   });
   socket.on('error', (err) => log(`relay socket: ${err.message}`));
   log(`serving through the relay on fd ${fd}`);

@@ -6,13 +6,16 @@
  *   agent -> relay (directives; the frame's session id names the session)
  *     SPAWN   u16 argc, u16 envc, cwd\0, argv\0 x argc, env\0 x envc: run an exec session; the relay
  *             owns its pipes and process and reports `started`, `exit` or `error` to the host itself
- *     ATTACH  u8 kind, i32 fdIn, i32 fdOut: take the agent's fds (pidfd_getfd) for a pty master,
- *             a file to read or a file to write; the agent keeps its copies until DONE
+ *     ATTACH  u8 kind, i32 fdIn, i32 fdOut, i32 pid: take the agent's fds (pidfd_getfd) for a pty
+ *             master, a file to read or a file to write; the agent keeps its copies until DONE
  *     SIGNAL  u8 signal number, to an exec session's process group
  *     CLOSE   end the session now (an exec is killed); answered with DONE(ECANCELED) except for exec
  *     FORGET  drop the session without a word (an exec's process group is killed)
+ *     RESIZE  u16 cols, u16 rows: a pty's window size
  *   relay -> agent (notes)
  *     DONE    i32 errno: the session's streams are complete (0) or failed; the relay has let it go
+ *     INHERIT u8 kind (1 pty, 4 exec), i32 pid: a session that outlived the previous agent process
+ *             (sent to a restarted agent before anything else)
  *
  * The relay holds a *pending* session for every `open` it forwards (recognised by the payload
  * starting with {"t":"open"), keeping its input until the agent sends SPAWN, ATTACH or FORGET.
@@ -27,7 +30,9 @@ export const enum RelayOp {
   Signal = 3,
   Close = 4,
   Forget = 5,
+  Resize = 6,
   Done = 0x81,
+  Inherit = 0x82,
 }
 
 export const enum AttachKind {
@@ -56,12 +61,21 @@ export function encodeSpawn(session: number, argv: string[], env: Record<string,
   return encodeLocal(session, Buffer.concat([head, strings]));
 }
 
-export function encodeAttach(session: number, kind: AttachKind, fdIn: number, fdOut: number): Buffer {
-  const p = Buffer.allocUnsafe(10);
+export function encodeAttach(session: number, kind: AttachKind, fdIn: number, fdOut: number, pid = 0): Buffer {
+  const p = Buffer.allocUnsafe(14);
   p.writeUInt8(RelayOp.Attach, 0);
   p.writeUInt8(kind, 1);
   p.writeInt32BE(fdIn, 2);
   p.writeInt32BE(fdOut, 6);
+  p.writeInt32BE(pid, 10);
+  return encodeLocal(session, p);
+}
+
+export function encodeResize(session: number, cols: number, rows: number): Buffer {
+  const p = Buffer.allocUnsafe(5);
+  p.writeUInt8(RelayOp.Resize, 0);
+  p.writeUInt16BE(cols, 1);
+  p.writeUInt16BE(rows, 3);
   return encodeLocal(session, p);
 }
 
@@ -71,6 +85,13 @@ export function encodeOp(session: number, op: RelayOp.Close | RelayOp.Forget): B
 
 export function encodeSignal(session: number, signal: number): Buffer {
   return encodeLocal(session, Buffer.from([RelayOp.Signal, signal & 0xff]));
+}
+
+/** An INHERIT note: the session's kind and process, or undefined when the payload is not one. */
+export function parseInherit(payload: Buffer): { kind: 'pty' | 'exec'; pid: number } | undefined {
+  if (payload.length !== 6 || payload[0] !== RelayOp.Inherit) return undefined;
+  const kind = payload[1] === 1 ? 'pty' : payload[1] === 4 ? 'exec' : undefined;
+  return kind ? { kind, pid: payload.readInt32BE(2) } : undefined;
 }
 
 /** A DONE note's errno, or undefined when the payload is not a DONE note. */

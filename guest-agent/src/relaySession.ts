@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { encodeControl } from '../../runtime/protocol/frames';
 import type { OpenSession } from '../../runtime/protocol/messages';
-import { AttachKind, RelayOp, encodeAttach, encodeOp, encodeSignal, encodeSpawn } from './relayProtocol';
+import { AttachKind, RelayOp, encodeAttach, encodeOp, encodeResize, encodeSignal, encodeSpawn } from './relayProtocol';
 import { DEFAULT_SHELL, clamp, sessionEnvironment, signalName, type AgentSession } from './session';
 
 /** How long a finished terminal's last output may take to reach the relay before it is cut. */
@@ -94,7 +94,7 @@ export class RelaySession implements AgentSession {
     this.fds = [term.fd];
     this.pid = term.pid;
     this.control({ t: 'started', pid: term.pid });
-    this.relay.send(encodeAttach(this.id, AttachKind.Pty, term.fd, -1));
+    this.relay.send(encodeAttach(this.id, AttachKind.Pty, term.fd, -1, term.pid));
   }
 
   private onPtyExit(code: number, signal: number): void {
@@ -108,7 +108,8 @@ export class RelaySession implements AgentSession {
   private finishPty(): void {
     clearTimeout(this.drainTimer);
     const e = this.ptyExit!;
-    this.exit(e.signal ? null : e.code, e.signal ? signalName(e.signal) : null);
+    // code -1: inherited, the status went with the previous agent process
+    this.exit(e.signal ? null : e.code < 0 ? null : e.code, e.signal ? signalName(e.signal) : null);
   }
 
   private openRead(file: string | undefined): void {
@@ -190,18 +191,27 @@ export class RelaySession implements AgentSession {
 
   resize(cols: number, rows: number): void {
     if (this.kind !== 'pty' || this.finished) return;
-    try {
-      loadNativePty().module.resize(this.fds[0], clamp(cols, 1, 1000), clamp(rows, 1, 1000));
-    } catch (err) {
-      this.log(`session ${this.id}: resize failed: ${(err as Error).message}`);
-    }
+    this.relay.send(encodeResize(this.id, clamp(cols, 1, 1000), clamp(rows, 1, 1000)));
+  }
+
+  /**
+   * A session the relay carried over from the agent process before this one (it crashed or was
+   * killed). Its bytes flow as before; a pty's exit status went with the old process (it was that
+   * process's child), so its end is reported as code null.
+   */
+  static inherit(id: number, relay: RelayPort, log: (m: string) => void, kind: 'pty' | 'exec', pid: number): RelaySession {
+    const session = new RelaySession(id, relay, log);
+    session.kind = kind;
+    session.pid = pid > 0 ? pid : undefined;
+    if (kind === 'pty') session.ptyExit = { code: -1, signal: 0 };
+    return session;
   }
 
   signal(name: string): void {
     const number = (os.constants.signals as Record<string, number>)[name];
     if (number === undefined) return this.log(`session ${this.id}: unknown signal ${name}`);
     if (this.kind === 'exec') return this.relay.send(encodeSignal(this.id, number));
-    if (this.kind === 'pty' && this.pid && !this.ptyExit) {
+    if (this.kind === 'pty' && this.pid && (!this.ptyExit || this.ptyExit.code === -1)) {
       try {
         process.kill(this.pid, number);
       } catch (err) {

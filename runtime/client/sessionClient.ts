@@ -39,8 +39,11 @@ export class Session {
     this.exited = new Promise((r) => (this.resolveExit = r));
   }
 
+  private ended = false;
+
   /** @internal */
   finish(result: SessionExit): void {
+    this.ended = true;
     for (const w of this.writes.splice(0)) w.resolve();
     this.resolveExit(result);
   }
@@ -75,6 +78,7 @@ export class Session {
   /** Sends input; resolves once the worker has taken it (it is within the guest's credit). */
   write(data: Buffer | string): Promise<void> {
     const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+    if (this.ended) return Promise.reject(new SandboxError(ErrorCode.WrongState, `session ${this.id} has ended`));
     if (buf.length === 0) return Promise.resolve();
     return new Promise((resolve, reject) => {
       this.writes.push({ bytes: buf.length, resolve, reject });

@@ -409,7 +409,18 @@ export class AgentLink {
       return;
     }
     const restarted = this.hello !== undefined && this.hello.pid !== hello.pid;
-    if (restarted) this.failAll('the guest agent restarted');
+    if (restarted) {
+      // The guest's relay keeps exec and pty sessions across an agent restart and the new agent
+      // lists them: those carry on; the rest (and calls in flight) fail.
+      const kept = new Set((hello.sessions ?? []).map((s) => s.id));
+      for (const s of [...this.sessions.values()]) if (!kept.has(s.id)) this.finish(s, null, null, 'the guest agent restarted');
+      for (const [id, c] of [...this.calls]) {
+        this.calls.delete(id);
+        clearTimeout(c.timer);
+        c.reject(new SandboxError(ErrorCode.AgentUnavailable, `${c.method}: the guest agent restarted`));
+      }
+      if (kept.size > 0) this.log(`the guest agent restarted; ${[...this.sessions.keys()].length} session(s) carried on`);
+    }
     const first = this.hello === undefined;
     this.hello = hello;
     this.lastHeartbeat = Date.now();

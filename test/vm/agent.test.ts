@@ -3,8 +3,8 @@
  * Procedure: boot one VM; through the typed clients (service -> worker socket) exercise files
  * (streamed write and read, metadata, atomicity, errors, watch), guest info, many concurrent
  * terminals, flow control with a consumer that stops reading, exec timeouts and signals, the
- * relay (the data plane in C) carrying exec input sent before the process exists, and an agent
- * restart inside the guest.
+ * relay (the data plane in C) carrying exec input sent before the process exists, an agent
+ * restart that sessions outlive, and the relay itself dying.
  */
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
@@ -218,20 +218,52 @@ describe('vm: agent services', { timeout: 900_000 }, () => {
     assert.equal(info.runtime!.channel, 'virtio-serial', 'the host itself stays on virtio-serial without vhost-vsock');
   });
 
-  test('reconnect: the agent restarting inside the guest is found again', async () => {
-    // The agent is the parent of what it execs.
-    const agentPid = Number((await run(['sh', '-c', 'echo $PPID'])).stdout.trim());
-    assert.ok(agentPid > 1);
-    await run(['sh', '-c', `kill -9 ${agentPid}`]).catch(() => undefined);
+  test('agent restart: the relay starts the agent again, and exec and pty sessions carry on', async () => {
+    // The Node process only (the relay's command line names agent.js too).
+    const agentPid = () => run(['pgrep', '-f', '^/opt/sandboxvm/bin/node .*/agent\\.js$']).then((r) => Number(r.stdout.trim()));
+    const before = await agentPid();
+    assert.ok(before > 1);
+    // An exec waiting for input, and a terminal echoing.
+    let out = '';
+    const waiting = await sessions.open({ kind: 'exec', argv: ['sh', '-c', 'read line; echo "got:$line"; exit 4'] }, { onData: (_s, d) => void (out += d), onExit: () => undefined });
+    let screen = '';
+    const term = await sessions.open({ kind: 'pty', argv: ['/bin/sh', '-c', 'stty raw -echo; echo READY; exec cat'] }, { onData: (_s, d) => void (screen += d), onExit: () => undefined });
+    await waitFor('the terminal', () => (screen.includes('READY') ? true : undefined));
+
     const t0 = Date.now();
-    await waitFor('exec to work again', async () => {
+    await run(['sh', '-c', `kill -9 ${before}`]);
+    await waitFor('a new agent to answer', async () => {
       const r = await run(['echo', 'back']).catch(() => undefined);
       return r?.stdout === 'back\n' ? true : undefined;
     }, 60_000);
     process.stderr.write(`# agent back ${Date.now() - t0} ms after it was killed\n`);
-    const after = (await client.info('svc')).runtime!.agent;
-    assert.equal(after.connected, true);
+    assert.notEqual(await agentPid(), before, 'a new agent process answers');
+    assert.equal((await client.info('svc')).runtime!.agent.connected, true);
+
+    await waiting.write('hello\n');
+    const ended = await waiting.exited;
+    assert.equal(out, 'got:hello\n');
+    assert.equal(ended.code, 4);
+    await term.write('z');
+    await waitFor('the terminal to echo after the restart', () => (screen.endsWith('z') ? true : undefined));
+    await term.resize(90, 30);
+    await term.close();
+    assert.equal((await term.exited).error, undefined);
+  });
+
+  test('reconnect: the relay itself dying restarts the agent side, which is found again', async () => {
+    // The relay is the parent of what it execs.
+    const relayPid = Number((await run(['sh', '-c', 'echo $PPID'])).stdout.trim());
+    assert.ok(relayPid > 1);
+    // (This exec's session ends with the relay: it returns once the new agent side reports that.)
+    const t0 = Date.now();
+    await run(['sh', '-c', `kill -9 ${relayPid}`]).catch(() => undefined);
+    await waitFor('exec to work again', async () => {
+      const r = await run(['echo', 'back']).catch(() => undefined);
+      return r?.stdout === 'back\n' ? true : undefined;
+    }, 60_000);
+    process.stderr.write(`# agent side back ${Date.now() - t0} ms after the relay was killed\n`);
     const newPid = Number((await run(['sh', '-c', 'echo $PPID'])).stdout.trim());
-    assert.notEqual(newPid, agentPid, 'a new agent process answers');
+    assert.notEqual(newPid, relayPid, 'a new relay carries the channel');
   });
 });
