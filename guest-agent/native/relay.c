@@ -712,8 +712,10 @@ static void do_attach(struct session *s, const uint8_t *p, size_t len) {
 }
 
 static void on_directive(uint32_t id, const uint8_t *p, size_t len) {
-  if (len < 1) return;
+  if (len < 1 || id == 0) return;
   struct session *s = find_session(id);
+  /* An open the relay did not recognise as one still gets its session when the agent hands it over. */
+  if (!s && (p[0] == OP_SPAWN || p[0] == OP_ATTACH)) s = add_session(id);
   if (!s) return; /* already finished: its DONE note is on its way to the agent */
   switch (p[0]) {
     case OP_SPAWN:
@@ -763,7 +765,12 @@ static void on_host_frame(const uint8_t *h, const uint8_t *payload, uint32_t len
   uint32_t id = get_u32(h + 4);
   int type = h[2], stream = h[3];
   if (type == T_CONTROL) {
-    if (id != 0 && !find_session(id) && !add_session(id)) logf_("too many sessions: not tracking session %u", id);
+    /* An open gets a pending session at once, so input sent right behind it is kept. The host
+     * writes `t` first (JSON.stringify of {t:'open', ...}); any other control frame (calls,
+     * resizes, closes of finished sessions) must not leave an entry behind. */
+    static const char open_prefix[] = "{\"t\":\"open\"";
+    bool is_open = len >= sizeof open_prefix - 1 && memcmp(payload, open_prefix, sizeof open_prefix - 1) == 0;
+    if (id != 0 && is_open && !find_session(id) && !add_session(id)) logf_("too many sessions: not tracking session %u", id);
     send_agent(T_CONTROL, id, payload, len);
     return;
   }

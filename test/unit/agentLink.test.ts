@@ -228,3 +228,10 @@ test('agentLink: output held for unclaimed sessions is bounded in all, not only 
   assert.ok(closed.size < 40, 'the first ones, within the budget, were kept');
   assert.equal(guest.link.connected, true);
 });
+
+test('agentLink: an open goes out with `t` first (the guest relay recognises opens by that prefix)', async () => {
+  await connected();
+  const s = guest.link.openSession({ kind: 'exec', argv: ['true'], env: { t: 'x' } }, recorder().handlers);
+  const sent = guest.fromHost.find((f) => f.session === s.id);
+  assert.ok(sent?.text.startsWith('{"t":"open"'), sent?.text);
+});

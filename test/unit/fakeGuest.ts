@@ -13,7 +13,7 @@ export class FakeGuest {
   readonly logs: string[] = [];
   epoch = '';
   /** Control messages the host sent, newest last (bounded). */
-  readonly fromHost: { session: number; message: any }[] = [];
+  readonly fromHost: { session: number; message: any; text: string }[] = [];
   hostBytes = 0;
   keepHostFrames = true;
 
@@ -23,9 +23,10 @@ export class FakeGuest {
       write: (chunk: Buffer, _enc, cb) => {
         this.hostBytes += chunk.length;
         if (chunk[2] === FrameType.Control) {
-          const message = JSON.parse(chunk.subarray(12).toString());
+          const text = chunk.subarray(12).toString();
+          const message = JSON.parse(text);
           if (message.t === 'hello') this.epoch = message.epoch;
-          if (this.keepHostFrames && this.fromHost.length < 10_000) this.fromHost.push({ session: chunk.readUInt32BE(4), message });
+          if (this.keepHostFrames && this.fromHost.length < 10_000) this.fromHost.push({ session: chunk.readUInt32BE(4), message, text });
         }
         cb();
       },

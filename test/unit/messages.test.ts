@@ -36,3 +36,4 @@ test('messages: invalid messages are rejected with a reason', () => {
   ];
   for (const b of bad) assert.equal(typeof parse(b), 'string', JSON.stringify(b).slice(0, 60));
 });
+

@@ -70,6 +70,10 @@ describe('vm: agent services', { timeout: 900_000 }, () => {
     assert.match((await missing.exited).error ?? '', /cannot start no-such-tool-xyz: not found on PATH/);
     const signalled = await run(['sh', '-c', 'kill -KILL $$']);
     assert.equal(signalled.signal, 'SIGKILL');
+
+    // Calls leave nothing behind in the relay: past its 4096 tracked sessions, execs still start.
+    for (let i = 0; i < 5000; i += 200) await Promise.all(Array.from({ length: 200 }, () => files.stat('/')));
+    assert.equal((await run(['echo', 'still'])).stdout, 'still\n');
   });
 
   test('files: a streamed write and read of 8 MiB arrive intact, atomically', async () => {
