@@ -690,7 +690,7 @@ static void do_attach(struct session *s, const uint8_t *p, size_t len) {
   }
   int kind = p[0];
   int in = take_fd((int32_t)get_u32(p + 1));
-  int out = kind == KIND_PTY ? (in >= 0 ? dup(in) : -1) : take_fd((int32_t)get_u32(p + 5));
+  int out = kind == KIND_PTY ? (in >= 0 ? fcntl(in, F_DUPFD_CLOEXEC, 3) : -1) : take_fd((int32_t)get_u32(p + 5));
   bool needs_in = kind == KIND_PTY || kind == KIND_WRITE, needs_out = kind == KIND_PTY || kind == KIND_READ;
   if ((needs_in && in < 0) || (needs_out && out < 0) || (kind != KIND_PTY && kind != KIND_READ && kind != KIND_WRITE)) {
     if (in >= 0) close(in);

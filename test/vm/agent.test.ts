@@ -71,6 +71,12 @@ describe('vm: agent services', { timeout: 900_000 }, () => {
     const signalled = await run(['sh', '-c', 'kill -KILL $$']);
     assert.equal(signalled.signal, 'SIGKILL');
 
+    // What an exec runs inherits stdin, stdout and stderr only: no relay, pty or port descriptors.
+    const open = await sessions.open({ kind: 'pty', argv: ['/bin/sh', '-c', 'sleep 30'] }, { onData: () => undefined, onExit: () => undefined });
+    const fds = await run(['sh', '-c', 'ls /proc/$$/fd']);
+    assert.deepEqual(fds.stdout.trim().split(/\s+/).sort(), ['0', '1', '2'], fds.stdout);
+    await open.close();
+
     // Calls leave nothing behind in the relay: past its 4096 tracked sessions, execs still start.
     for (let i = 0; i < 5000; i += 200) await Promise.all(Array.from({ length: 200 }, () => files.stat('/')));
     assert.equal((await run(['echo', 'still'])).stdout, 'still\n');
