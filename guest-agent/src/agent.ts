@@ -127,15 +127,15 @@ export class Agent {
       this.log(`greeted after a restart (epoch ${epoch}): ${this.sessions.size} session(s) carried over`);
       this.epoch = epoch;
       this.inherited = false;
-      this.setClock(hostTime);
     }
     if (epoch !== this.epoch) {
       if (this.sessions.size > 0) this.log(`new host end (epoch ${epoch}): closing ${this.sessions.size} session(s) of the old one`);
       for (const s of [...this.sessions.values()]) s.abandon();
       this.sessions.clear();
       this.epoch = epoch;
-      this.setClock(hostTime);
     }
+    // Every greeting carries the host's time: a restored VM (same epoch, hours later) is set right too.
+    this.setClock(hostTime);
     // The same epoch from a new connection is a worker that took over: it learns what still runs.
     this.sendHello(epoch, [...this.sessions].filter(([, s]) => s.kind !== undefined).slice(0, MAX_SESSIONS).map(([id, s]) => ({ id, kind: s.kind! })));
     if (!this.heartbeat) this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_MS);

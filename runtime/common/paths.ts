@@ -39,6 +39,8 @@ export const VM_FILES = {
   disk: 'disk.qcow2',
   /** The saved running state (QEMU migration stream) while the VM is `saved`. */
   savedState: 'saved.state',
+  /** Beside saved.state: the channel epoch it was saved in, so its guest sessions can be attached after a restore. */
+  savedEpoch: 'saved.epoch',
   /** The guest's serial console, appended across boots. */
   consoleLog: 'console.log',
   /** The worker's own log: QEMU's stderr, lifecycle steps, fallbacks. */

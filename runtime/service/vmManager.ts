@@ -301,6 +301,7 @@ export class VmManager {
       const state = this.requireState(name, ['running', 'paused', 'saved'], 'stop');
       if (state === 'saved') {
         await fsp.rm(this.file(name, 'savedState'), { force: true });
+        await fsp.rm(this.file(name, 'savedEpoch'), { force: true });
         this.log(`${name}: discarded the saved state`);
       } else {
         const worker = e.worker!;

@@ -315,7 +315,8 @@ export class AgentLink {
     if (!this.disposed && !this.socket.destroyed) this.socket.write(frame);
   }
 
-  dispose(): void {
+  /** Ends the link; open sessions and calls fail with `why`. */
+  dispose(why = 'the VM stopped'): void {
     if (this.disposed) return;
     this.disposed = true;
     clearInterval(this.helloTimer);
@@ -325,7 +326,7 @@ export class AgentLink {
       o.discard();
     }
     this.orphans.clear();
-    this.failAll('the VM stopped');
+    this.failAll(why);
   }
 
   private allocateId(): number {

@@ -125,7 +125,7 @@ async function main(): Promise<void> {
     else await vm.start(args.restore, args.bootTimeoutMs);
     await recordWorker();
     // The saved state is consumed: the disk moves on from here, so it can never be restored again.
-    if (args.restore) fs.rmSync(file('savedState'), { force: true });
+    if (args.restore) for (const f of ['savedState', 'savedEpoch'] as const) fs.rmSync(file(f), { force: true });
     report({ ok: true, status: vm.status() });
   } catch (err) {
     const e = asSandboxError(err);

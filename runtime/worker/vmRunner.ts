@@ -22,6 +22,7 @@ import { buildQemuArgv, shellQuote } from '../qemu/argv';
 import type { QemuInstall } from '../qemu/locate';
 import { QmpClient } from '../qemu/qmp';
 import { AgentLink } from './agentLink';
+import { writeFileAtomic } from '../common/atomicWrite';
 import { connectToQemu, listenForQemu, type ListeningSocket } from './qemuSockets';
 import { guestCid, type TransportChoice } from '../accel/transport';
 import { AGENT_VSOCK_PORT, vsockConnect } from '../native/vsock';
@@ -157,7 +158,9 @@ export class VmRunner {
     qemu.once('error', (err) => this.log(`QEMU spawn error: ${err.message}`));
     this.exitPromise = exited.then((r) => this.onQemuExit(r.code, r.signal));
     await Promise.all(listening.map((l) => l.handOver()));
-    const connected = this.connect();
+    // A restored guest still runs the sessions of the epoch it was saved in: greet with it, so the
+    // agent keeps them for their clients to attach again.
+    const connected = (restore ? readSavedEpoch(this.file('savedEpoch')) : Promise.resolve(undefined)).then((epoch) => this.connect(epoch));
     const bootFailed = exited.then(({ code, signal }) => {
       throw new SandboxError(ErrorCode.BootFailed, `QEMU exited during ${restore ? 'restore' : 'boot'} (${signal ?? `code ${code}`}); see ${this.file('workerLog')} and ${this.file('consoleLog')}`);
     });
@@ -286,6 +289,7 @@ export class VmRunner {
       const fd = openSync(tmp, 'r+');
       fsyncSync(fd);
       closeSync(fd);
+      if (this.agent?.connected) await writeFileAtomic(this.file('savedEpoch'), this.agent.currentEpoch);
       await fs.rename(tmp, this.file('savedState'));
     } catch (err) {
       await fs.rm(tmp, { force: true });
@@ -335,7 +339,7 @@ export class VmRunner {
   }
 
   private async onQemuExit(code: number | null, signal: NodeJS.Signals | null): Promise<ExitReport> {
-    this.agent?.dispose();
+    this.agent?.dispose(this.intent === 'save' ? 'the VM was saved; its sessions can be attached again once it is started (session.attach)' : 'the VM stopped');
     this.removeSockets();
     this.log(`QEMU exited (${signal ?? `code ${code}`}), intent ${this.intent}`);
     if (this.intent === 'save') {
@@ -356,6 +360,16 @@ export class VmRunner {
 
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** The epoch recorded beside a saved state, or undefined when there is none (an older save). */
+async function readSavedEpoch(file: string): Promise<string | undefined> {
+  try {
+    const epoch = (await fs.readFile(file, 'utf8')).trim();
+    return /^[0-9a-f-]{36}$/.test(epoch) ? epoch : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Resolves once `pid` is gone (an adopted QEMU is not our child: no exit event). */

@@ -276,4 +276,25 @@ describe('vm: agent services', { timeout: 900_000 }, () => {
     const newPid = Number((await run(['sh', '-c', 'echo $PPID'])).stdout.trim());
     assert.notEqual(newPid, relayPid, 'a new relay carries the channel');
   });
+  test('save and restore: a session that was running can be attached again and carries on', async () => {
+    let before = '';
+    const waiting = await sessions.open({ kind: 'exec', argv: ['sh', '-c', 'echo ready; read line; echo "got:$line"; exit 6'] }, { onData: (_s, d) => void (before += d), onExit: () => undefined });
+    await waitFor('the session to run', () => (before === 'ready\n' ? true : undefined));
+    await client.save('svc');
+    const cut = await waiting.exited;
+    assert.match(cut.error ?? '', /the VM was saved; its sessions can be attached again/);
+    assert.ok(fs.existsSync(path.join(home.vmDir('svc'), 'saved.epoch')));
+    await client.start('svc');
+    assert.equal(fs.existsSync(path.join(home.vmDir('svc'), 'saved.epoch')), false, 'consumed with the state');
+    sessions.dispose();
+    sessions = await client.attach('svc');
+    files = new GuestFiles(sessions);
+    let after = '';
+    const again = await sessions.attach(waiting.id, { onData: (_s, d) => void (after += d), onExit: () => undefined });
+    await again.write('restored\n');
+    const ended = await again.exited;
+    assert.equal(after, 'got:restored\n');
+    assert.equal(ended.code, 6);
+    await assert.rejects(sessions.attach(waiting.id, { onData: () => undefined, onExit: () => undefined }), /no session/);
+  });
 });
