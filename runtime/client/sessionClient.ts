@@ -234,16 +234,16 @@ export class SessionClient {
    * agent kept (its id was known before the save), within a minute of the restore. Output the
    * session produced meanwhile arrives first. Rejects when there is no such session.
    */
-  async attach(id: number, events: SessionEvents): Promise<Session> {
+  async attach(id: number, events: SessionEvents): Promise<{ session: Session; kind: string }> {
     if (this.disposed) throw new SandboxError(ErrorCode.AgentUnavailable, 'this session client was disposed');
     await this.reconnecting;
-    await call(this.conn, 'session.attach', { id, dataChannel: true });
+    const { kind } = await call<{ kind: string }>(this.conn, 'session.attach', { id, dataChannel: true });
     const session = new Session(id, this);
     const h = { events, session };
     this.handlers.set(id, h);
     for (const f of this.early.get(id) ?? []) this.dispatch(h, f);
     this.early.delete(id);
-    return session;
+    return { session, kind };
   }
 
   /** @internal Sends a frame on the data channel; while reconnecting, holds it (false: too much held). */

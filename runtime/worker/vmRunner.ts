@@ -339,7 +339,7 @@ export class VmRunner {
   }
 
   private async onQemuExit(code: number | null, signal: NodeJS.Signals | null): Promise<ExitReport> {
-    this.agent?.dispose(this.intent === 'save' ? 'the VM was saved; its sessions can be attached again once it is started (session.attach)' : 'the VM stopped');
+    this.agent?.dispose(this.intent === 'save' ? 'the VM was saved; the session is kept in the guest and can be attached again within a minute of the restore' : 'the VM stopped');
     this.removeSockets();
     this.log(`QEMU exited (${signal ?? `code ${code}`}), intent ${this.intent}`);
     if (this.intent === 'save') {

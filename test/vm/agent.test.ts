@@ -282,7 +282,7 @@ describe('vm: agent services', { timeout: 900_000 }, () => {
     await waitFor('the session to run', () => (before === 'ready\n' ? true : undefined));
     await client.save('svc');
     const cut = await waiting.exited;
-    assert.match(cut.error ?? '', /the VM was saved; its sessions can be attached again/);
+    assert.match(cut.error ?? '', /the VM was saved; the session is kept in the guest and can be attached again/);
     assert.ok(fs.existsSync(path.join(home.vmDir('svc'), 'saved.epoch')));
     await client.start('svc');
     assert.equal(fs.existsSync(path.join(home.vmDir('svc'), 'saved.epoch')), false, 'consumed with the state');
@@ -290,7 +290,8 @@ describe('vm: agent services', { timeout: 900_000 }, () => {
     sessions = await client.attach('svc');
     files = new GuestFiles(sessions);
     let after = '';
-    const again = await sessions.attach(waiting.id, { onData: (_s, d) => void (after += d), onExit: () => undefined });
+    const { session: again, kind } = await sessions.attach(waiting.id, { onData: (_s, d) => void (after += d), onExit: () => undefined });
+    assert.equal(kind, 'exec');
     await again.write('restored\n');
     const ended = await again.exited;
     assert.equal(after, 'got:restored\n');

@@ -9,7 +9,7 @@ import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { TestHome, pidsMatching } from './fixture';
+import { TestHome, pidsMatching, waitFor } from './fixture';
 
 describe('vm: lifecycle', { timeout: 600_000 }, () => {
   let home: TestHome;
@@ -107,6 +107,25 @@ describe('vm: lifecycle', { timeout: 600_000 }, () => {
     const after = Date.now() / 1000;
     assert.ok(guestNow > before - 1 && guestNow < after + 1, `the guest clock is right within a second after restore (guest ${guestNow}, host ${before}..${after})`);
     process.stderr.write(`# restore took ${restoreMs} ms through the CLI\n`);
+  });
+
+  test('a session cut off by a save is picked up with `sandboxvm attach` after start', async () => {
+    const running = home.cli(['exec', 'dev', '--', 'sh', '-c', 'sleep 3.1; echo after; exit 3']);
+    await waitFor('the sleep to run', async () => ((await home.cli(['exec', 'dev', '--', 'pgrep', '-f', 'sleep 3.1'])).code === 0 ? true : undefined));
+    await home.ok(['save', 'dev']);
+    const cut = await running;
+    assert.equal(cut.code, 255);
+    const hint = /sandboxvm attach dev (\d+)/.exec(cut.stderr);
+    assert.ok(hint, cut.stderr);
+    await home.ok(['start', 'dev']);
+    const picked = await home.cli(['attach', 'dev', hint[1]]);
+    assert.equal(picked.stdout, 'after\n', picked.stderr);
+    assert.equal(picked.code, 3);
+    const again = await home.cli(['attach', 'dev', hint[1]]);
+    assert.notEqual(again.code, 0);
+    assert.match(again.stderr, new RegExp(`no session ${hint[1]} to attach to`));
+    const bad = await home.cli(['attach', 'dev', 'x']);
+    assert.match(bad.stderr, /attach needs a session id/);
   });
 
   test('stop is graceful: the agent shuts the guest down', async () => {

@@ -1,7 +1,7 @@
 /** exec and shell: sessions on a running VM, exit codes passed through. */
 import * as os from 'node:os';
 import { ErrorCode, SandboxError } from '../../common/errors';
-import type { SessionExit } from '../../client/sessionClient';
+import type { Session, SessionExit } from '../../client/sessionClient';
 import type { CommandContext } from '../context';
 
 function writeTo(stream: NodeJS.WriteStream, data: Buffer): Promise<void> {
@@ -36,6 +36,42 @@ export function parseDuration(value: unknown): number | undefined {
   return Math.max(1, Math.round(Number(m[1]) * unit));
 }
 
+/** Forwards piped stdin to the session, pausing while a write is on its way; EOF when it ends. */
+function pipeStdin(session: Session): void {
+  process.stdin.on('data', (chunk: Buffer) => {
+    process.stdin.pause();
+    session.write(chunk).then(() => process.stdin.resume(), () => undefined);
+  });
+  process.stdin.on('end', () => session.eof().catch(() => undefined));
+  process.stdin.on('error', () => undefined);
+}
+
+/** Makes this terminal the session's: raw input, resizes followed. Returns the undo. */
+function attachTerminal(session: Session): () => void {
+  const { stdin, stdout } = process;
+  if (stdin.isTTY) stdin.setRawMode(true);
+  stdin.on('data', (chunk: Buffer) => {
+    stdin.pause();
+    session.write(chunk).then(() => stdin.resume(), () => undefined);
+  });
+  stdin.on('error', () => undefined);
+  const onResize = () => session.resize(stdout.columns ?? 80, stdout.rows ?? 24).catch(() => undefined);
+  stdout.on('resize', onResize);
+  return () => {
+    stdout.off('resize', onResize);
+    if (stdin.isTTY) stdin.setRawMode(false);
+  };
+}
+
+/** Says why a session ended; for a saved VM, how to pick the session up again. */
+function reportEnd(name: string, session: Session, result: SessionExit): void {
+  if (!result.error) return;
+  process.stderr.write(`sandboxvm: ${result.error}\n`);
+  if (/the VM was saved/.test(result.error)) {
+    process.stderr.write(`sandboxvm: after \`sandboxvm start ${name}\`, pick it up with \`sandboxvm attach ${name} ${session.id}\` (within a minute)\n`);
+  }
+}
+
 export async function exec(ctx: CommandContext): Promise<number> {
   const name = ctx.name();
   const argv = ctx.rest.length > 0 ? ctx.rest : ctx.positionals.slice(1);
@@ -48,21 +84,14 @@ export async function exec(ctx: CommandContext): Promise<number> {
       onExit: () => undefined,
     },
   );
-  if (!process.stdin.isTTY) {
-    process.stdin.on('data', (chunk: Buffer) => {
-      process.stdin.pause();
-      session.write(chunk).then(() => process.stdin.resume(), () => undefined);
-    });
-    process.stdin.on('end', () => session.eof().catch(() => undefined));
-    process.stdin.on('error', () => undefined);
-  }
+  if (!process.stdin.isTTY) pipeStdin(session);
   const onSigint = () => session.signal('SIGINT').catch(() => undefined);
   process.on('SIGINT', onSigint);
   const result = await session.exited;
   process.off('SIGINT', onSigint);
   process.stdin.destroy();
   sessions.dispose();
-  if (result.error) process.stderr.write(`sandboxvm: ${result.error}\n`);
+  reportEnd(name, session, result);
   return result.error && result.signal ? 124 : exitStatus(result);
 }
 
@@ -82,19 +111,35 @@ export async function shell(ctx: CommandContext): Promise<number> {
     },
     { onData: (_s, data) => writeTo(stdout, data), onExit: () => undefined },
   );
-  if (stdin.isTTY) stdin.setRawMode(true);
-  stdin.on('data', (chunk: Buffer) => {
-    stdin.pause();
-    session.write(chunk).then(() => stdin.resume(), () => undefined);
-  });
-  stdin.on('error', () => undefined);
-  const onResize = () => session.resize(stdout.columns ?? 80, stdout.rows ?? 24).catch(() => undefined);
-  stdout.on('resize', onResize);
+  const detach = attachTerminal(session);
   const result = await session.exited;
-  stdout.off('resize', onResize);
-  if (stdin.isTTY) stdin.setRawMode(false);
+  detach();
   stdin.destroy();
   sessions.dispose();
-  if (result.error) process.stderr.write(`sandboxvm: ${result.error}\n`);
+  reportEnd(name, session, result);
+  return exitStatus(result);
+}
+
+/**
+ * attach: picks up a session the guest kept when its client was cut off (a save, then a start):
+ * a terminal becomes this terminal, an exec's output streams here and piped stdin feeds it.
+ */
+export async function attach(ctx: CommandContext): Promise<number> {
+  const name = ctx.name();
+  const id = Number(ctx.positionals[1]);
+  if (!Number.isInteger(id) || id < 1 || id > 0xffffffff) throw new SandboxError(ErrorCode.BadArgument, `attach needs a session id: sandboxvm attach ${name} <id> (exec and shell print it when a save cuts them off)`);
+  const sessions = await (await ctx.client()).attach(name);
+  const stdout = process.stdout;
+  const { session, kind } = await sessions.attach(id, { onData: (stream, data) => writeTo(stream === 2 ? process.stderr : stdout, data), onExit: () => undefined });
+  let detach = () => undefined as void;
+  if (kind === 'pty') {
+    detach = attachTerminal(session);
+    void session.resize(stdout.columns ?? 80, stdout.rows ?? 24).catch(() => undefined);
+  } else if (!process.stdin.isTTY) pipeStdin(session);
+  const result = await session.exited;
+  detach();
+  process.stdin.destroy();
+  sessions.dispose();
+  reportEnd(name, session, result);
   return exitStatus(result);
 }
