@@ -19,11 +19,10 @@ const PTY_DRAIN_MS = 2000;
 
 interface NativePty {
   fork(file: string, args: string[], env: string[], cwd: string, cols: number, rows: number, uid: number, gid: number, utf8: boolean, helperPath: string, onexit: (code: number, signal: number) => void): { fd: number; pid: number; pty: string };
-  resize(fd: number, cols: number, rows: number): void;
 }
 
 let nativePty: { module: NativePty; dir: string } | undefined;
-/** node-pty's own fork and resize: no socket of its own reading the master, so no bytes are lost to it. */
+/** node-pty's own fork: no socket of its own reading the master, so no bytes are lost to it. */
 function loadNativePty(): { module: NativePty; dir: string } {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   nativePty ??= (require('node-pty/lib/utils') as { loadNativeModule(name: string): { module: NativePty; dir: string } }).loadNativeModule('pty');

@@ -183,7 +183,7 @@ export class SessionClient {
       }
       for (const h of [...this.handlers.values()]) {
         try {
-          await call(this.conn, 'session.attach', { id: h.session.id, dataChannel: true });
+          await call(this.conn, 'session.attach', { id: h.session.id });
           h.session.reattached();
         } catch (err) {
           this.finish(h, { code: null, signal: null, error: `the session was lost with the VM's worker: ${(err as Error).message}` });
@@ -220,7 +220,7 @@ export class SessionClient {
   async open(params: OpenParams, events: SessionEvents): Promise<Session> {
     if (this.disposed) throw new SandboxError(ErrorCode.AgentUnavailable, 'this session client was disposed');
     await this.reconnecting;
-    const { id } = await call<{ id: number }>(this.conn, 'session.open', { ...params, dataChannel: true });
+    const { id } = await call<{ id: number }>(this.conn, 'session.open', params);
     const session = new Session(id, this);
     const h = { events, session };
     this.handlers.set(id, h);
@@ -237,7 +237,7 @@ export class SessionClient {
   async attach(id: number, events: SessionEvents): Promise<{ session: Session; kind: string }> {
     if (this.disposed) throw new SandboxError(ErrorCode.AgentUnavailable, 'this session client was disposed');
     await this.reconnecting;
-    const { kind } = await call<{ kind: string }>(this.conn, 'session.attach', { id, dataChannel: true });
+    const { kind } = await call<{ kind: string }>(this.conn, 'session.attach', { id });
     const session = new Session(id, this);
     const h = { events, session };
     this.handlers.set(id, h);

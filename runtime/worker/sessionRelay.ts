@@ -1,13 +1,12 @@
 /**
- * The worker's session API: a client (the CLI, the extension) opens exec and pty sessions on the
- * guest and exchanges their bytes over its RPC connection, or, faster, over a data channel attached
- * to it (dataChannel.ts: frames, no JSON, no base64). Sessions belong to the connection that opened
- * them and are closed when it goes away. Output is acknowledged by the client before the guest may
- * send more: flow control from guest process to terminal.
+ * The worker's session API: a client (the CLI, the extension) opens and controls exec and pty
+ * sessions over its RPC connection; their bytes and events travel on the data channel attached to
+ * it (dataChannel.ts: frames, no JSON, no base64). Sessions belong to the connection that opened
+ * them and are closed when it (or its data channel) goes away. Output is acknowledged by the client
+ * before the guest may send more: flow control from guest process to terminal.
  */
 import { ErrorCode, SandboxError } from '../common/errors';
 import type { HandlerTable, RpcPeer } from '../common/rpc';
-import { StreamId } from '../protocol/frames';
 import { randomUUID } from 'node:crypto';
 import type { AgentLink, HostSession, SessionHandlers } from './agentLink';
 import type { DataChannel, DataChannelSessions } from './dataChannel';
@@ -26,15 +25,11 @@ export interface OpenParams {
   recursive?: boolean;
   /** Kill the session after this long (exec); its exit then carries an error saying so. */
   timeoutMs?: number;
-  /** Deliver this session's events and bytes on the caller's data channel (dataChannel.ts). */
-  dataChannel?: boolean;
 }
 
 const sessionsByPeer = new WeakMap<RpcPeer, Map<number, HostSession>>();
 /** Each RPC connection's data channel, once attached (dataChannel.ts). */
 const channelsByPeer = new WeakMap<RpcPeer, DataChannel>();
-/** Sessions whose events go to a data channel. */
-const onDataChannel = new WeakSet<HostSession>();
 /** Tokens handed out by session.dataToken, waiting for their data channel to attach. */
 const pendingTokens = new Map<string, RpcPeer>();
 
@@ -67,7 +62,7 @@ export function attachDataChannel(token: string, channel: DataChannel): DataChan
   channel.onClose(() => {
     if (channelsByPeer.get(peer) !== channel) return;
     channelsByPeer.delete(peer);
-    for (const s of sessions.values()) if (onDataChannel.has(s)) s.close();
+    for (const s of sessions.values()) s.close();
   });
   return {
     write: (id, data) => {
@@ -79,27 +74,16 @@ export function attachDataChannel(token: string, channel: DataChannel): DataChan
   };
 }
 
-/** Where a session's events go: its client's data channel, or JSON-RPC notifications. */
-function eventSink(peer: RpcPeer, p: OpenParams, id: () => number): SessionHandlers & { viaDataChannel: boolean } {
-  const channel = p.dataChannel ? channelsByPeer.get(peer) : undefined;
-  if (p.dataChannel && !channel) throw new SandboxError(ErrorCode.BadArgument, 'session.open with dataChannel: attach a data channel first (session.dataToken)');
-  if (channel) {
-    return {
-      viaDataChannel: true,
-      onStarted: (pid) => channel.control(id(), { t: 'started', pid }),
-      onData: (stream, data) => channel.data(id(), stream, data),
-      onEof: (stream) => channel.eof(id(), stream),
-      onEvent: p.kind === 'watch' ? (kind, path) => channel.control(id(), { t: 'event', kind, path }) : undefined,
-      onExit: (code, signal, error) => channel.control(id(), { t: 'exit', code, signal, error }),
-    };
-  }
+/** A session's events go to its client's data channel, which must be attached first. */
+function eventSink(peer: RpcPeer, kind: SessionKind, id: () => number): SessionHandlers {
+  const channel = channelsByPeer.get(peer);
+  if (!channel) throw new SandboxError(ErrorCode.BadArgument, 'attach a data channel first (session.dataToken, then a connection that opens with an attach frame)');
   return {
-    viaDataChannel: false,
-    onStarted: (pid) => peer.notify('session.started', { id: id(), pid }),
-    onData: (stream, data) => peer.notify('session.data', { id: id(), stream, data: data.toString('base64') }),
-    onEof: (stream) => peer.notify('session.eof', { id: id(), stream }),
-    onEvent: p.kind === 'watch' ? (kind, path) => peer.notify('session.event', { id: id(), kind, path }) : undefined,
-    onExit: (code, signal, error) => peer.notify('session.exit', { id: id(), code, signal, error }),
+    onStarted: (pid) => channel.control(id(), { t: 'started', pid }),
+    onData: (stream, data) => channel.data(id(), stream, data),
+    onEof: (stream) => channel.eof(id(), stream),
+    onEvent: kind === 'watch' ? (k, path) => channel.control(id(), { t: 'event', kind: k, path }) : undefined,
+    onExit: (code, signal, error) => channel.control(id(), { t: 'exit', code, signal, error }),
   };
 }
 
@@ -123,7 +107,7 @@ export function sessionHandlers(agent: () => AgentLink | undefined): HandlerTabl
       const map = sessionsOf(peer);
       let timer: NodeJS.Timeout | undefined;
       let timedOut = false;
-      const sink = eventSink(peer, p, () => session.id);
+      const sink = eventSink(peer, p.kind, () => session.id);
       const session = link.openSession(
         { kind: p.kind, argv: p.argv, env: p.env, cwd: p.cwd, cols: p.cols, rows: p.rows, path: p.path, mode: p.mode, recursive: p.recursive },
         {
@@ -137,7 +121,6 @@ export function sessionHandlers(agent: () => AgentLink | undefined): HandlerTabl
         },
       );
       map.set(session.id, session);
-      if (sink.viaDataChannel) onDataChannel.add(session);
       if (p.timeoutMs !== undefined) {
         timer = setTimeout(() => {
           timedOut = true;
@@ -150,20 +133,19 @@ export function sessionHandlers(agent: () => AgentLink | undefined): HandlerTabl
      * Attaches this connection to a session the agent kept for a worker that crashed (the client
      * reconnected to the worker that took over). Output held meanwhile arrives first.
      */
-    'session.attach': (p: { id: number; dataChannel?: boolean }, peer) => {
+    'session.attach': (p: { id: number }, peer) => {
       const link = agent();
       if (!link?.connected) throw new SandboxError(ErrorCode.AgentUnavailable, 'the guest agent is not connected (is the VM running?)');
       const id = Number(p.id);
       const map = sessionsOf(peer);
       const kind = link.inheritedKind(id);
       if (!kind) throw new SandboxError(ErrorCode.BadArgument, `no session ${id} to attach to (it ended, or another client has it)`);
-      const sink = eventSink(peer, { kind, dataChannel: p.dataChannel }, () => id);
+      const sink = eventSink(peer, kind, () => id);
       const { session } = link.claimSession(id, { ...sink, onExit: (code, signal, error) => {
         map.delete(id);
         sink.onExit(code, signal, error);
       } });
       if (!session.ended) map.set(id, session);
-      if (sink.viaDataChannel) onDataChannel.add(session);
       return { id, kind };
     },
     'guest.call': (p: { method: CallMethod; params?: Record<string, unknown> }) => {
@@ -173,20 +155,12 @@ export function sessionHandlers(agent: () => AgentLink | undefined): HandlerTabl
       const params = p.params && typeof p.params === 'object' ? p.params : {};
       return link.call(p.method, params);
     },
-    'session.write': async (p: { id: number; data: string }, peer) => {
-      await find(peer, p.id).write(Buffer.from(String(p.data), 'base64'));
-    },
-    'session.eof': (p: { id: number }, peer) => find(peer, p.id).eof(),
     'session.resize': (p: { id: number; cols: number; rows: number }, peer) => find(peer, p.id).resize(Number(p.cols), Number(p.rows)),
     'session.signal': (p: { id: number; signal: string }, peer) => {
       if (!/^SIG[A-Z0-9]{1,10}$/.test(String(p.signal))) throw new SandboxError(ErrorCode.BadArgument, `bad signal name ${p.signal}`);
       find(peer, p.id).signal(p.signal);
     },
     'session.close': (p: { id: number }, peer) => find(peer, p.id).close(),
-    'session.ack': (p: { id: number; stream: number; bytes: number }, peer) => {
-      const stream = Number(p.stream) === StreamId.Stderr ? StreamId.Stderr : StreamId.Stdout;
-      sessionsByPeer.get(peer)?.get(Number(p.id))?.ack(stream, Math.max(0, Math.floor(Number(p.bytes) || 0)));
-    },
   };
 }
 
