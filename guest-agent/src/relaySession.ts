@@ -5,13 +5,17 @@
  *   read   the agent opens the file; the relay streams it out and says when it is done;
  *   write  the agent opens a temporary beside the file; the relay fills it; the agent renames it.
  * The agent keeps its copies of the fds until the relay's DONE, then closes them.
+ *
+ * Exec and pty sessions outlive their end until the host releases them: the relay keeps their
+ * unacknowledged output and their end message, so a new host end (a worker that took over, a
+ * restored VM) can resume them and miss nothing. The agent lists them in its hello meanwhile.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { encodeControl } from '../../runtime/protocol/frames';
 import type { OpenSession } from '../../runtime/protocol/messages';
-import { AttachKind, RelayOp, encodeAttach, encodeOp, encodeResize, encodeSignal, encodeSpawn } from './relayProtocol';
+import { AttachKind, RelayOp, encodeAttach, encodeOp, encodeResize, encodeResume, encodeSignal, encodeSpawn } from './relayProtocol';
 import { DEFAULT_SHELL, clamp, sessionEnvironment, signalName, type AgentSession } from './session';
 
 /** How long a finished terminal's last output may take to reach the relay before it is cut. */
@@ -36,6 +40,12 @@ export interface RelayPort {
 
 export class RelaySession implements AgentSession {
   onExit?: () => void;
+  /** The session has ended and waits for the host to release it (see `release`). */
+  onLinger?: () => void;
+  /** Ended, its end kept by the relay until the host releases it. */
+  lingering = false;
+  /** The host closed it: once it ends it needs no resume, and is let go at once. */
+  private closing = false;
   kind?: OpenSession['kind'];
   private fds: number[] = [];
   private pid?: number;
@@ -163,7 +173,8 @@ export class RelaySession implements AgentSession {
   /** The relay's DONE: the session's streams are complete (0) or failed (an errno). */
   relayFinished(err: number): void {
     this.relayDone = true;
-    if (this.kind === 'exec') return this.forget(); // the relay reported the exit itself
+    // the relay reported the exit itself and keeps the session (err 0), or it never started
+    if (this.kind === 'exec') return err === 0 ? this.linger() : this.forget();
     if (this.kind === 'pty') {
       if (this.ptyExit) this.finishPty();
       return;
@@ -219,13 +230,34 @@ export class RelaySession implements AgentSession {
     }
   }
 
+  /** Replays to a new host end what its client lacks (offsets: bytes of stdout and stderr it has). */
+  resume(offsets?: readonly [number, number]): void {
+    if (this.kind === 'exec' || this.kind === 'pty') this.relay.send(encodeResume(this.id, offsets));
+    else this.control({ t: 'resumed' }, { t: 'error', message: `a ${this.kind} session cannot be resumed` });
+  }
+
+  /** The host has the session's end: the relay lets it go. Idempotent; a live session is unaffected. */
+  release(): void {
+    if (!this.lingering) return;
+    this.lingering = false;
+    this.relay.send(encodeOp(this.id, RelayOp.Forget));
+    this.onExit?.();
+  }
+
   kill(): void {
+    if (this.lingering) return this.release();
     if (this.finished) return;
+    this.closing = true;
     if (this.kind === 'pty') this.signal('SIGKILL');
     else this.relay.send(encodeOp(this.id, RelayOp.Close));
   }
 
   abandon(): void {
+    if (this.lingering) {
+      this.lingering = false;
+      this.relay.send(encodeOp(this.id, RelayOp.Forget));
+      return this.onExit?.();
+    }
     if (this.finished) return;
     if (this.kind === 'pty') this.signal('SIGKILL');
     this.relay.send(encodeOp(this.id, RelayOp.Forget));
@@ -254,7 +286,22 @@ export class RelaySession implements AgentSession {
   private exit(code: number | null, signal: string | null): void {
     if (this.finished) return;
     this.control({ t: 'exit', code, signal });
-    this.forget();
+    if (this.kind === 'pty' && this.relayDone) this.linger();
+    else this.forget();
+  }
+
+  /** Ended: kept (fds closed) until the host releases it, unless the host closed it. */
+  private linger(): void {
+    if (this.finished) return;
+    this.finished = true;
+    clearTimeout(this.drainTimer);
+    this.closeFds();
+    if (this.closing) {
+      this.relay.send(encodeOp(this.id, RelayOp.Forget));
+      return this.onExit?.();
+    }
+    this.lingering = true;
+    this.onLinger?.();
   }
 
   private fail(message: string): void {
@@ -263,8 +310,8 @@ export class RelaySession implements AgentSession {
     this.forget();
   }
 
-  private control(message: object): void {
-    this.relay.send(encodeControl(this.id, message));
+  private control(...messages: object[]): void {
+    for (const m of messages) this.relay.send(encodeControl(this.id, m));
   }
 }
 

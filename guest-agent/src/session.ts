@@ -43,6 +43,10 @@ export interface AgentSession {
   kill(): void;
   /** Ends the session without a word to the host (its host end is gone). */
   abandon(): void;
+  /** A new host end takes the session over (offsets: the bytes of stdout and stderr it has). */
+  resume(offsets?: readonly [number, number]): void;
+  /** The host has the session's end; an ended session kept for a resume is let go. */
+  release(): void;
 }
 
 export class GuestSession implements AgentSession {
@@ -329,6 +333,18 @@ export class GuestSession implements AgentSession {
 
   abandon(): void {
     this.kill();
+  }
+
+  /**
+   * Without the relay nothing is kept for a resume: what is said from here on goes to the new host
+   * end (output sent between a takeover and this point is lost, and an ended session is gone).
+   */
+  resume(): void {
+    this.out.send(encodeControl(this.id, { t: 'resumed' }));
+  }
+
+  release(): void {
+    // ended sessions are forgotten at once without the relay
   }
 
   private exit(code: number | null, signal: string | null): void {

@@ -117,10 +117,20 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** Resolves once everything written to `stream` so far has reached the OS (pipes are asynchronous). */
+function flushed(stream: NodeJS.WriteStream): Promise<void> {
+  return new Promise((resolve) => {
+    if (stream.destroyed || !stream.writable) return resolve();
+    stream.write('', () => resolve());
+  });
+}
+
 main(process.argv.slice(2)).then(
-  (code) => {
+  async (code) => {
     process.exitCode = code;
-    // Don't wait for stray handles (a watch, a half-closed socket) once the answer is out.
+    // Every byte of output first (a session's last output may still be queued for a pipe), then
+    // don't wait for stray handles (a watch, a half-closed socket) once the answer is out.
+    await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
     setImmediate(() => process.exit(code));
   },
   (err) => {
