@@ -9,7 +9,10 @@ export class ProgressBar {
   private active = false;
   private readonly started = Date.now();
 
-  constructor(private readonly title: string, private readonly out: NodeJS.WriteStream = process.stderr, private readonly options: { bytes?: boolean } = {}) {}
+  constructor(private readonly title: string, private readonly out: NodeJS.WriteStream = process.stderr, private readonly options: { bytes?: boolean } = {}) {
+    // Byte counts in a log start after 2 s: a quick copy prints no progress at all.
+    if (options.bytes) this.lastPrinted = this.started;
+  }
 
   update(step: number, total: number, message: string): void {
     const width = 24;

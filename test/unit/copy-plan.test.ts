@@ -12,8 +12,8 @@ import { formatBytes } from '../../runtime/cli/progress';
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'sbx-copyplan-'));
 process.env.SANDBOXVM_TEMP_JOURNAL = path.join(scratch, 'journal', 'temporary-dirs');
-// eslint-disable-next-line @typescript-eslint/no-var-requires
 after(() => fs.rmSync(scratch, { recursive: true, force: true }));
+// eslint-disable-next-line @typescript-eslint/no-var-requires
 const target = require('../../guest-agent/src/fileTarget') as typeof import('../../guest-agent/src/fileTarget');
 
 describe('unit: copy destinations', () => {
