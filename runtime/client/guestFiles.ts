@@ -89,15 +89,21 @@ export class GuestFiles {
     try {
       let sent = 0;
       const inFlight = new Set<Promise<void>>();
-      for await (const chunk of rechunk(source, CHUNK)) {
-        if (failure || options.signal?.aborted) break;
-        const p = session.write(chunk).then(() => {
-          sent += chunk.length;
-          options.onProgress?.(sent);
-        });
-        inFlight.add(p);
-        p.finally(() => inFlight.delete(p)).catch(() => undefined);
-        if (inFlight.size >= IN_FLIGHT) await Promise.race(inFlight).catch(() => undefined);
+      try {
+        for await (const chunk of rechunk(source, CHUNK)) {
+          if (failure || options.signal?.aborted) break;
+          const p = session.write(chunk).then(() => {
+            sent += chunk.length;
+            options.onProgress?.(sent);
+          });
+          inFlight.add(p);
+          p.finally(() => inFlight.delete(p)).catch(() => undefined);
+          if (inFlight.size >= IN_FLIGHT) await Promise.race(inFlight).catch(() => undefined);
+        }
+      } catch (err) {
+        // The source failed (a host read error): the guest drops its temporary.
+        await session.close().catch(() => undefined);
+        throw err;
       }
       await Promise.all(inFlight).catch(() => undefined);
       if (!failure && !options.signal?.aborted) await session.eof().catch(() => undefined);

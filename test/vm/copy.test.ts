@@ -149,10 +149,10 @@ describe('vm: copy', { timeout: 1_800_000 }, () => {
       await waitFor(`${threshold} bytes in the host temporary`, () => hostTemporaries(dl).some((n) => fs.statSync(path.join(dl, n)).size >= threshold) || undefined, 120_000);
       child.kill(i === 1 ? 'SIGTERM' : 'SIGINT');
       const r = await done;
+      assert.deepEqual(fs.readdirSync(dl), []);
       assert.equal(r.code, 130, r.stderr);
       assert.match(r.stderr, /the copy was cancelled; the file in progress was removed/);
       assert.doesNotMatch(r.stderr, /sandboxvm-\d/);
-      assert.deepEqual(fs.readdirSync(dl), []);
     }
   });
 
@@ -168,8 +168,8 @@ describe('vm: copy', { timeout: 1_800_000 }, () => {
       await waitFor(`${threshold} bytes in the guest temporary`, async () => Number((await sh('stat -c %s /root/in/.u200* 2>/dev/null || echo 0')).trim().split('\n')[0]) >= threshold || undefined, 180_000);
       child.kill('SIGINT');
       const r = await done;
-      assert.equal(r.code, 130, r.stderr);
       assert.equal(await sh('ls -a /root/in'), '.\n..\n');
+      assert.equal(r.code, 130, r.stderr);
     }
   });
 

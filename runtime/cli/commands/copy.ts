@@ -160,7 +160,10 @@ async function uploadFile(t: Transfer, from: string, to: string, st: fs.Stats): 
   t.startFile(path.basename(from));
   const stream = fs.createReadStream(from, { highWaterMark: 256 * 1024 });
   try {
-    const n = await t.guest.write(to, stream, { mode: st.mode & 0o777, onProgress: (b) => t.progress(b), signal: t.cancel.signal });
+    const n = await t.guest.write(to, stream, { mode: st.mode & 0o777, onProgress: (b) => t.progress(b), signal: t.cancel.signal }).catch((err) => {
+      if (err instanceof SandboxError) throw err;
+      throw new SandboxError(ErrorCode.BadArgument, `cannot read ${from}: ${describeHostError(err, path.dirname(from))}`);
+    });
     t.endFile(n);
   } finally {
     stream.destroy();
