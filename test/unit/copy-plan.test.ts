@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { linkStaysInside, resolveDestination, sourceBase } from '../../runtime/cli/copyPlan';
 import { formatBytes } from '../../runtime/cli/progress';
+import { checkCallResult } from '../../runtime/protocol/messages';
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'sbx-copyplan-'));
 process.env.SANDBOXVM_TEMP_JOURNAL = path.join(scratch, 'journal', 'temporary-dirs');
@@ -46,6 +47,13 @@ describe('unit: copy destinations', () => {
     const outside: [string, string][] = [['l', '/etc'], ['l', '..'], ['d/l', '../..'], ['l', 'a/../..'], ['l', 'a/..'], ['d/l', 'x/../../..'], ['l', ''], ['l', 'a\0b']];
     for (const [rel, t] of inside) assert.equal(linkStaysInside(rel, t), true, `${rel} -> ${t}`);
     for (const [rel, t] of outside) assert.equal(linkStaysInside(rel, t), false, `${rel} -> ${JSON.stringify(t)}`);
+  });
+
+  test('readlink and symlink answers from the guest are checked', () => {
+    assert.equal(checkCallResult('readlink', 'sub/f'), undefined);
+    for (const bad of ['', 'a\0b', 'x'.repeat(4097), 5, null, { a: 1 }]) assert.match(checkCallResult('readlink', bad) ?? '', /readlink: malformed/);
+    assert.equal(checkCallResult('symlink', null), undefined);
+    assert.match(checkCallResult('symlink', 'x') ?? '', /unexpected value/);
   });
 
   test('byte counts in one unit family', () => {
