@@ -16,6 +16,7 @@ import * as path from 'node:path';
 import { encodeControl } from '../../runtime/protocol/frames';
 import type { OpenSession } from '../../runtime/protocol/messages';
 import { AttachKind, RelayOp, encodeAttach, encodeOp, encodeResize, encodeResume, encodeSignal, encodeSpawn } from './relayProtocol';
+import { commitTemporary, describeFsError, discardTemporary, openTemporary, type Temporary } from './fileTarget';
 import { DEFAULT_SHELL, clamp, sessionEnvironment, signalName, type AgentSession } from './session';
 
 /** How long a finished terminal's last output may take to reach the relay before it is cut. */
@@ -55,7 +56,7 @@ export class RelaySession implements AgentSession {
   private drainTimer?: NodeJS.Timeout;
   private relayDone = false;
   /** write: the temporary being filled, renamed over the file at the end. */
-  private temporary?: string;
+  private temporary?: Temporary;
   /** read / write: what to do once the relay is done with the file. */
   private commit?: (err: number) => void;
 
@@ -132,7 +133,7 @@ export class RelaySession implements AgentSession {
       }
     } catch (err) {
       this.relay.send(encodeOp(this.id, RelayOp.Forget));
-      return this.fail(`cannot read ${file}: ${(err as Error).message}`);
+      return this.fail(`cannot read ${file}: ${describeFsError(err)}`);
     }
     this.fds = [fd];
     this.control({ t: 'started', pid: process.pid });
@@ -140,17 +141,17 @@ export class RelaySession implements AgentSession {
     this.commit = (err) => (err === 0 ? this.exit(0, null) : this.fail(`cannot read ${file}: ${errnoMessage(err)}`));
   }
 
-  /** Takes stdin into a temporary beside `file`, renamed over it at EOF: readers never see half a file. */
+  /** Takes stdin into a temporary beside `file` (fileTarget.ts), renamed over it at EOF: readers never see half a file. */
   private openWrite(file: string | undefined, mode = 0o644): void {
     if (!file) throw new Error('write needs a path');
-    const tmp = path.join(path.dirname(file), `.${path.basename(file)}.sandboxvm-${process.pid}-${this.id}`);
-    let fd: number;
+    let tmp: Temporary;
     try {
-      fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC, mode & 0o7777);
+      tmp = openTemporary(file, mode, `${process.pid}-${this.id}`);
     } catch (err) {
       this.relay.send(encodeOp(this.id, RelayOp.Forget));
       return this.fail(`cannot write ${file}: ${(err as Error).message}`);
     }
+    const fd = tmp.fd;
     this.fds = [fd];
     this.temporary = tmp;
     this.control({ t: 'started', pid: process.pid });
@@ -160,11 +161,11 @@ export class RelaySession implements AgentSession {
         if (err !== 0) throw new Error(errnoMessage(err));
         fs.fchmodSync(fd, mode & 0o7777);
         this.closeFds();
-        fs.renameSync(tmp, file);
+        commitTemporary(tmp);
         this.exit(0, null);
       } catch (e) {
         this.closeFds();
-        fs.rmSync(tmp, { force: true });
+        discardTemporary(tmp);
         this.fail(`cannot write ${file}: ${(e as Error).message}`);
       }
     };
@@ -183,7 +184,7 @@ export class RelaySession implements AgentSession {
     this.commit = undefined;
     if (err === os.constants.errno.ECANCELED) {
       this.closeFds();
-      if (this.temporary) fs.rmSync(this.temporary, { force: true });
+      if (this.temporary) discardTemporary(this.temporary);
       return this.fail('closed by the host');
     }
     commit?.(err);
@@ -280,6 +281,7 @@ export class RelaySession implements AgentSession {
     this.finished = true;
     clearTimeout(this.drainTimer);
     this.closeFds();
+    if (this.temporary) discardTemporary(this.temporary);
     this.onExit?.();
   }
 
@@ -317,5 +319,5 @@ export class RelaySession implements AgentSession {
 
 function errnoMessage(errno: number): string {
   const name = Object.entries(os.constants.errno).find(([, n]) => n === errno)?.[0];
-  return name ? `${name} (errno ${errno})` : `errno ${errno}`;
+  return name ? describeFsError({ code: name }) : `errno ${errno}`;
 }

@@ -28,7 +28,7 @@ const COMMANDS: Record<string, Command> = {
   info: { run: inspect.info, usage: 'info <name> [--json]', options: { json: { type: 'boolean' } } },
   logs: { run: inspect.logs, usage: 'logs <name> [-f]        the serial console log', options: { follow: { type: 'boolean', short: 'f' } } },
   exec: { run: sessions.exec, usage: 'exec <name> [--cwd DIR] [--env K=V] [--timeout 30s] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true }, timeout: { type: 'string' } } },
-  cp: { run: copy, usage: 'cp <src> <dst> [-q]       copy a file; one side is <vm>:<path>', options: { quiet: { type: 'boolean', short: 'q' } } },
+  cp: { run: copy, usage: 'cp [-r] <src> <dst> [-q]  copy a file (-r: a folder); one side is <vm>:<path>', options: { quiet: { type: 'boolean', short: 'q' }, recursive: { type: 'boolean', short: 'r' } } },
   attach: { run: sessions.attach, usage: 'attach <name> <id>      pick up a session a save cut off, after `start`' },
   shell: { run: sessions.shell, usage: 'shell <name> [-- <program> [args...]]   an interactive terminal', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } } },
   image: { run: imageCommand, usage: 'image build              build (or find) the base image new VMs clone' },

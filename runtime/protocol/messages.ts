@@ -64,8 +64,8 @@ export interface ReleaseSession { t: 'release' }
 
 /** A one-shot request on a fresh session id; the agent answers with one `result` on the same id. */
 export interface Call { t: 'call'; method: CallMethod; params: Record<string, unknown> }
-export type CallMethod = 'stat' | 'list' | 'mkdir' | 'rename' | 'remove' | 'info';
-export const CALL_METHODS: readonly CallMethod[] = ['stat', 'list', 'mkdir', 'rename', 'remove', 'info'];
+export type CallMethod = 'stat' | 'list' | 'mkdir' | 'rename' | 'remove' | 'info' | 'readlink' | 'symlink';
+export const CALL_METHODS: readonly CallMethod[] = ['stat', 'list', 'mkdir', 'rename', 'remove', 'info', 'readlink', 'symlink'];
 
 export type HostMessage = HostHello | OpenSession | Resize | SignalSession | CloseSession | Shutdown | SetTime | Call | ResumeSession | ReleaseSession;
 
@@ -184,9 +184,12 @@ export function checkCallResult(method: CallMethod, value: unknown): string | un
     ['file', 'dir', 'symlink', 'other'].includes(e.type) && isInt(e.size, 0, Number.MAX_SAFE_INTEGER) &&
     isInt(e.mode, 0, 0o7777) && isNum(e.mtimeMs);
   switch (method) {
+    case 'readlink':
+      return isStr(value, 4096) && (value as string).length > 0 && !(value as string).includes('\0') ? undefined : 'readlink: malformed target';
     case 'mkdir':
     case 'rename':
     case 'remove':
+    case 'symlink':
       return value === null || value === undefined ? undefined : `${method}: unexpected value`;
     case 'stat':
       return isEntry(value, false) ? undefined : 'stat: malformed entry';
