@@ -12,6 +12,7 @@ import * as sessions from './commands/sessions';
 import { ServiceClient } from '../client/serviceClient';
 import { ProgressBar } from './progress';
 import { copy } from './commands/copy';
+import { serialConsole } from './commands/console';
 
 type Command = { run: (ctx: CommandContext) => Promise<number>; usage: string; options?: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> };
 
@@ -30,6 +31,7 @@ const COMMANDS: Record<string, Command> = {
   exec: { run: sessions.exec, usage: 'exec <name> [--cwd DIR] [--env K=V] [--timeout 30s] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true }, timeout: { type: 'string' } } },
   cp: { run: copy, usage: 'cp [-r] <src> <dst> [-q]  copy a file (-r: a folder); one side is <vm>:<path>', options: { quiet: { type: 'boolean', short: 'q' }, recursive: { type: 'boolean', short: 'r' } } },
   attach: { run: sessions.attach, usage: 'attach <name> <id>      pick up a session a save cut off, after `start`' },
+  console: { run: serialConsole, usage: 'console <name>          the serial console (ttyS0), live from boot; Ctrl-] detaches' },
   shell: { run: sessions.shell, usage: 'shell <name> [-- <program> [args...]]   an interactive terminal', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } } },
   image: { run: imageCommand, usage: 'image build              build (or find) the base image new VMs clone' },
   service: { run: serviceCommand, usage: 'service status|stop       the background service (VMs keep running when it stops)' },

@@ -12,6 +12,7 @@ import { SERVICE_FILES, dataHome } from '../common/paths';
 import { call, connectSocket } from '../common/rpc';
 import type { VmInfo } from '../common/status';
 import { SessionClient } from './sessionClient';
+import { SerialClient, type SerialClientOptions } from './serialClient';
 import { spawnDetached } from '../common/readiness';
 
 export type ProgressListener = (step: number, total: number, message: string) => void;
@@ -112,6 +113,11 @@ export class ServiceClient {
   async attach(name: string): Promise<SessionClient> {
     const { socket } = await call<{ socket: string }>(this.connection, 'vm.attach', { name });
     return SessionClient.connect(socket);
+  }
+
+  /** The VM's serial console (worker/serialConsole.ts): works while the agent is dead; rejects when the VM is not running. */
+  async console(name: string, options?: SerialClientOptions): Promise<SerialClient> {
+    return SerialClient.connect((await this.info(name)).paths.dir, options);
   }
 
   dispose(): void {
