@@ -13,6 +13,7 @@ import { ServiceClient } from '../client/serviceClient';
 import { ProgressBar } from './progress';
 import { copy } from './commands/copy';
 import { serialConsole } from './commands/console';
+import { stats } from './commands/stats';
 
 type Command = { run: (ctx: CommandContext) => Promise<number>; usage: string; options?: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> };
 
@@ -27,6 +28,7 @@ const COMMANDS: Record<string, Command> = {
   rm: { run: lifecycle.remove, usage: 'rm <name> [--force]     remove the VM and all its files', options: { force: { type: 'boolean', short: 'f' } } },
   list: { run: inspect.list, usage: 'list [--json]', options: { json: { type: 'boolean' } } },
   info: { run: inspect.info, usage: 'info <name> [--json]', options: { json: { type: 'boolean' } } },
+  stats: { run: stats, usage: 'stats <name> [--json] [--count N]   live CPU, memory and disk figures, one line a second', options: { json: { type: 'boolean' }, count: { type: 'string' } } },
   logs: { run: inspect.logs, usage: 'logs <name> [-f]        the serial console log', options: { follow: { type: 'boolean', short: 'f' } } },
   exec: { run: sessions.exec, usage: 'exec <name> [--cwd DIR] [--env K=V] [--timeout 30s] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true }, timeout: { type: 'string' } } },
   cp: { run: copy, usage: 'cp [-r] <src> <dst> [-q]  copy a file (-r: a folder); one side is <vm>:<path>', options: { quiet: { type: 'boolean', short: 'q' }, recursive: { type: 'boolean', short: 'r' } } },

@@ -13,6 +13,10 @@ import { call, connectSocket } from '../common/rpc';
 import type { VmInfo } from '../common/status';
 import { SessionClient } from './sessionClient';
 import { SerialClient, type SerialClientOptions } from './serialClient';
+import type { VmMetrics } from '../worker/metrics';
+
+/** A metrics sample of one VM, as the service forwards it. */
+export type VmMetricsEvent = VmMetrics & { name: string };
 import { spawnDetached } from '../common/readiness';
 
 export type ProgressListener = (step: number, total: number, message: string) => void;
@@ -27,11 +31,13 @@ export interface ConnectOptions {
 
 export class ServiceClient {
   private readonly progress = new Map<string, ProgressListener>();
+  private readonly metricsListeners = new Set<(m: VmMetricsEvent) => void>();
 
   private constructor(readonly connection: MessageConnection, readonly home: string) {
     connection.onNotification('progress', (p: { token: string; step: number; total: number; message: string }) => {
       this.progress.get(p.token)?.(p.step, p.total, p.message);
     });
+    connection.onNotification('vm.metrics', (m: VmMetricsEvent) => this.metricsListeners.forEach((l) => l(m)));
   }
 
   static async connect(options: ConnectOptions = {}): Promise<ServiceClient> {
@@ -107,6 +113,27 @@ export class ServiceClient {
     this.connection.onNotification('vm.status', onStatus);
     if (onRemoved) this.connection.onNotification('vm.removed', (p: { name: string }) => onRemoved(p.name));
     await call(this.connection, 'service.subscribe');
+  }
+
+  /**
+   * Live figures of `name` (CPU %, memory, disk; see worker/metrics.ts) to `listener` about once a
+   * second, until the returned function is called. The VM's worker samples only while someone
+   * watches; a VM that is not running sends nothing until it runs.
+   */
+  async onMetrics(name: string, listener: (m: VmMetricsEvent) => void): Promise<() => Promise<void>> {
+    const mine = Object.assign((m: VmMetricsEvent) => m.name === name && listener(m), { vm: name });
+    const watchingIt = () => [...this.metricsListeners].some((l) => (l as typeof mine).vm === name);
+    this.metricsListeners.add(mine);
+    try {
+      await call(this.connection, 'vm.metrics.watch', { name, on: true });
+    } catch (err) {
+      this.metricsListeners.delete(mine);
+      throw err;
+    }
+    return async () => {
+      if (!this.metricsListeners.delete(mine) || watchingIt()) return;
+      await call(this.connection, 'vm.metrics.watch', { name, on: false }).catch(() => undefined);
+    };
   }
 
   /** A direct connection to the VM's worker for exec and terminal sessions (hot bytes skip the service). */

@@ -17,6 +17,7 @@
  *   service.info {} -> {pid, home, version}
  *   service.subscribe {}: start receiving `vm.status` (VmInfo) and `vm.removed` ({name}) notifications
  *   service.shutdown {}: the service exits; VMs keep running
+ *   vm.metrics.watch {name, on?}: while on, `vm.metrics` ({name, ...VmMetrics}) about once a second (metricsHub.ts)
  *
  * Progress of long operations arrives as `progress` notifications {token, step, total, message}.
  */

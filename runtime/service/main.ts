@@ -14,6 +14,7 @@ import { ensureBaseImage } from '../image/baseImage';
 import { apiHandlers } from './api';
 import { reportReadiness } from '../common/readiness';
 import { VmManager, type ImageProvider } from './vmManager';
+import { MetricsHub } from './metricsHub';
 
 const home = dataHome();
 const socketPath = path.join(home, SERVICE_FILES.socket);
@@ -67,7 +68,8 @@ async function main(): Promise<void> {
     manager.dispose();
     setTimeout(() => process.exit(0), 50);
   };
-  const handlers = apiHandlers(manager, subscribers, () => ({ pid: process.pid, home, version: '0.1.0' }), shutdown);
+  const metrics = new MetricsHub(manager, log);
+  const handlers = { ...apiHandlers(manager, subscribers, () => ({ pid: process.pid, home, version: '0.1.0' }), shutdown), ...metrics.handlers() };
   server.on('connection', (socket) => serveSocket(socket, handlers, log));
   const oldUmask = process.umask(0o177);
   await new Promise<void>((resolve, reject) => {

@@ -203,6 +203,12 @@ export class VmManager {
     };
   }
 
+  /** The live worker of `name`, if it has one (the metrics hub watches it). Throws UnknownVm. */
+  workerOf(name: string): WorkerHandle | undefined {
+    const w = this.entry(name).worker;
+    return w && !w.isClosed ? w : undefined;
+  }
+
   list(): VmInfo[] {
     return [...this.entries.keys()].sort().map((n) => this.snapshot(n));
   }
