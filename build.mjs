@@ -5,8 +5,13 @@ import { rmSync as clean } from 'node:fs';
 
 clean('dist', { recursive: true, force: true });
 
+// The runtime's version, baked in: a client and a service compare it when they meet (runtime/common/version.ts).
+import { readFileSync as readPackage } from 'node:fs';
+const { version } = JSON.parse(readPackage('package.json', 'utf8'));
+
 const common = {
   bundle: true,
+  define: { SANDBOXVM_VERSION: JSON.stringify(version) },
   platform: 'node',
   target: 'node20',
   format: 'cjs',

@@ -58,7 +58,7 @@ async function imageCommand(ctx: CommandContext): Promise<number> {
 async function serviceCommand(ctx: CommandContext): Promise<number> {
   const action = ctx.positionals[0] ?? 'status';
   if (action === 'stop') {
-    const client = await ServiceClient.connect({ autoStart: false }).catch(() => undefined);
+    const client = await ServiceClient.connect({ autoStart: false, checkVersion: false }).catch(() => undefined);
     if (!client) {
       ctx.out('The service is not running.');
       return 0;
@@ -69,14 +69,14 @@ async function serviceCommand(ctx: CommandContext): Promise<number> {
     return 0;
   }
   if (action === 'status') {
-    const client = await ServiceClient.connect({ autoStart: false }).catch(() => undefined);
+    const client = await ServiceClient.connect({ autoStart: false, checkVersion: false }).catch(() => undefined);
     if (!client) {
       ctx.out('The service is not running.');
       return 3;
     }
     const info = await client.serviceInfo();
     client.dispose();
-    ctx.out(`The service is running: pid ${info.pid}, data in ${info.home}`);
+    ctx.out(`The service is running: pid ${info.pid}, version ${info.version} (protocol ${info.protocol ?? 0}), data in ${info.home}`);
     return 0;
   }
   throw new SandboxError(ErrorCode.BadArgument, `unknown service action ${action}: use status or stop`);

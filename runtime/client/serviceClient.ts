@@ -14,6 +14,8 @@ import type { VmInfo } from '../common/status';
 import { SessionClient } from './sessionClient';
 import { SerialClient, type SerialClientOptions } from './serialClient';
 import type { VmMetrics } from '../worker/metrics';
+import { meetService } from './serviceVersion';
+import type { ServiceIdentity } from '../common/version';
 
 /** A metrics sample of one VM, as the service forwards it. */
 export type VmMetricsEvent = VmMetrics & { name: string };
@@ -27,11 +29,18 @@ export interface ConnectOptions {
   autoStart?: boolean;
   /** Where the service's bundle is (default: next to this bundle). */
   serviceScript?: string;
+  /**
+   * Compare versions with a running service (default true): replace an older one, refuse a newer
+   * one (serviceVersion.ts). Off for commands that only inspect or stop the service.
+   */
+  checkVersion?: boolean;
 }
 
 export class ServiceClient {
   private readonly progress = new Map<string, ProgressListener>();
   private readonly metricsListeners = new Set<(m: VmMetricsEvent) => void>();
+  /** Set when connecting replaced an older service (its identity), which running VMs outlived. */
+  replacedService?: ServiceIdentity;
 
   private constructor(readonly connection: MessageConnection, readonly home: string) {
     connection.onNotification('progress', (p: { token: string; step: number; total: number; message: string }) => {
@@ -43,16 +52,29 @@ export class ServiceClient {
   static async connect(options: ConnectOptions = {}): Promise<ServiceClient> {
     const home = options.home ?? dataHome();
     const socket = path.join(home, SERVICE_FILES.socket);
+    let connection: MessageConnection | undefined;
     try {
-      return new ServiceClient(await connectSocket(socket, 5000), home);
+      connection = await connectSocket(socket, 5000);
     } catch (err) {
       if (options.autoStart === false) {
         throw new SandboxError(ErrorCode.ServiceUnavailable, `the service is not running (${(err as Error).message})`);
       }
     }
+    let replaced: ServiceIdentity | undefined;
+    if (connection) {
+      if (options.checkVersion === false) return new ServiceClient(connection, home);
+      const meeting = await meetService(connection).catch((err) => {
+        connection!.dispose();
+        throw err;
+      });
+      if (meeting.use) return new ServiceClient(connection, home);
+      replaced = meeting.replaced;
+    }
     await startService(home, options.serviceScript ?? path.join(__dirname, 'service.js'));
     try {
-      return new ServiceClient(await connectSocket(socket, 5000), home);
+      const client = new ServiceClient(await connectSocket(socket, 5000), home);
+      client.replacedService = replaced;
+      return client;
     } catch (err) {
       throw new SandboxError(ErrorCode.ServiceUnavailable, `the service started but does not answer (${(err as Error).message}); see ${path.join(home, SERVICE_FILES.log)}`);
     }
@@ -101,7 +123,7 @@ export class ServiceClient {
   ensureImage(onProgress?: ProgressListener): Promise<{ hash: string; kernel: string; initrd: string; disk: string }> {
     return this.withProgress('image.ensure', {}, onProgress);
   }
-  serviceInfo(): Promise<{ pid: number; home: string; version: string }> {
+  serviceInfo(): Promise<ServiceIdentity> {
     return call(this.connection, 'service.info');
   }
   shutdownService(): Promise<void> {

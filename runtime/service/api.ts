@@ -14,7 +14,7 @@
  *   vm.info     {name} -> VmInfo
  *   vm.attach   {name} -> {socket}: the worker socket to open sessions on                (running)
  *   image.ensure {progressToken?} -> {hash, kernel, initrd, disk}: builds the base image if missing
- *   service.info {} -> {pid, home, version}
+ *   service.info {} -> {pid, home, version, protocol}: also the handshake a client compares itself with (common/version.ts)
  *   service.subscribe {}: start receiving `vm.status` (VmInfo) and `vm.removed` ({name}) notifications
  *   service.shutdown {}: the service exits; VMs keep running
  *   vm.metrics.watch {name, on?}: while on, `vm.metrics` ({name, ...VmMetrics}) about once a second (metricsHub.ts)

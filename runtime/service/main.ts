@@ -15,6 +15,7 @@ import { apiHandlers } from './api';
 import { reportReadiness } from '../common/readiness';
 import { VmManager, type ImageProvider } from './vmManager';
 import { MetricsHub } from './metricsHub';
+import { serviceIdentity } from '../common/version';
 
 const home = dataHome();
 const socketPath = path.join(home, SERVICE_FILES.socket);
@@ -69,7 +70,7 @@ async function main(): Promise<void> {
     setTimeout(() => process.exit(0), 50);
   };
   const metrics = new MetricsHub(manager, log);
-  const handlers = { ...apiHandlers(manager, subscribers, () => ({ pid: process.pid, home, version: '0.1.0' }), shutdown), ...metrics.handlers() };
+  const handlers = { ...apiHandlers(manager, subscribers, () => serviceIdentity(home), shutdown), ...metrics.handlers() };
   server.on('connection', (socket) => serveSocket(socket, handlers, log));
   const oldUmask = process.umask(0o177);
   await new Promise<void>((resolve, reject) => {
@@ -81,7 +82,8 @@ async function main(): Promise<void> {
   fs.writeFileSync(path.join(home, SERVICE_FILES.pid), `${process.pid}\n`);
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
-  log(`listening on ${socketPath}`);
+  const identity = serviceIdentity(home);
+  log(`listening on ${socketPath} (version ${identity.version}, protocol ${identity.protocol})`);
   reportReadiness({ ok: true });
 }
 
