@@ -22,6 +22,8 @@ export interface SerialClientOptions {
   from?: number;
   /** How long to wait for a new worker after the connection drops (default 60 s). */
   takeoverTimeoutMs?: number;
+  /** How long to wait for the console to appear (a VM that is starting); default 0: fail at once. */
+  waitMs?: number;
 }
 
 export class SerialClient {
@@ -37,8 +39,16 @@ export class SerialClient {
   /** Connects to the console of the VM whose directory is `vmDir`; rejects when it is not running. */
   static async connect(vmDir: string, options: SerialClientOptions = {}): Promise<SerialClient> {
     const client = new SerialClient(vmDir, options.takeoverTimeoutMs ?? 60_000);
-    await client.open(options.from);
-    return client;
+    const deadline = Date.now() + (options.waitMs ?? 0);
+    for (;;) {
+      try {
+        await client.open(options.from);
+        return client;
+      } catch (err) {
+        if (Date.now() >= deadline) throw err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
   }
 
   get vm(): string {

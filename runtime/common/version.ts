@@ -12,6 +12,10 @@ export const PROTOCOL_VERSION = 1;
 
 declare const SANDBOXVM_VERSION: string | undefined;
 
+/**
+ * This code's version; `dev` when neither baked in nor found in package.json (a bundle built
+ * without build.mjs's define): then only protocols are compared.
+ */
 export const RUNTIME_VERSION: string = typeof SANDBOXVM_VERSION === 'string' ? SANDBOXVM_VERSION : packageVersion();
 
 /** The nearest package.json above this file that is ours (running from source, or an unbundled copy). */
@@ -23,7 +27,7 @@ function packageVersion(): string {
     } catch {
       // not here
     }
-    if (path.dirname(dir) === dir) return '0.0.0';
+    if (path.dirname(dir) === dir) return 'dev';
   }
 }
 
@@ -70,6 +74,7 @@ export function compareVersions(a: string, b: string): number {
 export function compareWithService(service: Pick<ServiceIdentity, 'version' | 'protocol'>, client = { version: RUNTIME_VERSION, protocol: PROTOCOL_VERSION }): 'same' | 'older' | 'newer' {
   const protocol = typeof service.protocol === 'number' ? service.protocol : 0;
   if (protocol !== client.protocol) return protocol < client.protocol ? 'older' : 'newer';
+  if (service.version === 'dev' || client.version === 'dev') return 'same';
   const c = compareVersions(typeof service.version === 'string' ? service.version : '0.0.0', client.version);
   return c === 0 ? 'same' : c < 0 ? 'older' : 'newer';
 }

@@ -142,7 +142,7 @@ export class VmManager {
       message: `the VM's worker exited unexpectedly and the VM was stopped; see ${this.file(name, 'workerLog')}`,
     };
     this.log(`${name}: ${entry.lastError.message}`);
-    for (const f of ['worker', 'workerSocket', 'agentSocket', 'qmpSocket'] as const) rmSync(this.file(name, f), { force: true });
+    for (const f of ['worker', 'workerSocket', 'agentSocket', 'qmpSocket', 'qemuSerialSocket', 'serialSocket'] as const) rmSync(this.file(name, f), { force: true });
   }
 
   private attach(name: string, entry: Entry, handle: WorkerHandle): void {

@@ -16,7 +16,8 @@ export async function serialConsole(ctx: CommandContext): Promise<number> {
   if (vm.state === 'stopped' || vm.state === 'saved') {
     throw new SandboxError(ErrorCode.WrongState, `${name} is ${vm.state}: start it (sandboxvm start ${name}) to use its console`);
   }
-  const serial = await SerialClient.connect(vm.paths.dir);
+  // A VM that is starting gets its console a moment after QEMU is spawned.
+  const serial = await SerialClient.connect(vm.paths.dir, { waitMs: vm.state === 'starting' ? 60_000 : 0 });
   await ctx.dispose();
   const stdin = process.stdin;
   const tty = stdin.isTTY === true;
