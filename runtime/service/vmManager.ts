@@ -171,7 +171,7 @@ export class VmManager {
   private entry(name: unknown): Entry {
     const valid = validateVmName(name);
     const e = this.entries.get(valid);
-    if (!e) throw new SandboxError(ErrorCode.UnknownVm, `no VM named ${valid}; see \`sandboxvm list\` for the VMs there are, or create it with \`sandboxvm create ${valid}\``);
+    if (!e) throw new SandboxError(ErrorCode.UnknownVm, `no VM named ${valid}; see \`sandboxvm list\` for the VMs there are`);
     return e;
   }
 

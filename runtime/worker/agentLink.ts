@@ -178,24 +178,44 @@ export class AgentLink {
   private adoptSessions(list: LiveSession[]): void {
     for (const { id, kind } of list) {
       if (this.sessions.has(id)) continue;
-      const orphan = new Orphan(kind, this.orphanBudget, () => {
-        this.log(`session ${id}: it said more than the worker holds for sessions no client has attached (${ORPHAN_BUFFER_BYTES} bytes each, ${ORPHAN_TOTAL_BYTES} in all); closing it`);
-        this.sessions.get(id)?.close();
-      });
-      const session = new HostSession(id, this, orphan);
+      const session = new HostSession(id, this, this.holdOrphan(id, kind));
       // The guest's remaining credit is whatever the dead worker left it: never more than its cap.
       session.recvCredit[StreamId.Stdout] = session.recvCredit[StreamId.Stderr] = 16 * INITIAL_WINDOW;
       this.sessions.set(id, session);
-      orphan.expiry = setTimeout(() => {
-        if (this.orphans.get(id) !== orphan) return;
-        this.orphans.delete(id);
-        orphan.discard();
-        this.log(`session ${id}: no client attached within ${ORPHAN_TTL_MS / 1000} s; closing it`);
-        session.close();
-      }, ORPHAN_TTL_MS);
-      this.orphans.set(id, orphan);
     }
     if (list.length > 0) this.log(`the agent kept ${list.length} session(s) of the previous worker: ${list.map((l) => `${l.id} (${l.kind})`).join(', ')}`);
+  }
+
+  /** An Orphan for session `id`, registered: closed if no client claims it within ORPHAN_TTL_MS. */
+  private holdOrphan(id: number, kind: SessionKind): Orphan {
+    const orphan = new Orphan(kind, this.orphanBudget, () => {
+      this.log(`session ${id}: it said more than the worker holds for sessions no client has attached (${ORPHAN_BUFFER_BYTES} bytes each, ${ORPHAN_TOTAL_BYTES} in all); closing it`);
+      this.sessions.get(id)?.close();
+    });
+    orphan.expiry = setTimeout(() => {
+      if (this.orphans.get(id) !== orphan) return;
+      this.orphans.delete(id);
+      orphan.discard();
+      this.log(`session ${id}: no client attached within ${ORPHAN_TTL_MS / 1000} s; closing it`);
+      this.sessions.get(id)?.close();
+    }, ORPHAN_TTL_MS);
+    this.orphans.set(id, orphan);
+    return orphan;
+  }
+
+  /**
+   * A client let go of `session` (session.detach): it runs on in the guest and is held as an
+   * orphan, claimable by id (claimSession) for ORPHAN_TTL_MS. Output the client was sent and
+   * had not acknowledged is counted as taken, so the guest may fill one window for the next client.
+   */
+  detachSession(session: HostSession, kind: SessionKind): void {
+    if (session.ended || this.sessions.get(session.id) !== session) throw new SandboxError(ErrorCode.BadArgument, `session ${session.id} has ended`);
+    for (const stream of [StreamId.Stdout, StreamId.Stderr]) {
+      const unacked = INITIAL_WINDOW - session.recvCredit[stream];
+      if (unacked > 0) session.ack(stream, unacked);
+    }
+    session.handlers = this.holdOrphan(session.id, kind);
+    this.log(`session ${session.id}: its client detached; held for ${ORPHAN_TTL_MS / 1000} s`);
   }
 
   /** The kind of a session this worker inherited and no client has claimed yet. */

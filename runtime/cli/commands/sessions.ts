@@ -3,10 +3,9 @@ import * as os from 'node:os';
 import { ErrorCode, SandboxError } from '../../common/errors';
 import type { Session, SessionExit } from '../../client/sessionClient';
 import type { CommandContext } from '../context';
-
-function writeTo(stream: NodeJS.WriteStream, data: Buffer): Promise<void> {
-  return new Promise((resolve) => (stream.write(data) ? resolve() : stream.once('drain', resolve)));
-}
+import { BROKEN_PIPE_STATUS, onBrokenPipe, writeTo } from '../brokenPipe';
+import { formatDuration, parseTimeout } from '../duration';
+import { INTERRUPT_WINDOW_MS, InterruptCounter } from '../interrupts';
 
 /** The exit status a shell would give: the code, or 128 + the signal number. */
 export function exitStatus(r: SessionExit): number {
@@ -25,15 +24,6 @@ function parseEnv(values: unknown): Record<string, string> | undefined {
     env[v.slice(0, i)] = v.slice(i + 1);
   }
   return env;
-}
-
-/** "30s", "2m", "500ms", "10" (seconds) -> milliseconds. */
-export function parseDuration(value: unknown): number | undefined {
-  if (value === undefined) return undefined;
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(String(value));
-  if (!m) throw new SandboxError(ErrorCode.BadArgument, `invalid --timeout ${JSON.stringify(value)}: use e.g. 30s, 5m, 500ms`);
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
-  return Math.max(1, Math.round(Number(m[1]) * unit));
 }
 
 /** Forwards piped stdin to the session, pausing while a write is on its way; EOF when it ends. */
@@ -72,27 +62,73 @@ function reportEnd(name: string, session: Session, result: SessionExit): void {
   }
 }
 
+/** How long a session closed because our output went away may take to end before we exit anyway. */
+const CLOSE_WAIT_MS = 5000;
+
+/**
+ * exec: the command's output and exit status, as ssh gives them. Ctrl-C: the first forwards
+ * SIGINT; a second within a second detaches (after a second more, so that a third can still
+ * kill the session instead), leaving the session attachable; a third kills it. A reader of our
+ * output that goes away (EPIPE) ends the session and the CLI quietly, with status 141.
+ */
 export async function exec(ctx: CommandContext): Promise<number> {
   const name = ctx.name();
   const argv = ctx.rest.length > 0 ? ctx.rest : ctx.positionals.slice(1);
   if (argv.length === 0) throw new SandboxError(ErrorCode.BadArgument, `exec needs a command: sandboxvm exec ${name} -- <command> [args...]`);
+  const timeoutMs = parseTimeout(ctx.options.timeout);
   const sessions = await (await ctx.client()).attach(name);
   const session = await sessions.open(
-    { kind: 'exec', argv, env: parseEnv(ctx.options.env), cwd: ctx.options.cwd as string | undefined, timeoutMs: parseDuration(ctx.options.timeout) },
+    { kind: 'exec', argv, env: parseEnv(ctx.options.env), cwd: ctx.options.cwd as string | undefined, timeoutMs },
     {
       onData: (stream, data) => writeTo(stream === 2 ? process.stderr : process.stdout, data),
       onExit: () => undefined,
     },
   );
   if (!process.stdin.isTTY) pipeStdin(session);
-  const onSigint = () => session.signal('SIGINT').catch(() => undefined);
+  let pipeBroken = false;
+  let giveUp = () => undefined as void;
+  const gaveUp = new Promise<undefined>((resolve) => (giveUp = () => resolve(undefined)));
+  const undoPipe = onBrokenPipe(() => {
+    pipeBroken = true;
+    void session.close().catch(() => undefined);
+    setTimeout(giveUp, CLOSE_WAIT_MS);
+  });
+  const interrupts = new InterruptCounter();
+  let detachTimer: NodeJS.Timeout | undefined;
+  let detaching: Promise<unknown> | undefined;
+  const onSigint = () => {
+    const action = interrupts.next(Date.now());
+    if (action === 'forward') return void session.signal('SIGINT').catch(() => undefined);
+    if (action === 'detach') {
+      process.stderr.write(`\nsandboxvm: detaching; session ${session.id} keeps running in the guest (Ctrl-C again to kill it)\n`);
+      detachTimer = setTimeout(() => {
+        detaching = session.detach().catch((err: Error) => process.stderr.write(`sandboxvm: could not detach: ${err.message}\n`));
+      }, INTERRUPT_WINDOW_MS);
+      return;
+    }
+    clearTimeout(detachTimer);
+    process.stderr.write(`sandboxvm: killing session ${session.id}\n`);
+    void session.close().catch(() => undefined);
+  };
   process.on('SIGINT', onSigint);
-  const result = await session.exited;
+  const result = await Promise.race([session.exited, gaveUp]);
+  clearTimeout(detachTimer);
+  if (result?.detached) await detaching;
   process.off('SIGINT', onSigint);
+  undoPipe();
   process.stdin.destroy();
   sessions.dispose();
-  reportEnd(name, session, result);
-  return result.error && result.signal ? 124 : exitStatus(result);
+  if (pipeBroken) return BROKEN_PIPE_STATUS;
+  if (result?.detached) {
+    process.stderr.write(`sandboxvm: detached; pick the session up within a minute with \`sandboxvm attach ${name} ${session.id}\`\n`);
+    return 130;
+  }
+  if (result?.error && result.signal && timeoutMs !== undefined) {
+    process.stderr.write(`sandboxvm: ${argv[0]} timed out after ${formatDuration(timeoutMs)} (--timeout) and was killed\n`);
+    return 124;
+  }
+  reportEnd(name, session, result!);
+  return exitStatus(result!);
 }
 
 export async function shell(ctx: CommandContext): Promise<number> {
