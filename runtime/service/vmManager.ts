@@ -14,6 +14,7 @@ import { promises as fsp, existsSync, readdirSync, readFileSync, rmSync } from '
 import * as path from 'node:path';
 import { DEFAULTS, LIMITS, checkRange, parseVmConfig, type VmConfig } from '../common/config';
 import { ErrorCode, SandboxError, asSandboxError, type WireError } from '../common/errors';
+import { wrongStateMessage } from '../common/stateMessages';
 import { writeJsonAtomic } from '../common/atomicWrite';
 import { validateVmName } from '../common/names';
 import { VM_FILES, vmsDir } from '../common/paths';
@@ -383,7 +384,7 @@ export class VmManager {
   private requireState(name: string, allowed: VmState[], verb: string): VmState {
     const state = this.stateOf(name);
     if (!allowed.includes(state)) {
-      throw new SandboxError(ErrorCode.WrongState, `cannot ${verb} ${name}: it is ${state} (allowed when ${allowed.join(' or ')})`);
+      throw new SandboxError(ErrorCode.WrongState, wrongStateMessage(name, state, verb, allowed));
     }
     return state;
   }
