@@ -20,6 +20,8 @@ type Command = {
   options?: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>;
   /** Takes a command line after `--` (exec, shell); for the others `--` only ends the options. */
   command?: boolean;
+  /** The most arguments it takes besides options (default 1: a VM name); exec takes any. */
+  maxArgs?: number;
 };
 
 const COMMANDS: Record<string, Command> = {
@@ -31,12 +33,12 @@ const COMMANDS: Record<string, Command> = {
   save: { run: lifecycle.simple('save', 'is saved; `sandboxvm start` restores it'), usage: 'save <name>             write the running state to disk and stop' },
   restart: { run: lifecycle.restart, usage: 'restart <name>' },
   rm: { run: lifecycle.remove, usage: 'rm <name> [--force]     remove the VM and all its files', options: { force: { type: 'boolean', short: 'f' } } },
-  list: { run: inspect.list, usage: 'list [--json]', options: { json: { type: 'boolean' } } },
+  list: { run: inspect.list, usage: 'list [--json]', options: { json: { type: 'boolean' } }, maxArgs: 0 },
   info: { run: inspect.info, usage: 'info <name> [--json]', options: { json: { type: 'boolean' } } },
   logs: { run: inspect.logs, usage: 'logs <name> [-f]        the serial console log', options: { follow: { type: 'boolean', short: 'f' } } },
-  exec: { run: sessions.exec, usage: 'exec <name> [--cwd DIR] [--env K=V] [--timeout 30s] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true }, timeout: { type: 'string' } }, command: true },
-  cp: { run: copy, usage: 'cp <src> <dst> [-q]       copy a file; one side is <vm>:<path>', options: { quiet: { type: 'boolean', short: 'q' } } },
-  attach: { run: sessions.attach, usage: 'attach <name> <id>      pick up a session a save cut off, after `start`' },
+  exec: { run: sessions.exec, usage: 'exec <name> [--cwd DIR] [--env K=V] [--timeout 30s] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true }, timeout: { type: 'string' } }, command: true, maxArgs: Infinity },
+  cp: { run: copy, usage: 'cp <src> <dst> [-q]       copy a file; one side is <vm>:<path>', options: { quiet: { type: 'boolean', short: 'q' } }, maxArgs: 2 },
+  attach: { run: sessions.attach, usage: 'attach <name> <id>      pick up a session a save cut off or a detach (Ctrl-C twice) left', maxArgs: 2 },
   shell: { run: sessions.shell, usage: 'shell <name> [-- <program> [args...]]   an interactive terminal', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } }, command: true },
   image: { run: imageCommand, usage: 'image build              build (or find) the base image new VMs clone' },
   service: { run: serviceCommand, usage: 'service status|stop       the background service (VMs keep running when it stops)' },
@@ -128,6 +130,14 @@ async function main(argv: string[]): Promise<number> {
   }
   // `rm -- name`: after `--` come arguments, never options (as with rm(1)).
   const positionals = command.command ? parsed.positionals : [...parsed.positionals, ...after];
+  const maxArgs = command.maxArgs ?? 1;
+  if (positionals.length > maxArgs) {
+    const extra = positionals.slice(maxArgs).map((a) => JSON.stringify(a)).join(' ');
+    const shape = command.usage.split(/\s+/).slice(1).filter((w) => !w.startsWith('[')).slice(0, maxArgs).join(' ');
+    const takes = maxArgs === 0 ? 'no arguments' : `${maxArgs === 1 ? 'one argument' : `${maxArgs} arguments`} (${shape})`;
+    process.stderr.write(`sandboxvm: ${name} takes ${takes}; unexpected ${extra}\nusage: sandboxvm ${command.usage}\n`);
+    return 2;
+  }
   const ctx = new CommandContext(name, positionals, parsed.values as Record<string, string | boolean | string[] | undefined>, command.command ? after : []);
   try {
     return await command.run(ctx);

@@ -53,6 +53,7 @@ describe('vm: errors', { timeout: 600_000 }, () => {
     await fails(['create', 'sized', '--disk', '1.5G'], /disk size must be whole GiB/);
     await fails(['create', 'sized', '--disk', '1K'], /disk size must be whole GiB: 1K is not; use e\.g\. 10G/);
     await fails(['create', 'sized', '--disk', '20'], /did you mean 20G\?/);
+    await fails(['create', 'sized', '--memory', '64M'], /memory must be between 128M and 256G \(got 64M\)/);
   });
 
   test('arguments: `--` ends the options, unknown options say what the command takes', async () => {
@@ -62,6 +63,10 @@ describe('vm: errors', { timeout: 600_000 }, () => {
     assert.match(r.stderr, /^sandboxvm: exec has no option -l \(it takes --cwd, --env, --timeout\); the command goes after `--`: sandboxvm exec up -- ls -la\n/);
     await fails(['exec', 'up', '--timeout', '8d', '--', 'true'], /--timeout 8d is past the limit of 7 days/);
     await fails(['exec', 'up', '--timeout', 'soon', '--', 'true'], /invalid --timeout "soon"/);
+    const extra = await home.cli(['start', 'down', 'up']);
+    assert.equal(extra.code, 2);
+    assert.match(extra.stderr, /^sandboxvm: start takes one argument \(<name>\); unexpected "up"\n/);
+    await fails(['attach', 'up', 'abc'], /"abc" is not a session id/);
   });
 
   test('duplicate name', async () => {

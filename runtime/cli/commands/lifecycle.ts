@@ -1,6 +1,7 @@
 /** create, start, stop, pause, resume, restart, save, rm: thin calls into the service. */
 import { ErrorCode, SandboxError } from '../../common/errors';
-import { parseDiskGiB, parseSizeMiB } from '../../common/config';
+import { LIMITS, parseDiskGiB, parseSizeMiB } from '../../common/config';
+import { formatMiB } from '../format';
 import type { ServiceClient } from '../../client/serviceClient';
 import type { CommandContext } from '../context';
 import { ProgressBar } from '../progress';
@@ -11,6 +12,10 @@ export async function create(ctx: CommandContext): Promise<number> {
   const cpus = o.cpus !== undefined ? parseInteger(String(o.cpus), 'cpus') : undefined;
   const memoryMiB = o.memory !== undefined ? parseSizeMiB(String(o.memory), 'memory size') : undefined;
   const diskGiB = o.disk !== undefined ? parseDiskGiB(String(o.disk)) : undefined;
+  const [minMiB, maxMiB] = LIMITS.memoryMiB;
+  if (memoryMiB !== undefined && (memoryMiB < minMiB || memoryMiB > maxMiB)) {
+    throw new SandboxError(ErrorCode.BadArgument, `memory must be between ${formatMiB(minMiB)} and ${formatMiB(maxMiB)} (got ${o.memory})`);
+  }
   const client = await ctx.client();
   const bar = new ProgressBar(`Creating ${name}`);
   try {

@@ -162,8 +162,12 @@ export async function shell(ctx: CommandContext): Promise<number> {
  */
 export async function attach(ctx: CommandContext): Promise<number> {
   const name = ctx.name();
-  const id = Number(ctx.positionals[1]);
-  if (!Number.isInteger(id) || id < 1 || id > 0xffffffff) throw new SandboxError(ErrorCode.BadArgument, `attach needs a session id: sandboxvm attach ${name} <id> (exec and shell print it when a save cuts them off)`);
+  const given = ctx.positionals[1];
+  const id = given !== undefined && /^\d+$/.test(given) ? Number(given) : NaN;
+  if (!Number.isInteger(id) || id < 1 || id > 0xffffffff) {
+    const what = given === undefined ? 'attach needs a session id' : `${JSON.stringify(given.slice(0, 40))} is not a session id`;
+    throw new SandboxError(ErrorCode.BadArgument, `${what}: sandboxvm attach ${name} <id> (exec and shell print the id when a save or a detach leaves a session running)`);
+  }
   const sessions = await (await ctx.client()).attach(name);
   const stdout = process.stdout;
   const { session, kind } = await sessions.attach(id, { onData: (stream, data) => writeTo(stream === 2 ? process.stderr : stdout, data), onExit: () => undefined });
