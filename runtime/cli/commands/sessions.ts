@@ -66,10 +66,8 @@ function reportEnd(name: string, session: Session, result: SessionExit): void {
 const CLOSE_WAIT_MS = 5000;
 
 /**
- * exec: the command's output and exit status, as ssh gives them. Ctrl-C: the first forwards
- * SIGINT; a second within a second detaches (after a second more, so that a third can still
- * kill the session instead), leaving the session attachable; a third kills it. A reader of our
- * output that goes away (EPIPE) ends the session and the CLI quietly, with status 141.
+ * exec: the command's output and exit status, as ssh gives them (see followExec for Ctrl-C and
+ * a reader that goes away).
  */
 export async function exec(ctx: CommandContext): Promise<number> {
   const name = ctx.name();
@@ -84,6 +82,17 @@ export async function exec(ctx: CommandContext): Promise<number> {
       onExit: () => undefined,
     },
   );
+  return followExec(name, session, sessions, { timeoutMs, command: argv[0] });
+}
+
+/**
+ * Follows an exec session (opened, or attached again) to its end and returns the CLI's status.
+ * Piped stdin feeds it. Ctrl-C: the first forwards SIGINT; a second within a second detaches
+ * (a second later, so that a third can still kill the session instead), leaving the session
+ * attachable, status 130; a third kills it. A reader of our output that goes away (EPIPE) ends
+ * the session and the CLI quietly, status 141. A --timeout that fired says so, status 124.
+ */
+async function followExec(name: string, session: Session, sessions: { dispose(): void }, options: { timeoutMs?: number; command?: string } = {}): Promise<number> {
   if (!process.stdin.isTTY) pipeStdin(session);
   let pipeBroken = false;
   let giveUp = () => undefined as void;
@@ -118,17 +127,17 @@ export async function exec(ctx: CommandContext): Promise<number> {
   undoPipe();
   process.stdin.destroy();
   sessions.dispose();
-  if (pipeBroken) return BROKEN_PIPE_STATUS;
-  if (result?.detached) {
+  if (pipeBroken || !result) return BROKEN_PIPE_STATUS;
+  if (result.detached) {
     process.stderr.write(`sandboxvm: detached; pick the session up within a minute with \`sandboxvm attach ${name} ${session.id}\`\n`);
     return 130;
   }
-  if (result?.error && result.signal && timeoutMs !== undefined) {
-    process.stderr.write(`sandboxvm: ${argv[0]} timed out after ${formatDuration(timeoutMs)} (--timeout) and was killed\n`);
+  if (result.error && result.signal && options.timeoutMs !== undefined) {
+    process.stderr.write(`sandboxvm: ${options.command} timed out after ${formatDuration(options.timeoutMs)} (--timeout) and was killed\n`);
     return 124;
   }
-  reportEnd(name, session, result!);
-  return exitStatus(result!);
+  reportEnd(name, session, result);
+  return result.error && result.signal ? 124 : exitStatus(result);
 }
 
 export async function shell(ctx: CommandContext): Promise<number> {
@@ -157,8 +166,8 @@ export async function shell(ctx: CommandContext): Promise<number> {
 }
 
 /**
- * attach: picks up a session the guest kept when its client was cut off (a save, then a start):
- * a terminal becomes this terminal, an exec's output streams here and piped stdin feeds it.
+ * attach: picks up a session the guest kept when its client was cut off (a save, then a start)
+ * or let go (a detach): a terminal becomes this terminal; an exec is followed as exec does.
  */
 export async function attach(ctx: CommandContext): Promise<number> {
   const name = ctx.name();
@@ -171,11 +180,9 @@ export async function attach(ctx: CommandContext): Promise<number> {
   const sessions = await (await ctx.client()).attach(name);
   const stdout = process.stdout;
   const { session, kind } = await sessions.attach(id, { onData: (stream, data) => writeTo(stream === 2 ? process.stderr : stdout, data), onExit: () => undefined });
-  let detach = () => undefined as void;
-  if (kind === 'pty') {
-    detach = attachTerminal(session);
-    void session.resize(stdout.columns ?? 80, stdout.rows ?? 24).catch(() => undefined);
-  } else if (!process.stdin.isTTY) pipeStdin(session);
+  if (kind !== 'pty') return followExec(name, session, sessions);
+  const detach = attachTerminal(session);
+  void session.resize(stdout.columns ?? 80, stdout.rows ?? 24).catch(() => undefined);
   const result = await session.exited;
   detach();
   process.stdin.destroy();
