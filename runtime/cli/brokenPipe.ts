@@ -35,17 +35,29 @@ export function installBrokenPipeHandler(): void {
   }
 }
 
+/** One wait for 'drain' per stream, shared by every write that found its buffer full. */
+const draining = new WeakMap<NodeJS.WriteStream, Promise<void>>();
+
+function drained(stream: NodeJS.WriteStream): Promise<void> {
+  let wait = draining.get(stream);
+  if (!wait) {
+    wait = new Promise((resolve) => {
+      const done = () => {
+        stream.off('drain', done);
+        stream.off('close', done);
+        draining.delete(stream);
+        resolve();
+      };
+      stream.on('drain', done);
+      stream.on('close', done);
+    });
+    draining.set(stream, wait);
+  }
+  return wait;
+}
+
 /** Writes `data`, resolving once it is taken (or at once if the stream is gone), never rejecting. */
 export function writeTo(stream: NodeJS.WriteStream, data: Buffer): Promise<void> {
   if (outputGone(stream)) return Promise.resolve();
-  return new Promise((resolve) => {
-    if (stream.write(data)) return resolve();
-    const done = () => {
-      stream.off('drain', done);
-      stream.off('close', done);
-      resolve();
-    };
-    stream.once('drain', done);
-    stream.once('close', done);
-  });
+  return stream.write(data) ? Promise.resolve() : drained(stream);
 }
