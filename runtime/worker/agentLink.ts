@@ -210,16 +210,38 @@ export class AgentLink {
       const session = new HostSession(id, this, IGNORED);
       session.resuming = true;
       this.sessions.set(id, session);
-      const orphan: Orphan = { kind, expiry: setTimeout(() => {
-        if (this.orphans.get(id) !== orphan) return;
-        this.orphans.delete(id);
-        this.log(`session ${id}: no client attached within ${ORPHAN_TTL_MS / 1000} s; closing it`);
-        session.close();
-        this.finish(session, null, null, 'closed: no client attached');
-      }, ORPHAN_TTL_MS) };
-      this.orphans.set(id, orphan);
+      this.holdOrphan(session, kind);
     }
     if (list.length > 0) this.log(`the agent kept ${list.length} session(s) of the previous worker: ${list.map((l) => `${l.id} (${l.kind})`).join(', ')}`);
+  }
+
+  /** Registers `session` as an orphan: closed if no client claims it within ORPHAN_TTL_MS. */
+  private holdOrphan(session: HostSession, kind: SessionKind): void {
+    const id = session.id;
+    const orphan: Orphan = { kind, expiry: setTimeout(() => {
+      if (this.orphans.get(id) !== orphan) return;
+      this.orphans.delete(id);
+      this.log(`session ${id}: no client attached within ${ORPHAN_TTL_MS / 1000} s; closing it`);
+      session.close();
+      this.finish(session, null, null, 'closed: no client attached');
+    }, ORPHAN_TTL_MS) };
+    this.orphans.set(id, orphan);
+  }
+
+  /**
+   * A client let go of `session` (session.detach): it runs on in the guest. What the client was
+   * handed is acknowledged to the guest (the client has it), and what the guest says from here is
+   * ignored until a client claims the session (claimSession, within ORPHAN_TTL_MS) and the guest
+   * replays it: the next client starts exactly where this one stopped.
+   */
+  detachSession(session: HostSession, kind: SessionKind): void {
+    if (session.ended || this.sessions.get(session.id) !== session) throw new SandboxError(ErrorCode.BadArgument, `session ${session.id} has ended`);
+    session.resuming = true;
+    for (const stream of [StreamId.Stdout, StreamId.Stderr]) session.ack(stream, session.unacked[stream]);
+    session.flushGrants();
+    session.handlers = IGNORED;
+    this.holdOrphan(session, kind);
+    this.log(`session ${session.id}: its client detached; held for ${ORPHAN_TTL_MS / 1000} s`);
   }
 
   /** The kind of a session this worker inherited and no client has claimed yet. */
