@@ -74,12 +74,12 @@ export class Agent {
   }
 
   /** Ended sessions kept for a resume, oldest first; past MAX_LINGERING the oldest is let go. */
-  private readonly lingering = new Map<number, RelaySession>();
+  private readonly lingering = new Map<number, AgentSession>();
 
-  private linger(id: number, session: RelaySession): void {
+  private linger(id: number, session: AgentSession): void {
     this.lingering.set(id, session);
     if (this.lingering.size <= MAX_LINGERING) return;
-    const [oldestId, oldest] = this.lingering.entries().next().value as [number, RelaySession];
+    const [oldestId, oldest] = this.lingering.entries().next().value as [number, AgentSession];
     this.log(`session ${oldestId}: ${MAX_LINGERING} ended sessions wait for their host end already; letting it go`);
     oldest.release();
   }
@@ -147,7 +147,7 @@ export class Agent {
         this.sessions.delete(id);
         this.lingering.delete(id);
       };
-      if (session instanceof RelaySession) session.onLinger = () => this.linger(id, session);
+      session.onLinger = () => this.linger(id, session);
       session.open(m);
       return;
     }
