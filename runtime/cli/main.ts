@@ -12,6 +12,7 @@ import * as sessions from './commands/sessions';
 import { ServiceClient } from '../client/serviceClient';
 import { ProgressBar } from './progress';
 import { copy } from './commands/copy';
+import { boundedByTimeout } from './deadline';
 
 type Command = { run: (ctx: CommandContext) => Promise<number>; usage: string; options?: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> };
 
@@ -27,7 +28,7 @@ const COMMANDS: Record<string, Command> = {
   list: { run: inspect.list, usage: 'list [--json]', options: { json: { type: 'boolean' } } },
   info: { run: inspect.info, usage: 'info <name> [--json]', options: { json: { type: 'boolean' } } },
   logs: { run: inspect.logs, usage: 'logs <name> [-f]        the serial console log', options: { follow: { type: 'boolean', short: 'f' } } },
-  exec: { run: sessions.exec, usage: 'exec <name> [--cwd DIR] [--env K=V] [--timeout 30s] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true }, timeout: { type: 'string' } } },
+  exec: { run: boundedByTimeout(sessions.exec), usage: 'exec <name> [--cwd DIR] [--env K=V] [--timeout 30s] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true }, timeout: { type: 'string' } } },
   cp: { run: copy, usage: 'cp <src> <dst> [-q]       copy a file; one side is <vm>:<path>', options: { quiet: { type: 'boolean', short: 'q' } } },
   attach: { run: sessions.attach, usage: 'attach <name> <id>      pick up a session a save cut off, after `start`' },
   shell: { run: sessions.shell, usage: 'shell <name> [-- <program> [args...]]   an interactive terminal', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } } },

@@ -22,6 +22,7 @@ import { locateQemu } from '../qemu/locate';
 import { SequencerByKey } from './sequencer';
 import { isProcessOf, killIfProcessOf } from './processes';
 import { WorkerHandle, readWorkerRecord } from './workerHandle';
+import { checkDiskSize, virtualSize } from './diskSize';
 
 export interface CreateParams {
   name: string;
@@ -207,11 +208,16 @@ export class VmManager {
     return [...this.entries.keys()].sort().map((n) => this.snapshot(n));
   }
 
-  /** Fresh status from the worker (live heartbeat age), falling back to the cached snapshot. */
+  /**
+   * Fresh status from the worker (its latest heartbeat time), falling back to the cached snapshot
+   * when the worker does not answer within INFO_WAIT_MS. Never waits on the guest.
+   */
   async info(name: string): Promise<VmInfo> {
     const e = this.entry(name);
-    if (e.worker && !e.worker.isClosed) {
-      e.worker.status = await e.worker.call<WorkerStatus>('worker.status').catch(() => e.worker!.status);
+    const worker = e.worker;
+    if (worker && !worker.isClosed) {
+      const fresh = await orTimeout(worker.call<WorkerStatus>('worker.status'), INFO_WAIT_MS).catch(() => undefined);
+      if (fresh && e.worker === worker) worker.status = fresh;
     }
     return this.snapshot(name);
   }
@@ -231,6 +237,7 @@ export class VmManager {
       const diskGiB = checkRange(p.diskGiB ?? DEFAULTS.diskGiB, LIMITS.diskGiB, 'disk', ' GiB');
       const qemu = await locateQemu();
       const image = await this.images(progress);
+      checkDiskSize(diskGiB, await virtualSize(qemu.img, image.disk));
       await fsp.mkdir(vmsDir(this.home), { recursive: true, mode: 0o700 });
       const staging = path.join(vmsDir(this.home), `.${name}.creating-${process.pid}-${Date.now()}`);
       await fsp.mkdir(staging, { mode: 0o700 });
@@ -391,6 +398,16 @@ export class VmManager {
   dispose(): void {
     for (const e of this.entries.values()) e.worker?.dispose();
   }
+}
+
+/** How long `info` waits for a worker's fresh status before serving the last snapshot. */
+const INFO_WAIT_MS = 1000;
+
+/** `p`, or undefined once `ms` have passed. */
+function orTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
 function run(file: string, args: string[]): Promise<void> {

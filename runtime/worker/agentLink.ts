@@ -11,13 +11,13 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { ErrorCode, SandboxError } from '../common/errors';
-import type { AgentStatus } from '../common/status';
+import { AGENT_SILENT_MS, notRespondingMessage, type AgentStatus } from '../common/status';
 import { FrameDecoder, FrameType, MAX_PAYLOAD, ProtocolError, StreamId, encodeControl, encodeFrame, encodeWindow, type Frame } from '../protocol/frames';
 import { INITIAL_WINDOW, MAX_SESSIONS, PROTOCOL_VERSION, checkCallResult, parseAgentMessage, type AgentHello, type CallMethod, type LiveSession, type OpenSession, type SessionKind } from '../protocol/messages';
 
 const HELLO_RETRY_MS = 250;
 /** After this long without a heartbeat the agent is considered out of contact and re-greeted. */
-export const HEARTBEAT_LOST_MS = 5000;
+export const HEARTBEAT_LOST_MS = AGENT_SILENT_MS;
 /** Stdin bytes we hold for one session while the guest grants no credit. */
 const MAX_QUEUED_INPUT = 1024 * 1024;
 /** Output credit is granted back to the guest in batches of this many bytes, or after GRANT_DELAY_MS. */
@@ -44,6 +44,8 @@ export class HostSession {
   private readonly queue: { data: Buffer; done: () => void }[] = [];
   private queuedBytes = 0;
   ended = false;
+  /** Set once the guest reported the session started; until then a silent agent fails it. */
+  started = false;
 
   /** Replaced when a client attaches to a session this worker inherited (AgentLink.claimSession). */
   constructor(readonly id: number, private readonly link: AgentLink, public handlers: SessionHandlers) {}
@@ -183,6 +185,7 @@ export class AgentLink {
         this.sessions.get(id)?.close();
       });
       const session = new HostSession(id, this, orphan);
+      session.started = true;
       // The guest's remaining credit is whatever the dead worker left it: never more than its cap.
       session.recvCredit[StreamId.Stdout] = session.recvCredit[StreamId.Stderr] = 16 * INITIAL_WINDOW;
       this.sessions.set(id, session);
@@ -226,7 +229,8 @@ export class AgentLink {
       version: this.hello?.agentVersion,
       hostname: this.hello?.hostname,
       kernel: this.hello?.kernel,
-      heartbeatAgeMs: this.lastHeartbeat === undefined ? undefined : Date.now() - this.lastHeartbeat,
+      lastHeartbeatAt: this.lastHeartbeat,
+      responding: this.hello === undefined ? undefined : !this.silent,
     };
   }
 
@@ -279,6 +283,7 @@ export class AgentLink {
 
   openSession(request: Omit<OpenSession, 't'>, handlers: SessionHandlers): HostSession {
     if (!this.connected) throw new SandboxError(ErrorCode.AgentUnavailable, 'the guest agent is not connected');
+    this.refuseIfSilent();
     if (this.sessions.size >= MAX_SESSIONS) throw new SandboxError(ErrorCode.BadArgument, `too many sessions open (${MAX_SESSIONS})`);
     const id = this.allocateId();
     const session = new HostSession(id, this, handlers);
@@ -290,6 +295,7 @@ export class AgentLink {
   /** A one-shot request (file metadata, guest info). The answer is validated before it resolves. */
   call(method: CallMethod, params: Record<string, unknown>, timeoutMs = CALL_TIMEOUT_MS): Promise<unknown> {
     if (!this.connected) return Promise.reject(new SandboxError(ErrorCode.AgentUnavailable, 'the guest agent is not connected'));
+    if (this.silent) return Promise.reject(this.silenceError());
     if (this.calls.size + this.sessions.size >= MAX_SESSIONS) return Promise.reject(new SandboxError(ErrorCode.BadArgument, `too many requests in flight (${MAX_SESSIONS})`));
     const id = this.allocateId();
     return new Promise((resolve, reject) => {
@@ -358,7 +364,7 @@ export class AgentLink {
       }
       if (frame.session === 0) {
         if (message.t === 'hello') this.onHello(message);
-        else if (message.t === 'heartbeat' && this.hello) this.lastHeartbeat = Date.now();
+        else if (message.t === 'heartbeat' && this.hello) this.heard();
         else this.violation(`session 0: unexpected ${message.t}`);
         return;
       }
@@ -370,7 +376,10 @@ export class AgentLink {
         else this.endSession(frame.session, 'the guest sent an event on a session that watches nothing');
         return;
       }
-      if (message.t === 'started') session.handlers.onStarted(message.pid);
+      if (message.t === 'started') {
+        session.started = true;
+        session.handlers.onStarted(message.pid);
+      }
       else if (message.t === 'exit') this.finish(session, message.code, message.signal);
       else if (message.t === 'error') this.finish(session, null, null, message.message.slice(0, 1024));
       else this.violation(`session ${frame.session}: unexpected ${message.t}`);
@@ -424,7 +433,7 @@ export class AgentLink {
     }
     const first = this.hello === undefined;
     this.hello = hello;
-    this.lastHeartbeat = Date.now();
+    this.heard();
     this.decoder.resync = false;
     clearInterval(this.helloTimer);
     this.helloTimer = undefined;
@@ -456,9 +465,54 @@ export class AgentLink {
       // Paused guests send nothing; the worker stops the watchdog while paused (see pauseWatch).
       if (this.watchPaused) return;
       this.log(`lost contact with the agent (no heartbeat for ${age} ms); greeting it again`);
+      this.silent = true;
+      this.failUnanswered();
       this.sendHello();
       this.helloTimer = setInterval(() => this.sendHello(), 1000);
       this.emitter.emit('change');
+    }
+  }
+
+  /** Set while the agent is connected but has sent no heartbeat for HEARTBEAT_LOST_MS. */
+  private silent = false;
+  /** Named in the "not responding" message (`see sandboxvm logs <vm>`); set by the worker. */
+  vmName?: string;
+
+  /** A heartbeat or hello arrived: the agent is alive (again). */
+  private heard(): void {
+    this.lastHeartbeat = Date.now();
+    if (!this.silent) return;
+    this.silent = false;
+    this.log('the agent is responding again');
+    this.emitter.emit('change');
+  }
+
+  private silenceError(): SandboxError {
+    const age = this.lastHeartbeat === undefined ? undefined : Date.now() - this.lastHeartbeat;
+    return new SandboxError(ErrorCode.AgentUnavailable, notRespondingMessage(age, this.vmName));
+  }
+
+  /** Opens and calls go nowhere while the agent is silent: refuse them at once, saying since when. */
+  private refuseIfSilent(): void {
+    if (this.silent) throw this.silenceError();
+  }
+
+  /**
+   * The agent went silent: calls waiting for an answer and sessions it never reported started
+   * fail now instead of hanging (those are closed in the guest, should it wake). Started sessions
+   * run on: the relay may still be moving their bytes.
+   */
+  private failUnanswered(): void {
+    const error = this.silenceError();
+    for (const s of [...this.sessions.values()]) {
+      if (s.started) continue;
+      s.close();
+      this.finish(s, null, null, error.message);
+    }
+    for (const [id, c] of [...this.calls]) {
+      this.calls.delete(id);
+      clearTimeout(c.timer);
+      c.reject(new SandboxError(ErrorCode.AgentUnavailable, `${c.method}: ${error.message}`));
     }
   }
 

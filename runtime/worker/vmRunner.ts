@@ -86,6 +86,7 @@ export class VmRunner {
     const [channel, qmpSocket] = await Promise.all([connectToQemu(this.file('agentSocket')), connectToQemu(this.file('qmpSocket'))]);
     this.qmp = new QmpClient(qmpSocket, this.log);
     this.agent = new AgentLink(channel, this.log, epoch);
+    this.agent.vmName = this.config.name;
     this.agent.onDidChange(() => this.emitter.emit('status'));
   }
 
@@ -217,6 +218,7 @@ export class VmRunner {
     try {
       const socket = await vsockConnect(cid, AGENT_VSOCK_PORT);
       const link = new AgentLink(socket, this.log);
+      link.vmName = this.config.name;
       await link.waitConnected(5000);
       const old = this.agent!;
       link.onDidChange(() => this.emitter.emit('status'));
