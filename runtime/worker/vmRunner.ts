@@ -306,18 +306,21 @@ export class VmRunner {
 
   /**
    * Stops the VM. Graceful: the agent's shutdown, then ACPI powerdown, then kill, each after
-   * STOP_STEP_MS and each fallback logged. Forced: kill at once. Resolves when QEMU has exited.
+   * STOP_STEP_MS and each fallback logged. Forced: kill at once, in any state while QEMU runs (a
+   * graceful stop or a save under way included). Resolves when QEMU has exited.
    */
   async stop(force: boolean, stepMs = STOP_STEP_MS): Promise<void> {
+    if (force && this.exitPromise && this.state !== 'stopped' && this.state !== 'saved') {
+      this.log(`stop --force while ${this.state}: killing QEMU`);
+      this.intent = 'stop';
+      this.setState('stopping');
+      this.killQemu();
+      await this.exitPromise;
+      return;
+    }
     this.requireState(['running', 'paused', 'starting'], 'stop');
     this.intent = 'stop';
     const exited = this.exitPromise!;
-    if (force) {
-      this.setState('stopping');
-      this.killQemu();
-      await exited;
-      return;
-    }
     if (this.state === 'paused') await this.qmp!.execute('cont').catch(() => undefined);
     this.setState('stopping');
     if (this.agent?.connected) {
