@@ -46,6 +46,9 @@ export class HostSession {
   ended = false;
   /** Set once the guest reported the session started; until then a silent agent fails it. */
   started = false;
+  /** Set once the guest sent output or an end of stream for it (see AgentLink.failUnanswered). */
+  spoke = false;
+  readonly openedAt = Date.now();
 
   /** Replaced when a client attaches to a session this worker inherited (AgentLink.claimSession). */
   constructor(readonly id: number, private readonly link: AgentLink, public handlers: SessionHandlers) {}
@@ -186,6 +189,7 @@ export class AgentLink {
       });
       const session = new HostSession(id, this, orphan);
       session.started = true;
+      session.spoke = true;
       // The guest's remaining credit is whatever the dead worker left it: never more than its cap.
       session.recvCredit[StreamId.Stdout] = session.recvCredit[StreamId.Stderr] = 16 * INITIAL_WINDOW;
       this.sessions.set(id, session);
@@ -391,6 +395,7 @@ export class AgentLink {
     switch (frame.type) {
       case FrameType.Data: {
         if (frame.stream === StreamId.Stdin) return this.endSession(frame.session, 'the guest sent data on stdin');
+        session.spoke = true;
         session.recvCredit[frame.stream] -= frame.payload.length;
         if (session.recvCredit[frame.stream] < 0) return this.endSession(frame.session, 'the guest sent more than its window');
         session.handlers.onData(frame.stream, frame.payload);
@@ -498,14 +503,17 @@ export class AgentLink {
   }
 
   /**
-   * The agent went silent: calls waiting for an answer and sessions it never reported started
-   * fail now instead of hanging (those are closed in the guest, should it wake). Started sessions
-   * run on: the relay may still be moving their bytes.
+   * The agent went silent: calls waiting for an answer, sessions it never reported started, and
+   * sessions opened within YOUNG_SESSION_MS that have said nothing yet (a stalled guest may have
+   * started `echo hi` and never run it) fail now instead of hanging; they are closed in the guest,
+   * should it wake. Other sessions run on: with the Node agent stopped, the relay still moves
+   * their bytes and reports their end.
    */
   private failUnanswered(): void {
     const error = this.silenceError();
+    const now = Date.now();
     for (const s of [...this.sessions.values()]) {
-      if (s.started) continue;
+      if (s.started && (s.spoke || now - s.openedAt > YOUNG_SESSION_MS)) continue;
       s.close();
       this.finish(s, null, null, error.message);
     }
@@ -566,6 +574,9 @@ export class AgentLink {
   private loggedInWindow = 0;
   private suppressed = 0;
 }
+
+/** A session this young that has said nothing fails when the agent goes silent (failUnanswered). */
+const YOUNG_SESSION_MS = 15_000;
 
 /** How long a session inherited from a crashed worker waits for its client. */
 const ORPHAN_TTL_MS = 60_000;
