@@ -16,8 +16,10 @@ export interface AgentStatus {
   kernel?: string;
   /**
    * When the worker last heard the agent's heartbeat (epoch ms, host clock); undefined before the
-   * first one. Snapshots are published when contact is lost or regained, not on every heartbeat:
-   * compute the age when reading (heartbeatAgeMs below), never store it.
+   * first one. Compute the age when reading (heartbeatAgeMs below), never store it. Pushed
+   * snapshots (`vm.status`) are published when contact is lost or regained, not on every
+   * heartbeat: while `responding` is true the last heartbeat is within AGENT_SILENT_MS, whatever a
+   * pushed snapshot's time says; `vm.list` and `vm.info` answers carry the latest time.
    */
   lastHeartbeatAt?: number;
   /**

@@ -215,7 +215,9 @@ export class VmManager {
     };
   }
 
-  list(): VmInfo[] {
+  /** Every VM, with fresh worker status as `info` gets it (all asked at once). Never waits on a guest. */
+  async list(): Promise<VmInfo[]> {
+    await Promise.all([...this.entries.values()].map((e) => this.refresh(e)));
     return [...this.entries.keys()].sort().map((n) => this.snapshot(n));
   }
 
@@ -224,13 +226,16 @@ export class VmManager {
    * when the worker does not answer within INFO_WAIT_MS. Never waits on the guest.
    */
   async info(name: string): Promise<VmInfo> {
-    const e = this.entry(name);
-    const worker = e.worker;
-    if (worker && !worker.isClosed) {
-      const fresh = await orTimeout(worker.call<WorkerStatus>('worker.status'), INFO_WAIT_MS).catch(() => undefined);
-      if (fresh && e.worker === worker) worker.status = fresh;
-    }
+    await this.refresh(this.entry(name));
     return this.snapshot(name);
+  }
+
+  /** Asks a running worker for its status (snapshots are pushed on changes, not on each heartbeat). */
+  private async refresh(e: Entry): Promise<void> {
+    const worker = e.worker;
+    if (!worker || worker.isClosed) return;
+    const fresh = await orTimeout(worker.call<WorkerStatus>('worker.status'), INFO_WAIT_MS).catch(() => undefined);
+    if (fresh && e.worker === worker) worker.status = fresh;
   }
 
   /**
