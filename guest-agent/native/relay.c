@@ -74,6 +74,7 @@ extern char **environ;
 #define OP_CLOSE 4  /* end the session now; answered with DONE(ECANCELED) if it exists */
 #define OP_FORGET 5 /* drop the session without a word (kill an exec's process group) */
 #define OP_RESIZE 6 /* u16 cols, u16 rows: a pty session's window size */
+#define OP_RESUME 7 /* u8 has_offsets, u64 stdout, u64 stderr: replay output from there (see do_resume) */
 #define NOTE_DONE 0x81 /* i32 errno (0: the session's streams completed) */
 #define NOTE_INHERIT 0x82 /* u8 kind, i32 pid: a session that outlived the previous agent process */
 
@@ -92,6 +93,11 @@ extern char **environ;
 #define CREDIT_FLUSH_BYTES (64 * 1024)
 #define REOPEN_MS 50
 #define MAX_AGENT_RESTARTS 5
+/* Output kept per stream until the host acknowledges it end to end (its WINDOW grants are its
+ * client's acks): a worker that dies, or a save, loses nothing that a resume cannot replay. The
+ * credit invariant keeps it within one window; this bound holds whatever the host grants. */
+#define RETAIN_MAX INITIAL_WINDOW
+#define MAX_FINAL 4096 /* the exit or error message kept for a resume */
 
 static const char *port_name = "org.sandboxvm.agent";
 
@@ -167,6 +173,48 @@ static void queue_clear(struct queue *q) {
   q->bytes = 0;
 }
 
+/* Bytes sent on one output stream and not yet acknowledged: [acked, sent). */
+struct ring {
+  uint8_t *buf;
+  size_t cap, start, len;
+};
+
+static void ring_append(struct ring *r, const uint8_t *data, size_t n) {
+  if (r->start + r->len + n > r->cap) {
+    if (r->len + n <= r->cap) {
+      memmove(r->buf, r->buf + r->start, r->len);
+    } else {
+      size_t cap = r->cap ? r->cap : 64 * 1024;
+      while (cap < r->len + n) cap *= 2;
+      uint8_t *grown = xmalloc(cap);
+      if (r->len) memcpy(grown, r->buf + r->start, r->len);
+      free(r->buf);
+      r->buf = grown;
+      r->cap = cap;
+    }
+    r->start = 0;
+  }
+  memcpy(r->buf + r->start + r->len, data, n);
+  r->len += n;
+}
+static void ring_drop(struct ring *r, size_t n) {
+  if (n > r->len) n = r->len;
+  r->start += n;
+  r->len -= n;
+  if (r->len == 0) {
+    r->start = 0;
+    if (r->cap > 64 * 1024) {
+      free(r->buf);
+      r->buf = NULL;
+      r->cap = 0;
+    }
+  }
+}
+static void ring_free(struct ring *r) {
+  free(r->buf);
+  *r = (struct ring){0};
+}
+
 /* ---- state ------------------------------------------------------------------------------ */
 /* An fd registered with epoll. Its key (epoll's data.u64) names it without a pointer, so an event
  * for a session freed earlier in the same batch finds nothing: session id << 32 | serial << 8 | slot,
@@ -195,6 +243,15 @@ struct session {
   bool exited;
   int wstatus;
   int error;              /* first error of the session's fds */
+  /* Exec and pty sessions can be resumed by a new host end (a worker that took over, a restored
+   * VM): their output is kept until acknowledged, and once complete (`done`) the session stays,
+   * with its end message, until the agent lets it go (FORGET: the host released it). */
+  uint64_t sent[3], acked[3];
+  struct ring kept[3];
+  bool eof_sent[3];
+  bool done;
+  char *final;
+  size_t final_len;
 };
 
 static int epfd = -1;
@@ -400,6 +457,8 @@ static void free_session(struct session *s) {
   close_endpoint(&s->out[1]);
   close_endpoint(&s->out[2]);
   queue_clear(&s->input);
+  for (int i = 1; i <= 2; i++) ring_free(&s->kept[i]);
+  free(s->final);
   session_count--;
   free(s);
 }
@@ -418,8 +477,15 @@ static const char *signal_name(int sig, char *buf, size_t cap) {
 }
 
 /* A session whose work is complete: exec reports its exit; the others tell the agent. */
+static void keep_final(struct session *s, const void *json, size_t len) {
+  if (len > MAX_FINAL || s->final) return;
+  s->final = xmalloc(len);
+  memcpy(s->final, json, len);
+  s->final_len = len;
+}
+
 static void maybe_finish(struct session *s) {
-  if (s->out[1].fd >= 0 || s->out[2].fd >= 0) return;
+  if (s->done || s->out[1].fd >= 0 || s->out[2].fd >= 0) return;
   if (s->kind == KIND_EXEC) {
     if (!s->exited) return;
     return_credit(s);
@@ -431,9 +497,18 @@ static void maybe_finish(struct session *s) {
       snprintf(json, sizeof json, "{\"t\":\"exit\",\"code\":%d,\"signal\":null}", WEXITSTATUS(s->wstatus));
     }
     send_control(s->id, json);
+    keep_final(s, json, strlen(json));
+    close_endpoint(&s->in);
+    queue_clear(&s->input);
+    s->done = true; /* kept for a resume until the agent forgets it */
     note_done(s->id, 0);
-    free_session(s);
-  } else if (s->kind == KIND_PTY || s->kind == KIND_READ) {
+  } else if (s->kind == KIND_PTY) {
+    return_credit(s);
+    close_endpoint(&s->in);
+    queue_clear(&s->input);
+    s->done = true; /* the agent sends the exit (it owns the terminal's process); kept as final */
+    note_done(s->id, s->error);
+  } else if (s->kind == KIND_READ) {
     return_credit(s);
     note_done(s->id, s->error);
     free_session(s);
@@ -442,8 +517,11 @@ static void maybe_finish(struct session *s) {
 
 static void end_output(struct session *s, int stream) {
   close_endpoint(&s->out[stream]);
+  s->eof_sent[stream] = true;
   send_frame(T_EOF, stream, s->id, NULL, 0);
 }
+
+static bool resumable(const struct session *s) { return s->kind == KIND_EXEC || s->kind == KIND_PTY; }
 
 /* Reads one chunk from an output source into a DATA frame, within credit. Returns false when
  * there is nothing to read now. */
@@ -451,6 +529,11 @@ static bool pump_output(struct session *s, int stream) {
   struct endpoint *ep = &s->out[stream];
   if (ep->fd < 0 || s->credit[stream] <= 0) return false;
   size_t want = s->credit[stream] < DATA_CHUNK ? (size_t)s->credit[stream] : DATA_CHUNK;
+  if (resumable(s)) {
+    uint64_t outstanding = s->sent[stream] - s->acked[stream];
+    if (outstanding >= RETAIN_MAX) return false;
+    if (want > RETAIN_MAX - outstanding) want = RETAIN_MAX - outstanding;
+  }
   struct frame *f = frame_new(HDR + want);
   ssize_t r;
   do r = read(ep->fd, f->data + HDR, want);
@@ -459,6 +542,10 @@ static bool pump_output(struct session *s, int stream) {
     f->len = HDR + (size_t)r;
     put_header(f->data, T_DATA, stream, s->id, (uint32_t)r);
     s->credit[stream] -= r;
+    if (resumable(s)) {
+      ring_append(&s->kept[stream], f->data + HDR, (size_t)r);
+      s->sent[stream] += (uint64_t)r;
+    }
     send_port(f);
     return true;
   }
@@ -711,6 +798,34 @@ static void do_attach(struct session *s, const uint8_t *p, size_t len) {
   pump_input(s);
 }
 
+static uint64_t get_u64(const uint8_t *p) { return (uint64_t)get_u32(p) << 32 | get_u32(p + 4); }
+
+/* A new host end takes the session over from the client's position: `resumed` marks where (the
+ * host drops what came before it), then each output stream is replayed from the offset the client
+ * has (or from what it acknowledged, without offsets), then the EOFs and the end message that were
+ * sent already. The credit restarts from one window, less what is replayed. */
+static void do_resume(struct session *s, const uint8_t *p, size_t len) {
+  bool has_offsets = len >= 17 && p[0] == 1;
+  send_control(s->id, "{\"t\":\"resumed\"}");
+  for (int i = 1; i <= 2; i++) {
+    uint64_t from = s->acked[i];
+    if (has_offsets) {
+      uint64_t want = get_u64(p + 1 + 8 * (i - 1));
+      from = want < s->acked[i] ? s->acked[i] : want > s->sent[i] ? s->sent[i] : want;
+    }
+    ring_drop(&s->kept[i], (size_t)(from - s->acked[i]));
+    s->acked[i] = from;
+    const struct ring *r = &s->kept[i];
+    for (size_t at = 0; at < r->len; at += DATA_CHUNK) {
+      size_t n = r->len - at < DATA_CHUNK ? r->len - at : DATA_CHUNK;
+      send_frame(T_DATA, i, s->id, r->buf + r->start + at, n);
+    }
+    s->credit[i] = (int64_t)INITIAL_WINDOW - (int64_t)r->len;
+    if (s->eof_sent[i]) send_frame(T_EOF, i, s->id, NULL, 0);
+  }
+  if (s->final) send_frame(T_CONTROL, 0, s->id, s->final, s->final_len);
+}
+
 static void on_directive(uint32_t id, const uint8_t *p, size_t len) {
   if (len < 1 || id == 0) return;
   struct session *s = find_session(id);
@@ -728,8 +843,21 @@ static void on_directive(uint32_t id, const uint8_t *p, size_t len) {
       if (s->kind == KIND_EXEC && !s->exited && len >= 2 && kill(-s->pid, p[1]) < 0) kill(s->pid, p[1]);
       break;
     case OP_CLOSE:
-      if (s->kind == KIND_EXEC && !s->exited) kill(-s->pid, SIGKILL);
-      if (s->kind != KIND_EXEC) {
+      if (s->kind == KIND_EXEC && !s->done) {
+        if (!s->exited) kill(-s->pid, SIGKILL);
+        /* its output is not wanted any more: it must not keep the session alive for want of credit */
+        for (int i = 1; i <= 2; i++)
+          if (s->out[i].fd >= 0) end_output(s, i);
+        maybe_finish(s);
+      } else if (s->kind == KIND_PTY && !s->done) {
+        /* a terminal whose last output never came (a background process holds it): it ends here,
+         * kept for a resume like any ended pty; the agent sends its exit */
+        if (s->out[1].fd >= 0) end_output(s, 1);
+        close_endpoint(&s->in);
+        queue_clear(&s->input);
+        s->done = true;
+        note_done(s->id, ECANCELED);
+      } else if (s->kind != KIND_EXEC && !s->done) {
         /* output already read goes out first, then EOF */
         for (int i = 1; i <= 2; i++)
           if (s->out[i].fd >= 0) end_output(s, i);
@@ -740,6 +868,9 @@ static void on_directive(uint32_t id, const uint8_t *p, size_t len) {
     case OP_FORGET:
       if (s->kind == KIND_EXEC && !s->exited) kill(-s->pid, SIGKILL);
       free_session(s);
+      break;
+    case OP_RESUME:
+      if (resumable(s)) do_resume(s, p + 1, len - 1);
       break;
     case OP_RESIZE:
       if (s->kind == KIND_PTY && s->in.fd >= 0 && len >= 5) {
@@ -778,8 +909,14 @@ static void on_host_frame(const uint8_t *h, const uint8_t *payload, uint32_t len
   if (!s) return;
   if (type == T_DATA && stream == 0) on_host_data(s, payload, len);
   else if (type == T_WINDOW && (stream == 1 || stream == 2)) {
-    s->credit[stream] += get_u32(payload);
+    uint32_t n = get_u32(payload);
+    s->credit[stream] += n;
     if (s->credit[stream] > MAX_CREDIT) s->credit[stream] = MAX_CREDIT;
+    /* a grant is the host's client taking that many bytes: they need not be kept any more */
+    uint64_t unacked = s->sent[stream] - s->acked[stream];
+    uint64_t taken = n < unacked ? n : unacked;
+    s->acked[stream] += taken;
+    ring_drop(&s->kept[stream], (size_t)taken);
   } else if (type == T_EOF && stream == 0) {
     s->input_eof = true;
   } else {
@@ -880,6 +1017,16 @@ static void on_port(uint32_t events) {
 }
 
 /* ---- the agent's socket -------------------------------------------------------------------- */
+/* The agent's end message for a resumable session (a terminal's exit) is kept for a resume. */
+static void keep_agent_final(uint32_t id, const uint8_t *payload, size_t len) {
+  static const char exit_prefix[] = "{\"t\":\"exit\"", error_prefix[] = "{\"t\":\"error\"";
+  bool is_end = (len >= sizeof exit_prefix - 1 && memcmp(payload, exit_prefix, sizeof exit_prefix - 1) == 0) ||
+                (len >= sizeof error_prefix - 1 && memcmp(payload, error_prefix, sizeof error_prefix - 1) == 0);
+  if (!is_end || id == 0) return;
+  struct session *s = find_session(id);
+  if (s && resumable(s)) keep_final(s, payload, len);
+}
+
 static void on_agent(uint32_t events) {
   if (events & EPOLLOUT) agent_blocked = false;
   if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) return;
@@ -904,6 +1051,7 @@ static void on_agent(uint32_t events) {
       if (agent_in_len - at < HDR + len) break;
       if (h[2] == T_LOCAL) on_directive(get_u32(h + 4), h + HDR, len);
       else {
+        if (h[2] == T_CONTROL) keep_agent_final(get_u32(h + 4), h + HDR, len);
         struct frame *f = frame_new(HDR + len);
         memcpy(f->data, h, HDR + len);
         send_port(f);
@@ -1011,7 +1159,11 @@ static void agent_exited(int status) {
   agent_blocked = false;
   for (struct session *s = all_sessions, *next; s; s = next) {
     next = s->next;
-    if (s->kind == KIND_PTY || s->kind == KIND_EXEC) continue;
+    if ((s->kind == KIND_PTY || s->kind == KIND_EXEC) && !s->done) continue;
+    if (s->done) {
+      free_session(s); /* its end was reported; the old agent was keeping it for a resume */
+      continue;
+    }
     send_control(s->id, "{\"t\":\"error\",\"message\":\"the guest agent restarted before this session could carry on; retry\"}");
     free_session(s);
   }

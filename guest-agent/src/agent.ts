@@ -6,16 +6,24 @@ import * as os from 'node:os';
 import { execFile } from 'node:child_process';
 import { FrameDecoder, FrameType, ProtocolError, encodeControl, type Frame } from '../../runtime/protocol/frames';
 import { MAX_SESSIONS, PROTOCOL_VERSION, parseHostMessage, type HostMessage, type LiveSession } from '../../runtime/protocol/messages';
-import { GuestSession, type AgentSession } from './session';
+import { DEFAULT_SHELL, GuestSession, sessionEnvironment, type AgentSession } from './session';
 import { RelaySession, type RelayPort } from './relaySession';
 import { RelayOp, encodeOp, parseDone, parseInherit } from './relayProtocol';
 import { handleCall } from './calls';
+import { checkStart, refusalFrames } from './resolveCommand';
 
 /** Session kinds whose bytes the relay moves when there is one. */
 const RELAYED_KINDS = new Set(['exec', 'pty', 'read', 'write']);
 
 export const AGENT_VERSION = '0.1.0';
 const HEARTBEAT_MS = 1000;
+/** Ended sessions kept until the host releases them (their end not yet confirmed). */
+const MAX_LINGERING = 64;
+
+/** A byte offset the host sent for a resume: a whole, non-negative, safe number. */
+function isOffset(v: unknown): v is number {
+  return Number.isSafeInteger(v) && (v as number) >= 0;
+}
 /** Clock differences above this are corrected when the host tells us its time. */
 const CLOCK_TOLERANCE_MS = 500;
 
@@ -52,13 +60,28 @@ export class Agent {
     if (inherited && this.relay && !this.sessions.has(id)) {
       const session = RelaySession.inherit(id, this.relay, this.log, inherited.kind, inherited.pid);
       this.sessions.set(id, session);
-      session.onExit = () => this.sessions.delete(id);
+      session.onExit = () => {
+        this.sessions.delete(id);
+        this.lingering.delete(id);
+      };
+      session.onLinger = () => this.linger(id, session);
       this.inherited = true;
       return;
     }
     const err = parseDone(payload);
     const session = this.sessions.get(id);
     if (err !== undefined && session instanceof RelaySession) session.relayFinished(err);
+  }
+
+  /** Ended sessions kept for a resume, oldest first; past MAX_LINGERING the oldest is let go. */
+  private readonly lingering = new Map<number, RelaySession>();
+
+  private linger(id: number, session: RelaySession): void {
+    this.lingering.set(id, session);
+    if (this.lingering.size <= MAX_LINGERING) return;
+    const [oldestId, oldest] = this.lingering.entries().next().value as [number, RelaySession];
+    this.log(`session ${oldestId}: ${MAX_LINGERING} ended sessions wait for their host end already; letting it go`);
+    oldest.release();
   }
 
   /** Set when the relay handed this (restarted) agent sessions of the agent process before it. */
@@ -107,15 +130,37 @@ export class Agent {
         this.send(encodeControl(id, { t: 'error', message: 'the guest agent restarted and has not been greeted yet; retry' }));
         return;
       }
+      if (m.kind === 'exec' || m.kind === 'pty') {
+        // Answered as a shell would (127, 126, a bad directory) before anything is spawned.
+        const { env, cwd } = sessionEnvironment(m);
+        const argv0 = m.kind === 'pty' && !m.argv?.length ? DEFAULT_SHELL[0] : m.argv?.[0];
+        const problem = argv0 === undefined ? undefined : checkStart(argv0, env.PATH, cwd);
+        if (problem) {
+          if (relayed) this.relay!.send(encodeOp(id, RelayOp.Forget));
+          for (const frame of refusalFrames(id, m.kind, problem)) this.send(frame);
+          return;
+        }
+      }
       const session = relayed ? new RelaySession(id, this.relay!, this.log) : new GuestSession(id, { send: this.send }, this.log);
       this.sessions.set(id, session);
-      session.onExit = () => this.sessions.delete(id);
+      session.onExit = () => {
+        this.sessions.delete(id);
+        this.lingering.delete(id);
+      };
+      if (session instanceof RelaySession) session.onLinger = () => this.linger(id, session);
       session.open(m);
       return;
     }
     const session = this.sessions.get(id);
+    if (m.t === 'resume') {
+      const offsets = isOffset(m.stdout) && isOffset(m.stderr) ? ([m.stdout, m.stderr] as const) : undefined;
+      if (session) session.resume(offsets);
+      else this.send(Buffer.concat([encodeControl(id, { t: 'resumed' }), encodeControl(id, { t: 'error', message: `session ${id} is gone` })]));
+      return;
+    }
     if (!session) return;
-    if (m.t === 'resize') session.resize(m.cols, m.rows);
+    if (m.t === 'release') session.release();
+    else if (m.t === 'resize') session.resize(m.cols, m.rows);
     else if (m.t === 'signal') session.signal(m.signal);
     else if (m.t === 'close') session.kill();
   }
@@ -132,6 +177,7 @@ export class Agent {
       if (this.sessions.size > 0) this.log(`new host end (epoch ${epoch}): closing ${this.sessions.size} session(s) of the old one`);
       for (const s of [...this.sessions.values()]) s.abandon();
       this.sessions.clear();
+      this.lingering.clear();
       this.epoch = epoch;
     }
     // Every greeting carries the host's time: a restored VM (same epoch, hours later) is set right too.

@@ -30,8 +30,9 @@ function str(v: unknown, what: string): string {
 export async function handleCall(method: CallMethod, params: Record<string, unknown>): Promise<unknown> {
   switch (method) {
     case 'stat': {
+      // follow: what a symbolic link points to (as cp and stat -L see it)
       const p = str(params.path, 'path');
-      const st = await fs.lstat(p);
+      const st = params.follow === true ? await fs.stat(p) : await fs.lstat(p);
       return { name: path.basename(p), type: typeOf(st), size: st.size, mode: st.mode & 0o7777, mtimeMs: Math.floor(st.mtimeMs) };
     }
     case 'list': {
@@ -54,6 +55,11 @@ export async function handleCall(method: CallMethod, params: Record<string, unkn
       return null;
     case 'remove':
       await fs.rm(str(params.path, 'path'), { recursive: params.recursive === true, force: false });
+      return null;
+    case 'readlink':
+      return fs.readlink(str(params.path, 'path'));
+    case 'symlink':
+      await fs.symlink(str(params.target, 'target'), str(params.path, 'path'));
       return null;
     case 'info':
       return guestInfo();

@@ -9,6 +9,7 @@ process.env.UV_THREADPOOL_SIZE ??= '8';
 import { Agent } from './agent';
 import { PortStream, findPortDevice } from './port';
 import { serveRelay } from './relayLink';
+import { cleanStaleTemporaries } from './fileTarget';
 import { AGENT_VSOCK_PORT, VsockListener, vsockSupported } from '../../runtime/native/vsock';
 
 const PORT_NAME = process.env.SANDBOXVM_PORT_NAME ?? 'org.sandboxvm.agent';
@@ -57,6 +58,9 @@ process.on('uncaughtException', (err) => {
   log(`uncaught: ${err.stack ?? err}`);
   process.exit(1);
 });
+
+// Before any write can start: temporaries an interrupted copy left (a power-off, a crash) go.
+cleanStaleTemporaries(log);
 
 // Under the relay (relay.c, the image's default) the port is the relay's; alone, the agent opens it.
 const relayFd = Number(process.env.SANDBOXVM_RELAY_FD);

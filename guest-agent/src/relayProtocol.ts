@@ -12,6 +12,9 @@
  *     CLOSE   end the session now (an exec is killed); answered with DONE(ECANCELED) except for exec
  *     FORGET  drop the session without a word (an exec's process group is killed)
  *     RESIZE  u16 cols, u16 rows: a pty's window size
+ *     RESUME  u8 hasOffsets, u64 stdout, u64 stderr: a new host end takes an exec or pty session over;
+ *             the relay answers `resumed` to the host and replays the output not acknowledged from
+ *             those offsets (or from the last acknowledged byte), then EOFs and the end message
  *   relay -> agent (notes)
  *     DONE    i32 errno: the session's streams are complete (0) or failed; the relay has let it go
  *     INHERIT u8 kind (1 pty, 4 exec), i32 pid: a session that outlived the previous agent process
@@ -31,6 +34,7 @@ export const enum RelayOp {
   Close = 4,
   Forget = 5,
   Resize = 6,
+  Resume = 7,
   Done = 0x81,
   Inherit = 0x82,
 }
@@ -76,6 +80,18 @@ export function encodeResize(session: number, cols: number, rows: number): Buffe
   p.writeUInt8(RelayOp.Resize, 0);
   p.writeUInt16BE(cols, 1);
   p.writeUInt16BE(rows, 3);
+  return encodeLocal(session, p);
+}
+
+/** RESUME: `offsets` are the bytes of stdout and stderr the client already has. */
+export function encodeResume(session: number, offsets?: readonly [number, number]): Buffer {
+  const p = Buffer.alloc(18);
+  p.writeUInt8(RelayOp.Resume, 0);
+  if (offsets) {
+    p.writeUInt8(1, 1);
+    p.writeBigUInt64BE(BigInt(offsets[0]), 2);
+    p.writeBigUInt64BE(BigInt(offsets[1]), 10);
+  }
   return encodeLocal(session, p);
 }
 

@@ -5,13 +5,18 @@
  *   read   the agent opens the file; the relay streams it out and says when it is done;
  *   write  the agent opens a temporary beside the file; the relay fills it; the agent renames it.
  * The agent keeps its copies of the fds until the relay's DONE, then closes them.
+ *
+ * Exec and pty sessions outlive their end until the host releases them: the relay keeps their
+ * unacknowledged output and their end message, so a new host end (a worker that took over, a
+ * restored VM) can resume them and miss nothing. The agent lists them in its hello meanwhile.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { encodeControl } from '../../runtime/protocol/frames';
 import type { OpenSession } from '../../runtime/protocol/messages';
-import { AttachKind, RelayOp, encodeAttach, encodeOp, encodeResize, encodeSignal, encodeSpawn } from './relayProtocol';
+import { AttachKind, RelayOp, encodeAttach, encodeOp, encodeResize, encodeResume, encodeSignal, encodeSpawn } from './relayProtocol';
+import { commitTemporary, describeFsError, discardTemporary, openTemporary, type Temporary } from './fileTarget';
 import { DEFAULT_SHELL, clamp, sessionEnvironment, signalName, type AgentSession } from './session';
 
 /** How long a finished terminal's last output may take to reach the relay before it is cut. */
@@ -36,6 +41,12 @@ export interface RelayPort {
 
 export class RelaySession implements AgentSession {
   onExit?: () => void;
+  /** The session has ended and waits for the host to release it (see `release`). */
+  onLinger?: () => void;
+  /** Ended, its end kept by the relay until the host releases it. */
+  lingering = false;
+  /** The host closed it: once it ends it needs no resume, and is let go at once. */
+  private closing = false;
   kind?: OpenSession['kind'];
   private fds: number[] = [];
   private pid?: number;
@@ -45,7 +56,7 @@ export class RelaySession implements AgentSession {
   private drainTimer?: NodeJS.Timeout;
   private relayDone = false;
   /** write: the temporary being filled, renamed over the file at the end. */
-  private temporary?: string;
+  private temporary?: Temporary;
   /** read / write: what to do once the relay is done with the file. */
   private commit?: (err: number) => void;
 
@@ -122,7 +133,7 @@ export class RelaySession implements AgentSession {
       }
     } catch (err) {
       this.relay.send(encodeOp(this.id, RelayOp.Forget));
-      return this.fail(`cannot read ${file}: ${(err as Error).message}`);
+      return this.fail(`cannot read ${file}: ${describeFsError(err)}`);
     }
     this.fds = [fd];
     this.control({ t: 'started', pid: process.pid });
@@ -130,17 +141,17 @@ export class RelaySession implements AgentSession {
     this.commit = (err) => (err === 0 ? this.exit(0, null) : this.fail(`cannot read ${file}: ${errnoMessage(err)}`));
   }
 
-  /** Takes stdin into a temporary beside `file`, renamed over it at EOF: readers never see half a file. */
+  /** Takes stdin into a temporary beside `file` (fileTarget.ts), renamed over it at EOF: readers never see half a file. */
   private openWrite(file: string | undefined, mode = 0o644): void {
     if (!file) throw new Error('write needs a path');
-    const tmp = path.join(path.dirname(file), `.${path.basename(file)}.sandboxvm-${process.pid}-${this.id}`);
-    let fd: number;
+    let tmp: Temporary;
     try {
-      fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC, mode & 0o7777);
+      tmp = openTemporary(file, mode, `${process.pid}-${this.id}`);
     } catch (err) {
       this.relay.send(encodeOp(this.id, RelayOp.Forget));
       return this.fail(`cannot write ${file}: ${(err as Error).message}`);
     }
+    const fd = tmp.fd;
     this.fds = [fd];
     this.temporary = tmp;
     this.control({ t: 'started', pid: process.pid });
@@ -150,11 +161,11 @@ export class RelaySession implements AgentSession {
         if (err !== 0) throw new Error(errnoMessage(err));
         fs.fchmodSync(fd, mode & 0o7777);
         this.closeFds();
-        fs.renameSync(tmp, file);
+        commitTemporary(tmp);
         this.exit(0, null);
       } catch (e) {
         this.closeFds();
-        fs.rmSync(tmp, { force: true });
+        discardTemporary(tmp);
         this.fail(`cannot write ${file}: ${(e as Error).message}`);
       }
     };
@@ -163,7 +174,8 @@ export class RelaySession implements AgentSession {
   /** The relay's DONE: the session's streams are complete (0) or failed (an errno). */
   relayFinished(err: number): void {
     this.relayDone = true;
-    if (this.kind === 'exec') return this.forget(); // the relay reported the exit itself
+    // the relay reported the exit itself and keeps the session (err 0), or it never started
+    if (this.kind === 'exec') return err === 0 ? this.linger() : this.forget();
     if (this.kind === 'pty') {
       if (this.ptyExit) this.finishPty();
       return;
@@ -172,7 +184,7 @@ export class RelaySession implements AgentSession {
     this.commit = undefined;
     if (err === os.constants.errno.ECANCELED) {
       this.closeFds();
-      if (this.temporary) fs.rmSync(this.temporary, { force: true });
+      if (this.temporary) discardTemporary(this.temporary);
       return this.fail('closed by the host');
     }
     commit?.(err);
@@ -219,13 +231,34 @@ export class RelaySession implements AgentSession {
     }
   }
 
+  /** Replays to a new host end what its client lacks (offsets: bytes of stdout and stderr it has). */
+  resume(offsets?: readonly [number, number]): void {
+    if (this.kind === 'exec' || this.kind === 'pty') this.relay.send(encodeResume(this.id, offsets));
+    else this.control({ t: 'resumed' }, { t: 'error', message: `a ${this.kind} session cannot be resumed` });
+  }
+
+  /** The host has the session's end: the relay lets it go. Idempotent; a live session is unaffected. */
+  release(): void {
+    if (!this.lingering) return;
+    this.lingering = false;
+    this.relay.send(encodeOp(this.id, RelayOp.Forget));
+    this.onExit?.();
+  }
+
   kill(): void {
+    if (this.lingering) return this.release();
     if (this.finished) return;
+    this.closing = true;
     if (this.kind === 'pty') this.signal('SIGKILL');
     else this.relay.send(encodeOp(this.id, RelayOp.Close));
   }
 
   abandon(): void {
+    if (this.lingering) {
+      this.lingering = false;
+      this.relay.send(encodeOp(this.id, RelayOp.Forget));
+      return this.onExit?.();
+    }
     if (this.finished) return;
     if (this.kind === 'pty') this.signal('SIGKILL');
     this.relay.send(encodeOp(this.id, RelayOp.Forget));
@@ -248,13 +281,29 @@ export class RelaySession implements AgentSession {
     this.finished = true;
     clearTimeout(this.drainTimer);
     this.closeFds();
+    if (this.temporary) discardTemporary(this.temporary);
     this.onExit?.();
   }
 
   private exit(code: number | null, signal: string | null): void {
     if (this.finished) return;
     this.control({ t: 'exit', code, signal });
-    this.forget();
+    if (this.kind === 'pty' && this.relayDone) this.linger();
+    else this.forget();
+  }
+
+  /** Ended: kept (fds closed) until the host releases it, unless the host closed it. */
+  private linger(): void {
+    if (this.finished) return;
+    this.finished = true;
+    clearTimeout(this.drainTimer);
+    this.closeFds();
+    if (this.closing) {
+      this.relay.send(encodeOp(this.id, RelayOp.Forget));
+      return this.onExit?.();
+    }
+    this.lingering = true;
+    this.onLinger?.();
   }
 
   private fail(message: string): void {
@@ -263,12 +312,12 @@ export class RelaySession implements AgentSession {
     this.forget();
   }
 
-  private control(message: object): void {
-    this.relay.send(encodeControl(this.id, message));
+  private control(...messages: object[]): void {
+    for (const m of messages) this.relay.send(encodeControl(this.id, m));
   }
 }
 
 function errnoMessage(errno: number): string {
   const name = Object.entries(os.constants.errno).find(([, n]) => n === errno)?.[0];
-  return name ? `${name} (errno ${errno})` : `errno ${errno}`;
+  return name ? describeFsError({ code: name }) : `errno ${errno}`;
 }

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { FrameType, GUEST_DATA_CHUNK, StreamId, encodeControl, encodeFrame, encodeWindow } from '../../runtime/protocol/frames';
 import { INITIAL_WINDOW, type OpenSession } from '../../runtime/protocol/messages';
+import { commitTemporary, describeFsError, discardTemporary, openTemporary, type Temporary } from './fileTarget';
 
 export interface SessionSink {
   send(frame: Buffer): void;
@@ -43,6 +44,10 @@ export interface AgentSession {
   kill(): void;
   /** Ends the session without a word to the host (its host end is gone). */
   abandon(): void;
+  /** A new host end takes the session over (offsets: the bytes of stdout and stderr it has). */
+  resume(offsets?: readonly [number, number]): void;
+  /** The host has the session's end; an ended session kept for a resume is let go. */
+  release(): void;
 }
 
 export class GuestSession implements AgentSession {
@@ -149,17 +154,22 @@ export class GuestSession implements AgentSession {
     if (!file) throw new Error('read needs a path');
     const stream = fs.createReadStream(file, { highWaterMark: 256 * 1024 });
     stream.once('open', () => this.control({ t: 'started', pid: process.pid }));
-    stream.once('error', (err) => this.fail(`cannot read ${file}: ${err.message}`));
+    stream.once('error', (err) => this.fail(`cannot read ${file}: ${describeFsError(err)}`));
     this.onStreamsDone = () => this.exit(0, null);
     this.pipeOut(stream, StreamId.Stdout);
     this.cleanup = () => stream.destroy();
   }
 
-  /** Takes stdin into a temporary beside `file`, renamed over it at EOF: readers never see half a file. */
+  /** Takes stdin into a temporary beside `file` (fileTarget.ts), renamed over it at EOF: readers never see half a file. */
   private openWrite(file: string | undefined, mode = 0o644): void {
     if (!file) throw new Error('write needs a path');
-    const tmp = path.join(path.dirname(file), `.${path.basename(file)}.sandboxvm-${process.pid}-${this.id}`);
-    const fd = fs.openSync(tmp, 'w', mode & 0o7777);
+    let tmp: Temporary;
+    try {
+      tmp = openTemporary(file, mode, `${process.pid}-${this.id}`);
+    } catch (err) {
+      return this.fail(`cannot write ${file}: ${(err as Error).message}`);
+    }
+    const fd = tmp.fd;
     let failed = false;
     let pending = 0;
     let position = 0;
@@ -169,7 +179,7 @@ export class GuestSession implements AgentSession {
       try {
         fs.fchmodSync(fd, mode & 0o7777);
         fs.closeSync(fd);
-        fs.renameSync(tmp, file);
+        commitTemporary(tmp);
         this.cleanup = undefined;
         this.exit(0, null);
       } catch (err) {
@@ -182,7 +192,7 @@ export class GuestSession implements AgentSession {
       } catch {
         // already closed
       }
-      fs.rmSync(tmp, { force: true });
+      discardTemporary(tmp);
     };
     this.control({ t: 'started', pid: process.pid });
     this.sink = {
@@ -195,7 +205,7 @@ export class GuestSession implements AgentSession {
           pending--;
           if (err && !failed) {
             failed = true;
-            this.fail(`cannot write ${file}: ${err.message}`);
+            this.fail(`cannot write ${file}: ${describeFsError(err)}`);
             return;
           }
           done();
@@ -329,6 +339,18 @@ export class GuestSession implements AgentSession {
 
   abandon(): void {
     this.kill();
+  }
+
+  /**
+   * Without the relay nothing is kept for a resume: what is said from here on goes to the new host
+   * end (output sent between a takeover and this point is lost, and an ended session is gone).
+   */
+  resume(): void {
+    this.out.send(encodeControl(this.id, { t: 'resumed' }));
+  }
+
+  release(): void {
+    // ended sessions are forgotten at once without the relay
   }
 
   private exit(code: number | null, signal: string | null): void {

@@ -3,7 +3,7 @@
  * the guest process: a VM whose agent is stuck must not hold the shell past the limit.
  */
 import type { CommandContext } from './context';
-import { parseDuration } from './commands/sessions';
+import { formatDuration, parseTimeout } from './duration';
 
 /** The exit status of a command that ran out of time, as coreutils' `timeout` gives it. */
 export const TIMED_OUT_STATUS = 124;
@@ -19,12 +19,12 @@ export const DEADLINE_GRACE_MS = 1000;
  */
 export function boundedByTimeout(run: (ctx: CommandContext) => Promise<number>): (ctx: CommandContext) => Promise<number> {
   return async (ctx) => {
-    const limitMs = parseDuration(ctx.options.timeout);
+    const limitMs = parseTimeout(ctx.options.timeout);
     if (!limitMs) return run(ctx);
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<number>((resolve) => {
       timer = setTimeout(() => {
-        process.stderr.write(`sandboxvm: ${ctx.command} did not finish within ${ctx.options.timeout} (--timeout); gave up\n`);
+        process.stderr.write(`sandboxvm: ${ctx.command} did not finish within ${formatDuration(limitMs)} (--timeout); gave up\n`);
         resolve(TIMED_OUT_STATUS);
       }, limitMs + DEADLINE_GRACE_MS);
     });

@@ -27,6 +27,8 @@ export interface SessionExit {
   signal: string | null;
   /** Set when the session could not start or was cut off (the message says why). */
   error?: string;
+  /** Set when this client let go of the session (Session.detach): it runs on in the guest. */
+  detached?: boolean;
 }
 
 export class Session {
@@ -34,6 +36,11 @@ export class Session {
   private resolveExit!: (r: SessionExit) => void;
   /** Writes waiting for the worker to take their bytes (its WINDOW on stdin), oldest first. */
   private readonly writes: { bytes: number; resolve: () => void; reject: (e: Error) => void }[] = [];
+
+  /** Bytes of stdout and stderr handed to onData: where a new worker resumes the session. */
+  readonly received = [0, 0, 0];
+  /** Bumped on each re-attach: acknowledgements of bytes from before it are not sent. */
+  generation = 0;
 
   constructor(readonly id: number, private readonly client: SessionClient) {
     this.exited = new Promise((r) => (this.resolveExit = r));
@@ -103,6 +110,14 @@ export class Session {
   close(): Promise<void> {
     return this.client.control('session.close', { id: this.id });
   }
+  /**
+   * Lets go of the session and leaves it running in the guest: any client may attach it by id
+   * within a minute (SessionClient.attach), its output held for it meanwhile. Output the worker
+   * sent before letting go still arrives; then `exited` resolves with `detached: true`.
+   */
+  detach(): Promise<void> {
+    return this.client.control('session.detach', { id: this.id });
+  }
 }
 
 interface Handler {
@@ -110,8 +125,12 @@ interface Handler {
   session: Session;
 }
 
-/** How long a client tries to reach a worker that took over from one that crashed. */
-const RECONNECT_MS = 20_000;
+/**
+ * How long a client tries to reach a worker that took over from one that crashed: the service
+ * notices the crash, starts a new worker, and that worker greets the agent (seconds, more on a
+ * loaded host).
+ */
+const RECONNECT_MS = 60_000;
 /** Input held while reconnecting; beyond it, writes fail. */
 const MAX_HELD_INPUT = 1024 * 1024;
 
@@ -183,7 +202,12 @@ export class SessionClient {
       }
       for (const h of [...this.handlers.values()]) {
         try {
-          await call(this.conn, 'session.attach', { id: h.session.id });
+          // The guest replays from what this client has: nothing lost, nothing doubled.
+          const s = h.session;
+          s.generation++;
+          this.unacked.delete(s.id * 4 + 1);
+          this.unacked.delete(s.id * 4 + 2);
+          await call(this.conn, 'session.attach', { id: s.id, stdout: s.received[1], stderr: s.received[2] });
           h.session.reattached();
         } catch (err) {
           this.finish(h, { code: null, signal: null, error: `the session was lost with the VM's worker: ${(err as Error).message}` });
@@ -278,7 +302,12 @@ export class SessionClient {
       case FrameType.Data: {
         const stream = frame.stream === StreamId.Stderr ? 2 : 1;
         const data = frame.payload;
-        const ack = () => this.ack(h.session.id, stream, data.length);
+        const session = h.session;
+        const generation = session.generation;
+        session.received[stream] += data.length;
+        const ack = () => {
+          if (session.generation === generation) this.ack(session.id, stream, data.length);
+        };
         const r = h.events.onData(stream, data);
         if (r && typeof (r as Promise<void>).then === 'function') (r as Promise<void>).then(ack, ack);
         else ack();
@@ -301,6 +330,7 @@ export class SessionClient {
         else if (m?.t === 'event') h.events.onEvent?.(m.kind, m.path);
         else if (m?.t === 'writeFailed') h.session.refused(Number(m.bytes) || 0, String(m.message));
         else if (m?.t === 'exit') this.finish(h, { code: m.code ?? null, signal: m.signal ?? null, error: m.error ?? undefined });
+        else if (m?.t === 'detached') this.finish(h, { code: null, signal: null, detached: true });
         return;
       }
     }
@@ -309,6 +339,8 @@ export class SessionClient {
   private finish(h: Handler, result: SessionExit): void {
     if (this.handlers.get(h.session.id) !== h) return;
     this.handlers.delete(h.session.id);
+    // The guest keeps an ended session for a resume until its client confirms the end.
+    if (!result.error && !result.detached) this.sendFrame(encodeControl(h.session.id, { t: 'release' }));
     h.events.onExit(result);
     h.session.finish(result);
   }

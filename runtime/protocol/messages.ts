@@ -7,6 +7,14 @@
  * agent that the host end is new: sessions of older epochs are closed and their processes killed.
  * A hello with the agent's current epoch from a new connection (a worker that took over from one
  * that crashed) keeps them: the answer lists them (`sessions`) so their clients can attach again.
+ *
+ * Resuming (exec and pty): the guest keeps each output stream's bytes until the host grants them
+ * back (a grant is the host's client having taken them), and keeps an ended session, with its end
+ * message, until the host sends `release`. A new host end sends `resume` with the offsets its
+ * client has (none: from the last grant); the guest answers `resumed`, replays the rest of each
+ * stream, the EOFs and the end message, and goes on. The host ignores a session's output between
+ * taking it over and `resumed`: it is replayed. So no byte is lost or doubled across a worker crash
+ * or a save.
  */
 
 export const PROTOCOL_VERSION = 1;
@@ -49,13 +57,17 @@ export interface SignalSession { t: 'signal'; signal: string }
 export interface CloseSession { t: 'close' }
 export interface Shutdown { t: 'shutdown'; reboot: boolean }
 export interface SetTime { t: 'time'; time: number }
+/** Take a kept session over: `stdout` / `stderr` are the bytes the client has of each stream. */
+export interface ResumeSession { t: 'resume'; stdout?: number; stderr?: number }
+/** The host's client has the session's end: the guest may forget it. */
+export interface ReleaseSession { t: 'release' }
 
 /** A one-shot request on a fresh session id; the agent answers with one `result` on the same id. */
 export interface Call { t: 'call'; method: CallMethod; params: Record<string, unknown> }
-export type CallMethod = 'stat' | 'list' | 'mkdir' | 'rename' | 'remove' | 'info';
-export const CALL_METHODS: readonly CallMethod[] = ['stat', 'list', 'mkdir', 'rename', 'remove', 'info'];
+export type CallMethod = 'stat' | 'list' | 'mkdir' | 'rename' | 'remove' | 'info' | 'readlink' | 'symlink';
+export const CALL_METHODS: readonly CallMethod[] = ['stat', 'list', 'mkdir', 'rename', 'remove', 'info', 'readlink', 'symlink'];
 
-export type HostMessage = HostHello | OpenSession | Resize | SignalSession | CloseSession | Shutdown | SetTime | Call;
+export type HostMessage = HostHello | OpenSession | Resize | SignalSession | CloseSession | Shutdown | SetTime | Call | ResumeSession | ReleaseSession;
 
 // ---- guest -> host -------------------------------------------------------------------------
 
@@ -75,11 +87,13 @@ export interface Heartbeat { t: 'heartbeat'; uptime: number; time: number }
 export interface Started { t: 'started'; pid: number }
 export interface Exited { t: 'exit'; code: number | null; signal: string | null }
 export interface SessionError { t: 'error'; message: string }
+/** Answers `resume`: what follows on the session comes after the resume point. */
+export interface Resumed { t: 'resumed' }
 
 export interface Result { t: 'result'; ok: boolean; value?: unknown; error?: string }
 export interface FsEvent { t: 'event'; kind: 'change' | 'rename'; path: string }
 
-export type AgentMessage = AgentHello | Heartbeat | Started | Exited | SessionError | Result | FsEvent;
+export type AgentMessage = AgentHello | Heartbeat | Started | Exited | SessionError | Result | FsEvent | Resumed;
 
 /**
  * Parses and validates a control payload from the guest. Returns the message, or a string saying
@@ -120,6 +134,8 @@ export function parseAgentMessage(payload: Buffer): AgentMessage | string {
       if (!(m.code === null || isInt(m.code, -255, 255))) return 'exit: bad code';
       if (!(m.signal === null || isStr(m.signal, 32))) return 'exit: bad signal';
       return { t: 'exit', code: m.code as number | null, signal: m.signal as string | null };
+    case 'resumed':
+      return { t: 'resumed' };
     case 'error':
       if (!isStr(m.message, 4096)) return 'error: bad message';
       return { t: 'error', message: m.message as string };
@@ -168,9 +184,12 @@ export function checkCallResult(method: CallMethod, value: unknown): string | un
     ['file', 'dir', 'symlink', 'other'].includes(e.type) && isInt(e.size, 0, Number.MAX_SAFE_INTEGER) &&
     isInt(e.mode, 0, 0o7777) && isNum(e.mtimeMs);
   switch (method) {
+    case 'readlink':
+      return isStr(value, 4096) && (value as string).length > 0 && !(value as string).includes('\0') ? undefined : 'readlink: malformed target';
     case 'mkdir':
     case 'rename':
     case 'remove':
+    case 'symlink':
       return value === null || value === undefined ? undefined : `${method}: unexpected value`;
     case 'stat':
       return isEntry(value, false) ? undefined : 'stat: malformed entry';

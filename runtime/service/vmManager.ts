@@ -14,6 +14,7 @@ import { promises as fsp, existsSync, readdirSync, readFileSync, rmSync } from '
 import * as path from 'node:path';
 import { DEFAULTS, LIMITS, checkRange, parseVmConfig, type VmConfig } from '../common/config';
 import { ErrorCode, SandboxError, asSandboxError, type WireError } from '../common/errors';
+import { wrongStateMessage } from '../common/stateMessages';
 import { writeJsonAtomic } from '../common/atomicWrite';
 import { validateVmName } from '../common/names';
 import { VM_FILES, vmsDir } from '../common/paths';
@@ -183,7 +184,7 @@ export class VmManager {
   private entry(name: unknown): Entry {
     const valid = validateVmName(name);
     const e = this.entries.get(valid);
-    if (!e) throw new SandboxError(ErrorCode.UnknownVm, `no VM named ${valid}; see \`sandboxvm list\` for the VMs there are, or create it with \`sandboxvm create ${valid}\``);
+    if (!e) throw new SandboxError(ErrorCode.UnknownVm, `no VM named ${valid}; see \`sandboxvm list\` for the VMs there are`);
     return e;
   }
 
@@ -496,7 +497,7 @@ export class VmManager {
   private requireState(name: string, allowed: VmState[], verb: string): VmState {
     const state = this.stateOf(name);
     if (!allowed.includes(state)) {
-      throw new SandboxError(ErrorCode.WrongState, `cannot ${verb} ${name}: it is ${state} (allowed when ${allowed.join(' or ')})`);
+      throw new SandboxError(ErrorCode.WrongState, wrongStateMessage(name, state, verb, allowed));
     }
     return state;
   }

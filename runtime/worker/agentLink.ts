@@ -44,6 +44,13 @@ export class HostSession {
   private readonly queue: { data: Buffer; done: () => void }[] = [];
   private queuedBytes = 0;
   ended = false;
+  /**
+   * Taken over (a worker that crashed, a restore) or frozen for a save: what the guest says is
+   * ignored until it answers `resume` with `resumed` (it replays from the resume point).
+   */
+  resuming = false;
+  /** Output bytes handed to the client and not yet acknowledged by it, per stream. */
+  readonly unacked = [0, 0, 0];
   /** Set once the guest reported the session started; until then a silent agent fails it. */
   started = false;
   /** Set once the guest sent output or an end of stream for it (see AgentLink.failUnanswered). */
@@ -89,6 +96,7 @@ export class HostSession {
    */
   ack(stream: StreamId, bytes: number): void {
     if (this.ended || (stream !== StreamId.Stdout && stream !== StreamId.Stderr) || bytes <= 0) return;
+    this.unacked[stream] = Math.max(0, this.unacked[stream] - bytes);
     this.recvCredit[stream] += bytes;
     this.ungranted[stream] += bytes;
     if (this.ungranted[stream] >= GRANT_BATCH_BYTES) this.sendGrant(stream);
@@ -101,6 +109,29 @@ export class HostSession {
 
   private readonly ungranted = [0, 0, 0];
   private grantTimer?: NodeJS.Timeout;
+
+  /** Sends the credit acknowledged so far at once (before a save). */
+  flushGrants(): void {
+    clearTimeout(this.grantTimer);
+    this.grantTimer = undefined;
+    this.sendGrant(StreamId.Stdout);
+    this.sendGrant(StreamId.Stderr);
+  }
+
+  /**
+   * Asks the guest to replay what the client lacks: `offsets` are the bytes of stdout and stderr
+   * it has (none: it has what it acknowledged). Output is ignored until the guest's `resumed`.
+   */
+  resume(offsets?: readonly [number, number]): void {
+    if (this.ended) return;
+    this.resuming = true;
+    clearTimeout(this.grantTimer);
+    this.grantTimer = undefined;
+    this.ungranted.fill(0);
+    this.unacked.fill(0);
+    this.recvCredit[StreamId.Stdout] = this.recvCredit[StreamId.Stderr] = INITIAL_WINDOW;
+    this.link.sendRaw(encodeControl(this.id, offsets ? { t: 'resume', stdout: offsets[0], stderr: offsets[1] } : { t: 'resume' }));
+  }
 
   private sendGrant(stream: StreamId): void {
     if (this.ungranted[stream] === 0 || this.ended) return;
@@ -170,39 +201,54 @@ export class AgentLink {
     return this.epoch;
   }
 
-  /** Sessions the agent kept for a worker that died, waiting for their clients (by id). */
+  /** Sessions the agent kept for a worker that died (or a saved VM), waiting for their clients. */
   private readonly orphans = new Map<number, Orphan>();
-  /** Output held for all of them together: a guest listing 256 sessions cannot make us hold 256 windows. */
-  private readonly orphanBudget = { bytes: 0 };
 
   /**
-   * Registers the sessions the agent listed in its hello as orphans: their output is held (at most
-   * ORPHAN_BUFFER_BYTES each) until a client claims them, and they are closed if none does
-   * within ORPHAN_TTL_MS.
+   * Registers the sessions the agent listed in its hello as orphans: what they say is ignored (the
+   * guest keeps it and replays it on `resume`) until a client claims them; they are closed if none
+   * does within ORPHAN_TTL_MS.
    */
   private adoptSessions(list: LiveSession[]): void {
     for (const { id, kind } of list) {
       if (this.sessions.has(id)) continue;
-      const orphan = new Orphan(kind, this.orphanBudget, () => {
-        this.log(`session ${id}: it said more than the worker holds for sessions no client has attached (${ORPHAN_BUFFER_BYTES} bytes each, ${ORPHAN_TOTAL_BYTES} in all); closing it`);
-        this.sessions.get(id)?.close();
-      });
-      const session = new HostSession(id, this, orphan);
+      const session = new HostSession(id, this, IGNORED);
+      session.resuming = true;
       session.started = true;
       session.spoke = true;
-      // The guest's remaining credit is whatever the dead worker left it: never more than its cap.
-      session.recvCredit[StreamId.Stdout] = session.recvCredit[StreamId.Stderr] = 16 * INITIAL_WINDOW;
       this.sessions.set(id, session);
-      orphan.expiry = setTimeout(() => {
-        if (this.orphans.get(id) !== orphan) return;
-        this.orphans.delete(id);
-        orphan.discard();
-        this.log(`session ${id}: no client attached within ${ORPHAN_TTL_MS / 1000} s; closing it`);
-        session.close();
-      }, ORPHAN_TTL_MS);
-      this.orphans.set(id, orphan);
+      this.holdOrphan(session, kind);
     }
     if (list.length > 0) this.log(`the agent kept ${list.length} session(s) of the previous worker: ${list.map((l) => `${l.id} (${l.kind})`).join(', ')}`);
+  }
+
+  /** Registers `session` as an orphan: closed if no client claims it within ORPHAN_TTL_MS. */
+  private holdOrphan(session: HostSession, kind: SessionKind): void {
+    const id = session.id;
+    const orphan: Orphan = { kind, expiry: setTimeout(() => {
+      if (this.orphans.get(id) !== orphan) return;
+      this.orphans.delete(id);
+      this.log(`session ${id}: no client attached within ${ORPHAN_TTL_MS / 1000} s; closing it`);
+      session.close();
+      this.finish(session, null, null, 'closed: no client attached');
+    }, ORPHAN_TTL_MS) };
+    this.orphans.set(id, orphan);
+  }
+
+  /**
+   * A client let go of `session` (session.detach): it runs on in the guest. What the client was
+   * handed is acknowledged to the guest (the client has it), and what the guest says from here is
+   * ignored until a client claims the session (claimSession, within ORPHAN_TTL_MS) and the guest
+   * replays it: the next client starts exactly where this one stopped.
+   */
+  detachSession(session: HostSession, kind: SessionKind): void {
+    if (session.ended || this.sessions.get(session.id) !== session) throw new SandboxError(ErrorCode.BadArgument, `session ${session.id} has ended`);
+    session.resuming = true;
+    for (const stream of [StreamId.Stdout, StreamId.Stderr]) session.ack(stream, session.unacked[stream]);
+    session.flushGrants();
+    session.handlers = IGNORED;
+    this.holdOrphan(session, kind);
+    this.log(`session ${session.id}: its client detached; held for ${ORPHAN_TTL_MS / 1000} s`);
   }
 
   /** The kind of a session this worker inherited and no client has claimed yet. */
@@ -211,21 +257,52 @@ export class AgentLink {
   }
 
   /**
-   * Hands a session this worker inherited to a client: what it said meanwhile is replayed to
-   * `handlers` first. Throws BadArgument when there is no such session (it ended long ago, was
-   * claimed already, or never existed).
+   * Hands a session this worker inherited to a client and asks the guest to replay what the client
+   * lacks (`offsets`: the bytes of stdout and stderr it has; none: what it acknowledged). Throws
+   * BadArgument when there is no such session (it ended and was released, was claimed already, or
+   * never existed).
    */
-  claimSession(id: number, handlers: SessionHandlers): { session: HostSession; kind: SessionKind } {
+  claimSession(id: number, handlers: SessionHandlers, offsets?: readonly [number, number]): { session: HostSession; kind: SessionKind } {
     const orphan = this.orphans.get(id);
-    if (!orphan) throw new SandboxError(ErrorCode.BadArgument, `no session ${id} to attach to (it ended, or another client has it)`);
+    const session = this.sessions.get(id);
+    if (!orphan || !session) throw new SandboxError(ErrorCode.BadArgument, `no session ${id} to attach to (it ended, or another client has it)`);
     this.orphans.delete(id);
     clearTimeout(orphan.expiry);
-    const session = this.sessions.get(id) ?? orphan.ended;
-    if (!session) throw new SandboxError(ErrorCode.BadArgument, `session ${id} is gone`);
     session.handlers = handlers;
-    orphan.replay(handlers);
+    session.resume(offsets);
     return { session, kind: orphan.kind };
   }
+
+  /** The client has a session's end: the guest may forget the session (it keeps ended ones for a resume). */
+  release(id: number): void {
+    if (!this.sessions.has(id)) this.sendRaw(encodeControl(id, { t: 'release' }));
+  }
+
+  /**
+   * Before a save: stops handing output to clients and acknowledges to the guest everything they
+   * were handed (it is in their sockets: they will have it even after this worker is gone), then
+   * makes sure the guest has taken those acknowledgements. The saved guest then holds exactly what
+   * each client lacks, and `resume` without offsets after the restore replays it. `thaw` undoes it
+   * when the save fails.
+   */
+  async quiesce(timeoutMs: number): Promise<void> {
+    const live = [...this.sessions.values()].filter((s) => !s.ended);
+    for (const s of live) {
+      s.resuming = true;
+      for (const stream of [StreamId.Stdout, StreamId.Stderr]) s.ack(stream, s.unacked[stream]);
+      s.flushGrants();
+    }
+    this.frozen = live;
+    // The guest handles frames in order: once a call sent behind the grants is answered, it has them.
+    await this.call('stat', { path: '/' }, timeoutMs).catch(() => undefined);
+  }
+
+  /** The save did not happen: sessions frozen by `quiesce` carry on from what their clients acknowledged. */
+  thaw(): void {
+    for (const s of this.frozen.splice(0)) if (!s.ended) s.resume();
+  }
+
+  private frozen: HostSession[] = [];
 
   get status(): AgentStatus {
     return {
@@ -331,10 +408,7 @@ export class AgentLink {
     this.disposed = true;
     clearInterval(this.helloTimer);
     clearInterval(this.watchdog);
-    for (const o of this.orphans.values()) {
-      clearTimeout(o.expiry);
-      o.discard();
-    }
+    for (const o of this.orphans.values()) clearTimeout(o.expiry);
     this.orphans.clear();
     this.failAll(why);
   }
@@ -375,6 +449,11 @@ export class AgentLink {
       if (message.t === 'result') return this.onResult(frame.session, message.ok, message.value, message.error);
       const session = this.sessions.get(frame.session);
       if (!session) return; // a session we already closed: late messages are normal
+      if (message.t === 'resumed') {
+        session.resuming = false;
+        return;
+      }
+      if (session.resuming) return; // said before the resume point: the guest replays it
       if (message.t === 'event') {
         if (session.handlers.onEvent) session.handlers.onEvent(message.kind, message.path);
         else this.endSession(frame.session, 'the guest sent an event on a session that watches nothing');
@@ -392,9 +471,11 @@ export class AgentLink {
     if (!this.hello) return; // nothing but a hello counts before the handshake
     const session = this.sessions.get(frame.session);
     if (!session) return;
+    if (session.resuming && frame.type !== FrameType.Window) return; // replayed after `resumed`
     switch (frame.type) {
       case FrameType.Data: {
         if (frame.stream === StreamId.Stdin) return this.endSession(frame.session, 'the guest sent data on stdin');
+        session.unacked[frame.stream] += frame.payload.length;
         session.spoke = true;
         session.recvCredit[frame.stream] -= frame.payload.length;
         if (session.recvCredit[frame.stream] < 0) return this.endSession(frame.session, 'the guest sent more than its window');
@@ -534,8 +615,7 @@ export class AgentLink {
 
   private finish(session: HostSession, code: number | null, signal: string | null, error?: string): void {
     this.sessions.delete(session.id);
-    const orphan = this.orphans.get(session.id);
-    if (orphan) orphan.ended = session; // its client may still attach and learn how it ended
+    this.orphans.delete(session.id);
     session.end(code, signal, error);
   }
 
@@ -580,56 +660,16 @@ const YOUNG_SESSION_MS = 15_000;
 
 /** How long a session inherited from a crashed worker waits for its client. */
 const ORPHAN_TTL_MS = 60_000;
-/** Output held for an unclaimed session; a legitimate guest has at most one window in flight. */
-const ORPHAN_BUFFER_BYTES = 2 * INITIAL_WINDOW;
-/** Output held for all unclaimed sessions of one VM together. */
-const ORPHAN_TOTAL_BYTES = 16 * INITIAL_WINDOW;
-
-/** Holds what an inherited session says until a client claims it (AgentLink.claimSession). */
-class Orphan implements SessionHandlers {
-  private readonly events: ((h: SessionHandlers) => void)[] = [];
-  private bytes = 0;
-  expiry?: NodeJS.Timeout;
-  /** Set when the session ended before it was claimed. */
-  ended?: HostSession;
-
-  constructor(readonly kind: SessionKind, private readonly budget: { bytes: number }, private readonly overflow: () => void) {}
-
-  onStarted(pid: number): void {
-    this.events.push((h) => h.onStarted(pid));
-  }
-  onData(stream: StreamId, data: Buffer): void {
-    if (this.overflowed) return;
-    if (this.bytes + data.length > ORPHAN_BUFFER_BYTES || this.budget.bytes + data.length > ORPHAN_TOTAL_BYTES) {
-      this.overflowed = true;
-      return this.overflow();
-    }
-    this.bytes += data.length;
-    this.budget.bytes += data.length;
-    this.events.push((h) => h.onData(stream, data));
-  }
-  private overflowed = false;
-  onEof(stream: StreamId): void {
-    this.events.push((h) => h.onEof(stream));
-  }
-  onEvent(kind: 'change' | 'rename', path: string): void {
-    this.events.push((h) => h.onEvent?.(kind, path));
-  }
-  onExit(code: number | null, signal: string | null, error?: string): void {
-    this.events.push((h) => h.onExit(code, signal, error));
-  }
-
-  /** Hands over what was held (and gives its bytes back to the budget). */
-  replay(handlers: SessionHandlers): void {
-    this.budget.bytes -= this.bytes;
-    this.bytes = 0;
-    for (const e of this.events.splice(0)) e(handlers);
-  }
-
-  /** Drops what was held (the session was closed unclaimed). */
-  discard(): void {
-    this.budget.bytes -= this.bytes;
-    this.bytes = 0;
-    this.events.length = 0;
-  }
+/** A session this worker inherited, until a client claims it. */
+interface Orphan {
+  kind: SessionKind;
+  expiry: NodeJS.Timeout;
 }
+
+/** The handlers of a session no client has: what it says is replayed on `resume`. */
+const IGNORED: SessionHandlers = {
+  onStarted: () => undefined,
+  onData: () => undefined,
+  onEof: () => undefined,
+  onExit: () => undefined,
+};

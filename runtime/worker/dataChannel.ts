@@ -9,6 +9,8 @@
  *                                           way to the guest (what resolves the client's write)
  *                     WINDOW(id, out|err)   output consumed (the client's ack)
  *                     EOF(id, stdin)
+ *                     CONTROL(id) {t:'release'}  the client has the session's exit: the guest may
+ *                                           forget it (it keeps ended sessions for a resume)
  *   worker -> client  CONTROL(0) {t:'attached'}
  *                     CONTROL(id) {t:'started',pid} | {t:'event',kind,path} | {t:'exit',code,signal,error}
  *                                 | {t:'writeFailed', bytes, message}
@@ -26,6 +28,8 @@ export interface DataChannelSessions {
   write(id: number, data: Buffer): Promise<void>;
   ack(id: number, stream: StreamId, bytes: number): void;
   eof(id: number): void;
+  /** The client has the exit of session `id` (one of its own). */
+  release(id: number): void;
 }
 
 export class DataChannel {
@@ -53,6 +57,18 @@ export class DataChannel {
 
   onClose(listener: () => void): void {
     this.closeListeners.push(listener);
+  }
+
+  /**
+   * Ends the channel once what was written has been handed to the OS (the worker is exiting: the
+   * client must still get the output the guest was told it has). Resolves then, or on close.
+   */
+  end(): Promise<void> {
+    if (this.closed || this.socket.destroyed) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.socket.once('close', () => resolve());
+      this.socket.end(() => resolve());
+    });
   }
 
   receive(chunk: Buffer): void {
@@ -92,8 +108,16 @@ export class DataChannel {
         return this.sessions.ack(id, frame.stream, frame.payload.readUInt32BE(0));
       case FrameType.Eof:
         return this.sessions.eof(id);
-      default:
+      default: {
+        let message: unknown;
+        try {
+          message = JSON.parse(frame.payload.toString('utf8'));
+        } catch {
+          message = undefined;
+        }
+        if ((message as { t?: unknown } | undefined)?.t === 'release') return this.sessions.release(id);
         return this.fail('data channel: unexpected control frame');
+      }
     }
   }
 

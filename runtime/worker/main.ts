@@ -54,6 +54,9 @@ function log(message: string): void {
   process.stdout.write(`${new Date().toISOString()} worker[${process.pid}] ${message}\n`);
 }
 
+/** How long an exiting worker waits for its clients to take the session output it sent them. */
+const EXIT_FLUSH_MS = 3000;
+
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const name = path.basename(args.dir);
@@ -63,6 +66,7 @@ async function main(): Promise<void> {
 
   let runner: VmRunner | undefined;
   const peers = new Set<RpcPeer>();
+  const dataChannels = new Set<DataChannel>();
   const server = net.createServer();
   try {
     const config = parseVmConfig(fs.readFileSync(file('config'), 'utf8'), name);
@@ -92,7 +96,10 @@ async function main(): Promise<void> {
       // The first bytes tell a data channel (a frame) from a JSON-RPC connection.
       socket.once('data', (first: Buffer) => {
         if (looksLikeFrame(first)) {
-          new DataChannel(socket, attachDataChannel, log).receive(first);
+          const channel = new DataChannel(socket, (token, ch) => attachDataChannel(token, ch, () => vm.agent), log);
+          dataChannels.add(channel);
+          channel.onClose(() => dataChannels.delete(channel));
+          channel.receive(first);
           return;
         }
         socket.unshift(first);
@@ -142,6 +149,8 @@ async function main(): Promise<void> {
   const final = { ...runner.status(), exitError: exit.error };
   for (const peer of peers) peer.notify('worker.exit', final);
   cleanup();
+  // Session output already acknowledged to the guest (a save) must reach its clients first.
+  await Promise.race([Promise.all([...dataChannels].map((c) => c.end())), new Promise((r) => setTimeout(r, EXIT_FLUSH_MS))]);
   setTimeout(() => process.exit(0), 100);
 
   function cleanup(): void {

@@ -28,13 +28,43 @@ export interface OpenParams {
 }
 
 const sessionsByPeer = new WeakMap<RpcPeer, Map<number, HostSession>>();
+/**
+ * Sessions of each connection that ended and whose exit the client has not confirmed yet: the guest
+ * keeps them for a resume until it does (`release`), or until the connection goes.
+ */
+const endedByPeer = new WeakMap<RpcPeer, Set<number>>();
+/** How long `session.attach` waits for the agent of a VM being taken over or restored. */
+const ATTACH_WAIT_MS = 20_000;
+
+function endedOf(peer: RpcPeer): Set<number> {
+  let ended = endedByPeer.get(peer);
+  if (!ended) endedByPeer.set(peer, (ended = new Set()));
+  return ended;
+}
+
+/** Notes that a session of `peer` ended: its client confirms with `release` (at most 4096 remembered). */
+function rememberEnded(peer: RpcPeer, id: number): void {
+  const ended = endedOf(peer);
+  ended.add(id);
+  if (ended.size > 4096) ended.delete(ended.values().next().value as number);
+}
+
+/** Lets the guest forget the ended sessions of a connection that went away. */
+function releaseEnded(peer: RpcPeer, agent: () => AgentLink | undefined): void {
+  const ended = endedByPeer.get(peer);
+  if (!ended) return;
+  for (const id of ended) agent()?.release(id);
+  ended.clear();
+}
+/** What each session a client holds is (for session.detach). */
+const kinds = new WeakMap<HostSession, SessionKind>();
 /** Each RPC connection's data channel, once attached (dataChannel.ts). */
 const channelsByPeer = new WeakMap<RpcPeer, DataChannel>();
 /** Tokens handed out by session.dataToken, waiting for their data channel to attach. */
 const pendingTokens = new Map<string, RpcPeer>();
 
 /** Sessions of one RPC connection (created on first use; closed when the connection goes). */
-function sessionsOf(peer: RpcPeer): Map<number, HostSession> {
+function sessionsOf(peer: RpcPeer, agent?: () => AgentLink | undefined): Map<number, HostSession> {
   let owned = sessionsByPeer.get(peer);
   if (!owned) {
     owned = new Map();
@@ -43,6 +73,7 @@ function sessionsOf(peer: RpcPeer): Map<number, HostSession> {
     peer.onClose(() => {
       for (const s of mine.values()) s.close();
       mine.clear();
+      if (agent) releaseEnded(peer, agent);
     });
   }
   return owned;
@@ -52,17 +83,18 @@ function sessionsOf(peer: RpcPeer): Map<number, HostSession> {
  * Attaches a data channel to the RPC connection that asked for `token` (single use). Returns the
  * channel's view of that connection's sessions, or undefined for an unknown token.
  */
-export function attachDataChannel(token: string, channel: DataChannel): DataChannelSessions | undefined {
+export function attachDataChannel(token: string, channel: DataChannel, agent: () => AgentLink | undefined): DataChannelSessions | undefined {
   const peer = pendingTokens.get(token);
   if (!peer) return undefined;
   pendingTokens.delete(token);
   channelsByPeer.set(peer, channel);
-  const sessions = sessionsOf(peer);
+  const sessions = sessionsOf(peer, agent);
   // Without its data channel a session's output has nowhere to go: it ends with the channel.
   channel.onClose(() => {
     if (channelsByPeer.get(peer) !== channel) return;
     channelsByPeer.delete(peer);
     for (const s of sessions.values()) s.close();
+    releaseEnded(peer, agent);
   });
   return {
     write: (id, data) => {
@@ -71,6 +103,10 @@ export function attachDataChannel(token: string, channel: DataChannel): DataChan
     },
     ack: (id, stream, bytes) => sessions.get(id)?.ack(stream, bytes),
     eof: (id) => sessions.get(id)?.eof(),
+    release: (id) => {
+      const ended = endedByPeer.get(peer);
+      if (ended?.delete(id)) agent()?.release(id);
+    },
   };
 }
 
@@ -104,7 +140,7 @@ export function sessionHandlers(agent: () => AgentLink | undefined): HandlerTabl
       const link = agent();
       if (!link?.connected) throw new SandboxError(ErrorCode.AgentUnavailable, 'the guest agent is not connected (is the VM running?)');
       validateOpen(p);
-      const map = sessionsOf(peer);
+      const map = sessionsOf(peer, agent);
       let timer: NodeJS.Timeout | undefined;
       let timedOut = false;
       const sink = eventSink(peer, p.kind, () => session.id);
@@ -115,12 +151,14 @@ export function sessionHandlers(agent: () => AgentLink | undefined): HandlerTabl
           onExit: (code, signal, error) => {
             clearTimeout(timer);
             map.delete(session.id);
+            rememberEnded(peer, session.id);
             if (timedOut) error = `timed out after ${p.timeoutMs} ms and was killed`;
             sink.onExit(code, signal, error);
           },
         },
       );
       map.set(session.id, session);
+      kinds.set(session, p.kind);
       if (p.timeoutMs !== undefined) {
         timer = setTimeout(() => {
           timedOut = true;
@@ -133,20 +171,44 @@ export function sessionHandlers(agent: () => AgentLink | undefined): HandlerTabl
      * Attaches this connection to a session the agent kept for a worker that crashed (the client
      * reconnected to the worker that took over). Output held meanwhile arrives first.
      */
-    'session.attach': (p: { id: number }, peer) => {
-      const link = agent();
-      if (!link?.connected) throw new SandboxError(ErrorCode.AgentUnavailable, 'the guest agent is not connected (is the VM running?)');
+    'session.attach': async (p: { id: number; stdout?: number; stderr?: number }, peer) => {
       const id = Number(p.id);
-      const map = sessionsOf(peer);
+      const offsets = p.stdout === undefined && p.stderr === undefined ? undefined : ([p.stdout, p.stderr] as const);
+      if (offsets && !offsets.every((o) => Number.isSafeInteger(o) && (o as number) >= 0)) throw new SandboxError(ErrorCode.BadArgument, 'stdout and stderr offsets must be whole numbers of bytes');
+      // A VM being taken over or restored: its agent answers within seconds.
+      let link = agent();
+      const deadline = Date.now() + ATTACH_WAIT_MS;
+      while (!link?.connected && Date.now() < deadline) {
+        if (link) await link.waitConnected(deadline - Date.now()).catch(() => undefined);
+        else await new Promise((r) => setTimeout(r, 100));
+        link = agent();
+      }
+      if (!link?.connected) throw new SandboxError(ErrorCode.AgentUnavailable, `the guest agent did not answer within ${ATTACH_WAIT_MS / 1000} s (is the VM running?)`);
+      const map = sessionsOf(peer, agent);
       const kind = link.inheritedKind(id);
       if (!kind) throw new SandboxError(ErrorCode.BadArgument, `no session ${id} to attach to (it ended, or another client has it)`);
       const sink = eventSink(peer, kind, () => id);
       const { session } = link.claimSession(id, { ...sink, onExit: (code, signal, error) => {
         map.delete(id);
+        rememberEnded(peer, id);
         sink.onExit(code, signal, error);
-      } });
+      } }, offsets as readonly [number, number] | undefined);
       if (!session.ended) map.set(id, session);
+      kinds.set(session, kind);
       return { id, kind };
+    },
+    /**
+     * This connection lets go of a session, which runs on in the guest: any client may
+     * session.attach it within a minute (AgentLink.detachSession holds its output meanwhile).
+     * A `detached` control frame on the data channel follows the last output this client gets.
+     */
+    'session.detach': (p: { id: number }, peer) => {
+      const link = agent();
+      const session = find(peer, p.id);
+      if (!link?.connected) throw new SandboxError(ErrorCode.AgentUnavailable, 'the guest agent is not connected (is the VM running?)');
+      link.detachSession(session, kinds.get(session) ?? 'exec');
+      sessionsByPeer.get(peer)?.delete(session.id);
+      channelsByPeer.get(peer)?.control(session.id, { t: 'detached' });
     },
     'guest.call': (p: { method: CallMethod; params?: Record<string, unknown> }) => {
       const link = agent();

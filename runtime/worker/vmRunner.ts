@@ -41,6 +41,9 @@ interface QemuExit {
   signal: NodeJS.Signals | null;
 }
 
+/** How long a save waits for sessions' clients to acknowledge the output they were given. */
+const SAVE_QUIESCE_MS = 2000;
+
 export class VmRunner {
   private readonly emitter = new EventEmitter();
   /** QEMU as our child (we started it), or only its pid (adopted from a worker that died). */
@@ -279,7 +282,11 @@ export class VmRunner {
     const wasPaused = this.state === 'paused';
     this.setState('saving');
     const tmp = this.file('savedState') + '.partial';
+    // Sessions' clients hold exactly what they acknowledged, so attaching after the restore misses
+    // nothing and doubles nothing (a paused guest cannot take acknowledgements: skipped).
+    const quiesced = !wasPaused && this.agent?.connected === true;
     try {
+      if (quiesced) await this.agent!.quiesce(SAVE_QUIESCE_MS);
       await this.qmp!.execute('stop');
       await this.qmp!.execute('migrate', { uri: `exec:cat > ${shellQuote(tmp)}` });
       for (;;) {
@@ -296,6 +303,7 @@ export class VmRunner {
     } catch (err) {
       await fs.rm(tmp, { force: true });
       if (!wasPaused) await this.qmp!.execute('cont').catch(() => undefined);
+      if (quiesced) this.agent?.thaw();
       this.setState(wasPaused ? 'paused' : 'running');
       throw err;
     }

@@ -140,7 +140,7 @@ test('--timeout bounds the whole command: a command stuck anywhere ends with 124
     const result = boundedByTimeout(() => new Promise<number>(() => undefined))(ctx);
     mock.timers.tick(5000 + DEADLINE_GRACE_MS);
     assert.equal(await result, TIMED_OUT_STATUS);
-    assert.match(writes.join(''), /exec did not finish within 5s \(--timeout\)/);
+    assert.match(writes.join(''), /exec did not finish within 5 s \(--timeout\)/);
     // A command that finishes in time keeps its own status; without --timeout nothing is bounded.
     assert.equal(await boundedByTimeout(async () => 3)(ctx), 3);
     assert.equal(await boundedByTimeout(async () => 4)({ command: 'exec', options: {} } as unknown as CommandContext), 4);

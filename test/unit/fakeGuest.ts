@@ -15,6 +15,8 @@ export class FakeGuest {
   /** Control messages the host sent, newest last (bounded). */
   readonly fromHost: { session: number; message: any; text: string }[] = [];
   hostBytes = 0;
+  /** Credit the host granted (WINDOW frames), in order. */
+  readonly grants: { session: number; stream: number; bytes: number }[] = [];
   keepHostFrames = true;
 
   constructor() {
@@ -22,6 +24,7 @@ export class FakeGuest {
       read() {},
       write: (chunk: Buffer, _enc, cb) => {
         this.hostBytes += chunk.length;
+        if (chunk[2] === FrameType.Window) this.grants.push({ session: chunk.readUInt32BE(4), stream: chunk[3], bytes: chunk.readUInt32BE(12) });
         if (chunk[2] === FrameType.Control) {
           const text = chunk.subarray(12).toString();
           const message = JSON.parse(text);
