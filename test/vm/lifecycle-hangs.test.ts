@@ -125,13 +125,23 @@ describe('vm: hangs and lifecycle', { timeout: 900_000 }, () => {
   });
 
   test('restart is one operation: a stop issued during it lands after it, not between its halves', async () => {
-    const restart = home.cli(['restart', VM]);
-    await waitFor('the restart to begin stopping', async () => (JSON.parse(await home.ok(['list', '--json']))[0].state === 'stopping' ? true : undefined), 60_000);
-    const stop = await home.cli(['stop', VM]);
-    const r = await restart;
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(stop.code, 0, `stop failed: ${stop.stderr}`);
-    assert.equal(JSON.parse(await home.ok(['list', '--json']))[0].state, 'stopped');
+    // The guest takes 5 s to power off, so the stop issued while the restart is stopping is sure
+    // to be queued before the restart's own start would be.
+    const tool = '/opt/sandboxvm/bin/poweroff';
+    await home.ok(['exec', VM, '--', 'sh', '-c', `cp ${tool} ${tool}.real && printf '#!/bin/sh\\nsleep 5\\nexec ${tool}.real\\n' > ${tool}`]);
+    try {
+      const restart = home.cli(['restart', VM]);
+      await waitFor('the restart to begin stopping', async () => (JSON.parse(await home.ok(['list', '--json']))[0].state === 'stopping' ? true : undefined), 60_000);
+      const stop = await home.cli(['stop', VM]);
+      const r = await restart;
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(stop.code, 0, `stop failed: ${stop.stderr}`);
+      assert.equal(JSON.parse(await home.ok(['list', '--json']))[0].state, 'stopped');
+    } finally {
+      if (JSON.parse(await home.ok(['list', '--json']))[0].state !== 'running') await home.ok(['start', VM]);
+      await home.ok(['exec', VM, '--', 'mv', `${tool}.real`, tool]);
+      await home.ok(['stop', '--force', VM]);
+    }
   });
 
   test('stop --force during a start returns at once; the start ends with "turned off"', async () => {
