@@ -13,6 +13,7 @@ import { ServiceClient } from '../client/serviceClient';
 import { ProgressBar } from './progress';
 import { copy } from './commands/copy';
 import { installBrokenPipeHandler } from './brokenPipe';
+import { boundedByTimeout } from './deadline';
 
 type Command = {
   run: (ctx: CommandContext) => Promise<number>;
@@ -36,7 +37,7 @@ const COMMANDS: Record<string, Command> = {
   list: { run: inspect.list, usage: 'list [--json]', options: { json: { type: 'boolean' } }, maxArgs: 0 },
   info: { run: inspect.info, usage: 'info <name> [--json]', options: { json: { type: 'boolean' } } },
   logs: { run: inspect.logs, usage: 'logs <name> [-f]        the serial console log', options: { follow: { type: 'boolean', short: 'f' } } },
-  exec: { run: sessions.exec, usage: 'exec <name> [--cwd DIR] [--env K=V] [--timeout 30s] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true }, timeout: { type: 'string' } }, command: true, maxArgs: Infinity },
+  exec: { run: boundedByTimeout(sessions.exec), usage: 'exec <name> [--cwd DIR] [--env K=V] [--timeout 30s] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true }, timeout: { type: 'string' } }, command: true, maxArgs: Infinity },
   cp: { run: copy, usage: 'cp [-r] <src> <dst> [-q]  copy a file (-r: a folder); one side is <vm>:<path>', options: { quiet: { type: 'boolean', short: 'q' }, recursive: { type: 'boolean', short: 'r' } }, maxArgs: 2 },
   attach: { run: sessions.attach, usage: 'attach <name> <id>      pick up a session a save cut off or a detach (Ctrl-C twice) left', maxArgs: 2 },
   shell: { run: sessions.shell, usage: 'shell <name> [-- <program> [args...]]   an interactive terminal', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } }, command: true },
