@@ -442,7 +442,10 @@ export class AgentLink {
       }
       if (frame.session === 0) {
         if (message.t === 'hello') this.onHello(message);
-        else if (message.t === 'heartbeat' && this.hello) this.heard();
+        else if (message.t === 'heartbeat') {
+          // Before the handshake a heartbeat is normal (an agent kept beating for a worker that died).
+          if (this.hello) this.heard();
+        }
         else this.violation(`session 0: unexpected ${message.t}`);
         return;
       }
