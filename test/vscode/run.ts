@@ -6,23 +6,13 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { build } from 'esbuild';
 import { imageCacheDir } from '../../runtime/common/paths';
 import { TestHome } from '../vm/fixture';
+import { buildSuites } from './buildSuites';
 import { REPO, installCodeServer, launchChromium, startCodeServer, waitForWorkbench, workbenchUrl } from './codeServer';
 
 const ARTIFACTS = process.env.SANDBOXVM_TEST_ARTIFACTS ?? '/tmp/sandboxvm-vscode';
 const TIMEOUT_MS = 20 * 60_000;
-
-/** Bundles the suites (vscode and mocha external) into dist/test-vscode. */
-async function buildSuites(): Promise<string> {
-  const out = path.join(REPO, 'dist', 'test-vscode');
-  fs.rmSync(out, { recursive: true, force: true });
-  const dir = path.join(__dirname, 'suite');
-  const entries = fs.readdirSync(dir).filter((f) => f.endsWith('.ts')).map((f) => path.join(dir, f));
-  await build({ entryPoints: entries, bundle: true, platform: 'node', target: 'node20', format: 'cjs', outdir: out, external: ['vscode', 'mocha', 'koffi', 'node-pty'], sourcemap: 'inline', logLevel: 'warning' });
-  return path.join(out, 'index.js');
-}
 
 async function main(): Promise<number> {
   const t0 = Date.now();
