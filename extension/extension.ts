@@ -66,6 +66,7 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
   const treeView = vscode.window.createTreeView(View.machines, { treeDataProvider: tree, showCollapseAll: false });
   const deps: CommandDeps = { connection, model, terminals, notify, log, settings };
 
+  const terminalCounts = new Map<string, number>();
   const updateMessage = () => {
     treeView.message = connection.state === 'reconnecting' && model.size > 0 ? 'Reconnecting to the Sandbox VMs service...' : connection.state === 'failed' && model.size > 0 ? `The service cannot be reached: ${connection.error?.message ?? 'see the log'}` : undefined;
   };
@@ -83,6 +84,14 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
       updateMessage();
     }),
     model.onDidChange(updateMessage),
+    // A new terminal shows under its VM: reveal it (expands the VM) when the view is open.
+    terminals.onDidChange((vm) => {
+      const open = terminals.of(vm);
+      const grew = open.length > (terminalCounts.get(vm) ?? 0);
+      terminalCounts.set(vm, open.length);
+      const newest = open.at(-1);
+      if (grew && newest && treeView.visible) void treeView.reveal({ kind: 'terminal', vm, terminalId: newest.id }, { select: false, focus: false, expand: true }).then(undefined, () => undefined);
+    }),
     registerTerminalProfile(model, terminals, () => connection.client()),
     ...registerCommands(deps, home),
     vscode.workspace.onDidChangeConfiguration((e) => {

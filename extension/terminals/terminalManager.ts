@@ -40,6 +40,7 @@ export class TerminalManager implements vscode.Disposable {
     const pty = new VmPseudoterminal({ vm, connect: () => this.connect(vm), log: this.log });
     const g: GuestTerminal = { id: this.nextId++, vm, pty };
     this.terminals.set(g.id, g);
+    pty.onDidStartSession(() => this.changed.fire(vm));
     return pty;
   }
 

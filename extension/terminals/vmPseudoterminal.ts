@@ -32,6 +32,9 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
   private readonly exitEmitter = new vscode.EventEmitter<SessionExit>();
   /** The guest session ended (the terminal may stay open to show why). */
   readonly onDidExit = this.exitEmitter.event;
+  private readonly startEmitter = new vscode.EventEmitter<number>();
+  /** The guest session opened (its id). */
+  readonly onDidStartSession = this.startEmitter.event;
 
   private sessions?: SessionClient;
   private session?: Session;
@@ -68,6 +71,7 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
         },
       );
       if (this.closed) void this.session.close().catch(() => undefined);
+      else this.startEmitter.fire(this.session.id);
     } catch (err) {
       this.onExit({ code: null, signal: null, error: `cannot open a terminal on ${vm}: ${(err as Error).message}` });
     }
@@ -104,5 +108,6 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
     this.closeEmitter.fire();
     this.writeEmitter.dispose();
     this.exitEmitter.dispose();
+    this.startEmitter.dispose();
   }
 }

@@ -53,7 +53,7 @@ export function vmLook(info: VmInfo, now = Date.now()): VmLook {
   lines.push(`- ${cpus}, ${formatMemory(info.config.memoryMiB)} memory, ${info.config.diskGiB} GiB disk`);
   if (rt && (info.state === 'running' || info.state === 'paused')) {
     lines.push(`- Up ${formatDuration(now - Date.parse(rt.startedAt))}${rt.boot ? ` (${rt.boot.kind === 'restore' ? 'restored' : rt.boot.kind === 'adopt' ? 'taken over' : 'booted'} in ${(rt.boot.readyMs / 1000).toFixed(1)} s)` : ''}`);
-    lines.push(`- Accelerator: ${md(rt.accel)} (${md(rt.accelReason)})`);
+    lines.push(`- Accelerator: ${md(rt.accel.toUpperCase())} (${md(rt.accelReason)})`);
     const hb = rt.agent.heartbeatAgeMs;
     lines.push(`- Agent: ${rt.agent.connected ? 'connected' : 'not connected'}${hb !== undefined ? `, last heartbeat ${formatDuration(hb)} ago` : ''}`);
     if (rt.agent.kernel) lines.push(`- Guest kernel: ${md(rt.agent.kernel)}`);

@@ -61,11 +61,13 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
   getTreeItem(element: Node): vscode.TreeItem {
     if (element.kind === 'terminal') {
       const g = this.terminals.get(element.terminalId);
-      const item = new vscode.TreeItem(g?.terminal?.name ?? 'Terminal', vscode.TreeItemCollapsibleState.None);
+      const index = this.terminals.of(element.vm).findIndex((t) => t.id === element.terminalId);
+      const item = new vscode.TreeItem(`Terminal ${index + 1}`, vscode.TreeItemCollapsibleState.None);
       const info = this.model.get(element.vm);
       item.id = `terminal:${info?.config.id ?? element.vm}:${element.terminalId}`;
       item.iconPath = new vscode.ThemeIcon('terminal');
-      item.description = g?.pty.sessionId !== undefined ? `session ${g.pty.sessionId}` : undefined;
+      item.description = g?.pty.sessionId !== undefined ? `session ${g.pty.sessionId}` : 'opening';
+      item.tooltip = `A shell on ${element.vm}; click to show it`;
       item.contextValue = ItemContext.terminal;
       item.command = { command: Command.focusTerminal, title: 'Show Terminal', arguments: [element] };
       return item;
@@ -78,9 +80,15 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
     item.id = `vm:${info.config.id}`;
     item.iconPath = new vscode.ThemeIcon(look.icon, look.color ? new vscode.ThemeColor(look.color) : undefined);
     item.description = look.description;
-    item.tooltip = new vscode.MarkdownString(look.tooltip);
     item.contextValue = look.contextValue;
     item.accessibilityInformation = { label: `${info.name}, ${look.description}` };
+    return item;
+  }
+
+  /** The tooltip is made when it is shown, so uptime and ages are those of the moment of hovering. */
+  resolveTreeItem(item: vscode.TreeItem, element: Node): vscode.TreeItem {
+    const info = element.kind === 'vm' ? this.model.get(element.name) : undefined;
+    if (info) item.tooltip = new vscode.MarkdownString(vmLook(info).tooltip);
     return item;
   }
 

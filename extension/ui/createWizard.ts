@@ -36,7 +36,9 @@ function ask(step: Step, index: number, total: number, value: string): Promise<s
     box.totalSteps = total;
     box.prompt = step.prompt;
     box.placeholder = step.placeholder;
-    box.value = value;
+    // Later steps start with their default, selected: Enter keeps it, typing replaces it.
+    box.value = value || (index > 0 ? step.placeholder : '');
+    box.valueSelection = [0, box.value.length];
     box.ignoreFocusOut = true;
     box.buttons = index > 0 ? [vscode.QuickInputButtons.Back] : [];
     const check = () => (box.validationMessage = box.value === '' && index > 0 ? undefined : step.validate(box.value));
