@@ -61,7 +61,7 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     log: (m) => log.info(m),
   });
   const notify = new Notifications(log);
-  const terminals = new TerminalManager(async (vm) => (await connection.client()).attach(vm), (m) => log.info(m));
+  const terminals = new TerminalManager(async (vm) => (await connection.client()).attach(vm), model, (m) => log.info(m));
   const tree = new VmTreeProvider(model, terminals, () => connection.ensure());
   const treeView = vscode.window.createTreeView(View.machines, { treeDataProvider: tree, showCollapseAll: false });
   const deps: CommandDeps = { connection, model, terminals, notify, log, settings };

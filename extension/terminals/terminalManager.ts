@@ -4,6 +4,8 @@
  */
 import * as vscode from 'vscode';
 import type { SessionClient } from '../../runtime/client/sessionClient';
+import type { VmInfo } from '../../runtime/common/status';
+import type { VmModel } from '../model/vmModel';
 import { VmPseudoterminal } from './vmPseudoterminal';
 
 export interface GuestTerminal {
@@ -22,7 +24,11 @@ export class TerminalManager implements vscode.Disposable {
   readonly onDidChange = this.changed.event;
   private readonly subscriptions: vscode.Disposable[] = [];
 
-  constructor(private readonly connect: (vm: string) => Promise<SessionClient>, private readonly log: (m: string) => void) {
+  constructor(
+    private readonly connect: (vm: string) => Promise<SessionClient>,
+    private readonly model: VmModel,
+    private readonly log: (m: string) => void,
+  ) {
     this.subscriptions.push(
       vscode.window.onDidOpenTerminal((t) => this.adopt(t)),
       vscode.window.onDidCloseTerminal((t) => {
@@ -37,7 +43,8 @@ export class TerminalManager implements vscode.Disposable {
 
   /** A new pty for `vm`, registered so the terminal VS Code makes for it is found (profiles). */
   createPty(vm: string): VmPseudoterminal {
-    const pty = new VmPseudoterminal({ vm, connect: () => this.connect(vm), log: this.log });
+    const watchVm = (listener: (info: VmInfo | undefined) => void) => this.model.onDidChange(() => listener(this.model.get(vm)));
+    const pty = new VmPseudoterminal({ vm, connect: () => this.connect(vm), watchVm, log: this.log });
     const g: GuestTerminal = { id: this.nextId++, vm, pty };
     this.terminals.set(g.id, g);
     pty.onDidStartSession(() => this.changed.fire(vm));

@@ -2,7 +2,8 @@
  * vscode: the extension in real VS Code (code-server), against a real service and a real guest.
  * Procedure: activate the extension, show its view (which connects, starting the service), create
  * a VM through the command, see it in the tree, start it, open a terminal through the
- * Pseudoterminal and run `uname -r` (the guest's kernel comes back), kill -9 the service (the view
+ * Pseudoterminal and run `uname -r` (the guest's kernel comes back), save and start it (an open
+ * terminal says its shell is kept and carries on with it), kill -9 the service (the view
  * says reconnecting and recovers with one listener), stop the VM (the open terminal says why it
  * ended), delete it; a bad name shows one clear sentence and creates nothing.
  */
@@ -90,6 +91,28 @@ suite('vscode: Sandbox VMs view, commands and terminals', function () {
     g.terminal.sendText('exit 3');
     const ended = await new Promise<string>((resolve) => g.pty.onDidExit(() => setImmediate(() => resolve(out))));
     assert.match(ended, /The shell exited with code 3\./);
+  });
+
+  test('save and start: the open terminal says the shell is kept, then carries on with the same shell', async () => {
+    await vscode.commands.executeCommand(Command.openTerminal, VM);
+    const g = api.terminals.of(VM).at(-1)!;
+    let out = '';
+    g.pty.onDidWrite((d) => (out += d));
+    const id = await until('the guest session', () => g.pty.sessionId, (l: () => void) => g.pty.onDidWrite(l), 30_000);
+    g.terminal!.sendText('X=kept-$((6*7)); echo "set-$X"');
+    await until('the shell to take the variable', () => (out.includes('set-kept-42\r\n') ? true : undefined), (l: () => void) => g.pty.onDidWrite(l), 30_000);
+    await vscode.commands.executeCommand(Command.save, VM);
+    await api.model.waitFor(VM, (i) => i?.state === 'saved', 60_000);
+    await until('the saved message', () => (out.includes(`${VM} was saved. This shell is kept in the guest`) ? true : undefined), (l: () => void) => g.pty.onDidWrite(l), 10_000);
+    assert.equal(vmItem()!.contextValue, 'savedVm');
+    await vscode.commands.executeCommand(Command.start, VM);
+    await until('the shell back', () => (out.includes('the shell is back') ? true : undefined), (l: () => void) => g.pty.onDidWrite(l), 60_000);
+    assert.equal(g.pty.sessionId, id, 'the same guest session');
+    g.terminal!.sendText('echo "$X"');
+    await until('the variable set before the save', () => (out.includes('kept-42\r\n') ? true : undefined), (l: () => void) => g.pty.onDidWrite(l), 30_000).catch((err) => {
+      throw new Error(`${err.message}; the terminal shows ${JSON.stringify(out.slice(-600))}`);
+    });
+    g.terminal!.dispose();
   });
 
   test('kill -9 of the service: the view says reconnecting, recovers by itself, hears each event once', async () => {
