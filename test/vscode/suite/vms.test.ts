@@ -3,7 +3,8 @@
  * Procedure: activate the extension, show its view (which connects, starting the service), create
  * a VM through the command, see it in the tree, start it, open a terminal through the
  * Pseudoterminal and run `uname -r` (the guest's kernel comes back), save and start it (an open
- * terminal says its shell is kept and carries on with it), kill -9 the service (the view
+ * terminal says its shell is kept and carries on with it), kill -9 the worker (the terminal carries
+ * on), kill -9 the service (the view
  * says reconnecting and recovers with one listener), stop the VM (the open terminal says why it
  * ended), delete it; a bad name shows one clear sentence and creates nothing.
  */
@@ -108,10 +109,32 @@ suite('vscode: Sandbox VMs view, commands and terminals', function () {
     await vscode.commands.executeCommand(Command.start, VM);
     await until('the shell back', () => (out.includes('the shell is back') ? true : undefined), (l: () => void) => g.pty.onDidWrite(l), 60_000);
     assert.equal(g.pty.sessionId, id, 'the same guest session');
+    const back = out.length;
     g.terminal!.sendText('echo "$X"');
-    await until('the variable set before the save', () => (out.includes('kept-42\r\n') ? true : undefined), (l: () => void) => g.pty.onDidWrite(l), 30_000).catch((err) => {
+    await until('the variable set before the save', () => (out.slice(back).includes('\rkept-42\r\n') ? true : undefined), (l: () => void) => g.pty.onDidWrite(l), 30_000).catch((err) => {
       throw new Error(`${err.message}; the terminal shows ${JSON.stringify(out.slice(-600))}`);
     });
+    g.terminal!.dispose();
+  });
+
+  test('kill -9 of the worker: the open terminal carries on with the same shell', async () => {
+    await vscode.commands.executeCommand(Command.openTerminal, VM);
+    const g = api.terminals.of(VM).at(-1)!;
+    let out = '';
+    g.pty.onDidWrite((d) => (out += d));
+    const id = await until('the guest session', () => g.pty.sessionId, (l: () => void) => g.pty.onDidWrite(l), 30_000);
+    g.terminal!.sendText('Y=worker-$((2*21)); echo "set-$Y"');
+    await until('the shell to take the variable', () => (out.includes('set-worker-42\r\n') ? true : undefined), (l: () => void) => g.pty.onDidWrite(l), 30_000);
+    const before = api.model.get(VM)!.runtime!.workerPid;
+    const mark = out.length;
+    process.kill(before, 'SIGKILL');
+    await api.model.waitFor(VM, (i) => i?.state === 'running' && !!i.runtime && i.runtime.workerPid !== before && i.runtime.agent.connected, 60_000);
+    g.terminal!.sendText('echo "$Y"');
+    await until('the shell answering through the new worker', () => (out.slice(mark).includes('\rworker-42\r\n') ? true : undefined), (l: () => void) => g.pty.onDidWrite(l), 30_000).catch((err) => {
+      throw new Error(`${err.message}; the terminal shows ${JSON.stringify(out.slice(-600))}`);
+    });
+    assert.equal(g.pty.sessionId, id);
+    assert.doesNotMatch(out, /Press any key to close/);
     g.terminal!.dispose();
   });
 
