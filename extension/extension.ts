@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { ServiceClient } from '../runtime/client/serviceClient';
 import { dataHome } from '../runtime/common/paths';
+import { RUNTIME_VERSION } from '../runtime/common/version';
 import { findOnPath } from '../runtime/qemu/locate';
 import { registerCommands } from './commands/registerCommands';
 import type { CommandDeps } from './commands/deps';
@@ -56,11 +57,13 @@ function serviceEnv(): NodeJS.ProcessEnv {
 export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
   const log = vscode.window.createOutputChannel('Sandbox VMs', { log: true });
   const model = new VmModel();
+  const notify = new Notifications(log);
   const connection = new ServiceConnection<ServiceClient>(model, {
     connect: () => ServiceClient.connect({ home: home(), serviceScript: context.asAbsolutePath(path.join('dist', 'service.js')), env: serviceEnv() }),
     log: (m) => log.info(m),
+    version: RUNTIME_VERSION,
+    onNewerService: (v) => notify.warn(`The Sandbox VMs service is version ${v}, newer than this extension (${RUNTIME_VERSION}); update the extension.`),
   });
-  const notify = new Notifications(log);
   const terminals = new TerminalManager(async (vm) => (await connection.client()).attach(vm), model, (m) => log.info(m));
   const tree = new VmTreeProvider(model, terminals, () => connection.ensure());
   const treeView = vscode.window.createTreeView(View.machines, { treeDataProvider: tree, showCollapseAll: false });

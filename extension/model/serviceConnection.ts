@@ -6,13 +6,14 @@
  * no event is ever heard twice.
  */
 import type { ServiceClient } from '../../runtime/client/serviceClient';
+import { compareVersions } from '../../runtime/common/version';
 import { Emitter } from './event';
 import type { VmModel } from './vmModel';
 
 export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'failed';
 
 /** The part of ServiceClient the connection needs (tests pass a fake). */
-export type ServiceHandle = Pick<ServiceClient, 'subscribe' | 'list' | 'dispose'> & {
+export type ServiceHandle = Pick<ServiceClient, 'subscribe' | 'list' | 'dispose' | 'serviceInfo' | 'shutdownService'> & {
   connection: { onClose(listener: () => void): unknown };
 };
 
@@ -23,6 +24,13 @@ export interface ConnectionOptions<C extends ServiceHandle> {
   backoffMs?: number[];
   /** Attempts without success before the state reads `failed` (retries go on). Default 6. */
   attemptsBeforeFailed?: number;
+  /**
+   * This client's runtime version. A service reporting an older one is replaced once (asked to
+   * exit; the next connect starts this version's service, which adopts the running VMs); a newer
+   * one is used as it is and reported through `onNewerService`.
+   */
+  version?: string;
+  onNewerService?: (serviceVersion: string) => void;
 }
 
 export class ServiceConnection<C extends ServiceHandle = ServiceClient> {
@@ -37,6 +45,8 @@ export class ServiceConnection<C extends ServiceHandle = ServiceClient> {
   readonly onDidChangeState = this.stateChanged.event;
   private readonly waiters: { resolve: (c: C) => void; reject: (e: Error) => void }[] = [];
   private lastError?: Error;
+  private replacedOlder = false;
+  private reportedNewer = false;
 
   constructor(private readonly model: VmModel, private readonly options: ConnectionOptions<C>) {}
 
@@ -87,7 +97,7 @@ export class ServiceConnection<C extends ServiceHandle = ServiceClient> {
   private attempt(): void {
     if (this.disposed) return;
     this.setState(this.everConnected ? 'reconnecting' : this.stateValue === 'failed' ? 'failed' : 'connecting');
-    const pending = this.options.connect().then(async (client) => {
+    const pending = this.options.connect().then((c) => this.checkVersion(c)).then(async (client) => {
       let closed = false;
       client.connection.onClose(() => {
         closed = true;
@@ -129,6 +139,35 @@ export class ServiceConnection<C extends ServiceHandle = ServiceClient> {
         this.scheduleRetry();
       },
     );
+  }
+
+  /** Replaces an older service once (see `version`); returns the client to use. */
+  private async checkVersion(client: C): Promise<C> {
+    const mine = this.options.version;
+    if (!mine) return client;
+    let theirs: string;
+    try {
+      theirs = (await client.serviceInfo()).version;
+    } catch (err) {
+      client.dispose();
+      throw err;
+    }
+    const cmp = compareVersions(theirs, mine);
+    if (cmp > 0 && !this.reportedNewer) {
+      this.reportedNewer = true;
+      this.options.onNewerService?.(theirs);
+    }
+    if (cmp >= 0 || this.replacedOlder) return client;
+    this.replacedOlder = true;
+    this.options.log(`the running service is version ${theirs}, older than this extension's ${mine}: replacing it (VMs keep running)`);
+    const gone = new Promise<void>((resolve) => {
+      client.connection.onClose(() => resolve());
+      setTimeout(resolve, 5000);
+    });
+    await client.shutdownService().catch(() => undefined);
+    await gone;
+    client.dispose();
+    return this.checkVersion(await this.options.connect());
   }
 
   private scheduleRetry(): void {

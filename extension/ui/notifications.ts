@@ -21,6 +21,11 @@ export class Notifications implements vscode.Disposable {
     void vscode.window.showErrorMessage(text);
   }
 
+  warn(text: string): void {
+    this.log.warn(text);
+    void vscode.window.showWarningMessage(text);
+  }
+
   info(text: string): void {
     this.log.info(text);
     void vscode.window.showInformationMessage(text);

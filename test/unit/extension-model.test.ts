@@ -13,6 +13,7 @@ import { cpusError, diskError, memoryError, nameError, parseMemoryMiB } from '..
 import { sentence } from '../../extension/ui/messages';
 import type { VmInfo, VmState } from '../../runtime/common/status';
 import { ErrorCode, SandboxError } from '../../runtime/common/errors';
+import { compareVersions } from '../../runtime/common/version';
 
 function vm(name: string, state: VmState = 'stopped', extra: Partial<VmInfo> = {}): VmInfo {
   return {
@@ -30,7 +31,15 @@ class FakeService implements ServiceHandle {
   onRemoved?: (n: string) => void;
   private closeListeners: (() => void)[] = [];
   disposed = false;
-  constructor(private readonly vms: Map<string, VmInfo>) {}
+  shutdowns = 0;
+  constructor(private readonly vms: Map<string, VmInfo>, readonly version = '0.1.0') {}
+  async serviceInfo() {
+    return { pid: 1, home: '/h', version: this.version };
+  }
+  async shutdownService() {
+    this.shutdowns++;
+    setImmediate(() => this.kill());
+  }
   connection = { onClose: (l: () => void) => this.closeListeners.push(l) };
   async subscribe(onStatus: (i: VmInfo) => void, onRemoved?: (n: string) => void) {
     this.onStatus = onStatus;
@@ -174,4 +183,36 @@ test('create fields: validated as typed', () => {
 test('errors: one sentence', () => {
   assert.equal(sentence(new SandboxError(ErrorCode.WrongState, 'dev is paused; resume it first')), 'Dev is paused; resume it first.');
   assert.equal(sentence(new Error('line one\n  line two.')), 'Line one line two.');
+});
+
+test('version skew: an older service is replaced once (VMs stay), a newer one is used and reported', async () => {
+  const vms = new Map([['dev', vm('dev', 'running')]]);
+  const versions = ['0.0.9', '0.2.0'];
+  const services: FakeService[] = [];
+  const newer: string[] = [];
+  const logs: string[] = [];
+  const model = new VmModel();
+  const c = new ServiceConnection<FakeService>(model, {
+    connect: async () => {
+      const s = new FakeService(vms, versions[Math.min(services.length, versions.length - 1)]);
+      services.push(s);
+      return s;
+    },
+    log: (m) => logs.push(m),
+    version: '0.1.0',
+    onNewerService: (v) => newer.push(v),
+  });
+  const client = await c.client();
+  assert.equal(services[0].shutdowns, 1, 'the older service was asked to exit');
+  assert.equal(client, services[1]);
+  assert.deepEqual(newer, ['0.2.0']);
+  assert.match(logs.join('\n'), /version 0\.0\.9, older than this extension's 0\.1\.0: replacing it/);
+  assert.equal(model.get('dev')?.state, 'running');
+  c.dispose();
+});
+
+test('versions compare numerically', () => {
+  assert.ok(compareVersions('0.10.0', '0.9.1') > 0);
+  assert.ok(compareVersions('1.0', '1.0.0') === 0);
+  assert.ok(compareVersions('0.1.0', '0.1.1') < 0);
 });
