@@ -20,6 +20,7 @@ import { registerTerminalProfile } from './terminals/terminalProfile';
 import { VmTreeProvider } from './tree/vmTreeProvider';
 import { bindContextKeys } from './ui/contextKeys';
 import { Notifications } from './ui/notifications';
+import { createStatusBar } from './ui/statusBar';
 
 export interface SandboxVmsApi {
   readonly model: VmModel;
@@ -96,6 +97,7 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
       if (grew && newest && treeView.visible) void treeView.reveal({ kind: 'terminal', vm, terminalId: newest.id }, { select: false, focus: false, expand: true }).then(undefined, () => undefined);
     }),
     registerTerminalProfile(model, terminals, () => connection.client()),
+    createStatusBar(model, () => connection.ensure()),
     ...registerCommands(deps, home),
     vscode.workspace.onDidChangeConfiguration((e) => {
       if (e.affectsConfiguration(`${SECTION}.${Setting.dataDirectory}`)) log.warn('the data directory changed: reload the window to use it');

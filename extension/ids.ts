@@ -21,6 +21,7 @@ export const Command = {
   focusTerminal: 'sandboxvm.terminal.focus',
   refresh: 'sandboxvm.view.refresh',
   showServiceLog: 'sandboxvm.service.showLog',
+  showActions: 'sandboxvm.vm.showActions',
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 
@@ -35,6 +36,7 @@ export const Setting = {
   defaultDisk: 'defaults.disk',
   dataDirectory: 'dataDirectory',
   qemuPath: 'qemuPath',
+  workspaceVm: 'workspaceVm',
 } as const;
 
 export const ContextKey = {

@@ -13,6 +13,7 @@ import { pauseVm, resumeVm } from './pauseVm';
 import { refresh } from './refresh';
 import { restartVm } from './restartVm';
 import { saveVm } from './saveVm';
+import { showActions } from './showActions';
 import { showLog, showServiceLog } from './showLog';
 import { startVm } from './startVm';
 import { stopVm, turnOffVm } from './stopVm';
@@ -35,6 +36,7 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.focusTerminal]: focusTerminal,
     [Command.refresh]: refresh,
     [Command.showServiceLog]: (d) => showServiceLog(d, home()),
+    [Command.showActions]: showActions,
   };
   return Object.entries(table).map(([id, handler]) =>
     vscode.commands.registerCommand(id, async (...args: unknown[]) => {

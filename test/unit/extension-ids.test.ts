@@ -8,6 +8,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, ContextKey, EXTENSION_ID, ItemContext, SECTION, Setting, TerminalProfile, View, ViewContainer } from '../../extension/ids';
+import { vmActions } from '../../extension/ui/vmActions';
 
 const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8'));
 const c = pkg.contributes;
@@ -69,4 +70,14 @@ test('activation is cheap and the extension runs where the workspace is', () => 
   assert.deepEqual(pkg.extensionKind, ['workspace']);
   assert.equal(pkg.main, './dist/extension.js');
   assert.match(pkg.engines.vscode, /^\^1\.100\./);
+});
+
+test('the status bar actions of each state are the ones the tree offers on that state', () => {
+  const states = ['stopped', 'starting', 'running', 'paused', 'saving', 'saved', 'stopping'] as const;
+  const menu = c.menus['view/item/context'] as { command: string; when: string }[];
+  for (const state of states) {
+    const offered = new Set(menu.filter((m) => new RegExp(`/\\^\\(([^)]*\\|)?${state}(\\|[^)]*)?\\)Vm\\$/`).test(m.when)).map((m) => m.command));
+    for (const action of vmActions(state)) assert.ok(offered.has(action.command), `${state}: ${action.command} is not in the tree's menu for ${state}Vm`);
+  }
+  assert.deepEqual(vmActions(undefined).map((a) => a.command), [Command.create]);
 });

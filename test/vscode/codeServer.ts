@@ -38,14 +38,14 @@ export interface CodeServer {
 }
 
 /** Starts code-server on 127.0.0.1 with its own user data, extensions and XDG folders; resolves once /healthz answers. */
-export async function startCodeServer(bin: string, scratch: string, env: NodeJS.ProcessEnv, extraArgs: string[] = []): Promise<CodeServer> {
+export async function startCodeServer(bin: string, scratch: string, env: NodeJS.ProcessEnv, settings: Record<string, unknown> = {}): Promise<CodeServer> {
   const port = await freePort();
   const dirs = Object.fromEntries(['config', 'data', 'cache', 'user-data', 'extensions', 'workspace'].map((d) => [d, path.join(scratch, d)]));
   for (const d of Object.values(dirs)) fs.mkdirSync(d, { recursive: true });
   fs.mkdirSync(path.join(dirs['user-data'], 'User'), { recursive: true });
   fs.writeFileSync(
     path.join(dirs['user-data'], 'User', 'settings.json'),
-    JSON.stringify({ 'terminal.integrated.gpuAcceleration': 'off', 'workbench.startupEditor': 'none', 'security.workspace.trust.enabled': false, 'workbench.tips.enabled': false, 'extensions.autoCheckUpdates': false, 'extensions.autoUpdate': false }, null, 2),
+    JSON.stringify({ 'terminal.integrated.gpuAcceleration': 'off', 'workbench.startupEditor': 'none', 'security.workspace.trust.enabled': false, 'workbench.tips.enabled': false, 'extensions.autoCheckUpdates': false, 'extensions.autoUpdate': false, ...settings }, null, 2),
   );
   const logFile = path.join(scratch, 'code-server.log');
   const log = fs.openSync(logFile, 'a');
@@ -53,7 +53,7 @@ export async function startCodeServer(bin: string, scratch: string, env: NodeJS.
     bin,
     [
       '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--disable-telemetry', '--disable-update-check', '--disable-workspace-trust',
-      '--disable-getting-started-override', '--user-data-dir', dirs['user-data'], '--extensions-dir', dirs.extensions, ...extraArgs,
+      '--disable-getting-started-override', '--user-data-dir', dirs['user-data'], '--extensions-dir', dirs.extensions,
     ],
     { env: { ...process.env, ...env, XDG_CONFIG_HOME: dirs.config, XDG_DATA_HOME: dirs.data, XDG_CACHE_HOME: dirs.cache }, stdio: ['ignore', log, log], detached: true },
   );

@@ -31,7 +31,7 @@ async function main(): Promise<void> {
     await home.bootedVm('saved-one');
     await home.ok(['save', 'saved-one']);
     await home.createdVm('build-box', ['--memory', '2G', '--disk', '20G']);
-    cs = await startCodeServer(bin, path.join(path.dirname(OUT), 'code-server-screens'), { SANDBOXVM_HOME: home.dir, SANDBOXVM_IMAGE_CACHE: imageCacheDir() });
+    cs = await startCodeServer(bin, path.join(path.dirname(OUT), 'code-server-screens'), { SANDBOXVM_HOME: home.dir, SANDBOXVM_IMAGE_CACHE: imageCacheDir() }, { 'sandboxvm.workspaceVm': 'dev' });
     browser = await launchChromium();
     const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     await page.goto(workbenchUrl(cs, REPO));
@@ -72,6 +72,10 @@ async function main(): Promise<void> {
     await page.locator('.quick-input-widget input').fill('web');
     await page.keyboard.press('Enter');
     await shot(page, '8-wizard-cpus');
+    await page.keyboard.press('Escape');
+    await page.locator('.statusbar-item', { hasText: 'dev' }).first().click();
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Open Terminal' }).first().waitFor();
+    await shot(page, '9-status-bar-actions');
     await page.keyboard.press('Escape');
   } finally {
     await browser?.close().catch(() => undefined);
