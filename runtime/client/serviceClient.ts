@@ -22,6 +22,8 @@ export interface ConnectOptions {
   autoStart?: boolean;
   /** Where the service's bundle is (default: next to this bundle). */
   serviceScript?: string;
+  /** Extra environment for a service this call starts (SANDBOXVM_QEMU, SANDBOXVM_GUEST_NODE). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export class ServiceClient {
@@ -43,7 +45,7 @@ export class ServiceClient {
         throw new SandboxError(ErrorCode.ServiceUnavailable, `the service is not running (${(err as Error).message})`);
       }
     }
-    await startService(home, options.serviceScript ?? path.join(__dirname, 'service.js'));
+    await startService(home, options.serviceScript ?? path.join(__dirname, 'service.js'), options.env);
     try {
       return new ServiceClient(await connectSocket(socket, 5000), home);
     } catch (err) {
@@ -120,10 +122,10 @@ export class ServiceClient {
 }
 
 /** Spawns the service detached and waits for its readiness report. */
-async function startService(home: string, script: string): Promise<void> {
+async function startService(home: string, script: string, env?: NodeJS.ProcessEnv): Promise<void> {
   fs.mkdirSync(home, { recursive: true, mode: 0o700 });
   const logPath = path.join(home, SERVICE_FILES.log);
-  const result = await spawnDetached(script, [], logPath, { ...process.env, SANDBOXVM_HOME: home });
+  const result = await spawnDetached(script, [], logPath, { ...process.env, ...env, SANDBOXVM_HOME: home });
   if (!result.ok) {
     throw new SandboxError(ErrorCode.ServiceUnavailable, result.error?.message ?? `the service did not start; see ${logPath}`);
   }

@@ -13,6 +13,7 @@ import { serveSocket, type RpcPeer } from '../common/rpc';
 import { ensureBaseImage } from '../image/baseImage';
 import { apiHandlers } from './api';
 import { reportReadiness } from '../common/readiness';
+import { RUNTIME_VERSION } from '../common/version';
 import { VmManager, type ImageProvider } from './vmManager';
 
 const home = dataHome();
@@ -67,7 +68,7 @@ async function main(): Promise<void> {
     manager.dispose();
     setTimeout(() => process.exit(0), 50);
   };
-  const handlers = apiHandlers(manager, subscribers, () => ({ pid: process.pid, home, version: '0.1.0' }), shutdown);
+  const handlers = apiHandlers(manager, subscribers, () => ({ pid: process.pid, home, version: RUNTIME_VERSION }), shutdown);
   server.on('connection', (socket) => serveSocket(socket, handlers, log));
   const oldUmask = process.umask(0o177);
   await new Promise<void>((resolve, reject) => {
