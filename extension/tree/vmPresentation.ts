@@ -2,7 +2,7 @@
  * How a VM looks in the tree, as plain data (no vscode import, unit-tested): the codicon and theme
  * colour of its state, its description and its Markdown tooltip.
  */
-import type { VmInfo, VmState } from '../../runtime/common/status';
+import { heartbeatAgeMs, type VmInfo, type VmState } from '../../runtime/common/status';
 
 export interface VmLook {
   icon: string;
@@ -54,8 +54,9 @@ export function vmLook(info: VmInfo, now = Date.now()): VmLook {
   if (rt && (info.state === 'running' || info.state === 'paused')) {
     lines.push(`- Up ${formatDuration(now - Date.parse(rt.startedAt))}${rt.boot ? ` (${rt.boot.kind === 'restore' ? 'restored' : rt.boot.kind === 'adopt' ? 'taken over' : 'booted'} in ${(rt.boot.readyMs / 1000).toFixed(1)} s)` : ''}`);
     lines.push(`- Accelerator: ${md(rt.accel.toUpperCase())} (${md(rt.accelReason)})`);
-    const hb = rt.agent.heartbeatAgeMs;
-    lines.push(`- Agent: ${rt.agent.connected ? 'connected' : 'not connected'}${hb !== undefined ? `, last heartbeat ${formatDuration(hb)} ago` : ''}`);
+    const hb = heartbeatAgeMs(rt.agent, now);
+    const agentWord = !rt.agent.connected ? 'not connected' : rt.agent.responding === false ? 'not responding' : 'connected';
+    lines.push(`- Agent: ${agentWord}${hb !== undefined ? `, last heartbeat ${formatDuration(hb)} ago` : ''}`);
     if (rt.agent.kernel) lines.push(`- Guest kernel: ${md(rt.agent.kernel)}`);
     if (rt.agent.hostname) lines.push(`- Host name: ${md(rt.agent.hostname)}`);
   }

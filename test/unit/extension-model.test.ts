@@ -145,7 +145,7 @@ test('connection: a command waiting for the service is told why it cannot be rea
 });
 
 test('tree look: icon, colour, description and menus context per state', () => {
-  const running = vmLook(vm('dev', 'running', { runtime: { state: 'running', accel: 'tcg', accelReason: 'no /dev/kvm', channel: 'virtio-serial', qemuVersion: '7.2', workerPid: 1, agent: { connected: true, kernel: '6.1.0-cloud', heartbeatAgeMs: 1200 }, startedAt: new Date(Date.now() - 90_000).toISOString(), boot: { kind: 'boot', readyMs: 4200 } } }));
+  const running = vmLook(vm('dev', 'running', { runtime: { state: 'running', accel: 'tcg', accelReason: 'no /dev/kvm', channel: 'virtio-serial', qemuVersion: '7.2', workerPid: 1, agent: { connected: true, kernel: '6.1.0-cloud', lastHeartbeatAt: Date.now() - 1200 }, startedAt: new Date(Date.now() - 90_000).toISOString(), boot: { kind: 'boot', readyMs: 4200 } } }));
   assert.equal(running.icon, 'vm-running');
   assert.equal(running.color, 'charts.green');
   assert.equal(running.contextValue, 'runningVm');
