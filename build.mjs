@@ -1,17 +1,13 @@
-// One esbuild script, several entry points: the CLI, the service, the worker (host, Node) and the
-// guest agent (runs on the guest's own Node). Native modules stay external so their .node files ship.
+// One esbuild script, several entry points: the CLI, the service, the worker (host, Node), the VS Code
+// extension (`vscode` external) and the guest agent (runs on the guest's own Node). Native modules stay
+// external so their .node files ship.
 import { build } from 'esbuild';
 import { rmSync as clean } from 'node:fs';
 
 clean('dist', { recursive: true, force: true });
 
-// The runtime's version, baked in: a client and a service compare it when they meet (runtime/common/version.ts).
-import { readFileSync as readPackage } from 'node:fs';
-const { version } = JSON.parse(readPackage('package.json', 'utf8'));
-
 const common = {
   bundle: true,
-  define: { SANDBOXVM_VERSION: JSON.stringify(version) },
   platform: 'node',
   target: 'node20',
   format: 'cjs',
@@ -22,6 +18,8 @@ const common = {
 
 await Promise.all([
   build({ ...common, entryPoints: { cli: 'runtime/cli/main.ts', service: 'runtime/service/main.ts', worker: 'runtime/worker/main.ts' }, outdir: 'dist' }),
+  // The VS Code extension: the host's extension host provides `vscode`.
+  build({ ...common, external: [...common.external, 'vscode'], entryPoints: { extension: 'extension/extension.ts' }, outdir: 'dist' }),
   build({ ...common, sourcemap: false, entryPoints: { agent: 'guest-agent/src/main.ts', 'vsock-probe': 'guest-agent/src/vsockProbe.ts' }, outdir: 'dist/guest-agent' }),
 ]);
 

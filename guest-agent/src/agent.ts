@@ -6,10 +6,11 @@ import * as os from 'node:os';
 import { execFile } from 'node:child_process';
 import { FrameDecoder, FrameType, ProtocolError, encodeControl, type Frame } from '../../runtime/protocol/frames';
 import { MAX_SESSIONS, PROTOCOL_VERSION, parseHostMessage, type HostMessage, type LiveSession } from '../../runtime/protocol/messages';
-import { GuestSession, type AgentSession } from './session';
+import { DEFAULT_SHELL, GuestSession, sessionEnvironment, type AgentSession } from './session';
 import { RelaySession, type RelayPort } from './relaySession';
 import { RelayOp, encodeOp, parseDone, parseInherit } from './relayProtocol';
 import { handleCall } from './calls';
+import { checkStart, refusalFrames } from './resolveCommand';
 
 /** Session kinds whose bytes the relay moves when there is one. */
 const RELAYED_KINDS = new Set(['exec', 'pty', 'read', 'write']);
@@ -73,12 +74,12 @@ export class Agent {
   }
 
   /** Ended sessions kept for a resume, oldest first; past MAX_LINGERING the oldest is let go. */
-  private readonly lingering = new Map<number, RelaySession>();
+  private readonly lingering = new Map<number, AgentSession>();
 
-  private linger(id: number, session: RelaySession): void {
+  private linger(id: number, session: AgentSession): void {
     this.lingering.set(id, session);
     if (this.lingering.size <= MAX_LINGERING) return;
-    const [oldestId, oldest] = this.lingering.entries().next().value as [number, RelaySession];
+    const [oldestId, oldest] = this.lingering.entries().next().value as [number, AgentSession];
     this.log(`session ${oldestId}: ${MAX_LINGERING} ended sessions wait for their host end already; letting it go`);
     oldest.release();
   }
@@ -129,13 +130,24 @@ export class Agent {
         this.send(encodeControl(id, { t: 'error', message: 'the guest agent restarted and has not been greeted yet; retry' }));
         return;
       }
+      if (m.kind === 'exec' || m.kind === 'pty') {
+        // Answered as a shell would (127, 126, a bad directory) before anything is spawned.
+        const { env, cwd } = sessionEnvironment(m);
+        const argv0 = m.kind === 'pty' && !m.argv?.length ? DEFAULT_SHELL[0] : m.argv?.[0];
+        const problem = argv0 === undefined ? undefined : checkStart(argv0, env.PATH, cwd);
+        if (problem) {
+          if (relayed) this.relay!.send(encodeOp(id, RelayOp.Forget));
+          for (const frame of refusalFrames(id, m.kind, problem)) this.send(frame);
+          return;
+        }
+      }
       const session = relayed ? new RelaySession(id, this.relay!, this.log) : new GuestSession(id, { send: this.send }, this.log);
       this.sessions.set(id, session);
       session.onExit = () => {
         this.sessions.delete(id);
         this.lingering.delete(id);
       };
-      if (session instanceof RelaySession) session.onLinger = () => this.linger(id, session);
+      session.onLinger = () => this.linger(id, session);
       session.open(m);
       return;
     }

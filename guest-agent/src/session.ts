@@ -48,7 +48,14 @@ export interface AgentSession {
   resume(offsets?: readonly [number, number]): void;
   /** The host has the session's end; an ended session kept for a resume is let go. */
   release(): void;
+  /** Ended, kept for a resume until the host releases it. */
+  readonly lingering?: boolean;
+  /** Called when the session ends and starts waiting for the host's release. */
+  onLinger?: () => void;
 }
+
+/** Output kept per stream until the host grants it back (its client has it): one window. */
+const RETAIN_MAX = INITIAL_WINDOW;
 
 export class GuestSession implements AgentSession {
   private readonly credit = [0, INITIAL_WINDOW, INITIAL_WINDOW];
@@ -59,8 +66,26 @@ export class GuestSession implements AgentSession {
   private sink?: { write(data: Buffer, done: () => void): void; end(): void };
   private cleanup?: () => void;
   private exited = false;
+  /**
+   * Exec and pty sessions keep what they sent until the host acknowledges it, and their end until
+   * the host releases them, so a new host end can resume them (messages.ts, "Resuming"), as the
+   * relay does for relayed sessions.
+   */
+  private readonly sent = [0, 0, 0];
+  private readonly acked = [0, 0, 0];
+  private readonly kept: Buffer[][] = [[], [], []];
+  private readonly eofSent = [false, false, false];
+  private final?: object;
+  lingering = false;
+  onLinger?: () => void;
+  /** The host closed it: once ended it needs no resume. */
+  private closing = false;
 
   constructor(readonly id: number, private readonly out: SessionSink, private readonly log: (m: string) => void) {}
+
+  private get resumable(): boolean {
+    return this.kind === 'exec' || this.kind === 'pty';
+  }
 
   kind?: OpenSession['kind'];
 
@@ -244,6 +269,7 @@ export class GuestSession implements AgentSession {
   private readonly waitingEnd = [false, false, false];
   /** Called once a stream's output has all been sent: EOF, and for a file read, the exit. */
   private endStream(id: StreamId): void {
+    this.eofSent[id] = true;
     this.out.send(encodeFrame(FrameType.Eof, this.id, undefined, id));
     this.streamsOpen--;
     if (this.streamsOpen === 0) this.onStreamsDone?.();
@@ -264,8 +290,15 @@ export class GuestSession implements AgentSession {
     const queue = this.pending[stream];
     while (queue.length > 0 && this.credit[stream] > 0) {
       const head = queue[0];
-      const n = Math.min(head.length, this.credit[stream], GUEST_DATA_CHUNK);
-      this.out.send(encodeFrame(FrameType.Data, this.id, head.subarray(0, n), stream));
+      const room = this.resumable ? RETAIN_MAX - (this.sent[stream] - this.acked[stream]) : Infinity;
+      if (room <= 0) break;
+      const n = Math.min(head.length, this.credit[stream], GUEST_DATA_CHUNK, room);
+      const chunk = head.subarray(0, n);
+      this.out.send(encodeFrame(FrameType.Data, this.id, chunk, stream));
+      if (this.resumable) {
+        this.kept[stream].push(chunk);
+        this.sent[stream] += n;
+      }
       this.credit[stream] -= n;
       if (n === head.length) queue.shift();
       else queue[0] = head.subarray(n);
@@ -284,6 +317,7 @@ export class GuestSession implements AgentSession {
   grant(stream: number, bytes: number): void {
     if (stream !== StreamId.Stdout && stream !== StreamId.Stderr) return;
     this.credit[stream] = Math.min(this.credit[stream] + bytes, 16 * INITIAL_WINDOW);
+    this.forgetAcked(stream, Math.min(bytes, this.sent[stream] - this.acked[stream]));
     this.drain(stream);
   }
 
@@ -329,8 +363,23 @@ export class GuestSession implements AgentSession {
     }
   }
 
+  /** The host's client has `bytes` more of `stream`: they need not be kept. */
+  private forgetAcked(stream: StreamId, bytes: number): void {
+    this.acked[stream] += bytes;
+    const kept = this.kept[stream];
+    while (bytes > 0 && kept.length > 0) {
+      if (kept[0].length <= bytes) bytes -= kept.shift()!.length;
+      else {
+        kept[0] = kept[0].subarray(bytes);
+        bytes = 0;
+      }
+    }
+  }
+
   /** Ends the session: kills its process group, or abandons its file. Idempotent. */
   kill(): void {
+    if (this.lingering) return this.release();
+    this.closing = true;
     if (this.exited) return;
     if (this.child || this.pty) this.signal('SIGKILL');
     else if (this.kind === 'watch') this.exit(0, null);
@@ -338,27 +387,53 @@ export class GuestSession implements AgentSession {
   }
 
   abandon(): void {
+    if (this.lingering) return this.release();
     this.kill();
   }
 
   /**
-   * Without the relay nothing is kept for a resume: what is said from here on goes to the new host
-   * end (output sent between a takeover and this point is lost, and an ended session is gone).
+   * A new host end takes the session over: `resumed`, then each stream from the client's offset
+   * (or from what it acknowledged), the EOFs and the end already sent, then on as before.
    */
-  resume(): void {
-    this.out.send(encodeControl(this.id, { t: 'resumed' }));
+  resume(offsets?: readonly [number, number]): void {
+    if (!this.resumable) {
+      this.control({ t: 'resumed' });
+      return this.control({ t: 'error', message: `a ${this.kind} session cannot be resumed` });
+    }
+    this.control({ t: 'resumed' });
+    for (const stream of [StreamId.Stdout, StreamId.Stderr]) {
+      const want = offsets ? offsets[stream - 1] : this.acked[stream];
+      const from = Math.min(Math.max(want, this.acked[stream]), this.sent[stream]);
+      this.forgetAcked(stream, from - this.acked[stream]);
+      let replayed = 0;
+      for (const chunk of this.kept[stream]) {
+        this.out.send(encodeFrame(FrameType.Data, this.id, chunk, stream));
+        replayed += chunk.length;
+      }
+      this.credit[stream] = INITIAL_WINDOW - replayed;
+      if (this.eofSent[stream]) this.out.send(encodeFrame(FrameType.Eof, this.id, undefined, stream));
+      this.drain(stream);
+    }
+    if (this.final) this.control(this.final);
   }
 
+  /** The host has the end: the session is let go. A live session is unaffected. */
   release(): void {
-    // ended sessions are forgotten at once without the relay
+    if (!this.lingering) return;
+    this.lingering = false;
+    this.onExit?.();
   }
 
   private exit(code: number | null, signal: string | null): void {
     if (this.exited) return;
     this.exited = true;
     this.cleanup?.();
-    this.control({ t: 'exit', code, signal });
-    this.onExit?.();
+    this.final = { t: 'exit', code, signal };
+    this.control(this.final);
+    if (this.resumable && !this.closing) {
+      this.lingering = true;
+      this.onLinger?.();
+    } else this.onExit?.();
   }
 
   private fail(message: string): void {

@@ -1,17 +1,17 @@
 /** Human-readable rendering of status snapshots for the CLI. */
-import type { VmInfo } from '../common/status';
+import { heartbeatAgeMs, type VmInfo } from '../common/status';
 import type { GuestInfo } from '../client/guestFiles';
 
 export function formatMiB(mib: number): string {
   return mib >= 1024 && mib % 1024 === 0 ? `${mib / 1024}G` : `${mib}M`;
 }
 
-export function agentSummary(info: VmInfo): string {
+/** The AGENT column: what the snapshot says, with the heartbeat's age as of `now`. */
+export function agentSummary(info: VmInfo, now = Date.now()): string {
   const agent = info.runtime?.agent;
   if (!info.runtime) return '-';
   if (!agent?.connected) return 'not connected';
-  const age = agent.heartbeatAgeMs;
-  if (age !== undefined && age > 5000) return `lost contact (${Math.round(age / 1000)}s)`;
+  if (agent.responding === false) return `not responding (last heartbeat ${Math.round((heartbeatAgeMs(agent, now) ?? 0) / 1000)}s ago)`;
   return 'ok';
 }
 
@@ -46,7 +46,7 @@ export function infoText(vm: VmInfo, guest?: GuestInfo): string {
       ['QEMU', `${r.qemuVersion}, pid ${r.qemuPid ?? '-'}`],
       ['Channel', r.channel],
       ['Worker pid', String(r.workerPid)],
-      ['Agent', r.agent.connected ? `${agentSummary(vm)}, version ${r.agent.version}, heartbeat ${r.agent.heartbeatAgeMs ?? '-'} ms ago` : 'not connected'],
+      ['Agent', r.agent.connected ? `${agentSummary(vm)}, version ${r.agent.version}${r.agent.responding === false ? '' : `, heartbeat ${heartbeatAgeMs(r.agent) ?? '-'} ms ago`}` : 'not connected'],
       ['Guest', r.agent.connected ? `${r.agent.hostname}, kernel ${r.agent.kernel}` : '-'],
       ['Started', r.startedAt + (r.boot ? ` (${r.boot.kind}, agent ready in ${r.boot.readyMs} ms)` : '')],
     );

@@ -12,10 +12,20 @@ import * as sessions from './commands/sessions';
 import { ServiceClient } from '../client/serviceClient';
 import { ProgressBar } from './progress';
 import { copy } from './commands/copy';
+import { installBrokenPipeHandler } from './brokenPipe';
+import { boundedByTimeout } from './deadline';
 import { serialConsole } from './commands/console';
 import { stats } from './commands/stats';
 
-type Command = { run: (ctx: CommandContext) => Promise<number>; usage: string; options?: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> };
+type Command = {
+  run: (ctx: CommandContext) => Promise<number>;
+  usage: string;
+  options?: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>;
+  /** Takes a command line after `--` (exec, shell); for the others `--` only ends the options. */
+  command?: boolean;
+  /** The most arguments it takes besides options (default 1: a VM name); exec takes any. */
+  maxArgs?: number;
+};
 
 const COMMANDS: Record<string, Command> = {
   create: { run: lifecycle.create, usage: 'create <name> [--cpus N] [--memory 1G] [--disk 10G] [--no-network]', options: { cpus: { type: 'string' }, memory: { type: 'string' }, disk: { type: 'string' }, 'no-network': { type: 'boolean' } } },
@@ -26,15 +36,15 @@ const COMMANDS: Record<string, Command> = {
   save: { run: lifecycle.simple('save', 'is saved; `sandboxvm start` restores it'), usage: 'save <name>             write the running state to disk and stop' },
   restart: { run: lifecycle.restart, usage: 'restart <name>' },
   rm: { run: lifecycle.remove, usage: 'rm <name> [--force]     remove the VM and all its files', options: { force: { type: 'boolean', short: 'f' } } },
-  list: { run: inspect.list, usage: 'list [--json]', options: { json: { type: 'boolean' } } },
+  list: { run: inspect.list, usage: 'list [--json]', options: { json: { type: 'boolean' } }, maxArgs: 0 },
   info: { run: inspect.info, usage: 'info <name> [--json]', options: { json: { type: 'boolean' } } },
   stats: { run: stats, usage: 'stats <name> [--json] [--count N]   live CPU, memory and disk figures, one line a second', options: { json: { type: 'boolean' }, count: { type: 'string' } } },
   logs: { run: inspect.logs, usage: 'logs <name> [-f]        the serial console log', options: { follow: { type: 'boolean', short: 'f' } } },
-  exec: { run: sessions.exec, usage: 'exec <name> [--cwd DIR] [--env K=V] [--timeout 30s] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true }, timeout: { type: 'string' } } },
-  cp: { run: copy, usage: 'cp [-r] <src> <dst> [-q]  copy a file (-r: a folder); one side is <vm>:<path>', options: { quiet: { type: 'boolean', short: 'q' }, recursive: { type: 'boolean', short: 'r' } } },
-  attach: { run: sessions.attach, usage: 'attach <name> <id>      pick up a session a save cut off, after `start`' },
+  exec: { run: boundedByTimeout(sessions.exec), usage: 'exec <name> [--cwd DIR] [--env K=V] [--timeout 30s] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true }, timeout: { type: 'string' } }, command: true, maxArgs: Infinity },
+  cp: { run: copy, usage: 'cp [-r] <src> <dst> [-q]  copy a file (-r: a folder); one side is <vm>:<path>', options: { quiet: { type: 'boolean', short: 'q' }, recursive: { type: 'boolean', short: 'r' } }, maxArgs: 2 },
+  attach: { run: sessions.attach, usage: 'attach <name> <id>      pick up a session a save cut off or a detach (Ctrl-C twice) left', maxArgs: 2 },
+  shell: { run: sessions.shell, usage: 'shell <name> [-- <program> [args...]]   an interactive terminal', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } }, command: true },
   console: { run: serialConsole, usage: 'console <name>          the serial console (ttyS0), live from boot; Ctrl-] detaches' },
-  shell: { run: sessions.shell, usage: 'shell <name> [-- <program> [args...]]   an interactive terminal', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } } },
   image: { run: imageCommand, usage: 'image build              build (or find) the base image new VMs clone' },
   service: { run: serviceCommand, usage: 'service status|stop       the background service (VMs keep running when it stops)' },
 };
@@ -86,6 +96,21 @@ function usage(): string {
   return ['Usage: sandboxvm <command> [options]', '', ...Object.values(COMMANDS).map((c) => `  sandboxvm ${c.usage}`)].join('\n');
 }
 
+/** node:util's parseArgs messages, said for a user of this command. */
+function optionError(err: Error, name: string, command: Command, args: string[]): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  const option = /'(-{1,2}[^' ]+)/.exec(err.message)?.[1];
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && option) {
+    const known = Object.keys(command.options ?? {}).map((o) => `--${o}`);
+    const vm = args[0] && !args[0].startsWith('-') ? args[0] : '<name>';
+    const line = vm === '<name>' ? '<command> [args...]' : args.slice(1).join(' ');
+    const hint = command.command ? `; the command goes after \`--\`: sandboxvm ${name} ${vm} -- ${line}` : '';
+    return `${name} has no option ${option}${known.length ? ` (it takes ${known.join(', ')})` : ''}${hint}`;
+  }
+  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && option) return `${option} needs a value`;
+  return err.message;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [first, ...args] = argv;
   if (!first || first === '-h' || first === '--help' || first === 'help') {
@@ -100,15 +125,25 @@ async function main(argv: string[]): Promise<number> {
   }
   const dashdash = args.indexOf('--');
   const own = dashdash >= 0 ? args.slice(0, dashdash) : args;
-  const rest = dashdash >= 0 ? args.slice(dashdash + 1) : [];
+  const after = dashdash >= 0 ? args.slice(dashdash + 1) : [];
   let parsed;
   try {
     parsed = parseArgs({ args: own, options: command.options ?? {}, allowPositionals: true, strict: true });
   } catch (err) {
-    process.stderr.write(`sandboxvm: ${(err as Error).message}\nusage: sandboxvm ${command.usage}\n`);
+    process.stderr.write(`sandboxvm: ${optionError(err as Error, name, command, own)}\nusage: sandboxvm ${command.usage}\n`);
     return 2;
   }
-  const ctx = new CommandContext(name, parsed.positionals, parsed.values as Record<string, string | boolean | string[] | undefined>, rest);
+  // `rm -- name`: after `--` come arguments, never options (as with rm(1)).
+  const positionals = command.command ? parsed.positionals : [...parsed.positionals, ...after];
+  const maxArgs = command.maxArgs ?? 1;
+  if (positionals.length > maxArgs) {
+    const extra = positionals.slice(maxArgs).map((a) => JSON.stringify(a)).join(' ');
+    const shape = command.usage.split(/\s+/).slice(1).filter((w) => !w.startsWith('[')).slice(0, maxArgs).join(' ');
+    const takes = maxArgs === 0 ? 'no arguments' : `${maxArgs === 1 ? 'one argument' : `${maxArgs} arguments`} (${shape})`;
+    process.stderr.write(`sandboxvm: ${name} takes ${takes}; unexpected ${extra}\nusage: sandboxvm ${command.usage}\n`);
+    return 2;
+  }
+  const ctx = new CommandContext(name, positionals, parsed.values as Record<string, string | boolean | string[] | undefined>, command.command ? after : []);
   try {
     return await command.run(ctx);
   } catch (err) {
@@ -129,6 +164,7 @@ function flushed(stream: NodeJS.WriteStream): Promise<void> {
   });
 }
 
+installBrokenPipeHandler();
 main(process.argv.slice(2)).then(
   async (code) => {
     process.exitCode = code;

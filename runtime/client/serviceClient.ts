@@ -34,6 +34,8 @@ export interface ConnectOptions {
    * one (serviceVersion.ts). Off for commands that only inspect or stop the service.
    */
   checkVersion?: boolean;
+  /** Extra environment for a service this call starts (SANDBOXVM_QEMU, SANDBOXVM_GUEST_NODE). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export class ServiceClient {
@@ -70,7 +72,7 @@ export class ServiceClient {
       if (meeting.use) return new ServiceClient(connection, home);
       replaced = meeting.replaced;
     }
-    await startService(home, options.serviceScript ?? path.join(__dirname, 'service.js'));
+    await startService(home, options.serviceScript ?? path.join(__dirname, 'service.js'), options.env);
     try {
       const client = new ServiceClient(await connectSocket(socket, 5000), home);
       client.replacedService = replaced;
@@ -175,10 +177,10 @@ export class ServiceClient {
 }
 
 /** Spawns the service detached and waits for its readiness report. */
-async function startService(home: string, script: string): Promise<void> {
+async function startService(home: string, script: string, env?: NodeJS.ProcessEnv): Promise<void> {
   fs.mkdirSync(home, { recursive: true, mode: 0o700 });
   const logPath = path.join(home, SERVICE_FILES.log);
-  const result = await spawnDetached(script, [], logPath, { ...process.env, SANDBOXVM_HOME: home });
+  const result = await spawnDetached(script, [], logPath, { ...process.env, ...env, SANDBOXVM_HOME: home });
   if (!result.ok) {
     throw new SandboxError(ErrorCode.ServiceUnavailable, result.error?.message ?? `the service did not start; see ${logPath}`);
   }

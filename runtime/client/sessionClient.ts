@@ -27,6 +27,8 @@ export interface SessionExit {
   signal: string | null;
   /** Set when the session could not start or was cut off (the message says why). */
   error?: string;
+  /** Set when this client let go of the session (Session.detach): it runs on in the guest. */
+  detached?: boolean;
 }
 
 export class Session {
@@ -107,6 +109,14 @@ export class Session {
   }
   close(): Promise<void> {
     return this.client.control('session.close', { id: this.id });
+  }
+  /**
+   * Lets go of the session and leaves it running in the guest: any client may attach it by id
+   * within a minute (SessionClient.attach), its output held for it meanwhile. Output the worker
+   * sent before letting go still arrives; then `exited` resolves with `detached: true`.
+   */
+  detach(): Promise<void> {
+    return this.client.control('session.detach', { id: this.id });
   }
 }
 
@@ -320,6 +330,7 @@ export class SessionClient {
         else if (m?.t === 'event') h.events.onEvent?.(m.kind, m.path);
         else if (m?.t === 'writeFailed') h.session.refused(Number(m.bytes) || 0, String(m.message));
         else if (m?.t === 'exit') this.finish(h, { code: m.code ?? null, signal: m.signal ?? null, error: m.error ?? undefined });
+        else if (m?.t === 'detached') this.finish(h, { code: null, signal: null, detached: true });
         return;
       }
     }
@@ -329,7 +340,7 @@ export class SessionClient {
     if (this.handlers.get(h.session.id) !== h) return;
     this.handlers.delete(h.session.id);
     // The guest keeps an ended session for a resume until its client confirms the end.
-    if (!result.error) this.sendFrame(encodeControl(h.session.id, { t: 'release' }));
+    if (!result.error && !result.detached) this.sendFrame(encodeControl(h.session.id, { t: 'release' }));
     h.events.onExit(result);
     h.session.finish(result);
   }

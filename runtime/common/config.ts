@@ -18,14 +18,37 @@ export interface VmConfig {
 export const DEFAULTS = { cpus: 1, memoryMiB: 1024, diskGiB: 10 } as const;
 export const LIMITS = { cpus: [1, 64], memoryMiB: [128, 256 * 1024], diskGiB: [1, 4096] } as const;
 
-/** Parses sizes like "1G", "512M", "1024" (MiB) into MiB. */
-export function parseSizeMiB(text: string, what: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(text.trim());
-  if (!m) throw new SandboxError(ErrorCode.BadArgument, `invalid ${what} ${JSON.stringify(text)}: use a size like 512M or 2G`);
+const SIZE = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i;
+
+/** A size's value in MiB, unrounded ("1K" is 1/1024), or undefined when it is not a size. */
+function sizeInMiB(text: string): number | undefined {
+  const m = SIZE.exec(text.trim());
+  if (!m) return undefined;
   const n = parseFloat(m[1]);
   const unit = m[2].toLowerCase();
-  const mib = unit === 'k' ? n / 1024 : unit === 'g' ? n * 1024 : unit === 't' ? n * 1024 * 1024 : n;
-  return Math.round(mib);
+  return unit === 'k' ? n / 1024 : unit === 'g' ? n * 1024 : unit === 't' ? n * 1024 * 1024 : n;
+}
+
+/** Parses sizes like "1G", "512M", "1024" (MiB) into whole MiB. */
+export function parseSizeMiB(text: string, what: string): number {
+  const mib = sizeInMiB(text);
+  if (mib === undefined) throw new SandboxError(ErrorCode.BadArgument, `invalid ${what} ${JSON.stringify(text)}: use a size like 512M or 2G`);
+  if (!Number.isInteger(mib)) throw new SandboxError(ErrorCode.BadArgument, `${what} must be whole MiB: ${text} is not; use e.g. 512M or 2G`);
+  return mib;
+}
+
+/**
+ * Parses a disk size into whole GiB: "20G", "1T", "20480M". A number without a unit is MiB, as
+ * for memory, so "20" is refused with the hint "20G".
+ */
+export function parseDiskGiB(text: string): number {
+  const mib = sizeInMiB(text);
+  if (mib === undefined) throw new SandboxError(ErrorCode.BadArgument, `invalid disk size ${JSON.stringify(text)}: use whole GiB, e.g. 10G`);
+  if (mib % 1024 !== 0) {
+    const bare = /^\d+$/.test(text.trim()) ? ` (a number without a unit is MiB; did you mean ${text.trim()}G?)` : '';
+    throw new SandboxError(ErrorCode.BadArgument, `disk size must be whole GiB: ${text} is not${bare}; use e.g. 10G`);
+  }
+  return mib / 1024;
 }
 
 export function checkRange(value: number, [min, max]: readonly [number, number], what: string, unit = ''): number {

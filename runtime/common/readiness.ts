@@ -16,9 +16,10 @@ export interface ReadinessReport {
 
 /**
  * Spawns `process.execPath script ...args` detached, with stdout and stderr appended to `logPath`,
- * and resolves with its readiness report ({} when it exited without one).
+ * and resolves with its readiness report ({} when it exited without one). `onSpawn` gets the
+ * child's pid at once: it leads a process group of its own (detached), which its children share.
  */
-export async function spawnDetached(script: string, args: string[], logPath: string, env: NodeJS.ProcessEnv): Promise<ReadinessReport> {
+export async function spawnDetached(script: string, args: string[], logPath: string, env: NodeJS.ProcessEnv, onSpawn?: (pid: number) => void): Promise<ReadinessReport> {
   const logFd = fs.openSync(logPath, 'a');
   const child = spawn(process.execPath, [script, ...args], {
     detached: true,
@@ -27,6 +28,7 @@ export async function spawnDetached(script: string, args: string[], logPath: str
     env: { ...env, ELECTRON_RUN_AS_NODE: '1' },
   });
   fs.closeSync(logFd);
+  if (child.pid !== undefined) onSpawn?.(child.pid);
   const pipe = child.stdio[3] as net.Socket;
   const text = await new Promise<string>((resolve) => {
     let t = '';

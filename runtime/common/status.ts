@@ -14,8 +14,33 @@ export interface AgentStatus {
   version?: string;
   hostname?: string;
   kernel?: string;
-  /** Milliseconds since the last heartbeat; undefined before the first one. */
-  heartbeatAgeMs?: number;
+  /**
+   * When the worker last heard the agent's heartbeat (epoch ms, host clock); undefined before the
+   * first one. Compute the age when reading (heartbeatAgeMs below), never store it. Pushed
+   * snapshots (`vm.status`) are published when contact is lost or regained, not on every
+   * heartbeat: while `responding` is true the last heartbeat is within AGENT_SILENT_MS, whatever a
+   * pushed snapshot's time says; `vm.list` and `vm.info` answers carry the latest time.
+   */
+  lastHeartbeatAt?: number;
+  /**
+   * False once no heartbeat has come for AGENT_SILENT_MS (the agent is stopped, or the guest too
+   * busy to run it); true again with the next one. Undefined while not connected.
+   */
+  responding?: boolean;
+}
+
+/** After this long without a heartbeat the agent counts as not responding (it beats every second). */
+export const AGENT_SILENT_MS = 5000;
+
+/** Milliseconds since the agent's last heartbeat, as of `now`; undefined before the first one. */
+export function heartbeatAgeMs(agent: AgentStatus | undefined, now = Date.now()): number | undefined {
+  return agent?.lastHeartbeatAt === undefined ? undefined : Math.max(0, now - agent.lastHeartbeatAt);
+}
+
+/** The one sentence every refusal and failure says when the agent has gone silent. */
+export function notRespondingMessage(ageMs: number | undefined, vmName?: string): string {
+  const age = ageMs === undefined ? '' : ` (last heartbeat ${Math.round(ageMs / 1000)} s ago)`;
+  return `the guest agent is not responding${age}${vmName ? `; see \`sandboxvm logs ${vmName}\`` : ''}`;
 }
 
 /** What a worker reports about its VM. */

@@ -1,35 +1,15 @@
 /**
  * What a client and a service compare when they meet (runtime/client/serviceVersion.ts): the
- * runtime's version (package.json's, baked into the bundles by build.mjs; read from package.json
- * when running from source) and the number of the service's API protocol, bumped whenever a
- * client of the new API could not work with an older service.
+ * runtime's version (package.json's; bundles inline just this field) and the number of the
+ * service's API protocol, bumped whenever a client of the new API could not work with an older
+ * service.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { version } from '../../package.json';
 
 /** The service API's protocol. 1: version handshake (service.info), metrics, serial console. */
 export const PROTOCOL_VERSION = 1;
 
-declare const SANDBOXVM_VERSION: string | undefined;
-
-/**
- * This code's version; `dev` when neither baked in nor found in package.json (a bundle built
- * without build.mjs's define): then only protocols are compared.
- */
-export const RUNTIME_VERSION: string = typeof SANDBOXVM_VERSION === 'string' ? SANDBOXVM_VERSION : packageVersion();
-
-/** The nearest package.json above this file that is ours (running from source, or an unbundled copy). */
-function packageVersion(): string {
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    try {
-      const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8'));
-      if (pkg.name === 'sandbox-vms' && typeof pkg.version === 'string') return pkg.version;
-    } catch {
-      // not here
-    }
-    if (path.dirname(dir) === dir) return 'dev';
-  }
-}
+export const RUNTIME_VERSION: string = version;
 
 /** What a service says about itself in `service.info`. */
 export interface ServiceIdentity {
@@ -49,7 +29,7 @@ export function serviceIdentity(home: string, env: NodeJS.ProcessEnv = process.e
   return { pid: process.pid, home, version: env.SANDBOXVM_TEST_SERVICE_VERSION ?? RUNTIME_VERSION, protocol: Number.isInteger(protocol) ? protocol : PROTOCOL_VERSION };
 }
 
-/** Orders dotted numeric versions (1.10.0 > 1.9.3); a pre-release suffix sorts before its release. */
+/** Compares dotted numeric versions: -1, 0 or 1 (1.10.0 > 1.9.3); a pre-release sorts before its release. */
 export function compareVersions(a: string, b: string): number {
   const parse = (v: string) => {
     const [main, pre] = v.trim().replace(/^v/, '').split('-', 2);
@@ -74,7 +54,6 @@ export function compareVersions(a: string, b: string): number {
 export function compareWithService(service: Pick<ServiceIdentity, 'version' | 'protocol'>, client = { version: RUNTIME_VERSION, protocol: PROTOCOL_VERSION }): 'same' | 'older' | 'newer' {
   const protocol = typeof service.protocol === 'number' ? service.protocol : 0;
   if (protocol !== client.protocol) return protocol < client.protocol ? 'older' : 'newer';
-  if (service.version === 'dev' || client.version === 'dev') return 'same';
   const c = compareVersions(typeof service.version === 'string' ? service.version : '0.0.0', client.version);
   return c === 0 ? 'same' : c < 0 ? 'older' : 'newer';
 }

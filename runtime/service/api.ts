@@ -5,13 +5,15 @@
  *   vm.create   {name, cpus?, memoryMiB?, diskGiB?, network?, progressToken?} -> VmInfo   (name must be new)
  *   vm.start    {name, progressToken?, bootTimeoutMs?} -> VmInfo                          (stopped | saved)
  *   vm.stop     {name, force?} -> VmInfo                                                  (running | paused | saved)
+ *               force: not queued; kills QEMU at once, also while starting (the start fails: turned off)
  *   vm.pause    {name} -> VmInfo                                                          (running)
  *   vm.resume   {name} -> VmInfo                                                          (paused)
  *   vm.save     {name} -> VmInfo                                                          (running | paused)
  *   vm.restart  {name, progressToken?} -> VmInfo                                          (running | paused)
+ *               one queued operation: a graceful stop, then a start
  *   vm.remove   {name, force?}                                                            (any; running needs force)
- *   vm.list     {} -> VmInfo[]
- *   vm.info     {name} -> VmInfo
+ *   vm.list     {} -> VmInfo[]                                                            (never waits on a guest)
+ *   vm.info     {name} -> VmInfo                                                          (never waits on a guest)
  *   vm.attach   {name} -> {socket}: the worker socket to open sessions on                (running)
  *   image.ensure {progressToken?} -> {hash, kernel, initrd, disk}: builds the base image if missing
  *   service.info {} -> {pid, home, version, protocol}: also the handshake a client compares itself with (common/version.ts)

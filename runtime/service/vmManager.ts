@@ -14,6 +14,7 @@ import { promises as fsp, existsSync, readdirSync, readFileSync, rmSync } from '
 import * as path from 'node:path';
 import { DEFAULTS, LIMITS, checkRange, parseVmConfig, type VmConfig } from '../common/config';
 import { ErrorCode, SandboxError, asSandboxError, type WireError } from '../common/errors';
+import { wrongStateMessage } from '../common/stateMessages';
 import { writeJsonAtomic } from '../common/atomicWrite';
 import { validateVmName } from '../common/names';
 import { VM_FILES, vmsDir } from '../common/paths';
@@ -21,7 +22,8 @@ import type { VmInfo, VmState, WorkerRecord, WorkerStatus } from '../common/stat
 import { locateQemu } from '../qemu/locate';
 import { SequencerByKey } from './sequencer';
 import { isProcessOf, killIfProcessOf } from './processes';
-import { WorkerHandle, readWorkerRecord } from './workerHandle';
+import { WORKER_SCRIPT_NAME, WorkerHandle, readWorkerRecord } from './workerHandle';
+import { checkDiskSize, virtualSize } from './diskSize';
 
 export interface CreateParams {
   name: string;
@@ -44,6 +46,17 @@ interface Entry {
   /** An operation under way that the worker can't report yet (starting before it exists). */
   transient?: VmState;
   lastError?: WireError;
+  /** A worker being spawned (start, restore or takeover) until it reports ready or fails. */
+  spawning?: Spawning;
+}
+
+interface Spawning {
+  /** The worker's pid, once spawned: it leads a process group holding the QEMU it starts. */
+  pid?: number;
+  /** Set by `stop --force`: the spawn is killed (at once, or as soon as it has a pid). */
+  turnedOff: boolean;
+  /** Settles when the spawn has (its outcome does not matter to the waiter). */
+  settled: Promise<void>;
 }
 
 export class VmManager {
@@ -118,7 +131,7 @@ export class VmManager {
         entry.transient = 'starting';
         this.publish(name);
         try {
-          const handle = await WorkerHandle.spawn(this.dir(name), false, (s) => this.onWorkerStatus(name, s), undefined, record.qemuPid);
+          const handle = await this.spawnWorker(name, entry, false, undefined, record.qemuPid);
           entry.transient = undefined;
           this.log(`${name}: worker ${record.workerPid} died; worker ${handle.record.workerPid} took over QEMU ${record.qemuPid}`);
           this.attach(name, entry, handle);
@@ -171,7 +184,7 @@ export class VmManager {
   private entry(name: unknown): Entry {
     const valid = validateVmName(name);
     const e = this.entries.get(valid);
-    if (!e) throw new SandboxError(ErrorCode.UnknownVm, `no VM named ${valid}; see \`sandboxvm list\` for the VMs there are, or create it with \`sandboxvm create ${valid}\``);
+    if (!e) throw new SandboxError(ErrorCode.UnknownVm, `no VM named ${valid}; see \`sandboxvm list\` for the VMs there are`);
     return e;
   }
 
@@ -209,17 +222,27 @@ export class VmManager {
     return w && !w.isClosed ? w : undefined;
   }
 
-  list(): VmInfo[] {
+  /** Every VM, with fresh worker status as `info` gets it (all asked at once). Never waits on a guest. */
+  async list(): Promise<VmInfo[]> {
+    await Promise.all([...this.entries.values()].map((e) => this.refresh(e)));
     return [...this.entries.keys()].sort().map((n) => this.snapshot(n));
   }
 
-  /** Fresh status from the worker (live heartbeat age), falling back to the cached snapshot. */
+  /**
+   * Fresh status from the worker (its latest heartbeat time), falling back to the cached snapshot
+   * when the worker does not answer within INFO_WAIT_MS. Never waits on the guest.
+   */
   async info(name: string): Promise<VmInfo> {
-    const e = this.entry(name);
-    if (e.worker && !e.worker.isClosed) {
-      e.worker.status = await e.worker.call<WorkerStatus>('worker.status').catch(() => e.worker!.status);
-    }
+    await this.refresh(this.entry(name));
     return this.snapshot(name);
+  }
+
+  /** Asks a running worker for its status (snapshots are pushed on changes, not on each heartbeat). */
+  private async refresh(e: Entry): Promise<void> {
+    const worker = e.worker;
+    if (!worker || worker.isClosed) return;
+    const fresh = await orTimeout(worker.call<WorkerStatus>('worker.status'), INFO_WAIT_MS).catch(() => undefined);
+    if (fresh && e.worker === worker) worker.status = fresh;
   }
 
   /**
@@ -237,6 +260,7 @@ export class VmManager {
       const diskGiB = checkRange(p.diskGiB ?? DEFAULTS.diskGiB, LIMITS.diskGiB, 'disk', ' GiB');
       const qemu = await locateQemu();
       const image = await this.images(progress);
+      checkDiskSize(diskGiB, await virtualSize(qemu.img, image.disk));
       await fsp.mkdir(vmsDir(this.home), { recursive: true, mode: 0o700 });
       const staging = path.join(vmsDir(this.home), `.${name}.creating-${process.pid}-${Date.now()}`);
       await fsp.mkdir(staging, { mode: 0o700 });
@@ -275,49 +299,131 @@ export class VmManager {
   /** Boots a stopped VM or restores a saved one; resolves when its agent answers. */
   start(name: string, progress: Progress, bootTimeoutMs?: number): Promise<VmInfo> {
     const e = this.entry(name);
-    return this.sequencer.queue(name, async () => {
-      this.requireState(name, ['stopped', 'saved'], 'start');
-      const restore = this.stateOf(name) === 'saved';
-      e.lastError = undefined;
-      e.transient = 'starting';
-      this.publish(name);
-      try {
-        progress(1, 2, restore ? 'restoring the saved state' : 'booting');
-        const handle = await WorkerHandle.spawn(this.dir(name), restore, (s) => this.onWorkerStatus(name, s), bootTimeoutMs);
-        e.transient = undefined;
-        this.attach(name, e, handle);
-        progress(2, 2, `agent ready after ${handle.status.boot?.readyMs ?? '?'} ms`);
-      } catch (err) {
-        e.transient = undefined;
-        e.lastError = asSandboxError(err).toWire();
+    return this.sequencer.queue(name, () => this.boot(name, e, progress, bootTimeoutMs));
+  }
+
+  /** start's body, within the VM's queue. */
+  private async boot(name: string, e: Entry, progress: Progress, bootTimeoutMs?: number): Promise<VmInfo> {
+    this.requireState(name, ['stopped', 'saved'], 'start');
+    const restore = this.stateOf(name) === 'saved';
+    e.lastError = undefined;
+    e.transient = 'starting';
+    this.publish(name);
+    let spawning: Spawning | undefined;
+    try {
+      progress(1, 2, restore ? 'restoring the saved state' : 'booting');
+      const spawn = this.spawnWorker(name, e, restore, bootTimeoutMs);
+      spawning = e.spawning;
+      const handle = await spawn;
+      e.transient = undefined;
+      this.attach(name, e, handle);
+      progress(2, 2, `agent ready after ${handle.status.boot?.readyMs ?? '?'} ms`);
+    } catch (err) {
+      e.transient = undefined;
+      if (spawning?.turnedOff) {
         this.publish(name);
-        throw err;
+        throw new SandboxError(ErrorCode.Cancelled, `${name} was turned off (\`sandboxvm stop --force ${name}\`) while it was ${restore ? 'restoring' : 'booting'}`);
       }
-      return this.snapshot(name);
+      e.lastError = asSandboxError(err).toWire();
+      this.publish(name);
+      throw err;
+    }
+    return this.snapshot(name);
+  }
+
+  /**
+   * Spawns the VM's worker (booting, restoring, or taking over `adoptQemuPid`), tracked in
+   * `e.spawning` so that `stop --force` can kill it before it is ready.
+   */
+  private spawnWorker(name: string, e: Entry, restore: boolean, bootTimeoutMs?: number, adoptQemuPid?: number): Promise<WorkerHandle> {
+    const spawning: Spawning = { turnedOff: false, settled: Promise.resolve() };
+    e.spawning = spawning;
+    const spawn = WorkerHandle.spawn(this.dir(name), restore, (s) => this.onWorkerStatus(name, s), bootTimeoutMs, adoptQemuPid, (pid) => {
+      spawning.pid = pid;
+      if (spawning.turnedOff) killGroup(pid);
     });
+    spawning.settled = spawn.then(
+      () => undefined,
+      () => undefined,
+    );
+    void spawning.settled.then(() => {
+      if (e.spawning === spawning) e.spawning = undefined;
+    });
+    return spawn;
   }
 
   /**
    * Stops a running or paused VM (graceful unless `force`). On a saved VM, discards the saved
    * state. Resolves once QEMU and the worker are gone.
+   *
+   * `force` does not queue behind the VM's other operations: it turns the VM off at once, whatever
+   * is under way. A start (or restore) in progress then fails with "turned off".
    */
   stop(name: string, force: boolean, stepMs?: number): Promise<VmInfo> {
     const e = this.entry(name);
-    return this.sequencer.queue(name, async () => {
-      const state = this.requireState(name, ['running', 'paused', 'saved'], 'stop');
-      if (state === 'saved') {
-        await fsp.rm(this.file(name, 'savedState'), { force: true });
-        await fsp.rm(this.file(name, 'savedEpoch'), { force: true });
-        this.log(`${name}: discarded the saved state`);
-      } else {
-        const worker = e.worker!;
-        const closed = worker.waitClosed();
-        await worker.call('worker.stop', { force, stepMs });
-        await closed;
+    if (force && (e.spawning || (e.worker && !e.worker.isClosed))) return this.turnOff(name, e);
+    return this.sequencer.queue(name, () => this.halt(name, e, force, stepMs));
+  }
+
+  /** stop's body, within the VM's queue. */
+  private async halt(name: string, e: Entry, force: boolean, stepMs?: number): Promise<VmInfo> {
+    const state = this.requireState(name, ['running', 'paused', 'saved'], 'stop');
+    if (state === 'saved') {
+      await fsp.rm(this.file(name, 'savedState'), { force: true });
+      await fsp.rm(this.file(name, 'savedEpoch'), { force: true });
+      this.log(`${name}: discarded the saved state`);
+    } else {
+      const worker = e.worker!;
+      const closed = worker.waitClosed();
+      await worker.call('worker.stop', { force, stepMs });
+      await closed;
+    }
+    this.publish(name);
+    return this.snapshot(name);
+  }
+
+  /**
+   * stop --force, outside the queue: a worker being spawned is killed with its process group
+   * (QEMU is in it); a running worker is told to kill QEMU, and if it does not answer within
+   * TURN_OFF_ASK_MS its process group and its QEMU are killed.
+   */
+  private async turnOff(name: string, e: Entry): Promise<VmInfo> {
+    const spawning = e.spawning;
+    if (spawning) {
+      this.log(`${name}: stop --force while its worker is starting; killing it`);
+      spawning.turnedOff = true;
+      if (spawning.pid !== undefined) killGroup(spawning.pid);
+      await spawning.settled;
+      // A worker killed before it was ready leaves its sockets behind (and its record, if it had
+      // just written it): nothing of it runs any more.
+      if (!e.worker || e.worker.isClosed) this.killRecordedQemu(name);
+    }
+    const worker = e.worker;
+    if (worker && !worker.isClosed) {
+      const closed = worker.waitClosed();
+      const asked = await orTimeout(
+        worker.call('worker.stop', { force: true }).then(
+          () => true,
+          () => false,
+        ),
+        TURN_OFF_ASK_MS,
+      );
+      if (!asked) {
+        this.log(`${name}: stop --force: the worker did not answer within ${TURN_OFF_ASK_MS} ms; killing it and QEMU`);
+        if (isProcessOf(worker.record.workerPid, [WORKER_SCRIPT_NAME, this.dir(name)])) killGroup(worker.record.workerPid);
+        this.killRecordedQemu(name);
       }
-      this.publish(name);
-      return this.snapshot(name);
-    });
+      await closed;
+    }
+    this.publish(name);
+    return this.snapshot(name);
+  }
+
+  /** Kills the QEMU that worker.json names (if it still is this VM's) and removes the worker's files. */
+  private killRecordedQemu(name: string): void {
+    const record = readWorkerRecord(this.dir(name));
+    if (record && killIfProcessOf(record.qemuPid, [this.file(name, 'disk')])) this.log(`${name}: killed QEMU ${record.qemuPid}`);
+    for (const f of ['worker', 'workerSocket', 'agentSocket', 'qmpSocket'] as const) rmSync(this.file(name, f), { force: true });
   }
 
   pause(name: string): Promise<VmInfo> {
@@ -340,10 +446,18 @@ export class VmManager {
     });
   }
 
-  async restart(name: string, progress: Progress): Promise<VmInfo> {
-    this.entry(name);
-    await this.stop(name, false);
-    return this.start(name, progress);
+  /**
+   * A graceful stop, then a start: one operation in the VM's queue, so nothing queued meanwhile
+   * lands between the two. Allowed when running or paused.
+   */
+  restart(name: string, progress: Progress): Promise<VmInfo> {
+    const e = this.entry(name);
+    return this.sequencer.queue(name, async () => {
+      this.requireState(name, ['running', 'paused'], 'restart');
+      progress(1, 3, 'stopping');
+      await this.halt(name, e, false);
+      return this.boot(name, e, (step, total, message) => progress(step + 1, total + 1, message));
+    });
   }
 
   /** Removes a VM and every file of it. Refuses a running VM unless `force`. */
@@ -389,7 +503,7 @@ export class VmManager {
   private requireState(name: string, allowed: VmState[], verb: string): VmState {
     const state = this.stateOf(name);
     if (!allowed.includes(state)) {
-      throw new SandboxError(ErrorCode.WrongState, `cannot ${verb} ${name}: it is ${state} (allowed when ${allowed.join(' or ')})`);
+      throw new SandboxError(ErrorCode.WrongState, wrongStateMessage(name, state, verb, allowed));
     }
     return state;
   }
@@ -397,6 +511,28 @@ export class VmManager {
   dispose(): void {
     for (const e of this.entries.values()) e.worker?.dispose();
   }
+}
+
+/** How long stop --force waits for a worker to say it killed QEMU before killing both itself. */
+const TURN_OFF_ASK_MS = 2000;
+
+/** SIGKILL to a process group (a detached worker and the QEMU it started); gone already is fine. */
+function killGroup(pid: number): void {
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+/** How long `info` waits for a worker's fresh status before serving the last snapshot. */
+const INFO_WAIT_MS = 1000;
+
+/** `p`, or undefined once `ms` have passed. */
+function orTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
 function run(file: string, args: string[]): Promise<void> {

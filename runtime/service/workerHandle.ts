@@ -62,14 +62,15 @@ export class WorkerHandle {
   /**
    * Spawns a worker for the VM in `dir` and resolves once its agent answers (or rejects with the
    * worker's own error). The worker is detached and unref'd: it outlives this process. With
-   * `adoptQemuPid`, the worker takes over that running QEMU (its previous worker died).
+   * `adoptQemuPid`, the worker takes over that running QEMU (its previous worker died). `onSpawn`
+   * gets the worker's pid at once (it leads a process group that holds the QEMU it starts).
    */
-  static async spawn(dir: string, restore: boolean, onStatus: (s: WorkerStatus) => void, bootTimeoutMs?: number, adoptQemuPid?: number): Promise<WorkerHandle> {
+  static async spawn(dir: string, restore: boolean, onStatus: (s: WorkerStatus) => void, bootTimeoutMs?: number, adoptQemuPid?: number, onSpawn?: (pid: number) => void): Promise<WorkerHandle> {
     const args = ['--dir', dir];
     if (restore) args.push('--restore');
     if (adoptQemuPid !== undefined) args.push('--adopt', String(adoptQemuPid));
     if (bootTimeoutMs) args.push('--boot-timeout-ms', String(bootTimeoutMs));
-    const result = await spawnDetached(WORKER_SCRIPT, args, path.join(dir, VM_FILES.workerLog), process.env);
+    const result = await spawnDetached(WORKER_SCRIPT, args, path.join(dir, VM_FILES.workerLog), process.env, onSpawn);
     if (result.error) throw SandboxError.fromWire(result.error as WireError);
     if (!result.ok) {
       throw new SandboxError(ErrorCode.BootFailed, `the VM's worker exited before the VM was up; see ${path.join(dir, VM_FILES.workerLog)}`);
@@ -105,7 +106,7 @@ export class WorkerHandle {
   }
 }
 
-const WORKER_SCRIPT_NAME = 'worker.js';
+export const WORKER_SCRIPT_NAME = 'worker.js';
 
 /** Reads and validates worker.json; undefined when missing or malformed. */
 export function readWorkerRecord(dir: string): WorkerRecord | undefined {

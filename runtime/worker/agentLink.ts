@@ -11,13 +11,13 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { ErrorCode, SandboxError } from '../common/errors';
-import type { AgentStatus } from '../common/status';
+import { AGENT_SILENT_MS, notRespondingMessage, type AgentStatus } from '../common/status';
 import { FrameDecoder, FrameType, MAX_PAYLOAD, ProtocolError, StreamId, encodeControl, encodeFrame, encodeWindow, type Frame } from '../protocol/frames';
 import { INITIAL_WINDOW, MAX_SESSIONS, PROTOCOL_VERSION, checkCallResult, parseAgentMessage, type AgentHello, type CallMethod, type LiveSession, type OpenSession, type SessionKind } from '../protocol/messages';
 
 const HELLO_RETRY_MS = 250;
 /** After this long without a heartbeat the agent is considered out of contact and re-greeted. */
-export const HEARTBEAT_LOST_MS = 5000;
+export const HEARTBEAT_LOST_MS = AGENT_SILENT_MS;
 /** Stdin bytes we hold for one session while the guest grants no credit. */
 const MAX_QUEUED_INPUT = 1024 * 1024;
 /** Output credit is granted back to the guest in batches of this many bytes, or after GRANT_DELAY_MS. */
@@ -51,6 +51,11 @@ export class HostSession {
   resuming = false;
   /** Output bytes handed to the client and not yet acknowledged by it, per stream. */
   readonly unacked = [0, 0, 0];
+  /** Set once the guest reported the session started; until then a silent agent fails it. */
+  started = false;
+  /** Set once the guest sent output or an end of stream for it (see AgentLink.failUnanswered). */
+  spoke = false;
+  readonly openedAt = Date.now();
 
   /** Replaced when a client attaches to a session this worker inherited (AgentLink.claimSession). */
   constructor(readonly id: number, private readonly link: AgentLink, public handlers: SessionHandlers) {}
@@ -209,17 +214,41 @@ export class AgentLink {
       if (this.sessions.has(id)) continue;
       const session = new HostSession(id, this, IGNORED);
       session.resuming = true;
+      session.started = true;
+      session.spoke = true;
       this.sessions.set(id, session);
-      const orphan: Orphan = { kind, expiry: setTimeout(() => {
-        if (this.orphans.get(id) !== orphan) return;
-        this.orphans.delete(id);
-        this.log(`session ${id}: no client attached within ${ORPHAN_TTL_MS / 1000} s; closing it`);
-        session.close();
-        this.finish(session, null, null, 'closed: no client attached');
-      }, ORPHAN_TTL_MS) };
-      this.orphans.set(id, orphan);
+      this.holdOrphan(session, kind);
     }
     if (list.length > 0) this.log(`the agent kept ${list.length} session(s) of the previous worker: ${list.map((l) => `${l.id} (${l.kind})`).join(', ')}`);
+  }
+
+  /** Registers `session` as an orphan: closed if no client claims it within ORPHAN_TTL_MS. */
+  private holdOrphan(session: HostSession, kind: SessionKind): void {
+    const id = session.id;
+    const orphan: Orphan = { kind, expiry: setTimeout(() => {
+      if (this.orphans.get(id) !== orphan) return;
+      this.orphans.delete(id);
+      this.log(`session ${id}: no client attached within ${ORPHAN_TTL_MS / 1000} s; closing it`);
+      session.close();
+      this.finish(session, null, null, 'closed: no client attached');
+    }, ORPHAN_TTL_MS) };
+    this.orphans.set(id, orphan);
+  }
+
+  /**
+   * A client let go of `session` (session.detach): it runs on in the guest. What the client was
+   * handed is acknowledged to the guest (the client has it), and what the guest says from here is
+   * ignored until a client claims the session (claimSession, within ORPHAN_TTL_MS) and the guest
+   * replays it: the next client starts exactly where this one stopped.
+   */
+  detachSession(session: HostSession, kind: SessionKind): void {
+    if (session.ended || this.sessions.get(session.id) !== session) throw new SandboxError(ErrorCode.BadArgument, `session ${session.id} has ended`);
+    session.resuming = true;
+    for (const stream of [StreamId.Stdout, StreamId.Stderr]) session.ack(stream, session.unacked[stream]);
+    session.flushGrants();
+    session.handlers = IGNORED;
+    this.holdOrphan(session, kind);
+    this.log(`session ${session.id}: its client detached; held for ${ORPHAN_TTL_MS / 1000} s`);
   }
 
   /** The kind of a session this worker inherited and no client has claimed yet. */
@@ -281,7 +310,8 @@ export class AgentLink {
       version: this.hello?.agentVersion,
       hostname: this.hello?.hostname,
       kernel: this.hello?.kernel,
-      heartbeatAgeMs: this.lastHeartbeat === undefined ? undefined : Date.now() - this.lastHeartbeat,
+      lastHeartbeatAt: this.lastHeartbeat,
+      responding: this.hello === undefined ? undefined : !this.silent,
     };
   }
 
@@ -334,6 +364,7 @@ export class AgentLink {
 
   openSession(request: Omit<OpenSession, 't'>, handlers: SessionHandlers): HostSession {
     if (!this.connected) throw new SandboxError(ErrorCode.AgentUnavailable, 'the guest agent is not connected');
+    this.refuseIfSilent();
     if (this.sessions.size >= MAX_SESSIONS) throw new SandboxError(ErrorCode.BadArgument, `too many sessions open (${MAX_SESSIONS})`);
     const id = this.allocateId();
     const session = new HostSession(id, this, handlers);
@@ -345,6 +376,7 @@ export class AgentLink {
   /** A one-shot request (file metadata, guest info). The answer is validated before it resolves. */
   call(method: CallMethod, params: Record<string, unknown>, timeoutMs = CALL_TIMEOUT_MS): Promise<unknown> {
     if (!this.connected) return Promise.reject(new SandboxError(ErrorCode.AgentUnavailable, 'the guest agent is not connected'));
+    if (this.silent) return Promise.reject(this.silenceError());
     if (this.calls.size + this.sessions.size >= MAX_SESSIONS) return Promise.reject(new SandboxError(ErrorCode.BadArgument, `too many requests in flight (${MAX_SESSIONS})`));
     const id = this.allocateId();
     return new Promise((resolve, reject) => {
@@ -410,7 +442,10 @@ export class AgentLink {
       }
       if (frame.session === 0) {
         if (message.t === 'hello') this.onHello(message);
-        else if (message.t === 'heartbeat' && this.hello) this.lastHeartbeat = Date.now();
+        else if (message.t === 'heartbeat') {
+          // Before the handshake a heartbeat is normal (an agent kept beating for a worker that died).
+          if (this.hello) this.heard();
+        }
         else this.violation(`session 0: unexpected ${message.t}`);
         return;
       }
@@ -427,7 +462,10 @@ export class AgentLink {
         else this.endSession(frame.session, 'the guest sent an event on a session that watches nothing');
         return;
       }
-      if (message.t === 'started') session.handlers.onStarted(message.pid);
+      if (message.t === 'started') {
+        session.started = true;
+        session.handlers.onStarted(message.pid);
+      }
       else if (message.t === 'exit') this.finish(session, message.code, message.signal);
       else if (message.t === 'error') this.finish(session, null, null, message.message.slice(0, 1024));
       else this.violation(`session ${frame.session}: unexpected ${message.t}`);
@@ -441,6 +479,7 @@ export class AgentLink {
       case FrameType.Data: {
         if (frame.stream === StreamId.Stdin) return this.endSession(frame.session, 'the guest sent data on stdin');
         session.unacked[frame.stream] += frame.payload.length;
+        session.spoke = true;
         session.recvCredit[frame.stream] -= frame.payload.length;
         if (session.recvCredit[frame.stream] < 0) return this.endSession(frame.session, 'the guest sent more than its window');
         session.handlers.onData(frame.stream, frame.payload);
@@ -483,7 +522,7 @@ export class AgentLink {
     }
     const first = this.hello === undefined;
     this.hello = hello;
-    this.lastHeartbeat = Date.now();
+    this.heard();
     this.decoder.resync = false;
     clearInterval(this.helloTimer);
     this.helloTimer = undefined;
@@ -515,9 +554,57 @@ export class AgentLink {
       // Paused guests send nothing; the worker stops the watchdog while paused (see pauseWatch).
       if (this.watchPaused) return;
       this.log(`lost contact with the agent (no heartbeat for ${age} ms); greeting it again`);
+      this.silent = true;
+      this.failUnanswered();
       this.sendHello();
       this.helloTimer = setInterval(() => this.sendHello(), 1000);
       this.emitter.emit('change');
+    }
+  }
+
+  /** Set while the agent is connected but has sent no heartbeat for HEARTBEAT_LOST_MS. */
+  private silent = false;
+  /** Named in the "not responding" message (`see sandboxvm logs <vm>`); set by the worker. */
+  vmName?: string;
+
+  /** A heartbeat or hello arrived: the agent is alive (again). */
+  private heard(): void {
+    this.lastHeartbeat = Date.now();
+    if (!this.silent) return;
+    this.silent = false;
+    this.log('the agent is responding again');
+    this.emitter.emit('change');
+  }
+
+  private silenceError(): SandboxError {
+    const age = this.lastHeartbeat === undefined ? undefined : Date.now() - this.lastHeartbeat;
+    return new SandboxError(ErrorCode.AgentUnavailable, notRespondingMessage(age, this.vmName));
+  }
+
+  /** Opens and calls go nowhere while the agent is silent: refuse them at once, saying since when. */
+  private refuseIfSilent(): void {
+    if (this.silent) throw this.silenceError();
+  }
+
+  /**
+   * The agent went silent: calls waiting for an answer, sessions it never reported started, and
+   * sessions opened within YOUNG_SESSION_MS that have said nothing yet (a stalled guest may have
+   * started `echo hi` and never run it) fail now instead of hanging; they are closed in the guest,
+   * should it wake. Other sessions run on: with the Node agent stopped, the relay still moves
+   * their bytes and reports their end.
+   */
+  private failUnanswered(): void {
+    const error = this.silenceError();
+    const now = Date.now();
+    for (const s of [...this.sessions.values()]) {
+      if (s.started && (s.spoke || now - s.openedAt > YOUNG_SESSION_MS)) continue;
+      s.close();
+      this.finish(s, null, null, error.message);
+    }
+    for (const [id, c] of [...this.calls]) {
+      this.calls.delete(id);
+      clearTimeout(c.timer);
+      c.reject(new SandboxError(ErrorCode.AgentUnavailable, `${c.method}: ${error.message}`));
     }
   }
 
@@ -570,6 +657,9 @@ export class AgentLink {
   private loggedInWindow = 0;
   private suppressed = 0;
 }
+
+/** A session this young that has said nothing fails when the agent goes silent (failUnanswered). */
+const YOUNG_SESSION_MS = 15_000;
 
 /** How long a session inherited from a crashed worker waits for its client. */
 const ORPHAN_TTL_MS = 60_000;

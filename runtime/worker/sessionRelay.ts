@@ -56,6 +56,8 @@ function releaseEnded(peer: RpcPeer, agent: () => AgentLink | undefined): void {
   for (const id of ended) agent()?.release(id);
   ended.clear();
 }
+/** What each session a client holds is (for session.detach). */
+const kinds = new WeakMap<HostSession, SessionKind>();
 /** Each RPC connection's data channel, once attached (dataChannel.ts). */
 const channelsByPeer = new WeakMap<RpcPeer, DataChannel>();
 /** Tokens handed out by session.dataToken, waiting for their data channel to attach. */
@@ -156,6 +158,7 @@ export function sessionHandlers(agent: () => AgentLink | undefined): HandlerTabl
         },
       );
       map.set(session.id, session);
+      kinds.set(session, p.kind);
       if (p.timeoutMs !== undefined) {
         timer = setTimeout(() => {
           timedOut = true;
@@ -191,7 +194,21 @@ export function sessionHandlers(agent: () => AgentLink | undefined): HandlerTabl
         sink.onExit(code, signal, error);
       } }, offsets as readonly [number, number] | undefined);
       if (!session.ended) map.set(id, session);
+      kinds.set(session, kind);
       return { id, kind };
+    },
+    /**
+     * This connection lets go of a session, which runs on in the guest: any client may
+     * session.attach it within a minute (AgentLink.detachSession holds its output meanwhile).
+     * A `detached` control frame on the data channel follows the last output this client gets.
+     */
+    'session.detach': (p: { id: number }, peer) => {
+      const link = agent();
+      const session = find(peer, p.id);
+      if (!link?.connected) throw new SandboxError(ErrorCode.AgentUnavailable, 'the guest agent is not connected (is the VM running?)');
+      link.detachSession(session, kinds.get(session) ?? 'exec');
+      sessionsByPeer.get(peer)?.delete(session.id);
+      channelsByPeer.get(peer)?.control(session.id, { t: 'detached' });
     },
     'guest.call': (p: { method: CallMethod; params?: Record<string, unknown> }) => {
       const link = agent();

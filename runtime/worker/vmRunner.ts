@@ -91,6 +91,7 @@ export class VmRunner {
     const [channel, qmpSocket] = await Promise.all([connectToQemu(this.file('agentSocket')), connectToQemu(this.file('qmpSocket'))]);
     this.qmp = new QmpClient(qmpSocket, this.log);
     this.agent = new AgentLink(channel, this.log, epoch);
+    this.agent.vmName = this.config.name;
     this.agent.onDidChange(() => this.emitter.emit('status'));
   }
 
@@ -226,6 +227,7 @@ export class VmRunner {
     try {
       const socket = await vsockConnect(cid, AGENT_VSOCK_PORT);
       const link = new AgentLink(socket, this.log);
+      link.vmName = this.config.name;
       await link.waitConnected(5000);
       const old = this.agent!;
       link.onDidChange(() => this.emitter.emit('status'));
@@ -319,18 +321,21 @@ export class VmRunner {
 
   /**
    * Stops the VM. Graceful: the agent's shutdown, then ACPI powerdown, then kill, each after
-   * STOP_STEP_MS and each fallback logged. Forced: kill at once. Resolves when QEMU has exited.
+   * STOP_STEP_MS and each fallback logged. Forced: kill at once, in any state while QEMU runs (a
+   * graceful stop or a save under way included). Resolves when QEMU has exited.
    */
   async stop(force: boolean, stepMs = STOP_STEP_MS): Promise<void> {
+    if (force && this.exitPromise && this.state !== 'stopped' && this.state !== 'saved') {
+      this.log(`stop --force while ${this.state}: killing QEMU`);
+      this.intent = 'stop';
+      this.setState('stopping');
+      this.killQemu();
+      await this.exitPromise;
+      return;
+    }
     this.requireState(['running', 'paused', 'starting'], 'stop');
     this.intent = 'stop';
     const exited = this.exitPromise!;
-    if (force) {
-      this.setState('stopping');
-      this.killQemu();
-      await exited;
-      return;
-    }
     if (this.state === 'paused') await this.qmp!.execute('cont').catch(() => undefined);
     this.setState('stopping');
     if (this.agent?.connected) {

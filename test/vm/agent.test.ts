@@ -66,8 +66,11 @@ describe('vm: agent services', { timeout: 900_000 }, () => {
 
     const bad = await sessions.open({ kind: 'exec', argv: ['true'], cwd: '/no/such/dir' }, { onData: () => undefined, onExit: () => undefined });
     assert.match((await bad.exited).error ?? '', /cannot start true: the working directory \/no\/such\/dir does not exist/);
-    const missing = await sessions.open({ kind: 'exec', argv: ['no-such-tool-xyz'] }, { onData: () => undefined, onExit: () => undefined });
-    assert.match((await missing.exited).error ?? '', /cannot start no-such-tool-xyz: not found on PATH/);
+    // A command that cannot run ends as a shell says it: a line on stderr, 127 (guest-agent/src/resolveCommand.ts).
+    const said: Buffer[] = [];
+    const missing = await sessions.open({ kind: 'exec', argv: ['no-such-tool-xyz'] }, { onData: (_s, d) => void said.push(d), onExit: () => undefined });
+    assert.equal((await missing.exited).code, 127);
+    assert.equal(Buffer.concat(said).toString(), 'sandboxvm: no-such-tool-xyz: command not found\n');
     const signalled = await run(['sh', '-c', 'kill -KILL $$']);
     assert.equal(signalled.signal, 'SIGKILL');
 

@@ -51,6 +51,22 @@ describe('vm: errors', { timeout: 600_000 }, () => {
     await fails(['create', 'sized', '--memory', 'lots'], /invalid memory size "lots"/);
     await fails(['create', 'sized', '--cpus', '0'], /cpus must be between 1 and 64/);
     await fails(['create', 'sized', '--disk', '1.5G'], /disk size must be whole GiB/);
+    await fails(['create', 'sized', '--disk', '1K'], /disk size must be whole GiB: 1K is not; use e\.g\. 10G/);
+    await fails(['create', 'sized', '--disk', '20'], /did you mean 20G\?/);
+    await fails(['create', 'sized', '--memory', '64M'], /memory must be between 128M and 256G \(got 64M\)/);
+  });
+
+  test('arguments: `--` ends the options, unknown options say what the command takes', async () => {
+    await fails(['rm', '--', 'service'], /no VM named service; see `sandboxvm list`/);
+    const r = await home.cli(['exec', 'up', 'ls', '-la']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /^sandboxvm: exec has no option -l \(it takes --cwd, --env, --timeout\); the command goes after `--`: sandboxvm exec up -- ls -la\n/);
+    await fails(['exec', 'up', '--timeout', '8d', '--', 'true'], /--timeout 8d is past the limit of 7 days/);
+    await fails(['exec', 'up', '--timeout', 'soon', '--', 'true'], /invalid --timeout "soon"/);
+    const extra = await home.cli(['start', 'down', 'up']);
+    assert.equal(extra.code, 2);
+    assert.match(extra.stderr, /^sandboxvm: start takes one argument \(<name>\); unexpected "up"\n/);
+    await fails(['attach', 'up', 'abc'], /"abc" is not a session id/);
   });
 
   test('duplicate name', async () => {
@@ -58,13 +74,20 @@ describe('vm: errors', { timeout: 600_000 }, () => {
   });
 
   test('wrong states', async () => {
-    await fails(['start', 'up'], /cannot start up: it is running \(allowed when stopped or saved\)/);
-    await fails(['pause', 'down'], /cannot pause down: it is stopped/);
-    await fails(['resume', 'up'], /cannot resume up: it is running/);
-    await fails(['save', 'down'], /cannot save down: it is stopped/);
-    await fails(['exec', 'down', '--', 'true'], /cannot attach to down: it is stopped/);
-    await fails(['stop', 'down'], /cannot stop down: it is stopped/);
+    await fails(['start', 'up'], /up is running already/);
+    await fails(['pause', 'down'], /cannot pause down: it is stopped; start it with `sandboxvm start down`/);
+    await fails(['resume', 'up'], /up is running already/);
+    await fails(['save', 'down'], /cannot save down: it is stopped \(allowed when running or paused\)/);
+    await fails(['exec', 'down', '--', 'true'], /down is stopped; start it with `sandboxvm start down`/);
+    await fails(['stop', 'down'], /down is stopped already/);
     await fails(['rm', 'up'], /up is running; stop it first/);
+    await home.ok(['pause', 'up']);
+    try {
+      await fails(['exec', 'up', '--', 'true'], /up is paused; resume it with `sandboxvm resume up`/);
+      await fails(['pause', 'up'], /up is paused already/);
+    } finally {
+      await home.ok(['resume', 'up']);
+    }
   });
 
   test('QEMU missing or too old', async () => {

@@ -17,13 +17,33 @@ export async function info(ctx: CommandContext): Promise<number> {
   const client = await ctx.client();
   const vm = await client.info(ctx.name());
   let guest: GuestInfo | undefined;
-  if (vm.state === 'running' && vm.runtime?.agent.connected) {
-    const sessions = await client.attach(vm.name).catch(() => undefined);
-    guest = sessions ? await new GuestFiles(sessions).info().catch(() => undefined) : undefined;
-    sessions?.dispose();
+  if (vm.state === 'running' && vm.runtime?.agent.connected && vm.runtime.agent.responding !== false) {
+    // What the guest says about itself is a bonus: never wait on a guest for it.
+    guest = await withinMs(GUEST_INFO_WAIT_MS, async () => {
+      const sessions = await client.attach(vm.name);
+      try {
+        return await new GuestFiles(sessions).info();
+      } finally {
+        sessions.dispose();
+      }
+    });
   }
   ctx.out(ctx.options.json ? JSON.stringify({ ...vm, guest }, null, 2) : infoText(vm, guest));
   return 0;
+}
+
+/** How long `info` waits for the guest's own report (OS, addresses, ports) before going without. */
+const GUEST_INFO_WAIT_MS = 2000;
+
+/** What `task` resolves to within `ms`, else (or on failure) undefined. */
+async function withinMs<T>(ms: number, task: () => Promise<T>): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
+  try {
+    return await Promise.race([task().catch(() => undefined), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Prints the console log; with -f keeps printing what is appended until interrupted. */

@@ -1,6 +1,7 @@
 /** create, start, stop, pause, resume, restart, save, rm: thin calls into the service. */
 import { ErrorCode, SandboxError } from '../../common/errors';
-import { parseSizeMiB } from '../../common/config';
+import { LIMITS, parseDiskGiB, parseSizeMiB } from '../../common/config';
+import { formatMiB } from '../format';
 import type { ServiceClient } from '../../client/serviceClient';
 import type { CommandContext } from '../context';
 import { ProgressBar } from '../progress';
@@ -10,12 +11,15 @@ export async function create(ctx: CommandContext): Promise<number> {
   const o = ctx.options;
   const cpus = o.cpus !== undefined ? parseInteger(String(o.cpus), 'cpus') : undefined;
   const memoryMiB = o.memory !== undefined ? parseSizeMiB(String(o.memory), 'memory size') : undefined;
-  const diskMiB = o.disk !== undefined ? parseSizeMiB(String(o.disk), 'disk size') : undefined;
-  if (diskMiB !== undefined && diskMiB % 1024 !== 0) throw new SandboxError(ErrorCode.BadArgument, `disk size must be whole GiB (got ${o.disk})`);
+  const diskGiB = o.disk !== undefined ? parseDiskGiB(String(o.disk)) : undefined;
+  const [minMiB, maxMiB] = LIMITS.memoryMiB;
+  if (memoryMiB !== undefined && (memoryMiB < minMiB || memoryMiB > maxMiB)) {
+    throw new SandboxError(ErrorCode.BadArgument, `memory must be between ${formatMiB(minMiB)} and ${formatMiB(maxMiB)} (got ${o.memory})`);
+  }
   const client = await ctx.client();
   const bar = new ProgressBar(`Creating ${name}`);
   try {
-    await client.create({ name, cpus, memoryMiB, diskGiB: diskMiB === undefined ? undefined : diskMiB / 1024, network: !o['no-network'] }, (s, t, m) => bar.update(s, t, m));
+    await client.create({ name, cpus, memoryMiB, diskGiB, network: !o['no-network'] }, (s, t, m) => bar.update(s, t, m));
   } finally {
     bar.done();
   }
@@ -23,15 +27,31 @@ export async function create(ctx: CommandContext): Promise<number> {
   return 0;
 }
 
+/**
+ * Ctrl-C while the service boots a VM stops the waiting, not the VM: the service carries on.
+ * Says so, with how to stop it, and exits 130. Returns the undo.
+ */
+function interruptLeavesRunning(name: string, bar: ProgressBar, doing: string): () => void {
+  const onSigint = () => {
+    bar.done();
+    process.stderr.write(`\nsandboxvm: stopped waiting; ${name} keeps ${doing} in the background (\`sandboxvm stop ${name}\` stops it)\n`);
+    process.exit(130);
+  };
+  process.once('SIGINT', onSigint);
+  return () => process.off('SIGINT', onSigint);
+}
+
 export async function start(ctx: CommandContext): Promise<number> {
   const name = ctx.name();
   const client = await ctx.client();
   const bar = new ProgressBar(`Starting ${name}`);
   const t0 = Date.now();
+  const undo = interruptLeavesRunning(name, bar, 'starting');
   let info;
   try {
     info = await client.start(name, (s, t, m) => bar.update(s, t, m));
   } finally {
+    undo();
     bar.done();
   }
   const boot = info.runtime?.boot;
@@ -62,9 +82,11 @@ export async function restart(ctx: CommandContext): Promise<number> {
   const name = ctx.name();
   const client = await ctx.client();
   const bar = new ProgressBar(`Restarting ${name}`);
+  const undo = interruptLeavesRunning(name, bar, 'restarting');
   try {
     await client.restart(name, (s, t, m) => bar.update(s, t, m));
   } finally {
+    undo();
     bar.done();
   }
   ctx.out(`${name} is running.`);

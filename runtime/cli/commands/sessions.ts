@@ -3,10 +3,9 @@ import * as os from 'node:os';
 import { ErrorCode, SandboxError } from '../../common/errors';
 import type { Session, SessionExit } from '../../client/sessionClient';
 import type { CommandContext } from '../context';
-
-function writeTo(stream: NodeJS.WriteStream, data: Buffer): Promise<void> {
-  return new Promise((resolve) => (stream.write(data) ? resolve() : stream.once('drain', resolve)));
-}
+import { BROKEN_PIPE_STATUS, onBrokenPipe, writeTo } from '../brokenPipe';
+import { formatDuration, parseTimeout } from '../duration';
+import { INTERRUPT_WINDOW_MS, InterruptCounter } from '../interrupts';
 
 /** The exit status a shell would give: the code, or 128 + the signal number. */
 export function exitStatus(r: SessionExit): number {
@@ -25,15 +24,6 @@ function parseEnv(values: unknown): Record<string, string> | undefined {
     env[v.slice(0, i)] = v.slice(i + 1);
   }
   return env;
-}
-
-/** "30s", "2m", "500ms", "10" (seconds) -> milliseconds. */
-export function parseDuration(value: unknown): number | undefined {
-  if (value === undefined) return undefined;
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(String(value));
-  if (!m) throw new SandboxError(ErrorCode.BadArgument, `invalid --timeout ${JSON.stringify(value)}: use e.g. 30s, 5m, 500ms`);
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
-  return Math.max(1, Math.round(Number(m[1]) * unit));
 }
 
 /** Forwards piped stdin to the session, pausing while a write is on its way; EOF when it ends. */
@@ -72,25 +62,80 @@ function reportEnd(name: string, session: Session, result: SessionExit): void {
   }
 }
 
+/** How long a session closed because our output went away may take to end before we exit anyway. */
+const CLOSE_WAIT_MS = 5000;
+
+/**
+ * exec: the command's output and exit status, as ssh gives them (see followExec for Ctrl-C and
+ * a reader that goes away).
+ */
 export async function exec(ctx: CommandContext): Promise<number> {
   const name = ctx.name();
   const argv = ctx.rest.length > 0 ? ctx.rest : ctx.positionals.slice(1);
   if (argv.length === 0) throw new SandboxError(ErrorCode.BadArgument, `exec needs a command: sandboxvm exec ${name} -- <command> [args...]`);
+  const timeoutMs = parseTimeout(ctx.options.timeout);
   const sessions = await (await ctx.client()).attach(name);
   const session = await sessions.open(
-    { kind: 'exec', argv, env: parseEnv(ctx.options.env), cwd: ctx.options.cwd as string | undefined, timeoutMs: parseDuration(ctx.options.timeout) },
+    { kind: 'exec', argv, env: parseEnv(ctx.options.env), cwd: ctx.options.cwd as string | undefined, timeoutMs },
     {
       onData: (stream, data) => writeTo(stream === 2 ? process.stderr : process.stdout, data),
       onExit: () => undefined,
     },
   );
+  return followExec(name, session, sessions, { timeoutMs, command: argv[0] });
+}
+
+/**
+ * Follows an exec session (opened, or attached again) to its end and returns the CLI's status.
+ * Piped stdin feeds it. Ctrl-C: the first forwards SIGINT; a second within a second detaches
+ * (a second later, so that a third can still kill the session instead), leaving the session
+ * attachable, status 130; a third kills it. A reader of our output that goes away (EPIPE) ends
+ * the session and the CLI quietly, status 141. A --timeout that fired says so, status 124.
+ */
+async function followExec(name: string, session: Session, sessions: { dispose(): void }, options: { timeoutMs?: number; command?: string } = {}): Promise<number> {
   if (!process.stdin.isTTY) pipeStdin(session);
-  const onSigint = () => session.signal('SIGINT').catch(() => undefined);
+  let pipeBroken = false;
+  let giveUp = () => undefined as void;
+  const gaveUp = new Promise<undefined>((resolve) => (giveUp = () => resolve(undefined)));
+  const undoPipe = onBrokenPipe(() => {
+    pipeBroken = true;
+    void session.close().catch(() => undefined);
+    setTimeout(giveUp, CLOSE_WAIT_MS);
+  });
+  const interrupts = new InterruptCounter();
+  let detachTimer: NodeJS.Timeout | undefined;
+  let detaching: Promise<unknown> | undefined;
+  const onSigint = () => {
+    const action = interrupts.next(Date.now());
+    if (action === 'forward') return void session.signal('SIGINT').catch(() => undefined);
+    if (action === 'detach') {
+      process.stderr.write(`\nsandboxvm: detaching; session ${session.id} keeps running in the guest (Ctrl-C again to kill it)\n`);
+      detachTimer = setTimeout(() => {
+        detaching = session.detach().catch((err: Error) => process.stderr.write(`sandboxvm: could not detach: ${err.message}\n`));
+      }, INTERRUPT_WINDOW_MS);
+      return;
+    }
+    clearTimeout(detachTimer);
+    process.stderr.write(`sandboxvm: killing session ${session.id}\n`);
+    void session.close().catch(() => undefined);
+  };
   process.on('SIGINT', onSigint);
-  const result = await session.exited;
+  const result = await Promise.race([session.exited, gaveUp]);
+  clearTimeout(detachTimer);
+  if (result?.detached) await detaching;
   process.off('SIGINT', onSigint);
+  undoPipe();
   process.stdin.destroy();
   sessions.dispose();
+  if (pipeBroken || !result) return BROKEN_PIPE_STATUS;
+  if (result.detached) {
+    process.stderr.write(`sandboxvm: detached; pick the session up within a minute with \`sandboxvm attach ${name} ${session.id}\`\n`);
+    return 130;
+  }
+  if (result.error && result.signal && options.timeoutMs !== undefined) {
+    process.stderr.write(`sandboxvm: ${options.command} timed out after ${formatDuration(options.timeoutMs)} (--timeout) and was killed\n`);
+    return 124;
+  }
   reportEnd(name, session, result);
   return result.error && result.signal ? 124 : exitStatus(result);
 }
@@ -121,21 +166,23 @@ export async function shell(ctx: CommandContext): Promise<number> {
 }
 
 /**
- * attach: picks up a session the guest kept when its client was cut off (a save, then a start):
- * a terminal becomes this terminal, an exec's output streams here and piped stdin feeds it.
+ * attach: picks up a session the guest kept when its client was cut off (a save, then a start)
+ * or let go (a detach): a terminal becomes this terminal; an exec is followed as exec does.
  */
 export async function attach(ctx: CommandContext): Promise<number> {
   const name = ctx.name();
-  const id = Number(ctx.positionals[1]);
-  if (!Number.isInteger(id) || id < 1 || id > 0xffffffff) throw new SandboxError(ErrorCode.BadArgument, `attach needs a session id: sandboxvm attach ${name} <id> (exec and shell print it when a save cuts them off)`);
+  const given = ctx.positionals[1];
+  const id = given !== undefined && /^\d+$/.test(given) ? Number(given) : NaN;
+  if (!Number.isInteger(id) || id < 1 || id > 0xffffffff) {
+    const what = given === undefined ? 'attach needs a session id' : `${JSON.stringify(given.slice(0, 40))} is not a session id`;
+    throw new SandboxError(ErrorCode.BadArgument, `${what}: sandboxvm attach ${name} <id> (exec and shell print the id when a save or a detach leaves a session running)`);
+  }
   const sessions = await (await ctx.client()).attach(name);
   const stdout = process.stdout;
   const { session, kind } = await sessions.attach(id, { onData: (stream, data) => writeTo(stream === 2 ? process.stderr : stdout, data), onExit: () => undefined });
-  let detach = () => undefined as void;
-  if (kind === 'pty') {
-    detach = attachTerminal(session);
-    void session.resize(stdout.columns ?? 80, stdout.rows ?? 24).catch(() => undefined);
-  } else if (!process.stdin.isTTY) pipeStdin(session);
+  if (kind !== 'pty') return followExec(name, session, sessions);
+  const detach = attachTerminal(session);
+  void session.resize(stdout.columns ?? 80, stdout.rows ?? 24).catch(() => undefined);
   const result = await session.exited;
   detach();
   process.stdin.destroy();

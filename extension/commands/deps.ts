@@ -1,0 +1,16 @@
+/** What every command gets: the extension's few long-lived objects, passed in (no global namespace). */
+import type * as vscode from 'vscode';
+import type { ServiceClient } from '../../runtime/client/serviceClient';
+import type { ServiceConnection } from '../model/serviceConnection';
+import type { VmModel } from '../model/vmModel';
+import type { TerminalManager } from '../terminals/terminalManager';
+import type { Notifications } from '../ui/notifications';
+
+export interface CommandDeps {
+  connection: ServiceConnection<ServiceClient>;
+  model: VmModel;
+  terminals: TerminalManager;
+  notify: Notifications;
+  log: vscode.LogOutputChannel;
+  settings: () => vscode.WorkspaceConfiguration;
+}

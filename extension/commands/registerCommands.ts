@@ -1,0 +1,51 @@
+/**
+ * Every command in one flat table: id -> handler(deps, ...args). Each is wrapped once: failures are
+ * shown as one sentence (cancellations not at all) and logged; the handler's result is returned to
+ * the caller (the tests use it).
+ */
+import * as vscode from 'vscode';
+import { Command, type CommandId } from '../ids';
+import { createVm } from './createVm';
+import { deleteVm } from './deleteVm';
+import type { CommandDeps } from './deps';
+import { focusTerminal, openTerminal } from './openTerminal';
+import { pauseVm, resumeVm } from './pauseVm';
+import { refresh } from './refresh';
+import { restartVm } from './restartVm';
+import { saveVm } from './saveVm';
+import { showActions } from './showActions';
+import { showLog, showServiceLog } from './showLog';
+import { startVm } from './startVm';
+import { stopVm, turnOffVm } from './stopVm';
+
+type Handler = (deps: CommandDeps, ...args: any[]) => Promise<unknown>;
+
+export function registerCommands(deps: CommandDeps, home: () => string): vscode.Disposable[] {
+  const table: Record<CommandId, Handler> = {
+    [Command.create]: createVm,
+    [Command.start]: startVm,
+    [Command.stop]: stopVm,
+    [Command.turnOff]: turnOffVm,
+    [Command.pause]: pauseVm,
+    [Command.resume]: resumeVm,
+    [Command.save]: saveVm,
+    [Command.restart]: restartVm,
+    [Command.delete]: deleteVm,
+    [Command.openTerminal]: openTerminal,
+    [Command.showLog]: showLog,
+    [Command.focusTerminal]: focusTerminal,
+    [Command.refresh]: refresh,
+    [Command.showServiceLog]: (d) => showServiceLog(d, home()),
+    [Command.showActions]: showActions,
+  };
+  return Object.entries(table).map(([id, handler]) =>
+    vscode.commands.registerCommand(id, async (...args: unknown[]) => {
+      try {
+        return await handler(deps, ...args);
+      } catch (err) {
+        deps.notify.error(err, id);
+        return undefined;
+      }
+    }),
+  );
+}

@@ -1,0 +1,112 @@
+/**
+ * The extension's entry: `activate` builds the few long-lived objects (the service connection, the
+ * VM model, the terminal manager, the view), hands them to the registrations and pushes every
+ * disposable into `context.subscriptions`. Nothing waits for the service until a view or command
+ * needs it. Returns a small API (the tests in test/vscode use it).
+ */
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import { ServiceClient } from '../runtime/client/serviceClient';
+import { dataHome } from '../runtime/common/paths';
+import { RUNTIME_VERSION } from '../runtime/common/version';
+import { findOnPath } from '../runtime/qemu/locate';
+import { registerCommands } from './commands/registerCommands';
+import type { CommandDeps } from './commands/deps';
+import { SECTION, Setting, View } from './ids';
+import { ServiceConnection } from './model/serviceConnection';
+import { VmModel } from './model/vmModel';
+import { TerminalManager } from './terminals/terminalManager';
+import { registerTerminalProfile } from './terminals/terminalProfile';
+import { VmTreeProvider } from './tree/vmTreeProvider';
+import { bindContextKeys } from './ui/contextKeys';
+import { Notifications } from './ui/notifications';
+import { createStatusBar } from './ui/statusBar';
+
+export interface SandboxVmsApi {
+  readonly model: VmModel;
+  readonly connection: ServiceConnection<ServiceClient>;
+  readonly terminals: TerminalManager;
+  readonly tree: VmTreeProvider;
+  readonly treeView: vscode.TreeView<unknown>;
+  readonly notifications: Notifications;
+}
+
+const settings = () => vscode.workspace.getConfiguration(SECTION);
+
+/** The data directory: the setting, else SANDBOXVM_HOME, else the platform's default. */
+function home(): string {
+  const configured = settings().get<string>(Setting.dataDirectory, '').trim();
+  return configured ? path.resolve(configured.replace(/^~(?=$|\/)/, process.env.HOME ?? '~')) : dataHome();
+}
+
+/**
+ * The environment for a service this window starts. Under Electron (desktop VS Code) the service
+ * runs as Node (ELECTRON_RUN_AS_NODE, set by spawnDetached), but a guest needs a real `node`: the
+ * one on PATH, when there is one.
+ */
+function serviceEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  const qemu = settings().get<string>(Setting.qemuPath, '').trim();
+  if (qemu) env.SANDBOXVM_QEMU = qemu;
+  if (process.versions.electron && !process.env.SANDBOXVM_GUEST_NODE) {
+    const node = findOnPath('node');
+    if (node) env.SANDBOXVM_GUEST_NODE = node;
+  }
+  return env;
+}
+
+export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
+  const log = vscode.window.createOutputChannel('Sandbox VMs', { log: true });
+  const model = new VmModel();
+  const notify = new Notifications(log);
+  const connection = new ServiceConnection<ServiceClient>(model, {
+    connect: () => ServiceClient.connect({ home: home(), serviceScript: context.asAbsolutePath(path.join('dist', 'service.js')), env: serviceEnv() }),
+    log: (m) => log.info(m),
+    version: RUNTIME_VERSION,
+    onNewerService: (v) => notify.warn(`The Sandbox VMs service is version ${v}, newer than this extension (${RUNTIME_VERSION}); update the extension.`),
+  });
+  const terminals = new TerminalManager(async (vm) => (await connection.client()).attach(vm), model, (m) => log.info(m));
+  const tree = new VmTreeProvider(model, terminals, () => connection.ensure());
+  const treeView = vscode.window.createTreeView(View.machines, { treeDataProvider: tree, showCollapseAll: false });
+  const deps: CommandDeps = { connection, model, terminals, notify, log, settings };
+
+  const terminalCounts = new Map<string, number>();
+  const updateMessage = () => {
+    treeView.message = connection.state === 'reconnecting' && model.size > 0 ? 'Reconnecting to the Sandbox VMs service...' : connection.state === 'failed' && model.size > 0 ? `The service cannot be reached: ${connection.error?.message ?? 'see the log'}` : undefined;
+  };
+  context.subscriptions.push(
+    log,
+    { dispose: () => connection.dispose() },
+    { dispose: () => model.dispose() },
+    notify,
+    terminals,
+    tree,
+    treeView,
+    bindContextKeys(connection, model),
+    connection.onDidChangeState((s) => {
+      log.info(`service connection: ${s}`);
+      updateMessage();
+    }),
+    model.onDidChange(updateMessage),
+    // A new terminal shows under its VM: reveal it (expands the VM) when the view is open.
+    terminals.onDidChange((vm) => {
+      const open = terminals.of(vm);
+      const grew = open.length > (terminalCounts.get(vm) ?? 0);
+      terminalCounts.set(vm, open.length);
+      const newest = open.at(-1);
+      if (grew && newest && treeView.visible) void treeView.reveal({ kind: 'terminal', vm, terminalId: newest.id }, { select: false, focus: false, expand: true }).then(undefined, () => undefined);
+    }),
+    registerTerminalProfile(model, terminals, () => connection.client()),
+    createStatusBar(model, () => connection.ensure()),
+    ...registerCommands(deps, home),
+    vscode.workspace.onDidChangeConfiguration((e) => {
+      if (e.affectsConfiguration(`${SECTION}.${Setting.dataDirectory}`)) log.warn('the data directory changed: reload the window to use it');
+    }),
+  );
+  if (treeView.visible) connection.ensure();
+  return { model, connection, terminals, tree, treeView, notifications: notify };
+}
+
+export function deactivate(): void {
+  // Everything is in context.subscriptions; VMs and the service keep running.
+}

@@ -1,0 +1,55 @@
+/**
+ * Every id the extension shares with package.json: commands, views, settings, context keys, the
+ * terminal profile. test/unit/extension-ids.test.ts checks that package.json's `contributes` and
+ * these tables agree both ways. Plain objects (not a const enum) so the test can enumerate them.
+ */
+
+export const EXTENSION_ID = 'sandboxvms.sandbox-vms';
+
+export const Command = {
+  create: 'sandboxvm.vm.create',
+  start: 'sandboxvm.vm.start',
+  stop: 'sandboxvm.vm.stop',
+  turnOff: 'sandboxvm.vm.turnOff',
+  pause: 'sandboxvm.vm.pause',
+  resume: 'sandboxvm.vm.resume',
+  save: 'sandboxvm.vm.save',
+  restart: 'sandboxvm.vm.restart',
+  delete: 'sandboxvm.vm.delete',
+  openTerminal: 'sandboxvm.vm.openTerminal',
+  showLog: 'sandboxvm.vm.showLog',
+  focusTerminal: 'sandboxvm.terminal.focus',
+  refresh: 'sandboxvm.view.refresh',
+  showServiceLog: 'sandboxvm.service.showLog',
+  showActions: 'sandboxvm.vm.showActions',
+} as const;
+export type CommandId = (typeof Command)[keyof typeof Command];
+
+export const ViewContainer = { main: 'sandboxVms' } as const;
+export const View = { machines: 'sandboxvm.virtualMachines' } as const;
+
+/** Settings, without the `sandboxvm.` section prefix (as `workspace.getConfiguration(SECTION)` reads them). */
+export const SECTION = 'sandboxvm';
+export const Setting = {
+  defaultCpus: 'defaults.cpus',
+  defaultMemory: 'defaults.memory',
+  defaultDisk: 'defaults.disk',
+  dataDirectory: 'dataDirectory',
+  qemuPath: 'qemuPath',
+  workspaceVm: 'workspaceVm',
+} as const;
+
+export const ContextKey = {
+  /** 'connecting' | 'connected' | 'reconnecting' | 'failed' */
+  connection: 'sandboxvm.connection',
+  /** Number of VMs the service reports. */
+  vmCount: 'sandboxvm.vmCount',
+} as const;
+
+export const TerminalProfile = { vm: 'sandboxvm.terminalProfile' } as const;
+
+/** Tree items' contextValue: `<state>Vm` for VMs (menus filter with `viewItem =~ /^(running|paused)Vm$/`). */
+export const ItemContext = {
+  vm: (state: string) => `${state}Vm`,
+  terminal: 'vmTerminal',
+} as const;

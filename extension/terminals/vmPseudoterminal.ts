@@ -1,0 +1,170 @@
+/**
+ * A VS Code terminal on a guest pty: a Pseudoterminal over SessionClient. Resizes follow the panel.
+ * When the shell exits its code is shown and the next key closes the terminal; when the VM stops
+ * or the session is cut off, one plain line says so. When the VM is saved the guest keeps the
+ * shell: the terminal says so, waits, and attaches the same shell again once the VM runs (the
+ * output it printed meanwhile comes first).
+ */
+import { StringDecoder } from 'node:string_decoder';
+import * as vscode from 'vscode';
+import type { Session, SessionClient, SessionEvents, SessionExit } from '../../runtime/client/sessionClient';
+import type { VmInfo } from '../../runtime/common/status';
+
+export interface PtyOptions {
+  vm: string;
+  /** A connection to the VM's worker (the caller's ServiceClient.attach). */
+  connect: () => Promise<SessionClient>;
+  /** The VM's snapshots as they change (undefined: it was deleted). */
+  watchVm: (listener: (info: VmInfo | undefined) => void) => vscode.Disposable;
+  log: (message: string) => void;
+}
+
+/** What the terminal says when its session ends for good. */
+export function endMessage(vm: string, r: SessionExit): string {
+  if (r.error) {
+    if (r.error === 'the VM stopped') return `${vm} stopped; the shell ended.`;
+    return `The session ended: ${r.error}`;
+  }
+  if (r.signal) return `The shell was ended by ${r.signal}.`;
+  return `The shell exited with code ${r.code ?? 0}.`;
+}
+
+const dim = (text: string) => `\r\n\x1b[2m${text}\x1b[0m\r\n`;
+
+export class VmPseudoterminal implements vscode.Pseudoterminal {
+  private readonly writeEmitter = new vscode.EventEmitter<string>();
+  private readonly closeEmitter = new vscode.EventEmitter<number | void>();
+  readonly onDidWrite = this.writeEmitter.event;
+  readonly onDidClose = this.closeEmitter.event;
+  private readonly exitEmitter = new vscode.EventEmitter<SessionExit>();
+  /** The guest session ended for good (the terminal stays open to say why until a key is pressed). */
+  readonly onDidExit = this.exitEmitter.event;
+  private readonly startEmitter = new vscode.EventEmitter<number>();
+  /** The guest session opened, or was attached again after a restore (its id). */
+  readonly onDidStartSession = this.startEmitter.event;
+
+  private sessions?: SessionClient;
+  private session?: Session;
+  /** Set while the VM is saved and the shell waits in the guest. */
+  private waiting?: vscode.Disposable;
+  private ended = false;
+  private closed = false;
+  private dims?: vscode.TerminalDimensions;
+  private readonly decoder = new StringDecoder('utf8');
+
+  constructor(private readonly options: PtyOptions) {}
+
+  get vm(): string {
+    return this.options.vm;
+  }
+
+  get sessionId(): number | undefined {
+    return this.session?.id;
+  }
+
+  open(dims: vscode.TerminalDimensions | undefined): void {
+    this.dims = dims;
+    void this.start();
+  }
+
+  private events(): SessionEvents {
+    return {
+      onData: (_stream, data) => this.writeEmitter.fire(this.decoder.write(data)),
+      onExit: (r) => this.onSessionEnd(r),
+    };
+  }
+
+  private async start(): Promise<void> {
+    const { vm } = this.options;
+    try {
+      this.sessions = await this.options.connect();
+      if (this.closed) return this.sessions.dispose();
+      this.session = await this.sessions.open(
+        { kind: 'pty', env: { TERM: 'xterm-256color', COLORTERM: 'truecolor' }, cols: this.dims?.columns ?? 80, rows: this.dims?.rows ?? 24 },
+        this.events(),
+      );
+      if (this.closed) void this.session.close().catch(() => undefined);
+      else this.startEmitter.fire(this.session.id);
+    } catch (err) {
+      this.finish({ code: null, signal: null, error: `cannot open a terminal on ${vm}: ${(err as Error).message}` });
+    }
+  }
+
+  private onSessionEnd(r: SessionExit): void {
+    if (this.ended || this.closed) return;
+    this.sessions?.dispose();
+    this.sessions = undefined;
+    if (this.session && r.error && /the VM was saved/.test(r.error)) return this.waitForRestore(this.session.id);
+    this.finish(r);
+  }
+
+  /** The VM was saved with the shell in it: wait for the VM to run again, then attach the same shell. */
+  private waitForRestore(id: number): void {
+    const { vm } = this.options;
+    this.options.log(`terminal on ${vm}: the VM was saved; session ${id} waits for the restore`);
+    this.writeEmitter.fire(this.decoder.end() + dim(`${vm} was saved. This shell is kept in the guest and comes back when ${vm} starts again.`));
+    this.waiting = this.options.watchVm((info) => {
+      if (!info || info.state === 'stopped') {
+        this.waiting?.dispose();
+        this.waiting = undefined;
+        return this.finish({ code: null, signal: null, error: info ? `${vm} was turned off, and the shell with it` : `${vm} was deleted` });
+      }
+      if (info.state !== 'running' || !info.runtime?.agent.connected) return;
+      this.waiting?.dispose();
+      this.waiting = undefined;
+      void this.reattach(id);
+    });
+  }
+
+  private async reattach(id: number): Promise<void> {
+    const { vm } = this.options;
+    try {
+      this.sessions = await this.options.connect();
+      if (this.closed) return this.sessions.dispose();
+      const { session } = await this.sessions.attach(id, this.events());
+      this.session = session;
+      this.writeEmitter.fire(`\x1b[2m${vm} is running again; the shell is back.\x1b[0m\r\n`);
+      if (this.dims) void session.resize(this.dims.columns, this.dims.rows).catch(() => undefined);
+      this.startEmitter.fire(id);
+    } catch (err) {
+      this.sessions?.dispose();
+      this.finish({ code: null, signal: null, error: `the shell could not be attached again after the restore: ${(err as Error).message}` });
+    }
+  }
+
+  private finish(r: SessionExit): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.options.log(`terminal on ${this.options.vm}${this.session ? ` (session ${this.session.id})` : ''} ended: ${r.error ?? `code ${r.code} signal ${r.signal}`}`);
+    this.writeEmitter.fire(this.decoder.end() + dim(`${endMessage(this.options.vm, r)} Press any key to close the terminal.`));
+    this.exitEmitter.fire(r);
+    this.sessions?.dispose();
+  }
+
+  handleInput(data: string): void {
+    if (this.ended) return this.close();
+    if (this.waiting) return;
+    this.session?.write(data).catch(() => undefined);
+  }
+
+  setDimensions(dims: vscode.TerminalDimensions): void {
+    this.dims = dims;
+    if (!this.waiting) this.session?.resize(dims.columns, dims.rows).catch(() => undefined);
+  }
+
+  /** The user closed the terminal (or pressed a key after the end): the guest shell is closed too. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.waiting?.dispose();
+    if (!this.ended) {
+      this.ended = true;
+      const sessions = this.sessions;
+      void this.session?.close().catch(() => undefined).finally(() => sessions?.dispose());
+    }
+    this.closeEmitter.fire();
+    this.writeEmitter.dispose();
+    this.exitEmitter.dispose();
+    this.startEmitter.dispose();
+  }
+}

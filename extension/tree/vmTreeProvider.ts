@@ -1,0 +1,99 @@
+/**
+ * The "Virtual Machines" view: one item per VM (state icon, description, tooltip from
+ * vmPresentation), its open terminals as children. Renders the model; never calls the service for
+ * state. Nodes are cached by name so updates of one VM refresh only its item; items carry the VM's
+ * id so selection and expansion survive updates.
+ */
+import * as vscode from 'vscode';
+import type { VmModel } from '../model/vmModel';
+import type { TerminalManager } from '../terminals/terminalManager';
+import { Command, ItemContext } from '../ids';
+import { vmLook } from './vmPresentation';
+
+export interface VmNode {
+  readonly kind: 'vm';
+  readonly name: string;
+}
+export interface TerminalNode {
+  readonly kind: 'terminal';
+  readonly vm: string;
+  readonly terminalId: number;
+}
+export type Node = VmNode | TerminalNode;
+
+export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Disposable {
+  private readonly changed = new vscode.EventEmitter<Node | undefined>();
+  readonly onDidChangeTreeData = this.changed.event;
+  private readonly nodes = new Map<string, VmNode>();
+  private readonly subscriptions: vscode.Disposable[] = [];
+
+  constructor(private readonly model: VmModel, private readonly terminals: TerminalManager, private readonly onFirstRender: () => void) {
+    this.subscriptions.push(
+      model.onDidChange((change) => {
+        const node = change && this.nodes.get(change.name);
+        this.changed.fire(node);
+      }),
+      terminals.onDidChange((vm) => this.changed.fire(this.nodes.get(vm))),
+    );
+  }
+
+  private node(name: string): VmNode {
+    let n = this.nodes.get(name);
+    if (!n) this.nodes.set(name, (n = { kind: 'vm', name }));
+    return n;
+  }
+
+  getChildren(element?: Node): Node[] {
+    if (!element) {
+      this.onFirstRender();
+      const names = new Set(this.model.list().map((i) => i.name));
+      for (const name of this.nodes.keys()) if (!names.has(name)) this.nodes.delete(name);
+      return [...names].map((n) => this.node(n));
+    }
+    if (element.kind === 'vm') return this.terminals.of(element.name).map((g) => ({ kind: 'terminal', vm: element.name, terminalId: g.id }));
+    return [];
+  }
+
+  getParent(element: Node): Node | undefined {
+    return element.kind === 'terminal' ? this.node(element.vm) : undefined;
+  }
+
+  getTreeItem(element: Node): vscode.TreeItem {
+    if (element.kind === 'terminal') {
+      const g = this.terminals.get(element.terminalId);
+      const index = this.terminals.of(element.vm).findIndex((t) => t.id === element.terminalId);
+      const item = new vscode.TreeItem(`Terminal ${index + 1}`, vscode.TreeItemCollapsibleState.None);
+      const info = this.model.get(element.vm);
+      item.id = `terminal:${info?.config.id ?? element.vm}:${element.terminalId}`;
+      item.iconPath = new vscode.ThemeIcon('terminal');
+      item.description = g?.pty.sessionId !== undefined ? `session ${g.pty.sessionId}` : 'opening';
+      item.tooltip = `A shell on ${element.vm}; click to show it`;
+      item.contextValue = ItemContext.terminal;
+      item.command = { command: Command.focusTerminal, title: 'Show Terminal', arguments: [element] };
+      return item;
+    }
+    const info = this.model.get(element.name);
+    if (!info) return new vscode.TreeItem(element.name);
+    const look = vmLook(info);
+    const hasChildren = this.terminals.of(element.name).length > 0;
+    const item = new vscode.TreeItem(look.label, hasChildren ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
+    item.id = `vm:${info.config.id}`;
+    item.iconPath = new vscode.ThemeIcon(look.icon, look.color ? new vscode.ThemeColor(look.color) : undefined);
+    item.description = look.description;
+    item.contextValue = look.contextValue;
+    item.accessibilityInformation = { label: `${info.name}, ${look.description}` };
+    return item;
+  }
+
+  /** The tooltip is made when it is shown, so uptime and ages are those of the moment of hovering. */
+  resolveTreeItem(item: vscode.TreeItem, element: Node): vscode.TreeItem {
+    const info = element.kind === 'vm' ? this.model.get(element.name) : undefined;
+    if (info) item.tooltip = new vscode.MarkdownString(vmLook(info).tooltip);
+    return item;
+  }
+
+  dispose(): void {
+    for (const s of this.subscriptions) s.dispose();
+    this.changed.dispose();
+  }
+}
