@@ -65,7 +65,7 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     version: RUNTIME_VERSION,
     onNewerService: (v) => notify.warn(`The Sandbox VMs service is version ${v}, newer than this extension (${RUNTIME_VERSION}); update the extension.`),
   });
-  const terminals = new TerminalManager(async (vm) => (await connection.client()).attach(vm), model, (m) => log.info(m));
+  const terminals = new TerminalManager(async (vm) => (await connection.client()).attach(vm), model, (m) => log.info(m), context.workspaceState);
   const tree = new VmTreeProvider(model, terminals, () => connection.ensure());
   const treeView = vscode.window.createTreeView(View.machines, { treeDataProvider: tree, showCollapseAll: false });
   const deps: CommandDeps = { connection, model, terminals, notify, log, settings };
@@ -86,6 +86,8 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     connection.onDidChangeState((s) => {
       log.info(`service connection: ${s}`);
       updateMessage();
+      // Terminals the previous window had open (a reload): attach their shells again.
+      if (s === 'connected') void terminals.revive().catch((err) => log.warn(`terminals were not revived: ${(err as Error).message}`));
     }),
     model.onDidChange(updateMessage),
     // A new terminal shows under its VM: reveal it (expands the VM) when the view is open.
@@ -103,7 +105,7 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
       if (e.affectsConfiguration(`${SECTION}.${Setting.dataDirectory}`)) log.warn('the data directory changed: reload the window to use it');
     }),
   );
-  if (treeView.visible) connection.ensure();
+  if (treeView.visible || terminals.saved().length > 0) connection.ensure();
   return { model, connection, terminals, tree, treeView, notifications: notify };
 }
 

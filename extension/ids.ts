@@ -22,6 +22,8 @@ export const Command = {
   refresh: 'sandboxvm.view.refresh',
   showServiceLog: 'sandboxvm.service.showLog',
   showActions: 'sandboxvm.vm.showActions',
+  copyTo: 'sandboxvm.vm.copyTo',
+  copyFrom: 'sandboxvm.vm.copyFrom',
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 

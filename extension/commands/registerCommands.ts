@@ -5,6 +5,7 @@
  */
 import * as vscode from 'vscode';
 import { Command, type CommandId } from '../ids';
+import { copyFromVm, copyToVm } from './copyFiles';
 import { createVm } from './createVm';
 import { deleteVm } from './deleteVm';
 import type { CommandDeps } from './deps';
@@ -37,6 +38,8 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.refresh]: refresh,
     [Command.showServiceLog]: (d) => showServiceLog(d, home()),
     [Command.showActions]: showActions,
+    [Command.copyTo]: copyToVm,
+    [Command.copyFrom]: copyFromVm,
   };
   return Object.entries(table).map(([id, handler]) =>
     vscode.commands.registerCommand(id, async (...args: unknown[]) => {
