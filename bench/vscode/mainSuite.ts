@@ -121,6 +121,8 @@ async function measureEvents(config: BenchConfig, api: SandboxVmsApi, own: Servi
     return getChildren.call(this, el);
   };
 
+  // The VM's row must be drawn for the page to see it change (the list draws only what is in view).
+  await api.treeView.reveal({ kind: 'vm', name: vm }, { select: false, focus: false });
   const samples: EventSample[] = [];
   try {
     for (let i = 0; i < config.counts.events + 2; i++) {
@@ -133,7 +135,7 @@ async function measureEvents(config: BenchConfig, api: SandboxVmsApi, own: Servi
       const c = cur;
       cur = undefined;
       // The first pause and resume warm the paths up.
-      if (i >= 2) samples.push({ state, subscriber: c.subscriber!, model: c.model!, fired: c.fired!, item: c.item!, getChildren: c.getChildren ?? 0, getTreeItem: c.getTreeItem ?? 0 });
+      if (i >= 2) samples.push({ state, epoch0: performance.timeOrigin + c.t0, subscriber: c.subscriber!, model: c.model!, fired: c.fired!, item: c.item!, getChildren: c.getChildren ?? 0, getTreeItem: c.getTreeItem ?? 0 });
       await delay(SPACING_MS);
     }
   } finally {

@@ -21,8 +21,10 @@ export interface BenchConfig {
   vm: string;
   /** How many VMs the service has registered when the view is measured (vm included). */
   registered: number;
-  /** The empty extension loaded beside ours (the activation peer). */
+  /** The empty extension installed beside ours (the activation peer). */
   peerExtension: { id: string; main: string; command: string };
+  /** Another empty extension, activated first and untimed: the window's first activation pays for more. */
+  warmupExtension: { id: string; main: string; command: string };
   counts: { events: number; rtt: number; createRuns: number };
 }
 
@@ -44,6 +46,8 @@ export interface ActivationTimes {
 
 export interface EventSample {
   state: string;
+  /** t=0 as epoch milliseconds (performance.timeOrigin + now()), to line up with the browser's marks. */
+  epoch0: number;
   /** From the pause/resume call (t=0) to: a bare ServiceClient subscriber hearing the event. */
   subscriber: number;
   /** ...the event reaching the extension's model (its ServiceClient's notification). */
@@ -55,6 +59,13 @@ export interface EventSample {
   /** getChildren calls / getTreeItem calls during the sample (a one-item refresh: 0 and 1). */
   getChildren: number;
   getTreeItem: number;
+}
+
+/** The VM's row in the workbench's DOM changing its aria-label (recorded in the page by the driver). */
+export interface DomMark {
+  /** Epoch milliseconds (performance.timeOrigin + now() in the page). */
+  t: number;
+  label: string;
 }
 
 export interface MainResults {
