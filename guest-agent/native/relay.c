@@ -806,7 +806,6 @@ static uint64_t get_u64(const uint8_t *p) { return (uint64_t)get_u32(p) << 32 | 
  * sent already. The credit restarts from one window, less what is replayed. */
 static void do_resume(struct session *s, const uint8_t *p, size_t len) {
   bool has_offsets = len >= 17 && p[0] == 1;
-  send_control(s->id, "{\"t\":\"resumed\"}");
   for (int i = 1; i <= 2; i++) {
     uint64_t from = s->acked[i];
     if (has_offsets) {
@@ -815,6 +814,12 @@ static void do_resume(struct session *s, const uint8_t *p, size_t len) {
     }
     ring_drop(&s->kept[i], (size_t)(from - s->acked[i]));
     s->acked[i] = from;
+  }
+  /* where each stream resumes, as offsets from the session's start: the new client counts from there */
+  char json[128];
+  snprintf(json, sizeof json, "{\"t\":\"resumed\",\"stdout\":%llu,\"stderr\":%llu}", (unsigned long long)s->acked[1], (unsigned long long)s->acked[2]);
+  send_control(s->id, json);
+  for (int i = 1; i <= 2; i++) {
     const struct ring *r = &s->kept[i];
     for (size_t at = 0; at < r->len; at += DATA_CHUNK) {
       size_t n = r->len - at < DATA_CHUNK ? r->len - at : DATA_CHUNK;

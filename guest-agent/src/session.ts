@@ -400,11 +400,13 @@ export class GuestSession implements AgentSession {
       this.control({ t: 'resumed' });
       return this.control({ t: 'error', message: `a ${this.kind} session cannot be resumed` });
     }
-    this.control({ t: 'resumed' });
     for (const stream of [StreamId.Stdout, StreamId.Stderr]) {
       const want = offsets ? offsets[stream - 1] : this.acked[stream];
       const from = Math.min(Math.max(want, this.acked[stream]), this.sent[stream]);
       this.forgetAcked(stream, from - this.acked[stream]);
+    }
+    this.control({ t: 'resumed', stdout: this.acked[StreamId.Stdout], stderr: this.acked[StreamId.Stderr] });
+    for (const stream of [StreamId.Stdout, StreamId.Stderr]) {
       let replayed = 0;
       for (const chunk of this.kept[stream]) {
         this.out.send(encodeFrame(FrameType.Data, this.id, chunk, stream));

@@ -268,11 +268,13 @@ export class SessionClient {
     if (this.disposed) throw new SandboxError(ErrorCode.AgentUnavailable, 'this session client was disposed');
     await this.reconnecting;
     const offsets = options.stdout === undefined && options.stderr === undefined ? {} : { stdout: options.stdout ?? 0, stderr: options.stderr ?? 0 };
-    const { kind } = await call<{ kind: string }>(this.conn, 'session.attach', { id, ...offsets, keepOnDisconnect: options.keepOnDisconnect === true });
+    const at = await call<{ kind: string; stdout?: number; stderr?: number }>(this.conn, 'session.attach', { id, ...offsets, keepOnDisconnect: options.keepOnDisconnect === true });
+    const kind = at.kind;
     const session = new Session(id, this);
     session.keepOnDisconnect = options.keepOnDisconnect === true;
-    session.received[1] = options.stdout ?? 0;
-    session.received[2] = options.stderr ?? 0;
+    // Offsets count from the session's start: where the guest resumed it, if it says.
+    session.received[1] = at.stdout ?? options.stdout ?? 0;
+    session.received[2] = at.stderr ?? options.stderr ?? 0;
     const h = { events, session };
     this.handlers.set(id, h);
     for (const f of this.early.get(id) ?? []) this.dispatch(h, f);

@@ -99,8 +99,11 @@ export interface Heartbeat { t: 'heartbeat'; uptime: number; time: number }
 export interface Started { t: 'started'; pid: number }
 export interface Exited { t: 'exit'; code: number | null; signal: string | null }
 export interface SessionError { t: 'error'; message: string }
-/** Answers `resume`: what follows on the session comes after the resume point. */
-export interface Resumed { t: 'resumed' }
+/**
+ * Answers `resume`: what follows on the session comes after the resume point, which is at these
+ * offsets of stdout and stderr from the session's start (absent from an agent that kept nothing).
+ */
+export interface Resumed { t: 'resumed'; stdout?: number; stderr?: number }
 
 export interface Result { t: 'result'; ok: boolean; value?: unknown; error?: string }
 export interface FsEvent { t: 'event'; kind: 'change' | 'rename'; path: string }
@@ -146,8 +149,11 @@ export function parseAgentMessage(payload: Buffer): AgentMessage | string {
       if (!(m.code === null || isInt(m.code, -255, 255))) return 'exit: bad code';
       if (!(m.signal === null || isStr(m.signal, 32))) return 'exit: bad signal';
       return { t: 'exit', code: m.code as number | null, signal: m.signal as string | null };
-    case 'resumed':
-      return { t: 'resumed' };
+    case 'resumed': {
+      const offset = (v: unknown) => v === undefined || (Number.isSafeInteger(v) && (v as number) >= 0);
+      if (!offset(m.stdout) || !offset(m.stderr)) return 'resumed: bad offsets';
+      return m.stdout === undefined || m.stderr === undefined ? { t: 'resumed' } : { t: 'resumed', stdout: m.stdout as number, stderr: m.stderr as number };
+    }
     case 'error':
       if (!isStr(m.message, 4096)) return 'error: bad message';
       return { t: 'error', message: m.message as string };

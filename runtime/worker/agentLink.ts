@@ -49,6 +49,8 @@ export class HostSession {
    * ignored until it answers `resume` with `resumed` (it replays from the resume point).
    */
   resuming = false;
+  /** Told where the guest resumed the session (its `resumed`: stdout and stderr offsets). */
+  onResumed?: (offsets: readonly [number, number] | undefined) => void;
   /** Output bytes handed to the client and not yet acknowledged by it, per stream. */
   readonly unacked = [0, 0, 0];
   /** Set once the guest reported the session started; until then a silent agent fails it. */
@@ -266,15 +268,23 @@ export class AgentLink {
    * BadArgument when there is no such session (it ended and was released, was claimed already, or
    * never existed).
    */
-  claimSession(id: number, handlers: SessionHandlers, offsets?: readonly [number, number]): { session: HostSession; kind: SessionKind } {
+  claimSession(id: number, handlers: SessionHandlers, offsets?: readonly [number, number]): { session: HostSession; kind: SessionKind; resumedAt: Promise<readonly [number, number] | undefined> } {
     const orphan = this.orphans.get(id);
     const session = this.sessions.get(id);
     if (!orphan || !session) throw new SandboxError(ErrorCode.BadArgument, `no session ${id} to attach to (it ended, or another client has it)`);
     this.orphans.delete(id);
     clearTimeout(orphan.expiry);
     session.handlers = handlers;
+    // Where the guest resumes it, so the client counts its offsets from there (undefined: unknown).
+    const resumedAt = new Promise<readonly [number, number] | undefined>((resolve) => {
+      const timer = setTimeout(() => resolve(undefined), RESUMED_WAIT_MS);
+      session.onResumed = (at) => {
+        clearTimeout(timer);
+        resolve(at);
+      };
+    });
     session.resume(offsets);
-    return { session, kind: orphan.kind };
+    return { session, kind: orphan.kind, resumedAt };
   }
 
   /** The client has a session's end: the guest may forget the session (it keeps ended ones for a resume). */
@@ -458,6 +468,8 @@ export class AgentLink {
       if (!session) return; // a session we already closed: late messages are normal
       if (message.t === 'resumed') {
         session.resuming = false;
+        session.onResumed?.(message.stdout === undefined ? undefined : [message.stdout, message.stderr!]);
+        session.onResumed = undefined;
         return;
       }
       if (session.resuming) return; // said before the resume point: the guest replays it
@@ -664,6 +676,9 @@ export class AgentLink {
 
 /** A session this young that has said nothing fails when the agent goes silent (failUnanswered). */
 const YOUNG_SESSION_MS = 15_000;
+
+/** How long a claim waits for the guest to say where it resumed a session. */
+const RESUMED_WAIT_MS = 10_000;
 
 /** How long a session inherited from a crashed worker, or detached, waits for a client (by default). */
 export const ORPHAN_TTL_MS = 60_000;

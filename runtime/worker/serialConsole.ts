@@ -4,14 +4,16 @@
  * QEMU serves the guest's ttyS0 on a listening socket the worker made (serial-qemu.sock, an
  * inherited fd like QMP and the channel) and appends every byte the guest writes to console.log
  * itself (the chardev's logfile), connected or not. The worker is that socket's only client: it
- * reads all the time, so QEMU never waits on a slow or absent console client, keeps the last
- * 64 KiB, and fans the bytes out to its own clients, dropping any client that falls 1 MiB behind.
- * Input from any client goes to the guest's serial line, with backpressure from QEMU.
+ * reads all the time (and drops what it reads), so QEMU never waits on a slow or absent console
+ * client. What clients get comes from console.log: the worker follows the file (woken by the
+ * socket's data and by the file's change events), keeps the last 64 KiB, and fans the bytes out,
+ * dropping any client that falls 1 MiB behind. Input from any client goes to the guest's serial
+ * line, with backpressure from QEMU.
  *
- * Positions are byte offsets in console.log, so they mean the same to every worker: a new worker
- * (takeover, restore) seeds its 64 KiB from the log's tail, and a client that reconnects says where
- * it was and gets only what it lacks. (At a takeover, bytes the guest writes in the instant between
- * the new worker's connect and QEMU's accept reach console.log but not the replay.)
+ * Positions are byte offsets in console.log, the one record of the line, so they mean the same to
+ * every worker and nothing is doubled or skipped across a takeover or a restore: a new worker seeds
+ * its 64 KiB from the log's tail and follows on from there, and a client that reconnects says where
+ * it was and gets only what it lacks.
  *
  * Wire protocol on serial.sock (owner-only):
  *   client -> worker, first: one JSON line of at most 256 bytes, {"serial":1,"from"?:<position>};
@@ -95,6 +97,11 @@ export class SerialConsole {
   private ring = new ByteRing(0);
   private readonly clients = new Set<net.Socket>();
   private disposed = false;
+  /** console.log, followed from `logPosition` (everything before it is in the ring or gone). */
+  private logFd?: number;
+  private logPosition = 0;
+  private logWatcher?: fs.FSWatcher;
+  private retryTimer?: NodeJS.Timeout;
 
   constructor(private readonly dir: string, private readonly log: (m: string) => void) {}
 
@@ -109,8 +116,11 @@ export class SerialConsole {
   async open(): Promise<void> {
     const socket = await connectToQemu(this.file('qemuSerialSocket'));
     this.ring = seedFromLog(this.file('consoleLog'));
+    this.logPosition = this.ring.position;
+    this.followLog();
     this.qemu = socket;
-    socket.on('data', (data: Buffer) => this.output(data));
+    // What QEMU sends is in console.log too (QEMU writes the log just after the socket): read it there.
+    socket.on('data', () => this.pullSoon());
     socket.on('close', () => {
       if (!this.disposed) this.log('serial console: QEMU closed the serial line');
       for (const c of this.clients) c.end();
@@ -129,6 +139,42 @@ export class SerialConsole {
       process.umask(oldUmask);
     }
     fs.chmodSync(this.file('serialSocket'), 0o600);
+  }
+
+  /** Follows console.log: change events, plus a nudge after each read from QEMU's socket. */
+  private followLog(): void {
+    try {
+      this.logFd = fs.openSync(this.file('consoleLog'), 'r');
+      this.logWatcher = fs.watch(this.file('consoleLog'), () => this.pull());
+      this.logWatcher.on('error', () => undefined);
+    } catch (err) {
+      this.log(`serial console: cannot follow ${VM_FILES.consoleLog}: ${(err as Error).message}`);
+    }
+  }
+
+  private pullSoon(): void {
+    this.pull();
+    this.retryTimer ??= setTimeout(() => {
+      this.retryTimer = undefined;
+      this.pull();
+    }, 20);
+  }
+
+  /** Reads what console.log gained since `logPosition` and hands it to the clients. */
+  private pull(): void {
+    if (this.logFd === undefined || this.disposed) return;
+    for (;;) {
+      const buf = Buffer.allocUnsafe(64 * 1024);
+      let n: number;
+      try {
+        n = fs.readSync(this.logFd, buf, 0, buf.length, this.logPosition);
+      } catch {
+        return;
+      }
+      if (n <= 0) return;
+      this.logPosition += n;
+      this.output(buf.subarray(0, n));
+    }
   }
 
   private output(data: Buffer): void {
@@ -201,6 +247,10 @@ export class SerialConsole {
     this.server?.close();
     fs.rmSync(this.file('serialSocket'), { force: true });
     this.qemu?.destroy();
+    this.logWatcher?.close();
+    clearTimeout(this.retryTimer);
+    if (this.logFd !== undefined) fs.closeSync(this.logFd);
+    this.logFd = undefined;
   }
 }
 

@@ -217,7 +217,7 @@ export function sessionHandlers(agent: () => AgentLink | undefined): HandlerTabl
       const kind = link.inheritedKind(id);
       if (!kind) throw new SandboxError(ErrorCode.BadArgument, `no session ${id} to attach to (it ended, or another client has it)`);
       const sink = eventSink(peer, kind, () => id);
-      const { session } = link.claimSession(id, { ...sink, onExit: (code, signal, error) => {
+      const { session, resumedAt } = link.claimSession(id, { ...sink, onExit: (code, signal, error) => {
         map.delete(id);
         rememberEnded(peer, id);
         sink.onExit(code, signal, error);
@@ -226,7 +226,9 @@ export function sessionHandlers(agent: () => AgentLink | undefined): HandlerTabl
       kinds.set(session, kind);
       if (p.keepOnDisconnect) kept.add(session);
       else kept.delete(session);
-      return { id, kind };
+      // The client counts its offsets from where the guest resumed (output follows on the data channel).
+      const at = await resumedAt;
+      return at ? { id, kind, stdout: at[0], stderr: at[1] } : { id, kind };
     },
     /**
      * This connection lets go of a session, which runs on in the guest: any client may
