@@ -24,16 +24,7 @@ import { ErrorCode, SandboxError, asSandboxError } from '../common/errors';
 import { writeJsonAtomic } from '../common/atomicWrite';
 import { checkImageBuildPrerequisites, toolPath, type RootfsMode } from './prerequisites';
 
-export {
-  REQUIRED_TOOLS,
-  checkHostTools,
-  findExecutable,
-  imageBuildPrerequisites,
-  missingToolsMessage,
-  toolPath,
-  type HostTool,
-  type ImageBuildPrerequisites,
-} from './prerequisites';
+export { REQUIRED_TOOLS, findExecutable, imageBuildPrerequisites, toolPath, type HostTool, type ImageBuildPrerequisites } from './prerequisites';
 
 export interface BaseImage {
   /** The stage-2 recipe hash (full sha256 hex); the directory is named after its first 16 chars. */

@@ -271,28 +271,3 @@ export async function checkImageBuildPrerequisites(env: NodeJS.ProcessEnv = proc
   if (!r.ok || !r.mode) throw new SandboxError(ErrorCode.ImageBuildFailed, prerequisitesMessage(r));
   return r.mode;
 }
-
-// ---------------------------------------------------------------------------------------------
-// The tools-only check (kept for callers that ask about tools alone)
-
-/** The message for missing tools: names each tool and the apt package that provides it. */
-export function missingToolsMessage(missing: readonly HostTool[]): string {
-  const names = missing.map((t) => `${t.tool} (package ${t.pkg})`).join(', ');
-  const pkgs = [...new Set(missing.map((t) => t.pkg))].join(' ');
-  return `cannot build the base image: missing host tool${missing.length > 1 ? 's' : ''}: ${names}. Install with: sudo apt-get install ${pkgs}`;
-}
-
-/** Throws ImageBuildFailed naming every missing tool and its package. `lookup` is injectable for tests. */
-export async function checkHostTools(
-  lookup: (tool: string) => Promise<string | undefined> = (t) => findExecutable(t),
-  platform: NodeJS.Platform = process.platform,
-): Promise<void> {
-  if (platform !== 'linux') {
-    throw new SandboxError(ErrorCode.ImageBuildFailed, `building the default base image needs a Debian or Ubuntu Linux host (this is ${platform}); copy a built image cache from one instead`);
-  }
-  const missing: HostTool[] = [];
-  for (const t of REQUIRED_TOOLS) {
-    if (!(await lookup(t.tool))) missing.push(t);
-  }
-  if (missing.length) throw new SandboxError(ErrorCode.ImageBuildFailed, missingToolsMessage(missing));
-}
