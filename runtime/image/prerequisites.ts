@@ -78,6 +78,8 @@ export interface HostFacts {
   subgid: boolean;
   /** An unprivileged user namespace with a root mapping can be made; undefined when not probed. */
   userns?: boolean;
+  /** When userns is false because of a sysctl: the setting that allows it (`name=value`). */
+  usernsSysctl?: string;
   /** SANDBOXVM_ROOTFS_MODE, when set. */
   requestedMode?: string;
 }
@@ -113,7 +115,7 @@ function unshareMissing(f: HostFacts): MissingPrerequisite[] {
   if (f.userns === false) {
     out.push({
       what: 'this kernel does not let a normal user make a user namespace, which mmdebstrap --mode=unshare runs in',
-      fix: 'sudo sysctl -w kernel.unprivileged_userns_clone=1 kernel.apparmor_restrict_unprivileged_userns=0',
+      fix: f.usernsSysctl ? `sudo sysctl -w ${f.usernsSysctl}` : 'sudo sysctl -w user.max_user_namespaces=15000',
     });
   }
   return out;
@@ -220,12 +222,16 @@ async function readOr(file: string, fallback: string): Promise<string> {
   }
 }
 
-/** Whether `unshare --user --map-root-user true` works here (and no AppArmor rule takes root's powers away inside). */
-async function probeUserns(unshare: string): Promise<boolean> {
-  if ((await readOr('/proc/sys/kernel/unprivileged_userns_clone', '1')).trim() === '0') return false;
-  if ((await readOr('/proc/sys/kernel/apparmor_restrict_unprivileged_userns', '0')).trim() === '1') return false;
+/**
+ * Whether `unshare --user --map-root-user true` works here, and no AppArmor rule takes root's
+ * powers away inside (Ubuntu 24.04); when a sysctl forbids it, the setting that allows it.
+ */
+async function probeUserns(unshare: string): Promise<{ ok: boolean; sysctl?: string }> {
+  if ((await readOr('/proc/sys/kernel/unprivileged_userns_clone', '1')).trim() === '0') return { ok: false, sysctl: 'kernel.unprivileged_userns_clone=1' };
+  if ((await readOr('/proc/sys/kernel/apparmor_restrict_unprivileged_userns', '0')).trim() === '1') return { ok: false, sysctl: 'kernel.apparmor_restrict_unprivileged_userns=0' };
+  if ((await readOr('/proc/sys/user/max_user_namespaces', '1')).trim() === '0') return { ok: false, sysctl: 'user.max_user_namespaces=15000' };
   return new Promise((resolve) => {
-    execFile(unshare, ['--user', '--map-root-user', 'true'], { timeout: 5000 }, (err) => resolve(!err));
+    execFile(unshare, ['--user', '--map-root-user', 'true'], { timeout: 5000 }, (err) => resolve({ ok: !err }));
   });
 }
 
@@ -255,7 +261,9 @@ export async function probeHostFacts(env: NodeJS.ProcessEnv = process.env): Prom
     requestedMode: env.SANDBOXVM_ROOTFS_MODE || undefined,
   };
   if (process.platform === 'linux' && needsUsernsProbe(facts) && tools.has('unshare')) {
-    facts.userns = await probeUserns((await findExecutable('unshare', searchPath))!);
+    const userns = await probeUserns((await findExecutable('unshare', searchPath))!);
+    facts.userns = userns.ok;
+    facts.usernsSysctl = userns.sysctl;
   }
   return facts;
 }
