@@ -14,7 +14,7 @@
 # Root or not, the image is the same. A normal user's run re-executes itself inside one fakeroot
 # session (package fakeroot): tar's chowns, setuid bits and device nodes from rootfs.tar are
 # recorded by fakeroot, and mkfs.ext4 -d, in the same session, writes them into the image. The
-# image is checked before it is converted: /usr/bin/su must be setuid root and /root root's, 0700.
+# image is checked before it is converted: /usr/bin/su (setuid), /root and /etc/shadow keep root's modes.
 set -euo pipefail
 umask 022
 if [ "$(id -u)" != 0 ]; then
