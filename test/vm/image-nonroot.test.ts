@@ -11,15 +11,19 @@
  *   3. as that user, create and start a VM on that image, and check in the guest that
  *      /usr/bin/su and /usr/bin/passwd are setuid root, /etc/shadow is root:shadow 0640, /root is
  *      root's 0700, and exec works;
- *   4. remove the VM, stop the user's service, delete the work directory, and the user if made here.
+ *   4. list every inode of the user's image and of root's image for the same recipe (root's shared
+ *      cache; built as root first if missing) with debugfs: path, type and mode, owner, group,
+ *      size: the two lists are equal;
+ *   5. remove the VM, stop the user's service, delete the work directory, and the user if made here.
  */
 import { after, before, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CLI, REPO, type CliResult } from './fixture';
+import { CLI, REPO, TestHome, type CliResult } from './fixture';
 import { baseDir, buildLogPath, recipeHashes } from '../../runtime/image/baseImage';
+import { imageCacheDir } from '../../runtime/common/paths';
 
 const USER = 'sandboxvm-nonroot';
 const isRoot = process.getuid?.() === 0;
@@ -136,4 +140,66 @@ test("the user's VM has root's owners, setuid bits and modes, and runs commands"
   const who = await ok(['exec', 'nr', '--', 'sh', '-c', 'id -u; touch /root/x && echo wrote']);
   assert.deepEqual(who.trim().split('\n'), ['0', 'wrote']);
   await ok(['stop', 'nr'], 120_000);
+});
+
+/** `path mode uid gid size` for every inode under / of a raw ext4 image (debugfs, one run per tree level). */
+function listImage(raw: string): string[] {
+  const out: string[] = [];
+  let level = ['/'];
+  while (level.length > 0) {
+    const r = spawnSync('debugfs', ['-f', '-', raw], { input: level.map((d) => `ls -p "${d}"\n`).join(''), encoding: 'utf8', maxBuffer: 64 << 20 });
+    assert.equal(r.status, 0, `debugfs ${raw}: ${r.stderr}`);
+    const next: string[] = [];
+    let dir = '';
+    for (const line of r.stdout.split('\n')) {
+      const cmd = /^debugfs: ls -p "(.*)"$/.exec(line);
+      if (cmd) dir = cmd[1];
+      const m = /^\/(\d+)\/(\d+)\/(\d+)\/(\d+)\/(.*)\/(\d*)\/$/.exec(line);
+      if (!m || m[5] === '.' || m[5] === '..') continue;
+      const p = `${dir === '/' ? '' : dir}/${m[5]}`;
+      const isDir = (parseInt(m[2], 8) & 0o170000) === 0o040000;
+      out.push(`${p} ${m[2]} ${m[3]} ${m[4]} ${isDir ? '-' : m[6]}`);
+      if (isDir) next.push(p);
+    }
+    level = next;
+  }
+  return out.sort();
+}
+
+function rawCopy(qcow2: string, raw: string): string {
+  const r = spawnSync('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', qcow2, raw], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `qemu-img convert ${qcow2}: ${r.stderr}`);
+  return raw;
+}
+
+test("the user's image has the same inodes, owners, modes and sizes as root's", { skip, timeout: 30 * 60_000 }, async (t) => {
+  const hashes = await recipeHashes({ agentDir: path.join(REPO, 'dist', 'guest-agent'), nodeBinary: process.execPath });
+  const userImage = path.join(baseDir(path.join(work, 'images'), hashes.stage2), 'base.qcow2');
+  assert.ok(fs.existsSync(userImage), 'the user built the image (first test)');
+  const rootImage = path.join(baseDir(imageCacheDir(), hashes.stage2), 'base.qcow2');
+  if (!fs.existsSync(rootImage)) {
+    const started = Date.now();
+    const rootHome = new TestHome();
+    try {
+      await rootHome.ok(['image', 'build'], { timeoutMs: 25 * 60_000 });
+    } finally {
+      await rootHome.dispose();
+    }
+    t.diagnostic(`image build as root: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  }
+  const scratch = fs.mkdtempSync('/tmp/sbxt-nonroot-cmp-');
+  try {
+    const mine = listImage(rawCopy(userImage, path.join(scratch, 'user.raw')));
+    const roots = listImage(rawCopy(rootImage, path.join(scratch, 'root.raw')));
+    assert.ok(roots.length > 5000, `root's image lists ${roots.length} inodes`);
+    assert.ok(mine.includes('/usr/bin/su 104755 0 0 ' + roots.find((l) => l.startsWith('/usr/bin/su '))!.split(' ')[4]));
+    const mineSet = new Set(mine);
+    const rootSet = new Set(roots);
+    const onlyRoot = roots.filter((l) => !mineSet.has(l));
+    const onlyUser = mine.filter((l) => !rootSet.has(l));
+    assert.deepEqual({ onlyRoot: onlyRoot.slice(0, 20), onlyUser: onlyUser.slice(0, 20) }, { onlyRoot: [], onlyUser: [] });
+    t.diagnostic(`${mine.length} inodes, same path, mode, owner, group and size in both images`);
+  } finally {
+    fs.rmSync(scratch, { recursive: true, force: true });
+  }
 });
