@@ -88,6 +88,8 @@ before(() => {
   uid = idOf('-u');
   gid = idOf('-g');
   home = spawnSync('getent', ['passwd', USER], { encoding: 'utf8' }).stdout.split(':')[5] || '/nonexistent';
+  const node = spawnSync('test', ['-x', process.execPath], { uid, gid });
+  assert.equal(node.status, 0, `${USER} cannot run ${process.execPath}: run the tests with a node other users can run`);
   for (const f of ['dist/cli.js', 'dist/service.js', 'dist/guest-agent/agent.js']) {
     assert.ok(fs.existsSync(path.join(REPO, f)), `${f} is missing: run npm run build first`);
     const r = spawnSync('test', ['-r', path.join(REPO, f)], { uid, gid });
