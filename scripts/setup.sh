@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian or Ubuntu machine for Sandbox VMs and runs the main job:
-#   1. host packages (QEMU, qemu-img, busybox-static, mmdebstrap, e2fsprogs, gcc for the guest relay) from apt
+#   1. host packages (QEMU, qemu-img, busybox-static, mmdebstrap, e2fsprogs, gcc for the guest relay,
+#      fakeroot and fakechroot so a normal user can build the image) from apt
 #   2. npm packages (npm ci) and the build (esbuild bundles: CLI, service, worker, guest agent)
 #   3. the default base image, built locally from Debian packages into ~/.cache/sandboxvm/images
 #   4. the main job: create a VM `demo`, start it, run `uname -a` in it, stop it
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 demo=1
 [ "${1:-}" = "--no-demo" ] && demo=0
 
-packages=(qemu-system-x86 qemu-utils busybox-static mmdebstrap e2fsprogs ca-certificates gcc libc6-dev)
+packages=(qemu-system-x86 qemu-utils busybox-static mmdebstrap e2fsprogs fakeroot fakechroot ca-certificates gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -11,10 +11,17 @@
 # Progress goes to stdout as lines `STEP <n> <total> <message>`; everything else goes to stderr.
 # Environment: SANDBOXVM_DISK_SIZE (default 4G; the raw image is sparse, the qcow2 holds only data).
 #
-# Run as root: unpacking rootfs.tar and `mkfs.ext4 -d` then keep root ownership and every mode.
-# As a normal user tar cannot chown, so every file in the image would belong to that user's
-# uid (setuid bits and root-owned files are lost); the image still boots, but it is not faithful.
+# Root or not, the image is the same. A normal user's run re-executes itself inside one fakeroot
+# session (package fakeroot): tar's chowns, setuid bits and device nodes from rootfs.tar are
+# recorded by fakeroot, and mkfs.ext4 -d, in the same session, writes them into the image. The
+# image is checked before it is converted: /usr/bin/su (setuid), /root and /etc/shadow keep root's modes.
 set -euo pipefail
+umask 022
+if [ "$(id -u)" != 0 ]; then
+  if [ -n "${FAKEROOTKEY:-}" ]; then echo "fakeroot did not take effect (uid $(id -u) inside it); cannot give the image's files their owners" >&2; exit 1; fi
+  command -v fakeroot >/dev/null || { echo "fakeroot is not installed; a normal user needs it to build the image: sudo apt-get install fakeroot" >&2; exit 1; }
+  exec fakeroot -- bash "${BASH_SOURCE[0]}" "$@"
+fi
 
 STAGE1_DIR=${1:?usage: assemble-image.sh STAGE1_DIR AGENT_DIR NODE_BIN OUT_DIR}
 AGENT_DIR=${2:?usage: assemble-image.sh STAGE1_DIR AGENT_DIR NODE_BIN OUT_DIR}
@@ -75,6 +82,16 @@ rm -f "$WORK/base.raw"
 # instead of the guest's ext4lazyinit thread doing it on every VM's overlay after boot.
 mkfs.ext4 -q -F -d "$ROOT" -L sandboxroot -E lazy_itable_init=0,lazy_journal_init=0 \
   -m 0 "$WORK/base.raw" "$SIZE"
+# The owners and modes a faithful root has (a build that lost them would still boot).
+check_inode() {  # PATH MODE UID
+  local st
+  st=$(debugfs -R "stat $1" "$WORK/base.raw" 2>/dev/null | head -n 3 | tr -s ' \n' ' ')
+  [[ "$st" =~ Mode:\ +0*([0-7]+)\ .*User:\ +([0-9]+)\  ]] && [ "${BASH_REMATCH[1]}" = "$2" ] && [ "${BASH_REMATCH[2]}" = "$3" ] || {
+    echo "the image's $1 is not mode $2 owned by uid $3 (debugfs: $st): the build did not keep root's owners and modes"; exit 1; }
+}
+check_inode /usr/bin/su 4755 0
+check_inode /root 700 0
+check_inode /etc/shadow 640 0
 
 # ---------------------------------------------------------------------------------------------
 step 4 "converting to qcow2"

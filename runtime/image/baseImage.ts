@@ -11,7 +11,8 @@
  * hash, assemble-image.sh, the rootfs scripts, the guest's node binary and every file of the agent
  * directory. A stage is built into a temporary directory and renamed into place, so the cache
  * never holds a half-written stage; a published base directory is never modified or deleted here
- * (VM overlays reference its base.qcow2).
+ * (VM overlays reference its base.qcow2). Who builds (root, or a normal user through fakechroot or
+ * unshare and fakeroot: prerequisites.ts) is in neither hash: both give the same image.
  */
 import { spawn, execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -21,6 +22,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { ErrorCode, SandboxError, asSandboxError } from '../common/errors';
 import { writeJsonAtomic } from '../common/atomicWrite';
+import { checkImageBuildPrerequisites, toolPath, type RootfsMode } from './prerequisites';
+
+export { REQUIRED_TOOLS, findExecutable, imageBuildPrerequisites, toolPath, type HostTool, type ImageBuildPrerequisites } from './prerequisites';
 
 export interface BaseImage {
   /** The stage-2 recipe hash (full sha256 hex); the directory is named after its first 16 chars. */
@@ -97,73 +101,6 @@ export function parseProgressLine(line: string): ImageProgress | undefined {
   const total = Number(m[2]);
   if (!(step >= 1 && total >= 1 && step <= total)) return undefined;
   return { step, total, message: m[3].trim() };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Host tools
-
-export interface HostTool {
-  tool: string;
-  /** The Debian package that provides it. */
-  pkg: string;
-}
-
-/** Tools the build needs. The initramfs archive is written with busybox's own cpio applet. */
-export const REQUIRED_TOOLS: readonly HostTool[] = [
-  { tool: 'bash', pkg: 'bash' },
-  { tool: 'tar', pkg: 'tar' },
-  { tool: 'qemu-img', pkg: 'qemu-utils' },
-  { tool: 'mkfs.ext4', pkg: 'e2fsprogs' },
-  { tool: 'mmdebstrap', pkg: 'mmdebstrap' },
-  { tool: 'busybox', pkg: 'busybox-static' },
-  { tool: 'dpkg-deb', pkg: 'dpkg' },
-  { tool: 'apt-get', pkg: 'apt' },
-  { tool: 'apt-cache', pkg: 'apt' },
-];
-
-/** The PATH the scripts run with: the caller's plus the sbin directories a normal user lacks. */
-export function toolPath(env: NodeJS.ProcessEnv = process.env): string {
-  const parts = (env.PATH ?? '').split(path.delimiter).filter(Boolean);
-  for (const extra of ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']) {
-    if (!parts.includes(extra)) parts.push(extra);
-  }
-  return parts.join(path.delimiter);
-}
-
-export async function findExecutable(name: string, searchPath = toolPath()): Promise<string | undefined> {
-  for (const dir of searchPath.split(path.delimiter)) {
-    if (!dir) continue;
-    const file = path.join(dir, name);
-    try {
-      await fs.access(file, 0o1 /* X_OK */);
-      if ((await fs.stat(file)).isFile()) return file;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
-
-/** The message for missing tools: names each tool and the apt package that provides it. */
-export function missingToolsMessage(missing: readonly HostTool[]): string {
-  const names = missing.map((t) => `${t.tool} (package ${t.pkg})`).join(', ');
-  const pkgs = [...new Set(missing.map((t) => t.pkg))].join(' ');
-  return `cannot build the base image: missing host tool${missing.length > 1 ? 's' : ''}: ${names}. Install with: sudo apt-get install ${pkgs}`;
-}
-
-/** Throws ImageBuildFailed naming every missing tool and its package. `lookup` is injectable for tests. */
-export async function checkHostTools(
-  lookup: (tool: string) => Promise<string | undefined> = (t) => findExecutable(t),
-  platform: NodeJS.Platform = process.platform,
-): Promise<void> {
-  if (platform !== 'linux') {
-    throw new SandboxError(ErrorCode.ImageBuildFailed, `building the default base image needs a Debian or Ubuntu Linux host (this is ${platform}); copy a built image cache from one instead`);
-  }
-  const missing: HostTool[] = [];
-  for (const t of REQUIRED_TOOLS) {
-    if (!(await lookup(t.tool))) missing.push(t);
-  }
-  if (missing.length) throw new SandboxError(ErrorCode.ImageBuildFailed, missingToolsMessage(missing));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -559,7 +496,7 @@ export async function ensureBaseImage(opts: EnsureImageOptions): Promise<BaseIma
   const bDir = baseDir(cacheDir, hashes.stage2);
   if (await complete(bDir, BASE_FILES)) return describe(bDir, hashes.stage2);
 
-  await checkHostTools();
+  const mode = await checkImageBuildPrerequisites();
   try {
     await fs.mkdir(cacheDir, { recursive: true });
   } catch (err) {
@@ -570,7 +507,7 @@ export async function ensureBaseImage(opts: EnsureImageOptions): Promise<BaseIma
   });
   try {
     if (await complete(bDir, BASE_FILES)) return describe(bDir, hashes.stage2);
-    return await build(opts, cacheDir, assets, kernel, hashes, s1Dir, bDir);
+    return await build(opts, cacheDir, assets, kernel, hashes, s1Dir, bDir, mode);
   } finally {
     await release();
   }
@@ -584,6 +521,7 @@ async function build(
   hashes: { stage1: string; stage2: string },
   s1Dir: string,
   bDir: string,
+  mode: RootfsMode,
 ): Promise<BaseImage> {
   // We hold the lock: any temp dir left in the cache is from a build that died. Remove them.
   for (const name of await fs.readdir(cacheDir)) {
@@ -609,6 +547,7 @@ async function build(
     LC_ALL: 'C.UTF-8',
     SANDBOXVM_KERNEL_PKG: kernel.name,
     SANDBOXVM_KERNEL_VERSION: kernel.version,
+    SANDBOXVM_ROOTFS_MODE: mode,
   };
   const tmpDirs: string[] = [];
   try {

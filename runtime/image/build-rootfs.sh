@@ -20,11 +20,16 @@
 #   SANDBOXVM_INITRD_COMPRESSION  none (default) or gzip. Measured under TCG (-M microvm): the
 #                              uncompressed cpio (2.8 MB) reached the agent ~50 ms sooner than gzip (1.25 MB).
 #
-# Root vs not: as root, mmdebstrap runs in its default mode. As a normal user it runs with
-# --mode=unshare, which needs unprivileged user namespaces (kernel.unprivileged_userns_clone=1
-# and subuid/subgid ranges for the user in /etc/subuid and /etc/subgid). Without root the
-# initramfs gets no /dev/console node (init reopens the console after mounting devtmpfs).
+#   SANDBOXVM_ROOTFS_MODE      how mmdebstrap runs when not root: fakechroot (packages fakechroot and
+#                              fakeroot; the default when installed) or unshare (package uidmap,
+#                              subuid/subgid ranges, unprivileged user namespaces). baseImage.ts sets
+#                              it from prerequisites.ts, which says what a host lacks.
+#
+# Root or not, the output is the same: mmdebstrap's tar records root's owners, modes, setuid bits
+# and /dev nodes in every mode (checked: the same members, owners, modes and contents), and the
+# initramfs's /dev/console is written into the archive rather than made with mknod.
 set -euo pipefail
+umask 022
 
 OUT_DIR=${1:?usage: build-rootfs.sh OUT_DIR}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -34,6 +39,16 @@ SECURITY=${SANDBOXVM_DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
 COMPRESSION=${SANDBOXVM_INITRD_COMPRESSION:-none}
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 export LC_ALL=C.UTF-8
+if [ "$(id -u)" = 0 ]; then
+  MODE=root
+else
+  MODE=${SANDBOXVM_ROOTFS_MODE:-}
+  [ -n "$MODE" ] || { command -v fakechroot >/dev/null && MODE=fakechroot || MODE=unshare; }
+  case "$MODE" in
+    fakechroot|unshare) ;;
+    *) echo "SANDBOXVM_ROOTFS_MODE=$MODE: expected fakechroot or unshare" >&2; exit 1 ;;
+  esac
+fi
 
 # Progress on the original stdout (fd 3); all other output to stderr.
 exec 3>&1 1>&2
@@ -118,10 +133,17 @@ for rel in "${ORDER[@]}"; do
   echo "/lib/modules/$rel" >> "$IR/etc/modules.load"
 done
 echo "initramfs modules, in load order:"; sed 's/^/  /' "$IR/etc/modules.load"
-if [ "$(id -u)" = 0 ]; then
-  mknod -m 0600 "$IR/dev/console" c 5 1
-fi
+# A newc member for a character device (the kernel unpacks concatenated archives). mknod needs
+# root, and busybox is static so fakeroot cannot fake one: write the header instead.
+cpio_chardev() {  # NAME MODE MAJOR MINOR
+  local namesize=$(( ${#1} + 1 ))
+  printf '070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%s\0' \
+    1 $(( 0020000 | 8#$2 )) 0 0 1 0 0 0 0 "$3" "$4" "$namesize" 0 "$1"
+  head -c $(( (4 - (110 + namesize) % 4) % 4 )) /dev/zero
+  printf '070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%s\0\0\0\0' 0 0 0 0 1 0 0 0 0 0 0 11 0 'TRAILER!!!'
+}
 ( cd "$IR" && find . -mindepth 1 | LC_ALL=C sort | "$BUSYBOX" cpio -o -H newc -R 0:0 2>/dev/null ) > "$WORK/initrd.cpio"
+cpio_chardev dev/console 0600 5 1 >> "$WORK/initrd.cpio"
 case "$COMPRESSION" in
   gzip) gzip -9 -n < "$WORK/initrd.cpio" > "$OUT_DIR/initrd.img" ;;
   none) cp "$WORK/initrd.cpio" "$OUT_DIR/initrd.img" ;;
@@ -132,10 +154,8 @@ ls -l "$OUT_DIR/initrd.img"
 # ---------------------------------------------------------------------------------------------
 step 4 "installing Debian $SUITE (minbase) with mmdebstrap"
 PKGS=$(grep -vE '^\s*(#|$)' "$HERE/rootfs-packages.txt" | tr -s ' \n' ',' | sed 's/,$//')
-MODE_ARGS=()
-# Not root: needs unprivileged user namespaces (see the header).
-[ "$(id -u)" = 0 ] || MODE_ARGS=(--mode=unshare)
-mmdebstrap "${MODE_ARGS[@]}" \
+echo "mmdebstrap mode: $MODE"
+mmdebstrap --mode="$MODE" \
   --variant=minbase \
   --include="$PKGS" \
   --aptopt='Acquire::Languages "none"' \

@@ -4,22 +4,19 @@ import { promises as fs, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
-  checkHostTools,
   hashDirectory,
   imageAssetsDir,
   lastScriptLine,
-  missingToolsMessage,
   parseCandidate,
   parseKernelDepends,
   parseProgressLine,
   recipeHashes,
-  REQUIRED_TOOLS,
   STAGE1_ASSETS,
   STAGE1_STEPS,
   STAGE2_ASSETS,
   STAGE2_STEPS,
 } from '../../runtime/image/baseImage';
-import { ErrorCode, SandboxError } from '../../runtime/common/errors';
+import { REQUIRED_TOOLS, assessPrerequisites, prerequisitesMessage } from '../../runtime/image/prerequisites';
 
 const kernel = { name: 'linux-image-6.1.0-99-cloud-amd64', version: '6.1.999-1' };
 
@@ -143,25 +140,19 @@ test('the scripts print as many steps as the wrapper expects', () => {
   }
 });
 
-test('missing host tools are named with their apt packages', async () => {
-  const present = new Set(REQUIRED_TOOLS.map((t) => t.tool).filter((t) => t !== 'mmdebstrap' && t !== 'qemu-img'));
-  const err = await checkHostTools(async (t) => (present.has(t) ? `/usr/bin/${t}` : undefined), 'linux').then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof SandboxError);
-  assert.equal(err.code, ErrorCode.ImageBuildFailed);
-  assert.match(err.message, /qemu-img \(package qemu-utils\)/);
-  assert.match(err.message, /mmdebstrap \(package mmdebstrap\)/);
-  assert.match(err.message, /sudo apt-get install qemu-utils mmdebstrap$/);
-  assert.doesNotMatch(err.message, /busybox/);
-
-  await checkHostTools(async (t) => `/usr/bin/${t}`, 'linux'); // all present: no error
-  await assert.rejects(checkHostTools(async (t) => `/usr/bin/${t}`, 'darwin'), (e: unknown) => e instanceof SandboxError && /Linux host/.test(e.message));
-
-  const one = missingToolsMessage([{ tool: 'busybox', pkg: 'busybox-static' }]);
-  assert.equal(one, 'cannot build the base image: missing host tool: busybox (package busybox-static). Install with: sudo apt-get install busybox-static');
-  const shared = missingToolsMessage([{ tool: 'apt-get', pkg: 'apt' }, { tool: 'apt-cache', pkg: 'apt' }]);
+test('missing host tools are named with their apt packages', () => {
+  const tools = new Set(REQUIRED_TOOLS.map((t) => t.tool).filter((t) => t !== 'mmdebstrap' && t !== 'qemu-img'));
+  const r = assessPrerequisites({ platform: 'linux', uid: 0, user: 'root', tools, subuid: false, subgid: false });
+  assert.equal(r.ok, false);
+  const msg = prerequisitesMessage(r);
+  assert.match(msg, /qemu-img \(package qemu-utils\)/);
+  assert.match(msg, /mmdebstrap \(package mmdebstrap\)/);
+  assert.match(msg, /sudo apt-get install qemu-utils mmdebstrap$/);
+  assert.doesNotMatch(msg, /busybox/);
+  const all = new Set(REQUIRED_TOOLS.map((t) => t.tool));
+  assert.equal(assessPrerequisites({ platform: 'linux', uid: 0, user: 'root', tools: all, subuid: false, subgid: false }).ok, true);
+  assert.match(prerequisitesMessage(assessPrerequisites({ platform: 'darwin', uid: 0, user: 'root', tools: all, subuid: false, subgid: false })), /Linux host/);
+  const shared = prerequisitesMessage(assessPrerequisites({ platform: 'linux', uid: 0, user: 'root', tools: new Set([...all].filter((t) => !t.startsWith('apt'))), subuid: false, subgid: false }));
   assert.match(shared, /install apt$/, 'a package is listed once');
 });
 
