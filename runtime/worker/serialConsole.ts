@@ -144,7 +144,8 @@ export class SerialConsole {
   /** Follows console.log: change events, plus a nudge after each read from QEMU's socket. */
   private followLog(): void {
     try {
-      this.logFd = fs.openSync(this.file('consoleLog'), 'r');
+      // QEMU may not have made the log yet (it appends to it): make it, so it can be followed.
+      this.logFd = fs.openSync(this.file('consoleLog'), 'a+');
       this.logWatcher = fs.watch(this.file('consoleLog'), () => this.pull());
       this.logWatcher.on('error', () => undefined);
     } catch (err) {
