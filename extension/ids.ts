@@ -22,6 +22,7 @@ export const Command = {
   refresh: 'sandboxvm.view.refresh',
   showServiceLog: 'sandboxvm.service.showLog',
   showActions: 'sandboxvm.vm.showActions',
+  buildImage: 'sandboxvm.image.build',
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 
@@ -44,6 +45,10 @@ export const ContextKey = {
   connection: 'sandboxvm.connection',
   /** Number of VMs the service reports. */
   vmCount: 'sandboxvm.vmCount',
+  /** 'unknown' | 'ok' | 'missing' | 'tooOld' (extension/model/hostState.ts) */
+  qemu: 'sandboxvm.qemu',
+  /** 'unknown' | 'ready' | 'missing' | 'unbuildable' | 'building' */
+  image: 'sandboxvm.image',
 } as const;
 
 export const TerminalProfile = { vm: 'sandboxvm.terminalProfile' } as const;

@@ -5,6 +5,7 @@
  */
 import * as vscode from 'vscode';
 import { Command, type CommandId } from '../ids';
+import { buildImage } from './buildImage';
 import { createVm } from './createVm';
 import { deleteVm } from './deleteVm';
 import type { CommandDeps } from './deps';
@@ -37,6 +38,7 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.refresh]: refresh,
     [Command.showServiceLog]: (d) => showServiceLog(d, home()),
     [Command.showActions]: showActions,
+    [Command.buildImage]: buildImage,
   };
   return Object.entries(table).map(([id, handler]) =>
     vscode.commands.registerCommand(id, async (...args: unknown[]) => {
