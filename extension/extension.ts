@@ -91,7 +91,7 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     tree,
     treeView,
     host,
-    bindContextKeys(connection, model, host),
+    bindContextKeys(connection, model, host, terminals.onDidChange),
     connection.onDidChangeState((s) => {
       log.info(`service connection: ${s}`);
       if (s === 'connected') void host.refresh();

@@ -49,6 +49,9 @@ export const ContextKey = {
   qemu: 'sandboxvm.qemu',
   /** 'unknown' | 'ready' | 'missing' | 'unbuildable' | 'building' */
   image: 'sandboxvm.image',
+  /** Walkthrough progress in this window (completionEvents besides the commands): a VM terminal was opened; a VM was saved. */
+  walkthroughTerminal: 'sandboxvm.walkthrough.terminalOpened',
+  walkthroughSaved: 'sandboxvm.walkthrough.saved',
 } as const;
 
 export const TerminalProfile = { vm: 'sandboxvm.terminalProfile' } as const;

@@ -69,7 +69,14 @@ function codeServerFor(user: RunAs | undefined): string {
   if (ok) return bin;
   const dir = path.resolve(path.dirname(bin), '..', '..');
   const shared = path.join(SHARED_CODE_SERVER, path.relative(dir, bin));
-  const version = (b: string) => spawnSync(b, ['--version'], { encoding: 'utf8', env: { ...process.env, XDG_CONFIG_HOME: fs.mkdtempSync('/tmp/cs-version-') } }).stdout?.split('\n')[0];
+  const version = (b: string) => {
+    const config = fs.mkdtempSync('/tmp/cs-version-');
+    try {
+      return spawnSync(b, ['--version'], { encoding: 'utf8', env: { ...process.env, XDG_CONFIG_HOME: config } }).stdout?.split('\n').find((l) => /^\d+\.\d+\.\d+ /.test(l));
+    } finally {
+      fs.rmSync(config, { recursive: true, force: true });
+    }
+  };
   if (!fs.existsSync(shared) || version(shared) !== version(bin)) {
     const tmp = `${SHARED_CODE_SERVER}.tmp-${process.pid}`;
     fs.rmSync(tmp, { recursive: true, force: true });
@@ -155,9 +162,16 @@ async function journey(cs: CodeServer, page: Page): Promise<void> {
   await page.goto(`${cs.url}/?folder=${encodeURIComponent(cs.workspace)}`);
   await waitForWorkbench(page);
   step('workbench ready');
+  await openWalkthrough(page);
+  await page.waitForTimeout(1000);
+  await shot(page, 'walkthrough');
+  // Closed again (its progress is kept), so the screenshots below show the extension alone.
+  await page.locator('.tabs-container .tab', { hasText: 'Walkthrough' }).first().locator('.action-label.codicon-close').click();
+  await page.locator('.tabs-container .tab', { hasText: 'Walkthrough' }).first().waitFor({ state: 'detached' });
   await page.locator('.activitybar [aria-label="Sandbox VMs"]').first().click();
   const welcome = page.locator('.welcome-view-content', { hasText: 'No virtual machines yet' }).first();
   await welcome.waitFor({ timeout: 60_000 });
+  await page.mouse.move(900, 600);
   await shot(page, 'empty-view');
   await media(page, 'create-vm', { x: 0, y: 0, width: 640, height: 360 });
 
@@ -203,7 +217,7 @@ async function journey(cs: CodeServer, page: Page): Promise<void> {
   await page.locator('.xterm-rows', { hasText: /\d+\.\d+\.\d+-\d+-cloud-amd64/ }).first().waitFor({ timeout: 30_000 });
   const kernel = /(\d+\.\d+\.\d+-\d+-cloud-amd64)/.exec(await xterm.innerText())?.[1];
   await shot(page, 'terminal-uname');
-  await media(page, 'open-terminal', { x: 0, y: 0, width: 1280, height: 800 });
+  await media(page, 'open-terminal', { x: 0, y: 40, width: 1280, height: 740 });
   step(`guest kernel ${kernel}`);
 
   const details = page.locator('.context-view .monaco-menu .action-item', { hasText: /^Show Details/ });
@@ -232,7 +246,7 @@ async function journey(cs: CodeServer, page: Page): Promise<void> {
   await page.keyboard.type('echo restored-$((6*7))\n');
   await page.locator('.xterm-rows', { hasText: 'restored-42' }).first().waitFor({ timeout: 60_000 });
   await shot(page, 'restored-terminal');
-  await media(page, 'save-restore', { x: 0, y: 0, width: 1280, height: 800 });
+  await media(page, 'save-restore', { x: 0, y: 40, width: 1280, height: 740 });
 
   await contextMenu(page, row, 'Stop');
   await inline(row, 'Start', 120_000);
@@ -247,6 +261,27 @@ async function journey(cs: CodeServer, page: Page): Promise<void> {
   await welcome.waitFor({ timeout: 60_000 });
   await shot(page, 'deleted');
   step('deleted; the view is empty again');
+
+  // The walkthrough opened at the start: the commands just used completed its three steps.
+  await openWalkthrough(page);
+  await page.waitForTimeout(1000);
+  const done = await page.locator('button.getting-started-step[aria-checked="true"]').count();
+  await shot(page, 'walkthrough-done');
+  step(`walkthrough: ${done} of 3 steps complete`);
+  if (done !== 3) throw new Error(`the walkthrough shows ${done} of 3 steps complete after the journey ran their commands`);
+}
+
+/** Opens the extension's walkthrough, as the Welcome page offers it to a new user. */
+async function openWalkthrough(page: Page): Promise<void> {
+  await page.locator('.monaco-workbench').first().click({ position: { x: 900, y: 300 } });
+  await page.keyboard.press('F1');
+  await page.locator('.quick-input-widget input').fill('>Welcome: Open Walkthrough');
+  await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Open Walkthrough' }).first().waitFor();
+  await page.keyboard.press('Enter');
+  await page.locator('.quick-input-widget input').fill('Sandbox VMs');
+  await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Get Started with Sandbox VMs' }).first().waitFor();
+  await page.keyboard.press('Enter');
+  await page.locator('.gettingStartedContainer', { hasText: 'Save and restore' }).first().waitFor({ timeout: 30_000 });
 }
 
 /** Ends what the journey started as the user: VMs, the service, stragglers (by pid, found by the data path). */
