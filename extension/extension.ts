@@ -79,7 +79,6 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     treeView.message =
       connection.state === 'reconnecting' && model.size > 0 ? 'Reconnecting to the Sandbox VMs service...'
       : connection.state === 'failed' && model.size > 0 ? `The service cannot be reached: ${connection.error?.message ?? 'see the log'}`
-      : connection.state === 'connected' && model.size === 0 ? host.message
       : undefined;
   };
   context.subscriptions.push(
@@ -103,7 +102,6 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
       lastSize = model.size;
       updateMessage();
     }),
-    host.onDidChange(updateMessage),
     // A new terminal shows under its VM: reveal it (expands the VM) when the view is open.
     terminals.onDidChange((vm) => {
       const open = terminals.of(vm);

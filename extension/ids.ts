@@ -23,6 +23,7 @@ export const Command = {
   showServiceLog: 'sandboxvm.service.showLog',
   showActions: 'sandboxvm.vm.showActions',
   buildImage: 'sandboxvm.image.build',
+  showRequirements: 'sandboxvm.host.showRequirements',
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 

@@ -6,6 +6,7 @@
 import * as vscode from 'vscode';
 import { Command, type CommandId } from '../ids';
 import { buildImage } from './buildImage';
+import { showRequirements } from './showRequirements';
 import { createVm } from './createVm';
 import { deleteVm } from './deleteVm';
 import type { CommandDeps } from './deps';
@@ -39,6 +40,7 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.showServiceLog]: (d) => showServiceLog(d, home()),
     [Command.showActions]: showActions,
     [Command.buildImage]: buildImage,
+    [Command.showRequirements]: showRequirements,
   };
   return Object.entries(table).map(([id, handler]) =>
     vscode.commands.registerCommand(id, async (...args: unknown[]) => {

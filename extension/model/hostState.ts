@@ -23,17 +23,26 @@ export function imagePhase(s: HostStatus | undefined, building: boolean): ImageP
   return s.image.buildable ? 'missing' : 'unbuildable';
 }
 
+export interface Requirement {
+  /** One sentence, with its full stop. */
+  what: string;
+  /** The command that fixes it. */
+  fix: string;
+}
+
+/** With its full stop; not capitalised, as a sentence may start with a command's name. */
+const asSentence = (t: string) => (/[.!?]$/.test(t.trim()) ? t.trim() : `${t.trim()}.`);
+
 /**
- * The one-paragraph detail shown above an empty view (TreeView.message) for what the static
- * welcome text cannot say: QEMU's own error, or each missing build prerequisite with its command.
+ * What this host lacks, for what the static welcome text cannot say (TreeView.message would hide
+ * the welcome view): QEMU's own error, then each missing build prerequisite, each with its command.
  */
-export function hostMessage(s: HostStatus | undefined, building: boolean): string | undefined {
-  if (!s) return undefined;
-  if (!s.qemu.ok) return s.qemu.message.charAt(0).toUpperCase() + s.qemu.message.slice(1);
-  if (!building && !s.image.ready && !s.image.buildable && s.image.missing.length) {
-    return `To build the base image this host needs: ${s.image.missing.map((m) => `${m.what} (run: ${m.fix})`).join('; ')}.`;
-  }
-  return undefined;
+export function hostRequirements(s: HostStatus | undefined): Requirement[] {
+  if (!s) return [];
+  const out: Requirement[] = [];
+  if (!s.qemu.ok) out.push({ what: asSentence(s.qemu.message.replace(/; install it with: .*$/, '')), fix: s.qemu.fix });
+  if (!s.image.ready && !s.image.buildable) out.push(...s.image.missing.map((m) => ({ what: asSentence(m.what), fix: m.fix })));
+  return out;
 }
 
 export class HostState {
@@ -57,8 +66,8 @@ export class HostState {
   get image(): ImagePhase {
     return imagePhase(this.value, this.buildingNow);
   }
-  get message(): string | undefined {
-    return hostMessage(this.value, this.buildingNow);
+  get requirements(): Requirement[] {
+    return hostRequirements(this.value);
   }
 
   /** Asks the service again; a failure keeps the last answer (the connection's own state says why). */

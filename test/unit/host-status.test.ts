@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { baseDir, recipeHashes } from '../../runtime/image/baseImage';
 import { imageStatus, qemuStatus, type HostStatus } from '../../runtime/service/hostStatus';
-import { hostMessage, imagePhase, qemuPhase } from '../../extension/model/hostState';
+import { hostRequirements, imagePhase, qemuPhase } from '../../extension/model/hostState';
 
 const ok: HostStatus = { qemu: { ok: true, path: '/usr/bin/qemu-system-x86_64', version: '7.2.0' }, image: { ready: true, buildable: true, missing: [] } };
 
@@ -21,13 +21,15 @@ test('phases: unknown before the first answer, then what the service said', () =
   assert.equal(imagePhase(ok, true), 'building');
   const old: HostStatus = { ...ok, qemu: { ok: false, code: 'QemuTooOld', message: 'QEMU 6.2.0 at /usr/bin/q is too old', fix: 'sudo apt-get install qemu-system-x86 qemu-utils' } };
   assert.equal(qemuPhase(old), 'tooOld');
-  assert.equal(hostMessage(old, false), 'QEMU 6.2.0 at /usr/bin/q is too old');
+  assert.deepEqual(hostRequirements({ ...old, qemu: { ...old.qemu, message: 'QEMU 6.2.0 at /usr/bin/q is too old: 7.0 or newer is needed; install it with: sudo apt-get install qemu-system-x86 qemu-utils (or set SANDBOXVM_QEMU to its path)' } as HostStatus['qemu'] }), [
+    { what: 'QEMU 6.2.0 at /usr/bin/q is too old: 7.0 or newer is needed.', fix: 'sudo apt-get install qemu-system-x86 qemu-utils' },
+  ]);
   const noImage: HostStatus = { ...ok, image: { ready: false, buildable: true, missing: [] } };
   assert.equal(imagePhase(noImage, false), 'missing');
-  assert.equal(hostMessage(noImage, false), undefined);
+  assert.deepEqual(hostRequirements(noImage), []);
   const cannot: HostStatus = { ...ok, image: { ready: false, buildable: false, missing: [{ what: 'fakeroot (package fakeroot) is not installed', fix: 'sudo apt-get install fakeroot' }] } };
   assert.equal(imagePhase(cannot, false), 'unbuildable');
-  assert.equal(hostMessage(cannot, false), 'To build the base image this host needs: fakeroot (package fakeroot) is not installed (run: sudo apt-get install fakeroot).');
+  assert.deepEqual(hostRequirements(cannot), [{ what: 'fakeroot (package fakeroot) is not installed.', fix: 'sudo apt-get install fakeroot' }]);
 });
 
 test('qemuStatus: a QEMU that is not there is reported with the command that installs it', async () => {

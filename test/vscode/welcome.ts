@@ -2,7 +2,7 @@
  * The welcome views a new user may meet before any VM, in code-server with chromium (extension
  * from the source folder):
  *   1. QEMU missing (the Qemu Path setting points at nothing): the view says so, with the command
- *      that installs it, and the service's own sentence above it; no Create VM button.
+ *      that installs it; Show Details names the binary looked for; no Create VM button.
  *   2. No base image (an empty SANDBOXVM_IMAGE_CACHE): the view offers Build Image; clicking it
  *      shows the build's steps in a notification; Cancel ends the build, the view offers Build
  *      Image again and the cache holds no half-built stage.
@@ -51,28 +51,36 @@ async function main(): Promise<void> {
     await noQemu.waitFor({ timeout: 60_000 });
     const text = await page.locator('.pane-body').first().innerText();
     if (!text.includes('sudo apt-get install qemu-system-x86 qemu-utils')) throw new Error(`the QEMU welcome lacks the install command: ${text}`);
-    if (!text.includes('/nonexistent/qemu-system-x86_64')) throw new Error(`the view does not say which QEMU was looked for: ${text}`);
     if (/Create VM/.test(text)) throw new Error('Create VM is offered while QEMU is missing');
     await shot(page, '1-qemu-missing');
+    await noQemu.locator('a.monaco-button', { hasText: 'Show Details' }).click();
+    const dialog = page.locator('.monaco-dialog-box').first();
+    await dialog.waitFor({ timeout: 15_000 });
+    const detail = await dialog.innerText();
+    if (!detail.includes('/nonexistent/qemu-system-x86_64') || !detail.includes('sudo apt-get install qemu-system-x86 qemu-utils')) throw new Error(`the details do not say which QEMU was looked for and how to install it: ${detail}`);
+    await shot(page, '2-qemu-details');
+    await dialog.locator('.monaco-button', { hasText: 'Cancel' }).click();
 
     writeSettings(path.join(scratch, 'user-data'), { 'sandboxvm.dataDirectory': homes[1], 'sandboxvm.qemuPath': '' });
     await page.reload();
     await waitForWorkbench(page);
-    await page.locator('.activitybar [aria-label="Sandbox VMs"]').first().click();
+    // The reloaded window restores the open view; a click on its icon would close it.
+    const open = await page.locator('.part.sidebar .title', { hasText: /sandbox vms/i }).first().waitFor({ timeout: 10_000 }).then(() => true, () => false);
+    if (!open) await page.locator('.activitybar [aria-label="Sandbox VMs"]').first().click();
     const noImage = page.locator('.welcome-view-content', { hasText: 'No base image yet' }).first();
     await noImage.waitFor({ timeout: 60_000 });
-    await shot(page, '2-no-image');
+    await shot(page, '3-no-image');
     await noImage.locator('a.monaco-button', { hasText: 'Build Image' }).click();
     const toast = page.locator('.notification-toast', { hasText: 'Building the base image' }).first();
     await toast.waitFor({ timeout: 30_000 });
     await page.locator('.welcome-view-content', { hasText: 'Building the base image' }).first().waitFor({ timeout: 10_000 });
     await page.locator('.notification-toast', { hasText: /\(\d\/\d+\)/ }).first().waitFor({ timeout: 120_000 });
-    await shot(page, '3-building');
+    await shot(page, '4-building');
     step(`progress: ${(await toast.innerText()).replace(/\s+/g, ' ')}`);
     await toast.hover();
     await toast.locator('.monaco-button', { hasText: 'Cancel' }).click();
     await noImage.waitFor({ timeout: 60_000 });
-    await shot(page, '4-cancelled');
+    await shot(page, '5-cancelled');
     const left = fs.readdirSync(emptyCache).filter((f) => f.startsWith('base-') || f.startsWith('stage1-') || f.startsWith('.tmp-'));
     if (left.length) throw new Error(`the cancelled build left ${left.join(', ')} in ${emptyCache}`);
     step('cancelled: the view offers Build Image again and the cache holds no stage');
