@@ -7,6 +7,7 @@
  */
 import * as agent from './agent';
 import * as boot from './boot';
+import * as extension from './extension';
 import { cleanupAll, installSignalHandlers } from './lib/cleanup';
 import type { BenchModule, BenchOptions } from './lib/options';
 import { log } from './lib/output';
@@ -14,6 +15,7 @@ import { log } from './lib/output';
 const BENCHMARKS: Record<string, BenchModule> = {
   boot,
   agent,
+  extension,
 };
 
 const DEFAULT_RUNS = 5;

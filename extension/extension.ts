@@ -68,7 +68,7 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     onNewerService: (v) => notify.warn(`The Sandbox VMs service is version ${v}, newer than this extension (${RUNTIME_VERSION}); update the extension.`),
   });
   const host = new HostState(async () => (await connection.client()).hostStatus(), (m) => log.info(m));
-  const terminals = new TerminalManager(async (vm) => (await connection.client()).attach(vm), model, (m) => log.info(m));
+  const terminals = new TerminalManager(async (vm) => (await connection.client()).attach(vm), model, (m) => log.info(m), context.workspaceState);
   const tree = new VmTreeProvider(model, terminals, () => connection.ensure());
   const treeView = vscode.window.createTreeView(View.machines, { treeDataProvider: tree, showCollapseAll: false });
   const deps: CommandDeps = { connection, model, host, terminals, notify, log, settings };
@@ -95,6 +95,8 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
       log.info(`service connection: ${s}`);
       if (s === 'connected') void host.refresh();
       updateMessage();
+      // Terminals the previous window had open (a reload): attach their shells again.
+      if (s === 'connected') void terminals.revive().catch((err) => log.warn(`terminals were not revived: ${(err as Error).message}`));
     }),
     model.onDidChange(() => {
       // The last VM went away: the welcome views show again, so ask about QEMU and the image afresh.
@@ -117,7 +119,7 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
       if (e.affectsConfiguration(`${SECTION}.${Setting.dataDirectory}`)) log.warn('the data directory changed: reload the window to use it');
     }),
   );
-  if (treeView.visible) connection.ensure();
+  if (treeView.visible || terminals.saved().length > 0) connection.ensure();
   return { model, connection, terminals, tree, treeView, notifications: notify, host };
 }
 

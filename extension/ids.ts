@@ -24,6 +24,8 @@ export const Command = {
   showActions: 'sandboxvm.vm.showActions',
   buildImage: 'sandboxvm.image.build',
   showRequirements: 'sandboxvm.host.showRequirements',
+  copyTo: 'sandboxvm.vm.copyTo',
+  copyFrom: 'sandboxvm.vm.copyFrom',
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 

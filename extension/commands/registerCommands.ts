@@ -7,6 +7,7 @@ import * as vscode from 'vscode';
 import { Command, type CommandId } from '../ids';
 import { buildImage } from './buildImage';
 import { showRequirements } from './showRequirements';
+import { copyFromVm, copyToVm } from './copyFiles';
 import { createVm } from './createVm';
 import { deleteVm } from './deleteVm';
 import type { CommandDeps } from './deps';
@@ -41,6 +42,8 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.showActions]: showActions,
     [Command.buildImage]: buildImage,
     [Command.showRequirements]: showRequirements,
+    [Command.copyTo]: copyToVm,
+    [Command.copyFrom]: copyFromVm,
   };
   return Object.entries(table).map(([id, handler]) =>
     vscode.commands.registerCommand(id, async (...args: unknown[]) => {

@@ -12,7 +12,7 @@ export function registerTerminalProfile(model: VmModel, terminals: TerminalManag
       const running = model.list().filter((i) => i.state === 'running');
       const name = running.length === 1 ? running[0].name : await pickVm(model, undefined, ['running'], 'open a terminal on');
       if (!name) return undefined;
-      return new vscode.TerminalProfile({ name: `${name} (Sandbox VM)`, pty: terminals.createPty(name), iconPath: new vscode.ThemeIcon('vm') });
+      return new vscode.TerminalProfile({ name: `${name} (Sandbox VM)`, pty: terminals.createPty(name), iconPath: new vscode.ThemeIcon('vm'), isTransient: true });
     },
   });
 }

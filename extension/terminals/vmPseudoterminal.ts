@@ -3,7 +3,8 @@
  * When the shell exits its code is shown and the next key closes the terminal; when the VM stops
  * or the session is cut off, one plain line says so. When the VM is saved the guest keeps the
  * shell: the terminal says so, waits, and attaches the same shell again once the VM runs (the
- * output it printed meanwhile comes first).
+ * output it printed meanwhile comes first). Sessions are opened with keepOnDisconnect: when the
+ * window reloads the guest keeps the shell, and a new terminal attaches it (`attachExisting`).
  */
 import { StringDecoder } from 'node:string_decoder';
 import * as vscode from 'vscode';
@@ -18,6 +19,13 @@ export interface PtyOptions {
   watchVm: (listener: (info: VmInfo | undefined) => void) => vscode.Disposable;
   log: (message: string) => void;
 }
+
+/** How long to retry attaching a session the previous window's extension host still holds. */
+const HELD_ELSEWHERE_MS = 15_000;
+/** How long a closed terminal waits to learn why it closed before closing its guest session. */
+const CLOSE_REASON_MS = 3000;
+/** How much of what the terminal showed `transcript` keeps. */
+const TRANSCRIPT_CHARS = 64 * 1024;
 
 /** What the terminal says when its session ends for good. */
 export function endMessage(vm: string, r: SessionExit): string {
@@ -51,8 +59,24 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
   private closed = false;
   private dims?: vscode.TerminalDimensions;
   private readonly decoder = new StringDecoder('utf8');
+  /** Output before VS Code opened the terminal (it drops what is written earlier). */
+  private early?: string[] = [];
+  private shown = '';
+  private closeTimer?: NodeJS.Timeout;
 
   constructor(private readonly options: PtyOptions) {}
+
+  /** The last 64 KiB of text this terminal showed (or will show once open). */
+  get transcript(): string {
+    return this.shown;
+  }
+
+  private emit(text: string): void {
+    if (!text) return;
+    this.shown = (this.shown + text).slice(-TRANSCRIPT_CHARS);
+    if (this.early) this.early.push(text);
+    else this.writeEmitter.fire(text);
+  }
 
   get vm(): string {
     return this.options.vm;
@@ -64,14 +88,46 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
 
   open(dims: vscode.TerminalDimensions | undefined): void {
     this.dims = dims;
-    void this.start();
+    const early = this.early ?? [];
+    this.early = undefined;
+    for (const text of early) this.writeEmitter.fire(text);
+    if (this.session) {
+      if (dims) void this.session.resize(dims.columns, dims.rows).catch(() => undefined);
+      return;
+    }
+    if (!this.ended) void this.start();
   }
 
   private events(): SessionEvents {
     return {
-      onData: (_stream, data) => this.writeEmitter.fire(this.decoder.write(data)),
+      onData: (_stream, data) => this.emit(this.decoder.write(data)),
       onExit: (r) => this.onSessionEnd(r),
     };
+  }
+
+  /**
+   * Before the terminal is created: attaches the guest session `id` that a previous window opened
+   * (kept in the guest when that window went away); what the shell printed meanwhile comes first.
+   * Rejects when the session is gone. Retries for a while when the previous window's extension
+   * host still holds it.
+   */
+  async attachExisting(id: number): Promise<void> {
+    const deadline = Date.now() + HELD_ELSEWHERE_MS;
+    for (;;) {
+      const sessions = await this.options.connect();
+      try {
+        const { session } = await sessions.attach(id, this.events(), { keepOnDisconnect: true });
+        this.sessions = sessions;
+        this.session = session;
+        this.emit(`\x1b[2mReattached to the shell on ${this.options.vm} after the window reloaded.\x1b[0m\r\n`);
+        this.startEmitter.fire(id);
+        return;
+      } catch (err) {
+        sessions.dispose();
+        if (!/another client has it/.test((err as Error).message) || Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
   }
 
   private async start(): Promise<void> {
@@ -80,7 +136,7 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
       this.sessions = await this.options.connect();
       if (this.closed) return this.sessions.dispose();
       this.session = await this.sessions.open(
-        { kind: 'pty', env: { TERM: 'xterm-256color', COLORTERM: 'truecolor' }, cols: this.dims?.columns ?? 80, rows: this.dims?.rows ?? 24 },
+        { kind: 'pty', env: { TERM: 'xterm-256color', COLORTERM: 'truecolor' }, cols: this.dims?.columns ?? 80, rows: this.dims?.rows ?? 24, keepOnDisconnect: true },
         this.events(),
       );
       if (this.closed) void this.session.close().catch(() => undefined);
@@ -102,7 +158,7 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
   private waitForRestore(id: number): void {
     const { vm } = this.options;
     this.options.log(`terminal on ${vm}: the VM was saved; session ${id} waits for the restore`);
-    this.writeEmitter.fire(this.decoder.end() + dim(`${vm} was saved. This shell is kept in the guest and comes back when ${vm} starts again.`));
+    this.emit(this.decoder.end() + dim(`${vm} was saved. This shell is kept in the guest and comes back when ${vm} starts again.`));
     this.waiting = this.options.watchVm((info) => {
       if (!info || info.state === 'stopped') {
         this.waiting?.dispose();
@@ -121,9 +177,9 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
     try {
       this.sessions = await this.options.connect();
       if (this.closed) return this.sessions.dispose();
-      const { session } = await this.sessions.attach(id, this.events());
+      const { session } = await this.sessions.attach(id, this.events(), { keepOnDisconnect: true });
       this.session = session;
-      this.writeEmitter.fire(`\x1b[2m${vm} is running again; the shell is back.\x1b[0m\r\n`);
+      this.emit(`\x1b[2m${vm} is running again; the shell is back.\x1b[0m\r\n`);
       if (this.dims) void session.resize(this.dims.columns, this.dims.rows).catch(() => undefined);
       this.startEmitter.fire(id);
     } catch (err) {
@@ -136,7 +192,7 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
     if (this.ended) return;
     this.ended = true;
     this.options.log(`terminal on ${this.options.vm}${this.session ? ` (session ${this.session.id})` : ''} ended: ${r.error ?? `code ${r.code} signal ${r.signal}`}`);
-    this.writeEmitter.fire(this.decoder.end() + dim(`${endMessage(this.options.vm, r)} Press any key to close the terminal.`));
+    this.emit(this.decoder.end() + dim(`${endMessage(this.options.vm, r)} Press any key to close the terminal.`));
     this.exitEmitter.fire(r);
     this.sessions?.dispose();
   }
@@ -152,19 +208,40 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
     if (!this.waiting) this.session?.resize(dims.columns, dims.rows).catch(() => undefined);
   }
 
-  /** The user closed the terminal (or pressed a key after the end): the guest shell is closed too. */
+  /**
+   * VS Code closed the terminal: the user did (or pressed a key after the end), or the window is
+   * going away. Which one arrives just after (TerminalManager calls `closeSession` or `letGo`);
+   * without word within a few seconds, the guest shell is closed.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.waiting?.dispose();
-    if (!this.ended) {
-      this.ended = true;
-      const sessions = this.sessions;
-      void this.session?.close().catch(() => undefined).finally(() => sessions?.dispose());
-    }
+    if (!this.ended) this.closeTimer = setTimeout(() => this.closeSession(), CLOSE_REASON_MS);
     this.closeEmitter.fire();
     this.writeEmitter.dispose();
     this.exitEmitter.dispose();
     this.startEmitter.dispose();
+  }
+
+  /** Closes the guest shell (the user closed the terminal). */
+  closeSession(): void {
+    clearTimeout(this.closeTimer);
+    if (this.ended) return;
+    this.ended = true;
+    const sessions = this.sessions;
+    if (this.session) void this.session.close().catch(() => undefined).finally(() => sessions?.dispose());
+    else sessions?.dispose();
+  }
+
+  /**
+   * Leaves the guest shell running and drops the connection (the window is going away): the worker
+   * keeps the session for a later window to attach (keepOnDisconnect).
+   */
+  letGo(): void {
+    clearTimeout(this.closeTimer);
+    if (this.ended) return;
+    this.ended = true;
+    this.sessions?.dispose();
   }
 }

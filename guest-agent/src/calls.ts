@@ -63,9 +63,23 @@ export async function handleCall(method: CallMethod, params: Record<string, unkn
       return null;
     case 'info':
       return guestInfo();
+    case 'metrics':
+      return guestMetrics();
     default:
       throw new Error(`unknown method ${String(method)}`);
   }
+}
+
+/** Memory (MemTotal, MemAvailable) and the root filesystem's use: cheap enough to answer every second. */
+export async function guestMetrics(): Promise<unknown> {
+  const meminfo = await fs.readFile('/proc/meminfo', 'utf8');
+  const kib = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(meminfo)?.[1] ?? 0) * 1024;
+  const totalBytes = kib('MemTotal');
+  const st = await fs.statfs('/');
+  return {
+    memory: { totalBytes, availableBytes: Math.min(kib('MemAvailable'), totalBytes) },
+    rootfs: { totalBytes: st.blocks * st.bsize, availableBytes: st.bavail * st.bsize, usedBytes: (st.blocks - st.bfree) * st.bsize },
+  };
 }
 
 /** Hostname, OS, kernel, addresses, listening TCP ports. */

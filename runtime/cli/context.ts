@@ -22,7 +22,11 @@ export class CommandContext {
   }
 
   client(): Promise<ServiceClient> {
-    this.connected ??= ServiceClient.connect();
+    this.connected ??= ServiceClient.connect().then((client) => {
+      const old = client.replacedService;
+      if (old) process.stderr.write(`sandboxvm: replaced the running service (version ${old.version}, older than this CLI); running VMs carry on\n`);
+      return client;
+    });
     return this.connected;
   }
 

@@ -14,6 +14,8 @@ import { ProgressBar } from './progress';
 import { copy } from './commands/copy';
 import { installBrokenPipeHandler } from './brokenPipe';
 import { boundedByTimeout } from './deadline';
+import { serialConsole } from './commands/console';
+import { stats } from './commands/stats';
 
 type Command = {
   run: (ctx: CommandContext) => Promise<number>;
@@ -36,11 +38,13 @@ const COMMANDS: Record<string, Command> = {
   rm: { run: lifecycle.remove, usage: 'rm <name> [--force]     remove the VM and all its files', options: { force: { type: 'boolean', short: 'f' } } },
   list: { run: inspect.list, usage: 'list [--json]', options: { json: { type: 'boolean' } }, maxArgs: 0 },
   info: { run: inspect.info, usage: 'info <name> [--json]', options: { json: { type: 'boolean' } } },
+  stats: { run: stats, usage: 'stats <name> [--json] [--count N]   live CPU, memory and disk figures, one line a second', options: { json: { type: 'boolean' }, count: { type: 'string' } } },
   logs: { run: inspect.logs, usage: 'logs <name> [-f]        the serial console log', options: { follow: { type: 'boolean', short: 'f' } } },
   exec: { run: boundedByTimeout(sessions.exec), usage: 'exec <name> [--cwd DIR] [--env K=V] [--timeout 30s] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true }, timeout: { type: 'string' } }, command: true, maxArgs: Infinity },
   cp: { run: copy, usage: 'cp [-r] <src> <dst> [-q]  copy a file (-r: a folder); one side is <vm>:<path>', options: { quiet: { type: 'boolean', short: 'q' }, recursive: { type: 'boolean', short: 'r' } }, maxArgs: 2 },
   attach: { run: sessions.attach, usage: 'attach <name> <id>      pick up a session a save cut off or a detach (Ctrl-C twice) left', maxArgs: 2 },
   shell: { run: sessions.shell, usage: 'shell <name> [-- <program> [args...]]   an interactive terminal', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } }, command: true },
+  console: { run: serialConsole, usage: 'console <name>          the serial console (ttyS0), live from boot; Ctrl-] detaches' },
   image: { run: imageCommand, usage: 'image build              build (or find) the base image new VMs clone' },
   service: { run: serviceCommand, usage: 'service status|stop       the background service (VMs keep running when it stops)' },
 };
@@ -64,7 +68,7 @@ async function imageCommand(ctx: CommandContext): Promise<number> {
 async function serviceCommand(ctx: CommandContext): Promise<number> {
   const action = ctx.positionals[0] ?? 'status';
   if (action === 'stop') {
-    const client = await ServiceClient.connect({ autoStart: false }).catch(() => undefined);
+    const client = await ServiceClient.connect({ autoStart: false, checkVersion: false }).catch(() => undefined);
     if (!client) {
       ctx.out('The service is not running.');
       return 0;
@@ -75,14 +79,14 @@ async function serviceCommand(ctx: CommandContext): Promise<number> {
     return 0;
   }
   if (action === 'status') {
-    const client = await ServiceClient.connect({ autoStart: false }).catch(() => undefined);
+    const client = await ServiceClient.connect({ autoStart: false, checkVersion: false }).catch(() => undefined);
     if (!client) {
       ctx.out('The service is not running.');
       return 3;
     }
     const info = await client.serviceInfo();
     client.dispose();
-    ctx.out(`The service is running: pid ${info.pid}, data in ${info.home}`);
+    ctx.out(`The service is running: pid ${info.pid}, version ${info.version} (protocol ${info.protocol ?? 0}), data in ${info.home}`);
     return 0;
   }
   throw new SandboxError(ErrorCode.BadArgument, `unknown service action ${action}: use status or stop`);

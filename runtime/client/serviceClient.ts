@@ -13,6 +13,13 @@ import { SERVICE_FILES, dataHome } from '../common/paths';
 import { call, connectSocket } from '../common/rpc';
 import type { VmInfo } from '../common/status';
 import { SessionClient } from './sessionClient';
+import { SerialClient, type SerialClientOptions } from './serialClient';
+import type { VmMetrics } from '../worker/metrics';
+import { meetService } from './serviceVersion';
+import type { ServiceIdentity } from '../common/version';
+
+/** A metrics sample of one VM, as the service forwards it. */
+export type VmMetricsEvent = VmMetrics & { name: string };
 import { spawnDetached } from '../common/readiness';
 
 export type ProgressListener = (step: number, total: number, message: string) => void;
@@ -23,32 +30,54 @@ export interface ConnectOptions {
   autoStart?: boolean;
   /** Where the service's bundle is (default: next to this bundle). */
   serviceScript?: string;
+  /**
+   * Compare versions with a running service (default true): replace an older one, refuse a newer
+   * one (serviceVersion.ts). Off for commands that only inspect or stop the service.
+   */
+  checkVersion?: boolean;
   /** Extra environment for a service this call starts (SANDBOXVM_QEMU, SANDBOXVM_GUEST_NODE). */
   env?: NodeJS.ProcessEnv;
 }
 
 export class ServiceClient {
   private readonly progress = new Map<string, ProgressListener>();
+  private readonly metricsListeners = new Set<(m: VmMetricsEvent) => void>();
+  /** Set when connecting replaced an older service (its identity), which running VMs outlived. */
+  replacedService?: ServiceIdentity;
 
   private constructor(readonly connection: MessageConnection, readonly home: string) {
     connection.onNotification('progress', (p: { token: string; step: number; total: number; message: string }) => {
       this.progress.get(p.token)?.(p.step, p.total, p.message);
     });
+    connection.onNotification('vm.metrics', (m: VmMetricsEvent) => this.metricsListeners.forEach((l) => l(m)));
   }
 
   static async connect(options: ConnectOptions = {}): Promise<ServiceClient> {
     const home = options.home ?? dataHome();
     const socket = path.join(home, SERVICE_FILES.socket);
+    let connection: MessageConnection | undefined;
     try {
-      return new ServiceClient(await connectSocket(socket, 5000), home);
+      connection = await connectSocket(socket, 5000);
     } catch (err) {
       if (options.autoStart === false) {
         throw new SandboxError(ErrorCode.ServiceUnavailable, `the service is not running (${(err as Error).message})`);
       }
     }
+    let replaced: ServiceIdentity | undefined;
+    if (connection) {
+      if (options.checkVersion === false) return new ServiceClient(connection, home);
+      const meeting = await meetService(connection).catch((err) => {
+        connection!.dispose();
+        throw err;
+      });
+      if (meeting.use) return new ServiceClient(connection, home);
+      replaced = meeting.replaced;
+    }
     await startService(home, options.serviceScript ?? path.join(__dirname, 'service.js'), options.env);
     try {
-      return new ServiceClient(await connectSocket(socket, 5000), home);
+      const client = new ServiceClient(await connectSocket(socket, 5000), home);
+      client.replacedService = replaced;
+      return client;
     } catch (err) {
       throw new SandboxError(ErrorCode.ServiceUnavailable, `the service started but does not answer (${(err as Error).message}); see ${path.join(home, SERVICE_FILES.log)}`);
     }
@@ -115,7 +144,7 @@ export class ServiceClient {
       this.progress.delete(token);
     }
   }
-  serviceInfo(): Promise<{ pid: number; home: string; version: string }> {
+  serviceInfo(): Promise<ServiceIdentity> {
     return call(this.connection, 'service.info');
   }
   shutdownService(): Promise<void> {
@@ -129,10 +158,36 @@ export class ServiceClient {
     await call(this.connection, 'service.subscribe');
   }
 
+  /**
+   * Live figures of `name` (CPU %, memory, disk; see worker/metrics.ts) to `listener` about once a
+   * second, until the returned function is called. The VM's worker samples only while someone
+   * watches; a VM that is not running sends nothing until it runs.
+   */
+  async onMetrics(name: string, listener: (m: VmMetricsEvent) => void): Promise<() => Promise<void>> {
+    const mine = Object.assign((m: VmMetricsEvent) => m.name === name && listener(m), { vm: name });
+    const watchingIt = () => [...this.metricsListeners].some((l) => (l as typeof mine).vm === name);
+    this.metricsListeners.add(mine);
+    try {
+      await call(this.connection, 'vm.metrics.watch', { name, on: true });
+    } catch (err) {
+      this.metricsListeners.delete(mine);
+      throw err;
+    }
+    return async () => {
+      if (!this.metricsListeners.delete(mine) || watchingIt()) return;
+      await call(this.connection, 'vm.metrics.watch', { name, on: false }).catch(() => undefined);
+    };
+  }
+
   /** A direct connection to the VM's worker for exec and terminal sessions (hot bytes skip the service). */
   async attach(name: string): Promise<SessionClient> {
     const { socket } = await call<{ socket: string }>(this.connection, 'vm.attach', { name });
     return SessionClient.connect(socket);
+  }
+
+  /** The VM's serial console (worker/serialConsole.ts): works while the agent is dead; rejects when the VM is not running. */
+  async console(name: string, options?: SerialClientOptions): Promise<SerialClient> {
+    return SerialClient.connect((await this.info(name)).paths.dir, options);
   }
 
   dispose(): void {

@@ -41,6 +41,8 @@ export class Session {
   readonly received = [0, 0, 0];
   /** Bumped on each re-attach: acknowledgements of bytes from before it are not sent. */
   generation = 0;
+  /** Opened or attached with keepOnDisconnect (kept when it is attached again through a new worker). */
+  keepOnDisconnect = false;
 
   constructor(readonly id: number, private readonly client: SessionClient) {
     this.exited = new Promise((r) => (this.resolveExit = r));
@@ -207,7 +209,7 @@ export class SessionClient {
           s.generation++;
           this.unacked.delete(s.id * 4 + 1);
           this.unacked.delete(s.id * 4 + 2);
-          await call(this.conn, 'session.attach', { id: s.id, stdout: s.received[1], stderr: s.received[2] });
+          await call(this.conn, 'session.attach', { id: s.id, stdout: s.received[1], stderr: s.received[2], keepOnDisconnect: s.keepOnDisconnect });
           h.session.reattached();
         } catch (err) {
           this.finish(h, { code: null, signal: null, error: `the session was lost with the VM's worker: ${(err as Error).message}` });
@@ -246,6 +248,7 @@ export class SessionClient {
     await this.reconnecting;
     const { id } = await call<{ id: number }>(this.conn, 'session.open', params);
     const session = new Session(id, this);
+    session.keepOnDisconnect = params.keepOnDisconnect === true;
     const h = { events, session };
     this.handlers.set(id, h);
     for (const f of this.early.get(id) ?? []) this.dispatch(h, f);
@@ -255,14 +258,21 @@ export class SessionClient {
 
   /**
    * Attaches to a session of this VM that outlived its client's connection: one a restored VM's
-   * agent kept (its id was known before the save), within a minute of the restore. Output the
-   * session produced meanwhile arrives first. Rejects when there is no such session.
+   * agent kept (its id was known before the save, attachable within a minute of the restore), one
+   * detached (Session.detach), or one opened with keepOnDisconnect whose client went away (within
+   * five minutes). Output the session produced meanwhile arrives first: from `stdout` / `stderr`
+   * bytes when given (what the previous client had), else from what was acknowledged. Rejects when
+   * there is no such session.
    */
-  async attach(id: number, events: SessionEvents): Promise<{ session: Session; kind: string }> {
+  async attach(id: number, events: SessionEvents, options: { keepOnDisconnect?: boolean; stdout?: number; stderr?: number } = {}): Promise<{ session: Session; kind: string }> {
     if (this.disposed) throw new SandboxError(ErrorCode.AgentUnavailable, 'this session client was disposed');
     await this.reconnecting;
-    const { kind } = await call<{ kind: string }>(this.conn, 'session.attach', { id });
+    const offsets = options.stdout === undefined && options.stderr === undefined ? {} : { stdout: options.stdout ?? 0, stderr: options.stderr ?? 0 };
+    const { kind } = await call<{ kind: string }>(this.conn, 'session.attach', { id, ...offsets, keepOnDisconnect: options.keepOnDisconnect === true });
     const session = new Session(id, this);
+    session.keepOnDisconnect = options.keepOnDisconnect === true;
+    session.received[1] = options.stdout ?? 0;
+    session.received[2] = options.stderr ?? 0;
     const h = { events, session };
     this.handlers.set(id, h);
     for (const f of this.early.get(id) ?? []) this.dispatch(h, f);

@@ -53,7 +53,14 @@ export const VM_FILES = {
   agentSocket: 'agent.sock',
   /** QEMU's listening QMP socket: a new worker reconnects here. */
   qmpSocket: 'qmp.sock',
+  /** QEMU's listening socket for the serial line (ttyS0): only the worker connects here. */
+  qemuSerialSocket: 'serial-qemu.sock',
+  /** The worker's serial console for clients (runtime/worker/serialConsole.ts), owner-only. */
+  serialSocket: 'serial.sock',
 } as const;
+
+/** The files of a VM that runs (its worker's record and the sockets): none may outlive its QEMU. */
+export const RUNNING_VM_FILES = ['worker', 'workerSocket', 'agentSocket', 'qmpSocket', 'qemuSerialSocket', 'serialSocket'] as const;
 
 export function vmsDir(home = dataHome()): string {
   return path.join(home, 'vms');

@@ -64,8 +64,20 @@ export interface ReleaseSession { t: 'release' }
 
 /** A one-shot request on a fresh session id; the agent answers with one `result` on the same id. */
 export interface Call { t: 'call'; method: CallMethod; params: Record<string, unknown> }
-export type CallMethod = 'stat' | 'list' | 'mkdir' | 'rename' | 'remove' | 'info' | 'readlink' | 'symlink';
-export const CALL_METHODS: readonly CallMethod[] = ['stat', 'list', 'mkdir', 'rename', 'remove', 'info', 'readlink', 'symlink'];
+export type CallMethod = 'stat' | 'list' | 'mkdir' | 'rename' | 'remove' | 'info' | 'readlink' | 'symlink' | 'metrics';
+export const CALL_METHODS: readonly CallMethod[] = ['stat', 'list', 'mkdir', 'rename', 'remove', 'info', 'readlink', 'symlink', 'metrics'];
+
+/**
+ * The answer to `metrics` (cheap: /proc/meminfo and statfs of /, for sampling once a second).
+ * Bytes; `available` never above `total`.
+ */
+export interface GuestMetrics {
+  memory: { totalBytes: number; availableBytes: number };
+  rootfs: { totalBytes: number; availableBytes: number; usedBytes: number };
+}
+
+/** No guest has more than this much memory or disk (bounds what a hostile guest can claim). */
+const MAX_GUEST_BYTES = 2 ** 50;
 
 export type HostMessage = HostHello | OpenSession | Resize | SignalSession | CloseSession | Shutdown | SetTime | Call | ResumeSession | ReleaseSession;
 
@@ -198,6 +210,13 @@ export function checkCallResult(method: CallMethod, value: unknown): string | un
       if (typeof v !== 'object' || v === null || !Array.isArray(v.entries) || v.entries.length > 1000) return 'list: malformed page';
       if (!v.entries.every((e: unknown) => isEntry(e))) return 'list: malformed entry';
       if (!isInt(v.total, 0, 10_000_000) || !(v.next === null || isInt(v.next, 1, 10_000_000))) return 'list: malformed paging';
+      return undefined;
+    }
+    case 'metrics': {
+      const v = value as any;
+      const pair = (o: any, ...keys: string[]) => typeof o === 'object' && o !== null && keys.every((k) => isInt(o[k], 0, MAX_GUEST_BYTES));
+      if (typeof v !== 'object' || v === null || !pair(v.memory, 'totalBytes', 'availableBytes') || !pair(v.rootfs, 'totalBytes', 'availableBytes', 'usedBytes')) return 'metrics: malformed figures';
+      if (v.memory.availableBytes > v.memory.totalBytes || v.rootfs.availableBytes > v.rootfs.totalBytes || v.rootfs.usedBytes > v.rootfs.totalBytes) return 'metrics: a part exceeds its total';
       return undefined;
     }
     case 'info': {

@@ -20,6 +20,13 @@ export interface LaunchSpec {
   /** Inherited fd of the QMP socket. */
   qmpFd: number;
   /**
+   * Inherited listening fd for the serial line. QEMU still appends everything the guest writes to
+   * consoleLog (the chardev's logfile, written whether or not a client is connected), and boots
+   * with its vCPUs stopped (-S) so the worker connects before the guest's first byte.
+   * Without it the serial line goes to consoleLog only.
+   */
+  serialFd?: number;
+  /**
    * What the channel and QMP fds are: listening sockets (the worker's choice: a replacement worker
    * can connect again) or one end of connected socketpairs (benchmarks driving QEMU by hand).
    * Default: listening.
@@ -72,7 +79,7 @@ export function buildQemuArgv(spec: LaunchSpec): string[] {
     '-no-user-config',
     '-no-reboot',
     '-nographic',
-    '-chardev', `file,id=console,path=${escapeOption(spec.consoleLog)},append=on`,
+    ...serialArgs(spec),
     '-serial', 'chardev:console',
     '-kernel', spec.kernel,
     '-initrd', spec.initrd,
@@ -91,6 +98,13 @@ export function buildQemuArgv(spec: LaunchSpec): string[] {
   if (spec.vsockCid !== undefined) argv.push('-device', `vhost-vsock-device,guest-cid=${spec.vsockCid}`);
   if (spec.incomingFile) argv.push('-incoming', `exec:cat ${shellQuote(spec.incomingFile)}`);
   return argv;
+}
+
+function serialArgs(spec: LaunchSpec): string[] {
+  const log = escapeOption(spec.consoleLog);
+  if (spec.serialFd === undefined) return ['-chardev', `file,id=console,path=${log},append=on`];
+  const paused = spec.incomingFile ? [] : ['-S'];
+  return ['-chardev', `socket,id=console,fd=${spec.serialFd},${serverOption(spec)},logfile=${log},logappend=on`, ...paused];
 }
 
 function serverOption(spec: LaunchSpec): string {

@@ -16,22 +16,22 @@
  *   vm.info     {name} -> VmInfo                                                          (never waits on a guest)
  *   vm.attach   {name} -> {socket}: the worker socket to open sessions on                (running)
  *   image.ensure {progressToken?} -> {hash, kernel, initrd, disk}: builds the base image if missing
- *   host.status, image.build, image.cancel: see imageApi.ts (passed in as `extra`)
- *   service.info {} -> {pid, home, version}
+ *   host.status, image.build, image.cancel: see imageApi.ts (main.ts adds its table)
+ *   service.info {} -> {pid, home, version, protocol}: also the handshake a client compares itself with (common/version.ts)
  *   service.subscribe {}: start receiving `vm.status` (VmInfo) and `vm.removed` ({name}) notifications
  *   service.shutdown {}: the service exits; VMs keep running
+ *   vm.metrics.watch {name, on?}: while on, `vm.metrics` ({name, ...VmMetrics}) about once a second (metricsHub.ts)
  *
  * Progress of long operations arrives as `progress` notifications {token, step, total, message}.
  */
 import type { HandlerTable, RpcPeer } from '../common/rpc';
 import type { VmManager } from './vmManager';
 
-export function apiHandlers(manager: VmManager, subscribers: Set<RpcPeer>, info: () => unknown, shutdown: () => void, extra: HandlerTable = {}): HandlerTable {
+export function apiHandlers(manager: VmManager, subscribers: Set<RpcPeer>, info: () => unknown, shutdown: () => void): HandlerTable {
   const progressTo = (peer: RpcPeer, token: unknown) => (step: number, total: number, message: string) => {
     if (token !== undefined) peer.notify('progress', { token, step, total, message });
   };
   return {
-    ...extra,
     'vm.create': (p, peer) => manager.create(p, progressTo(peer, p.progressToken)),
     'vm.start': (p, peer) => manager.start(p.name, progressTo(peer, p.progressToken), p.bootTimeoutMs),
     'vm.stop': (p) => manager.stop(p.name, !!p.force, p.stepMs),

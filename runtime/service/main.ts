@@ -15,8 +15,9 @@ import { apiHandlers } from './api';
 import type { ImageRecipe } from './hostStatus';
 import { imageHandlers } from './imageApi';
 import { reportReadiness } from '../common/readiness';
-import { RUNTIME_VERSION } from '../common/version';
 import { VmManager, type ImageProvider } from './vmManager';
+import { MetricsHub } from './metricsHub';
+import { serviceIdentity } from '../common/version';
 
 const home = dataHome();
 const socketPath = path.join(home, SERVICE_FILES.socket);
@@ -71,7 +72,8 @@ async function main(): Promise<void> {
     manager.dispose();
     setTimeout(() => process.exit(0), 50);
   };
-  const handlers = apiHandlers(manager, subscribers, () => ({ pid: process.pid, home, version: RUNTIME_VERSION }), shutdown, imageHandlers(imageRecipe, images));
+  const metrics = new MetricsHub(manager, log);
+  const handlers = { ...apiHandlers(manager, subscribers, () => serviceIdentity(home), shutdown), ...metrics.handlers(), ...imageHandlers(imageRecipe, images) };
   server.on('connection', (socket) => serveSocket(socket, handlers, log));
   const oldUmask = process.umask(0o177);
   await new Promise<void>((resolve, reject) => {
@@ -83,7 +85,8 @@ async function main(): Promise<void> {
   fs.writeFileSync(path.join(home, SERVICE_FILES.pid), `${process.pid}\n`);
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
-  log(`listening on ${socketPath}`);
+  const identity = serviceIdentity(home);
+  log(`listening on ${socketPath} (version ${identity.version}, protocol ${identity.protocol})`);
   reportReadiness({ ok: true });
 }
 

@@ -222,33 +222,37 @@ export class AgentLink {
     if (list.length > 0) this.log(`the agent kept ${list.length} session(s) of the previous worker: ${list.map((l) => `${l.id} (${l.kind})`).join(', ')}`);
   }
 
-  /** Registers `session` as an orphan: closed if no client claims it within ORPHAN_TTL_MS. */
-  private holdOrphan(session: HostSession, kind: SessionKind): void {
+  /** Registers `session` as an orphan: closed if no client claims it within `ttlMs`. */
+  private holdOrphan(session: HostSession, kind: SessionKind, ttlMs = ORPHAN_TTL_MS): void {
     const id = session.id;
     const orphan: Orphan = { kind, expiry: setTimeout(() => {
       if (this.orphans.get(id) !== orphan) return;
       this.orphans.delete(id);
-      this.log(`session ${id}: no client attached within ${ORPHAN_TTL_MS / 1000} s; closing it`);
+      this.log(`session ${id}: no client attached within ${ttlMs / 1000} s; closing it`);
       session.close();
       this.finish(session, null, null, 'closed: no client attached');
-    }, ORPHAN_TTL_MS) };
+    }, ttlMs) };
     this.orphans.set(id, orphan);
   }
 
   /**
-   * A client let go of `session` (session.detach): it runs on in the guest. What the client was
-   * handed is acknowledged to the guest (the client has it), and what the guest says from here is
-   * ignored until a client claims the session (claimSession, within ORPHAN_TTL_MS) and the guest
-   * replays it: the next client starts exactly where this one stopped.
+   * A client let go of `session`: it runs on in the guest, and what the guest says from here is
+   * ignored until a client claims the session (claimSession, within `ttlMs`, default
+   * ORPHAN_TTL_MS) and the guest replays it.
+   * `acknowledge` (session.detach: the client has what it was handed): the client's unacknowledged
+   * output is acknowledged to the guest, so the next client starts exactly where this one stopped.
+   * Without it (a client that vanished may not have shown what it was handed) only what the client
+   * acknowledged counts, and the guest replays the rest.
    */
-  detachSession(session: HostSession, kind: SessionKind): void {
+  detachSession(session: HostSession, kind: SessionKind, options: { acknowledge?: boolean; ttlMs?: number } = {}): void {
     if (session.ended || this.sessions.get(session.id) !== session) throw new SandboxError(ErrorCode.BadArgument, `session ${session.id} has ended`);
+    const ttlMs = options.ttlMs ?? ORPHAN_TTL_MS;
     session.resuming = true;
-    for (const stream of [StreamId.Stdout, StreamId.Stderr]) session.ack(stream, session.unacked[stream]);
+    if (options.acknowledge !== false) for (const stream of [StreamId.Stdout, StreamId.Stderr]) session.ack(stream, session.unacked[stream]);
     session.flushGrants();
     session.handlers = IGNORED;
-    this.holdOrphan(session, kind);
-    this.log(`session ${session.id}: its client detached; held for ${ORPHAN_TTL_MS / 1000} s`);
+    this.holdOrphan(session, kind, ttlMs);
+    this.log(`session ${session.id}: its client ${options.acknowledge === false ? 'went away' : 'detached'}; held for ${ttlMs / 1000} s`);
   }
 
   /** The kind of a session this worker inherited and no client has claimed yet. */
@@ -661,8 +665,10 @@ export class AgentLink {
 /** A session this young that has said nothing fails when the agent goes silent (failUnanswered). */
 const YOUNG_SESSION_MS = 15_000;
 
-/** How long a session inherited from a crashed worker waits for its client. */
-const ORPHAN_TTL_MS = 60_000;
+/** How long a session inherited from a crashed worker, or detached, waits for a client (by default). */
+export const ORPHAN_TTL_MS = 60_000;
+/** How long a session opened with keepOnDisconnect waits for a client after its client's connection went away. */
+export const KEPT_SESSION_TTL_MS = 5 * 60_000;
 /** A session this worker inherited, until a client claims it. */
 interface Orphan {
   kind: SessionKind;

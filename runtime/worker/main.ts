@@ -24,6 +24,7 @@ import { locateQemu } from '../qemu/locate';
 import { VmRunner } from './vmRunner';
 import { attachDataChannel, sessionHandlers } from './sessionRelay';
 import { DataChannel, looksLikeFrame } from './dataChannel';
+import { MetricsSampler, metricsHandlers } from './metrics';
 
 function parseArgs(argv: string[]): { dir: string; restore: boolean; adopt?: number; bootTimeoutMs: number } {
   const dirIndex = argv.indexOf('--dir');
@@ -91,6 +92,7 @@ async function main(): Promise<void> {
       'worker.save': () => vm.save(),
       'worker.stop': (p: { force?: boolean; stepMs?: number }) => vm.stop(!!p.force, p.stepMs),
       ...sessionHandlers(() => vm.agent),
+      ...metricsHandlers(new MetricsSampler({ qemuPid: () => vm.qemuPid, state: () => vm.status().state, agent: () => vm.agent, diskFile: file('disk'), log })),
     };
     server.on('connection', (socket) => {
       // The first bytes tell a data channel (a frame) from a JSON-RPC connection.

@@ -2,13 +2,16 @@
  * The worker's session API: a client (the CLI, the extension) opens and controls exec and pty
  * sessions over its RPC connection; their bytes and events travel on the data channel attached to
  * it (dataChannel.ts: frames, no JSON, no base64). Sessions belong to the connection that opened
- * them and are closed when it (or its data channel) goes away. Output is acknowledged by the client
- * before the guest may send more: flow control from guest process to terminal.
+ * them and are closed when it (or its data channel) goes away, except those opened (or attached)
+ * with `keepOnDisconnect`: they are detached instead, attachable for KEPT_SESSION_TTL_MS, and the
+ * guest replays what the vanished client had not acknowledged (a VS Code window that reloads).
+ * Output is acknowledged by the client before the guest may send more: flow control from guest
+ * process to terminal.
  */
 import { ErrorCode, SandboxError } from '../common/errors';
 import type { HandlerTable, RpcPeer } from '../common/rpc';
 import { randomUUID } from 'node:crypto';
-import type { AgentLink, HostSession, SessionHandlers } from './agentLink';
+import { KEPT_SESSION_TTL_MS, type AgentLink, type HostSession, type SessionHandlers } from './agentLink';
 import type { DataChannel, DataChannelSessions } from './dataChannel';
 import { CALL_METHODS, SESSION_KINDS, type CallMethod, type SessionKind } from '../protocol/messages';
 
@@ -25,6 +28,12 @@ export interface OpenParams {
   recursive?: boolean;
   /** Kill the session after this long (exec); its exit then carries an error saying so. */
   timeoutMs?: number;
+  /**
+   * When this connection goes away, detach the session instead of closing it: it runs on in the
+   * guest and any client may session.attach it within KEPT_SESSION_TTL_MS, from the last output
+   * this client acknowledged.
+   */
+  keepOnDisconnect?: boolean;
 }
 
 const sessionsByPeer = new WeakMap<RpcPeer, Map<number, HostSession>>();
@@ -58,6 +67,29 @@ function releaseEnded(peer: RpcPeer, agent: () => AgentLink | undefined): void {
 }
 /** What each session a client holds is (for session.detach). */
 const kinds = new WeakMap<HostSession, SessionKind>();
+/** Sessions opened or attached with keepOnDisconnect. */
+const kept = new WeakSet<HostSession>();
+
+/**
+ * A connection (or its data channel) went away: its kept sessions are detached without
+ * acknowledging what it was handed (it may never have shown it), the others closed.
+ */
+function letGo(peer: RpcPeer, sessions: Map<number, HostSession>, agent?: () => AgentLink | undefined): void {
+  const link = agent?.();
+  for (const s of sessions.values()) {
+    if (link && kept.has(s) && !s.ended) {
+      try {
+        link.detachSession(s, kinds.get(s) ?? 'pty', { acknowledge: false, ttlMs: KEPT_SESSION_TTL_MS });
+        continue;
+      } catch {
+        // it ended meanwhile: nothing to keep
+      }
+    }
+    s.close();
+  }
+  sessions.clear();
+  if (agent) releaseEnded(peer, agent);
+}
 /** Each RPC connection's data channel, once attached (dataChannel.ts). */
 const channelsByPeer = new WeakMap<RpcPeer, DataChannel>();
 /** Tokens handed out by session.dataToken, waiting for their data channel to attach. */
@@ -70,11 +102,7 @@ function sessionsOf(peer: RpcPeer, agent?: () => AgentLink | undefined): Map<num
     owned = new Map();
     sessionsByPeer.set(peer, owned);
     const mine = owned;
-    peer.onClose(() => {
-      for (const s of mine.values()) s.close();
-      mine.clear();
-      if (agent) releaseEnded(peer, agent);
-    });
+    peer.onClose(() => letGo(peer, mine, agent));
   }
   return owned;
 }
@@ -93,8 +121,7 @@ export function attachDataChannel(token: string, channel: DataChannel, agent: ()
   channel.onClose(() => {
     if (channelsByPeer.get(peer) !== channel) return;
     channelsByPeer.delete(peer);
-    for (const s of sessions.values()) s.close();
-    releaseEnded(peer, agent);
+    letGo(peer, sessions, agent);
   });
   return {
     write: (id, data) => {
@@ -159,6 +186,7 @@ export function sessionHandlers(agent: () => AgentLink | undefined): HandlerTabl
       );
       map.set(session.id, session);
       kinds.set(session, p.kind);
+      if (p.keepOnDisconnect) kept.add(session);
       if (p.timeoutMs !== undefined) {
         timer = setTimeout(() => {
           timedOut = true;
@@ -171,8 +199,9 @@ export function sessionHandlers(agent: () => AgentLink | undefined): HandlerTabl
      * Attaches this connection to a session the agent kept for a worker that crashed (the client
      * reconnected to the worker that took over). Output held meanwhile arrives first.
      */
-    'session.attach': async (p: { id: number; stdout?: number; stderr?: number }, peer) => {
+    'session.attach': async (p: { id: number; stdout?: number; stderr?: number; keepOnDisconnect?: boolean }, peer) => {
       const id = Number(p.id);
+      if (p.keepOnDisconnect !== undefined && typeof p.keepOnDisconnect !== 'boolean') throw new SandboxError(ErrorCode.BadArgument, 'keepOnDisconnect must be true or false');
       const offsets = p.stdout === undefined && p.stderr === undefined ? undefined : ([p.stdout, p.stderr] as const);
       if (offsets && !offsets.every((o) => Number.isSafeInteger(o) && (o as number) >= 0)) throw new SandboxError(ErrorCode.BadArgument, 'stdout and stderr offsets must be whole numbers of bytes');
       // A VM being taken over or restored: its agent answers within seconds.
@@ -195,6 +224,8 @@ export function sessionHandlers(agent: () => AgentLink | undefined): HandlerTabl
       } }, offsets as readonly [number, number] | undefined);
       if (!session.ended) map.set(id, session);
       kinds.set(session, kind);
+      if (p.keepOnDisconnect) kept.add(session);
+      else kept.delete(session);
       return { id, kind };
     },
     /**
@@ -234,6 +265,7 @@ function validateOpen(p: OpenParams): void {
   if (p.timeoutMs !== undefined && !(Number.isInteger(p.timeoutMs) && p.timeoutMs > 0 && p.timeoutMs <= 7 * 24 * 3600 * 1000)) {
     throw new SandboxError(ErrorCode.BadArgument, 'timeoutMs must be a positive whole number of milliseconds');
   }
+  if (p.keepOnDisconnect !== undefined && typeof p.keepOnDisconnect !== 'boolean') throw new SandboxError(ErrorCode.BadArgument, 'keepOnDisconnect must be true or false');
   if (p.argv !== undefined && (!Array.isArray(p.argv) || !p.argv.every((a) => typeof a === 'string'))) {
     throw new SandboxError(ErrorCode.BadArgument, 'argv must be a list of strings');
   }

@@ -26,6 +26,7 @@ import { writeFileAtomic } from '../common/atomicWrite';
 import { connectToQemu, listenForQemu, type ListeningSocket } from './qemuSockets';
 import { guestCid, type TransportChoice } from '../accel/transport';
 import { AGENT_VSOCK_PORT, vsockConnect } from '../native/vsock';
+import { SerialConsole, listenSerialForQemu } from './serialConsole';
 
 export interface ExitReport {
   state: 'stopped' | 'saved';
@@ -57,6 +58,7 @@ export class VmRunner {
   private boot?: WorkerStatus['boot'];
   private readonly startedAt = new Date().toISOString();
   private vsockActive = false;
+  private serial?: SerialConsole;
 
   constructor(
     private readonly dir: string,
@@ -94,7 +96,7 @@ export class VmRunner {
   }
 
   private removeSockets(): void {
-    for (const f of ['agentSocket', 'qmpSocket'] as const) void fs.rm(this.file(f), { force: true });
+    for (const f of ['agentSocket', 'qmpSocket', 'qemuSerialSocket'] as const) void fs.rm(this.file(f), { force: true });
   }
 
   status(): WorkerStatus {
@@ -143,25 +145,28 @@ export class VmRunner {
       network: this.config.network,
       channelFd: 3,
       qmpFd: 4,
+      serialFd: 5,
       incomingFile,
       vsockCid,
     });
     this.log(`spawning ${this.qemuInstall.system} ${argv.join(' ')}`);
     const listening: ListeningSocket[] = [];
     try {
-      listening.push(await listenForQemu(this.file('agentSocket')), await listenForQemu(this.file('qmpSocket')));
+      listening.push(await listenForQemu(this.file('agentSocket')), await listenForQemu(this.file('qmpSocket')), await listenSerialForQemu(this.dir));
     } catch (err) {
       for (const l of listening) l.discard();
       throw new SandboxError(ErrorCode.Internal, `cannot make QEMU's sockets in ${this.dir}: ${(err as Error).message}`, { cause: err });
     }
     const logFd = openSync(this.file('workerLog'), 'a');
-    const qemu = spawn(this.qemuInstall.system, argv, { stdio: ['ignore', logFd, logFd, listening[0].fd, listening[1].fd] });
+    const qemu = spawn(this.qemuInstall.system, argv, { stdio: ['ignore', logFd, logFd, listening[0].fd, listening[1].fd, listening[2].fd] });
     closeSync(logFd);
     this.qemu = qemu;
     const exited = new Promise<QemuExit>((resolve) => qemu.once('exit', (code, signal) => resolve({ code, signal })));
     qemu.once('error', (err) => this.log(`QEMU spawn error: ${err.message}`));
     this.exitPromise = exited.then((r) => this.onQemuExit(r.code, r.signal));
     await Promise.all(listening.map((l) => l.handOver()));
+    // Before QMP: QEMU accepts the serial line before it can run the `cont` that starts the guest.
+    await this.openSerial();
     // A restored guest still runs the sessions of the epoch it was saved in: greet with it, so the
     // agent keeps them for their clients to attach again.
     const connected = (restore ? readSavedEpoch(this.file('savedEpoch')) : Promise.resolve(undefined)).then((epoch) => this.connect(epoch));
@@ -195,6 +200,7 @@ export class VmRunner {
   async adopt(qemuPid: number, timeoutMs: number, epoch?: string): Promise<void> {
     const t0 = Date.now();
     this.adoptedPid = qemuPid;
+    await this.openSerial();
     await this.connect(epoch);
     const qmpClosed = new Promise<void>((resolve) => this.qmp!.onClose(() => resolve()));
     this.exitPromise = qmpClosed.then(() => waitGone(qemuPid)).then(() => this.onQemuExit(null, null));
@@ -237,6 +243,7 @@ export class VmRunner {
   private async bringUp(restore: boolean, timeoutMs: number): Promise<void> {
     await this.qmp!.ready;
     if (restore) await this.waitRestored(timeoutMs);
+    else await this.qmp!.execute('cont');
     await this.agent!.waitConnected(timeoutMs);
   }
 
@@ -351,7 +358,20 @@ export class VmRunner {
     return this.exitPromise ?? Promise.resolve({ state: 'stopped' });
   }
 
+  /** The serial console (serial.sock); without it the VM runs on and console.log is still written. */
+  private async openSerial(): Promise<void> {
+    const serial = new SerialConsole(this.dir, this.log);
+    try {
+      await serial.open();
+      this.serial = serial;
+    } catch (err) {
+      serial.dispose();
+      this.log(`serial console unavailable: ${(err as Error).message}`);
+    }
+  }
+
   private async onQemuExit(code: number | null, signal: NodeJS.Signals | null): Promise<ExitReport> {
+    this.serial?.dispose();
     this.agent?.dispose(this.intent === 'save' ? 'the VM was saved; the session is kept in the guest and can be attached again within a minute of the restore' : 'the VM stopped');
     this.removeSockets();
     this.log(`QEMU exited (${signal ?? `code ${code}`}), intent ${this.intent}`);

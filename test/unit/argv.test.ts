@@ -44,6 +44,12 @@ const cases: { name: string; spec: Partial<LaunchSpec>; check: (argv: string[]) 
   { name: 'hostname on the kernel command line', spec: { hostname: 'web-1' }, check: (a) => assert.match(valueAfter(a, '-append')!, / sandboxvm\.hostname=web-1$/) },
   { name: 'commas in the disk path are doubled', spec: { disk: '/a,b/disk.qcow2' }, check: (a) => assert.ok(valueAfter(a, '-drive')!.startsWith('id=root,file=/a,,b/disk.qcow2,format=qcow2')) },
   { name: 'console log appends', spec: { consoleLog: '/x,y/console.log' }, check: (a) => assert.equal(valueAfter(a, '-chardev'), 'file,id=console,path=/x,,y/console.log,append=on') },
+  { name: 'serial line on an inherited listening socket, still logged to console.log, vCPUs held until cont', spec: { serialFd: 5, consoleLog: '/x,y/console.log' }, check: (a) => {
+    assert.equal(valueAfter(a, '-chardev'), 'socket,id=console,fd=5,server=on,wait=off,logfile=/x,,y/console.log,logappend=on');
+    assert.equal(valueAfter(a, '-serial'), 'chardev:console');
+    assert.ok(a.includes('-S'));
+  } },
+  { name: 'a restore with the serial socket is held by -incoming, not -S', spec: { serialFd: 5, incomingFile: '/v/saved.state' }, check: (a) => assert.equal(a.includes('-S'), false) },
   { name: 'no network means no netdev', spec: { network: false }, check: (a) => assert.equal(a.includes('-netdev'), false) },
   { name: 'network is user-mode virtio-net', spec: { network: true }, check: (a) => assert.equal(valueAfter(a, '-netdev'), 'user,id=net0') },
   { name: 'no vsock device unless asked', spec: {}, check: (a) => assert.equal(a.some((x) => x.includes('vsock')), false) },

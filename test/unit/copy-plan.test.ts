@@ -1,5 +1,5 @@
 /**
- * unit: cp's pure decisions (runtime/cli/copyPlan.ts) and the guest's write targets and temporary
+ * unit: cp's pure decisions (runtime/client/copyPlan.ts) and the guest's write targets and temporary
  * journal (guest-agent/src/fileTarget.ts, on a scratch directory).
  */
 import { after, describe, test } from 'node:test';
@@ -7,7 +7,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { linkStaysInside, resolveDestination, sourceBase } from '../../runtime/cli/copyPlan';
+import { linkStaysInside, resolveDestination, sourceBase } from '../../runtime/client/copyPlan';
 import { formatBytes } from '../../runtime/cli/progress';
 import { checkCallResult } from '../../runtime/protocol/messages';
 

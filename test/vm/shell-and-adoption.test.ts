@@ -39,9 +39,10 @@ describe('vm: shell and adoption', { timeout: 600_000 }, () => {
     term.write('stty size\r');
     await expect(/30 100/, 'the initial size');
     term.resize(120, 40);
-    await new Promise((r) => setTimeout(r, 300));
-    term.write('stty size\r');
-    await expect(/40 120/, 'the new size');
+    // The resize travels CLI -> worker -> guest while the shell waits: ask until it shows (a loaded
+    // host may take longer than any fixed pause).
+    const asking = setInterval(() => term.write('stty size\r'), 500);
+    await expect(/40 120/, 'the new size').finally(() => clearInterval(asking));
     // Ctrl-C reaches the guest's foreground process, not the CLI.
     term.write('sleep 1000\r');
     await new Promise((r) => setTimeout(r, 500));

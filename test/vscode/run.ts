@@ -23,11 +23,14 @@ async function main(): Promise<number> {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const home = new TestHome();
   const results = path.join(ARTIFACTS, 'results.json');
+  // The suites reload the window once (suite/index.ts): the handoff file says they did.
+  const handoff = path.join(ARTIFACTS, 'reload-handoff.json');
   const cs = await startCodeServer(bin, path.join(ARTIFACTS, 'code-server'), {
     SANDBOXVM_HOME: home.dir,
     // code-server gets XDG folders of its own: keep the shared image cache (or the first create builds an image).
     SANDBOXVM_IMAGE_CACHE: imageCacheDir(),
     SANDBOXVM_VSCODE_RESULTS: results,
+    SANDBOXVM_VSCODE_HANDOFF: handoff,
   });
   let browser: Awaited<ReturnType<typeof launchChromium>> | undefined;
   let code = 1;
