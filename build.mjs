@@ -64,3 +64,14 @@ const source = readFileSync(unixTerminal, 'utf8');
 const patched = source.replace('var DESTROY_SOCKET_TIMEOUT_MS = 200;', 'var DESTROY_SOCKET_TIMEOUT_MS = 5000;');
 if (patched === source) throw new Error(`${unixTerminal}: DESTROY_SOCKET_TIMEOUT_MS not found; check the node-pty version`);
 writeFileSync(unixTerminal, patched);
+
+// koffi for the host's service (the accelerator probe, runtime/accel/probe.ts): dist/service.js
+// finds it in dist/node_modules, so the packaged extension carries it. Only what loads at run time
+// (no docs, C sources or vendored headers) and only the glibc linux-x64 binary: the .vsix is
+// packaged per target (`vsce package --target linux-x64`).
+const hostKoffi = 'dist/node_modules/koffi';
+cpSync('node_modules/koffi', hostKoffi, {
+  recursive: true,
+  filter: (src) => !/node_modules\/koffi\/(doc|vendor|lib|cnoke\.cjs|CHANGELOG\.md|src\/koffi\/CMakeLists\.txt)(\/|$)/.test(src) && !/\.(cc|hh|inc|def|S|asm)$/.test(src),
+});
+cpSync('node_modules/@koromix/koffi-linux-x64', 'dist/node_modules/@koromix/koffi-linux-x64', { recursive: true, filter: (src) => !src.includes('/musl_x64') });

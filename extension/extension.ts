@@ -13,6 +13,7 @@ import { findOnPath } from '../runtime/qemu/locate';
 import { registerCommands } from './commands/registerCommands';
 import type { CommandDeps } from './commands/deps';
 import { SECTION, Setting, View } from './ids';
+import { HostState } from './model/hostState';
 import { ServiceConnection } from './model/serviceConnection';
 import { VmModel } from './model/vmModel';
 import { TerminalManager } from './terminals/terminalManager';
@@ -29,6 +30,7 @@ export interface SandboxVmsApi {
   readonly tree: VmTreeProvider;
   readonly treeView: vscode.TreeView<unknown>;
   readonly notifications: Notifications;
+  readonly host: HostState;
 }
 
 const settings = () => vscode.workspace.getConfiguration(SECTION);
@@ -65,14 +67,19 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     version: RUNTIME_VERSION,
     onNewerService: (v) => notify.warn(`The Sandbox VMs service is version ${v}, newer than this extension (${RUNTIME_VERSION}); update the extension.`),
   });
+  const host = new HostState(async () => (await connection.client()).hostStatus(), (m) => log.info(m));
   const terminals = new TerminalManager(async (vm) => (await connection.client()).attach(vm), model, (m) => log.info(m), context.workspaceState);
   const tree = new VmTreeProvider(model, terminals, () => connection.ensure());
   const treeView = vscode.window.createTreeView(View.machines, { treeDataProvider: tree, showCollapseAll: false });
-  const deps: CommandDeps = { connection, model, terminals, notify, log, settings };
+  const deps: CommandDeps = { connection, model, host, terminals, notify, log, settings };
 
   const terminalCounts = new Map<string, number>();
+  let lastSize = model.size;
   const updateMessage = () => {
-    treeView.message = connection.state === 'reconnecting' && model.size > 0 ? 'Reconnecting to the Sandbox VMs service...' : connection.state === 'failed' && model.size > 0 ? `The service cannot be reached: ${connection.error?.message ?? 'see the log'}` : undefined;
+    treeView.message =
+      connection.state === 'reconnecting' && model.size > 0 ? 'Reconnecting to the Sandbox VMs service...'
+      : connection.state === 'failed' && model.size > 0 ? `The service cannot be reached: ${connection.error?.message ?? 'see the log'}`
+      : undefined;
   };
   context.subscriptions.push(
     log,
@@ -82,14 +89,21 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     terminals,
     tree,
     treeView,
-    bindContextKeys(connection, model),
+    host,
+    bindContextKeys(connection, model, host, terminals.onDidChange),
     connection.onDidChangeState((s) => {
       log.info(`service connection: ${s}`);
+      if (s === 'connected') void host.refresh();
       updateMessage();
       // Terminals the previous window had open (a reload): attach their shells again.
       if (s === 'connected') void terminals.revive().catch((err) => log.warn(`terminals were not revived: ${(err as Error).message}`));
     }),
-    model.onDidChange(updateMessage),
+    model.onDidChange(() => {
+      // The last VM went away: the welcome views show again, so ask about QEMU and the image afresh.
+      if (model.size === 0 && lastSize !== 0 && connection.state === 'connected') void host.refresh();
+      lastSize = model.size;
+      updateMessage();
+    }),
     // A new terminal shows under its VM: reveal it (expands the VM) when the view is open.
     terminals.onDidChange((vm) => {
       const open = terminals.of(vm);
@@ -106,7 +120,7 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     }),
   );
   if (treeView.visible || terminals.saved().length > 0) connection.ensure();
-  return { model, connection, terminals, tree, treeView, notifications: notify };
+  return { model, connection, terminals, tree, treeView, notifications: notify, host };
 }
 
 export function deactivate(): void {

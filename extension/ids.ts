@@ -22,6 +22,8 @@ export const Command = {
   refresh: 'sandboxvm.view.refresh',
   showServiceLog: 'sandboxvm.service.showLog',
   showActions: 'sandboxvm.vm.showActions',
+  buildImage: 'sandboxvm.image.build',
+  showRequirements: 'sandboxvm.host.showRequirements',
   copyTo: 'sandboxvm.vm.copyTo',
   copyFrom: 'sandboxvm.vm.copyFrom',
 } as const;
@@ -46,6 +48,13 @@ export const ContextKey = {
   connection: 'sandboxvm.connection',
   /** Number of VMs the service reports. */
   vmCount: 'sandboxvm.vmCount',
+  /** 'unknown' | 'ok' | 'missing' | 'tooOld' (extension/model/hostState.ts) */
+  qemu: 'sandboxvm.qemu',
+  /** 'unknown' | 'ready' | 'missing' | 'unbuildable' | 'building' */
+  image: 'sandboxvm.image',
+  /** Walkthrough progress in this window (completionEvents besides the commands): a VM terminal was opened; a VM was saved. */
+  walkthroughTerminal: 'sandboxvm.walkthrough.terminalOpened',
+  walkthroughSaved: 'sandboxvm.walkthrough.saved',
 } as const;
 
 export const TerminalProfile = { vm: 'sandboxvm.terminalProfile' } as const;

@@ -5,6 +5,9 @@
 #   2. npm packages (npm ci) and the build (esbuild bundles: CLI, service, worker, guest agent)
 #   3. the default base image, built locally from Debian packages into ~/.cache/sandboxvm/images
 #   4. the main job: create a VM `demo`, start it, run `uname -a` in it, stop it
+#   5. the VS Code extension: packaged (dist-vsix/sandbox-vms.vsix) and installed into desktop VS Code
+#      where `code` exists; otherwise it prints the one command that opens it in a browser
+#      (scripts/code-server.sh: code-server on 127.0.0.1, the extension installed, `demo` running)
 # Pass --no-demo to stop after step 3 (CI does). Idempotent: a second run skips what is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,5 +45,15 @@ if [ "$demo" = 1 ]; then
   bin/sandboxvm exec demo -- uname -a
   bin/sandboxvm list
   bin/sandboxvm stop demo
-  echo "==> done: try 'bin/sandboxvm start demo' and 'bin/sandboxvm shell demo'"
+
+  echo "==> VS Code extension"
+  npm run package
+  if command -v code >/dev/null 2>&1; then
+    code --install-extension dist-vsix/sandbox-vms.vsix --force
+    echo "==> done: in VS Code, the Sandbox VMs view in the Activity Bar lists demo; or try 'bin/sandboxvm shell demo'"
+  else
+    echo "==> done: no desktop VS Code here ('code' is not on PATH). To use the extension in a browser, run:"
+    echo "      bash scripts/code-server.sh"
+    echo "    or try 'bin/sandboxvm start demo' and 'bin/sandboxvm shell demo'"
+  fi
 fi

@@ -2,6 +2,7 @@
 import type * as vscode from 'vscode';
 import type { ServiceClient } from '../../runtime/client/serviceClient';
 import type { ServiceConnection } from '../model/serviceConnection';
+import type { HostState } from '../model/hostState';
 import type { VmModel } from '../model/vmModel';
 import type { TerminalManager } from '../terminals/terminalManager';
 import type { Notifications } from '../ui/notifications';
@@ -9,6 +10,8 @@ import type { Notifications } from '../ui/notifications';
 export interface CommandDeps {
   connection: ServiceConnection<ServiceClient>;
   model: VmModel;
+  /** QEMU and base image status for the welcome views. */
+  host: HostState;
   terminals: TerminalManager;
   notify: Notifications;
   log: vscode.LogOutputChannel;

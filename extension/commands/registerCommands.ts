@@ -5,6 +5,8 @@
  */
 import * as vscode from 'vscode';
 import { Command, type CommandId } from '../ids';
+import { buildImage } from './buildImage';
+import { showRequirements } from './showRequirements';
 import { copyFromVm, copyToVm } from './copyFiles';
 import { createVm } from './createVm';
 import { deleteVm } from './deleteVm';
@@ -38,6 +40,8 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.refresh]: refresh,
     [Command.showServiceLog]: (d) => showServiceLog(d, home()),
     [Command.showActions]: showActions,
+    [Command.buildImage]: buildImage,
+    [Command.showRequirements]: showRequirements,
     [Command.copyTo]: copyToVm,
     [Command.copyFrom]: copyFromVm,
   };

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { MessageConnection } from 'vscode-jsonrpc/node';
 import type { CreateParams } from '../service/vmManager';
+import type { HostStatus } from '../service/hostStatus';
 import { ErrorCode, SandboxError } from '../common/errors';
 import { SERVICE_FILES, dataHome } from '../common/paths';
 import { call, connectSocket } from '../common/rpc';
@@ -124,6 +125,24 @@ export class ServiceClient {
   }
   ensureImage(onProgress?: ProgressListener): Promise<{ hash: string; kernel: string; initrd: string; disk: string }> {
     return this.withProgress('image.ensure', {}, onProgress);
+  }
+  /** QEMU, the base image and what building it needs (host.status; builds nothing). */
+  hostStatus(): Promise<HostStatus> {
+    return call(this.connection, 'host.status');
+  }
+  /** Builds the base image if missing; `signal` cancels the build (it then fails with Cancelled). */
+  async buildImage(onProgress?: ProgressListener, signal?: AbortSignal): Promise<{ hash: string; kernel: string; initrd: string; disk: string }> {
+    const token = randomUUID();
+    if (onProgress) this.progress.set(token, onProgress);
+    const cancel = () => void call(this.connection, 'image.cancel', { progressToken: token }).catch(() => undefined);
+    signal?.addEventListener('abort', cancel, { once: true });
+    try {
+      if (signal?.aborted) throw new SandboxError(ErrorCode.Cancelled, 'building the base image was cancelled');
+      return await call(this.connection, 'image.build', { progressToken: token });
+    } finally {
+      signal?.removeEventListener('abort', cancel);
+      this.progress.delete(token);
+    }
   }
   serviceInfo(): Promise<ServiceIdentity> {
     return call(this.connection, 'service.info');

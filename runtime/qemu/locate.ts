@@ -5,7 +5,9 @@ import * as path from 'node:path';
 import { ErrorCode, SandboxError } from '../common/errors';
 
 export const MIN_QEMU: [number, number] = [7, 0];
-const INSTALL_HINT = 'install it with: sudo apt-get install qemu-system-x86 qemu-utils (or set SANDBOXVM_QEMU to its path)';
+/** The command that installs QEMU on Debian and Ubuntu (welcome views show it as it is). */
+export const QEMU_INSTALL_COMMAND = 'sudo apt-get install qemu-system-x86 qemu-utils';
+const INSTALL_HINT = `install it with: ${QEMU_INSTALL_COMMAND} (or set SANDBOXVM_QEMU to its path)`;
 
 export interface QemuInstall {
   system: string;

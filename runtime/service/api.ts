@@ -16,6 +16,7 @@
  *   vm.info     {name} -> VmInfo                                                          (never waits on a guest)
  *   vm.attach   {name} -> {socket}: the worker socket to open sessions on                (running)
  *   image.ensure {progressToken?} -> {hash, kernel, initrd, disk}: builds the base image if missing
+ *   host.status, image.build, image.cancel: see imageApi.ts (main.ts adds its table)
  *   service.info {} -> {pid, home, version, protocol}: also the handshake a client compares itself with (common/version.ts)
  *   service.subscribe {}: start receiving `vm.status` (VmInfo) and `vm.removed` ({name}) notifications
  *   service.shutdown {}: the service exits; VMs keep running

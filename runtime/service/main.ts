@@ -12,6 +12,8 @@ import { SERVICE_FILES, dataHome, imageCacheDir } from '../common/paths';
 import { serveSocket, type RpcPeer } from '../common/rpc';
 import { ensureBaseImage } from '../image/baseImage';
 import { apiHandlers } from './api';
+import type { ImageRecipe } from './hostStatus';
+import { imageHandlers } from './imageApi';
 import { reportReadiness } from '../common/readiness';
 import { VmManager, type ImageProvider } from './vmManager';
 import { MetricsHub } from './metricsHub';
@@ -33,9 +35,10 @@ function answering(): Promise<boolean> {
   });
 }
 
-const images: ImageProvider = async (progress) => {
-  const agentDir = path.join(__dirname, 'guest-agent');
-  const image = await ensureBaseImage({ cacheDir: imageCacheDir(), agentDir, nodeBinary: guestNodeBinary(), onProgress: (p) => progress(p.step, p.total, p.message) });
+const imageRecipe = (): ImageRecipe => ({ cacheDir: imageCacheDir(), agentDir: path.join(__dirname, 'guest-agent'), nodeBinary: guestNodeBinary() });
+
+const images: ImageProvider = async (progress, signal) => {
+  const image = await ensureBaseImage({ ...imageRecipe(), onProgress: (p) => progress(p.step, p.total, p.message), signal });
   return { hash: image.hash, kernel: image.kernel, initrd: image.initrd, disk: image.disk };
 };
 
@@ -70,7 +73,7 @@ async function main(): Promise<void> {
     setTimeout(() => process.exit(0), 50);
   };
   const metrics = new MetricsHub(manager, log);
-  const handlers = { ...apiHandlers(manager, subscribers, () => serviceIdentity(home), shutdown), ...metrics.handlers() };
+  const handlers = { ...apiHandlers(manager, subscribers, () => serviceIdentity(home), shutdown), ...metrics.handlers(), ...imageHandlers(imageRecipe, images) };
   server.on('connection', (socket) => serveSocket(socket, handlers, log));
   const oldUmask = process.umask(0o177);
   await new Promise<void>((resolve, reject) => {

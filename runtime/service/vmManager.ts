@@ -38,7 +38,7 @@ export interface Progress {
 }
 
 /** Provides the base image (built on first use). Injected so the service can be tested without builds. */
-export type ImageProvider = (progress: Progress) => Promise<VmConfig['image']>;
+export type ImageProvider = (progress: Progress, signal?: AbortSignal) => Promise<VmConfig['image']>;
 
 interface Entry {
   config: VmConfig;

@@ -37,8 +37,20 @@ export interface CodeServer {
   stop(): Promise<void>;
 }
 
-/** Starts code-server on 127.0.0.1 with its own user data, extensions and XDG folders; resolves once /healthz answers. */
-export async function startCodeServer(bin: string, scratch: string, env: NodeJS.ProcessEnv, settings: Record<string, unknown> = {}): Promise<CodeServer> {
+/** A normal user code-server runs as (the journey): its ids and home. */
+export interface RunAs {
+  user: string;
+  uid: number;
+  gid: number;
+  home: string;
+}
+
+/**
+ * Starts code-server on 127.0.0.1 with its own user data, extensions and XDG folders; resolves once
+ * /healthz answers. With `runAs` (the caller is root), the scratch folder is handed to that user and
+ * code-server runs as them through setpriv, with their HOME and a clean environment plus `env`.
+ */
+export async function startCodeServer(bin: string, scratch: string, env: NodeJS.ProcessEnv, settings: Record<string, unknown> = {}, runAs?: RunAs): Promise<CodeServer> {
   const port = await freePort();
   const dirs = Object.fromEntries(['config', 'data', 'cache', 'user-data', 'extensions', 'workspace'].map((d) => [d, path.join(scratch, d)]));
   for (const d of Object.values(dirs)) fs.mkdirSync(d, { recursive: true });
@@ -49,14 +61,19 @@ export async function startCodeServer(bin: string, scratch: string, env: NodeJS.
   );
   const logFile = path.join(scratch, 'code-server.log');
   const log = fs.openSync(logFile, 'a');
-  const child = spawn(
-    bin,
-    [
-      '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--disable-telemetry', '--disable-update-check', '--disable-workspace-trust',
-      '--disable-getting-started-override', '--user-data-dir', dirs['user-data'], '--extensions-dir', dirs.extensions,
-    ],
-    { env: { ...process.env, ...env, XDG_CONFIG_HOME: dirs.config, XDG_DATA_HOME: dirs.data, XDG_CACHE_HOME: dirs.cache }, stdio: ['ignore', log, log], detached: true },
-  );
+  const args = [
+    '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--disable-telemetry', '--disable-update-check', '--disable-workspace-trust',
+    '--disable-getting-started-override', '--user-data-dir', dirs['user-data'], '--extensions-dir', dirs.extensions,
+  ];
+  const xdg = { XDG_CONFIG_HOME: dirs.config, XDG_DATA_HOME: dirs.data, XDG_CACHE_HOME: dirs.cache };
+  let child: ChildProcess;
+  if (runAs) {
+    execFileSync('chown', ['-R', `${runAs.uid}:${runAs.gid}`, scratch]);
+    const userEnv = { HOME: runAs.home, USER: runAs.user, LOGNAME: runAs.user, SHELL: '/bin/bash', PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8', ...env, ...xdg };
+    child = spawn('setpriv', [`--reuid=${runAs.uid}`, `--regid=${runAs.gid}`, '--init-groups', '--', bin, ...args], { env: userEnv, cwd: runAs.home, stdio: ['ignore', log, log], detached: true });
+  } else {
+    child = spawn(bin, args, { env: { ...process.env, ...env, ...xdg }, stdio: ['ignore', log, log], detached: true });
+  }
   fs.closeSync(log);
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 120_000;

@@ -11,7 +11,8 @@ export XDG_CONFIG_HOME="$(mktemp -d)"; trap 'rm -rf "$XDG_CONFIG_HOME"' EXIT
 if [ -x "$BIN" ] && "$BIN" --version 2>/dev/null | grep -q "^$VERSION"; then echo "$BIN"; exit 0; fi
 
 need=()
-command -v chromium >/dev/null || need+=(chromium)
+# SANDBOXVM_CODE_SERVER_NO_BROWSER=1 (scripts/code-server.sh): no chromium, the user brings a browser.
+[ -n "${SANDBOXVM_CODE_SERVER_NO_BROWSER:-}" ] || command -v chromium >/dev/null || need+=(chromium)
 command -v rg >/dev/null || need+=(ripgrep)
 dpkg -s libkrb5-dev >/dev/null 2>&1 || need+=(libkrb5-dev)
 if [ ${#need[@]} -gt 0 ]; then

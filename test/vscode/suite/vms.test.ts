@@ -180,7 +180,7 @@ suite('vscode: Sandbox VMs view, commands and terminals', function () {
     await api.model.waitFor(VM, (i) => i?.state === 'stopped', 60_000);
     await exited;
     const last = out.trim().split('\r\n').at(-1)!;
-    assert.match(last, /(The session ended|The shell).*Press any key to close the terminal\./);
+    assert.match(last, /(The session ended|The shell|stopped; the shell ended).*Press any key to close the terminal\./);
     assert.doesNotMatch(last, /\n|at .*\.js:\d+/);
     g.terminal?.dispose();
   });
