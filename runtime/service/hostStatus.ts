@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { asSandboxError, ErrorCode } from '../common/errors';
 import { baseDir, recipeHashes } from '../image/baseImage';
 import { QEMU_INSTALL_COMMAND, locateQemu } from '../qemu/locate';
-import { imageBuildPrerequisites, type MissingPrerequisite } from './imagePrerequisites';
+import { imageBuildPrerequisites, type MissingPrerequisite } from '../image/prerequisites';
 
 export type QemuStatus =
   | { ok: true; path: string; version: string }
