@@ -12,11 +12,15 @@ import { RUNTIME_VERSION } from '../runtime/common/version';
 import { findOnPath } from '../runtime/qemu/locate';
 import { registerCommands } from './commands/registerCommands';
 import type { CommandDeps } from './commands/deps';
+import { SerialConsoles } from './console/serialConsoles';
+import { DetailsPanels } from './details/detailsPanel';
 import { SECTION, Setting, View } from './ids';
+import { MetricsStore } from './model/metricsStore';
 import { ServiceConnection } from './model/serviceConnection';
 import { VmModel } from './model/vmModel';
 import { TerminalManager } from './terminals/terminalManager';
 import { registerTerminalProfile } from './terminals/terminalProfile';
+import { bindTreeMetrics } from './tree/treeMetrics';
 import { VmTreeProvider } from './tree/vmTreeProvider';
 import { bindContextKeys } from './ui/contextKeys';
 import { Notifications } from './ui/notifications';
@@ -29,6 +33,9 @@ export interface SandboxVmsApi {
   readonly tree: VmTreeProvider;
   readonly treeView: vscode.TreeView<unknown>;
   readonly notifications: Notifications;
+  readonly metrics: MetricsStore;
+  readonly serialConsoles: SerialConsoles;
+  readonly details: DetailsPanels;
 }
 
 const settings = () => vscode.workspace.getConfiguration(SECTION);
@@ -66,9 +73,12 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     onNewerService: (v) => notify.warn(`The Sandbox VMs service is version ${v}, newer than this extension (${RUNTIME_VERSION}); update the extension.`),
   });
   const terminals = new TerminalManager(async (vm) => (await connection.client()).attach(vm), model, (m) => log.info(m));
-  const tree = new VmTreeProvider(model, terminals, () => connection.ensure());
+  const metrics = new MetricsStore(connection, (m) => log.info(m));
+  const serialConsoles = new SerialConsoles(async (vm) => (await connection.client()).console(vm, { waitMs: model.get(vm)?.state === 'starting' ? 60_000 : 0 }), (m) => log.info(m));
+  const details = new DetailsPanels(context.extensionUri, model, metrics);
+  const tree = new VmTreeProvider(model, terminals, () => connection.ensure(), metrics);
   const treeView = vscode.window.createTreeView(View.machines, { treeDataProvider: tree, showCollapseAll: false });
-  const deps: CommandDeps = { connection, model, terminals, notify, log, settings };
+  const deps: CommandDeps = { connection, model, terminals, notify, log, settings, serialConsoles, details };
 
   const terminalCounts = new Map<string, number>();
   const updateMessage = () => {
@@ -80,8 +90,12 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     { dispose: () => model.dispose() },
     notify,
     terminals,
+    metrics,
+    serialConsoles,
+    details,
     tree,
     treeView,
+    bindTreeMetrics(treeView, model, metrics),
     bindContextKeys(connection, model),
     connection.onDidChangeState((s) => {
       log.info(`service connection: ${s}`);
@@ -104,7 +118,7 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     }),
   );
   if (treeView.visible) connection.ensure();
-  return { model, connection, terminals, tree, treeView, notifications: notify };
+  return { model, connection, terminals, tree, treeView, notifications: notify, metrics, serialConsoles, details };
 }
 
 export function deactivate(): void {

@@ -22,6 +22,8 @@ export const Command = {
   refresh: 'sandboxvm.view.refresh',
   showServiceLog: 'sandboxvm.service.showLog',
   showActions: 'sandboxvm.vm.showActions',
+  openSerialConsole: 'sandboxvm.vm.openSerialConsole',
+  showDetails: 'sandboxvm.vm.showDetails',
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 
@@ -52,4 +54,8 @@ export const TerminalProfile = { vm: 'sandboxvm.terminalProfile' } as const;
 export const ItemContext = {
   vm: (state: string) => `${state}Vm`,
   terminal: 'vmTerminal',
+  port: 'vmPort',
 } as const;
+
+/** Webview panels' view types. */
+export const WebviewType = { details: 'sandboxvm.details' } as const;

@@ -1,6 +1,8 @@
 /** What every command gets: the extension's few long-lived objects, passed in (no global namespace). */
 import type * as vscode from 'vscode';
 import type { ServiceClient } from '../../runtime/client/serviceClient';
+import type { SerialConsoles } from '../console/serialConsoles';
+import type { DetailsPanels } from '../details/detailsPanel';
 import type { ServiceConnection } from '../model/serviceConnection';
 import type { VmModel } from '../model/vmModel';
 import type { TerminalManager } from '../terminals/terminalManager';
@@ -13,4 +15,6 @@ export interface CommandDeps {
   notify: Notifications;
   log: vscode.LogOutputChannel;
   settings: () => vscode.WorkspaceConfiguration;
+  serialConsoles: SerialConsoles;
+  details: DetailsPanels;
 }

@@ -9,11 +9,13 @@ import { createVm } from './createVm';
 import { deleteVm } from './deleteVm';
 import type { CommandDeps } from './deps';
 import { focusTerminal, openTerminal } from './openTerminal';
+import { openSerialConsole } from './openSerialConsole';
 import { pauseVm, resumeVm } from './pauseVm';
 import { refresh } from './refresh';
 import { restartVm } from './restartVm';
 import { saveVm } from './saveVm';
 import { showActions } from './showActions';
+import { showDetails } from './showDetails';
 import { showLog, showServiceLog } from './showLog';
 import { startVm } from './startVm';
 import { stopVm, turnOffVm } from './stopVm';
@@ -37,6 +39,8 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.refresh]: refresh,
     [Command.showServiceLog]: (d) => showServiceLog(d, home()),
     [Command.showActions]: showActions,
+    [Command.openSerialConsole]: openSerialConsole,
+    [Command.showDetails]: showDetails,
   };
   return Object.entries(table).map(([id, handler]) =>
     vscode.commands.registerCommand(id, async (...args: unknown[]) => {
