@@ -30,6 +30,7 @@
   }
   /** @param {number} b */
   function bytes(b) {
+    if (b === 0) return '0';
     if (b >= 2 ** 30) return (b / 2 ** 30).toFixed(b >= 10 * 2 ** 30 ? 0 : 1) + ' GiB';
     if (b >= 2 ** 20) return Math.round(b / 2 ** 20) + ' MiB';
     return Math.round(b / 1024) + ' KiB';
@@ -153,7 +154,7 @@
     const rss = samples.filter((s) => typeof s.hostRssBytes === 'number').map((s) => /** @type {[number, number]} */ ([s.at, s.hostRssBytes]));
     const memSample = latestWith('memory');
     const memTotal = memSample ? memSample.memory.totalBytes : status.memoryMiB * 2 ** 20;
-    const memMax = Math.max(memTotal, ...rss.map((p) => p[1]));
+    const memMax = ceilNice(Math.max(memTotal, ...rss.map((p) => p[1])) / 2 ** 20) * 2 ** 20;
     const memPlot = plot([{ cls: 'memory', values: mem, area: true }, { cls: 'rss', values: rss }], memMax, (v) => bytes(v));
     const memText = memSample ? `${bytes(memSample.memory.totalBytes - memSample.memory.availableBytes)} of ${bytes(memSample.memory.totalBytes)}` : '-';
 
@@ -166,7 +167,11 @@
 
     const dl = el('dl', 'facts');
     if (status.startedAt !== undefined) fact(dl, 'Uptime', duration(now - status.startedAt) + (status.boot ? ` (${status.boot})` : ''));
-    if (status.lastHeartbeatAt !== undefined) fact(dl, 'Heartbeat', `${duration(now - status.lastHeartbeatAt)} ago (agent ${status.agent})`);
+    if (status.lastHeartbeatAt !== undefined) {
+      const age = now - status.lastHeartbeatAt;
+      const within = status.agentResponding && age > status.heartbeatWithinMs ? `under ${Math.round(status.heartbeatWithinMs / 1000)} s ago` : `${duration(age)} ago`;
+      fact(dl, 'Heartbeat', `${within} (agent ${status.agent})`);
+    }
     else if (status.agent) fact(dl, 'Agent', status.agent);
     if (status.accelerator) fact(dl, 'Accelerator', status.accelerator);
     const g = latestWith('guest');

@@ -4,7 +4,7 @@
  * facts; times stay times (startedAt, lastHeartbeatAt) so the webview shows ages as of each second
  * without asking again.
  */
-import { heartbeatAgeMs, type VmInfo } from '../../runtime/common/status';
+import { AGENT_SILENT_MS, heartbeatAgeMs, type VmInfo } from '../../runtime/common/status';
 import type { VmMetricsEvent } from '../../runtime/client/serviceClient';
 import { formatMemory } from '../tree/vmPresentation';
 
@@ -22,6 +22,9 @@ export interface DetailsStatus {
   accelerator?: string;
   agent?: string;
   lastHeartbeatAt?: number;
+  /** The agent responds: its last heartbeat is within AGENT_SILENT_MS whatever lastHeartbeatAt says (pushed snapshots keep theirs). */
+  agentResponding?: boolean;
+  heartbeatWithinMs?: number;
   kernel?: string;
   hostname?: string;
   lastError?: string;
@@ -69,6 +72,10 @@ export function detailsStatus(info: VmInfo): DetailsStatus {
     status.accelerator = `${rt.accel.toUpperCase()} (${rt.accelReason})`;
     status.agent = !rt.agent.connected ? 'not connected' : rt.agent.responding === false ? 'not responding' : `connected${rt.agent.version ? `, version ${rt.agent.version}` : ''}`;
     if (heartbeatAgeMs(rt.agent) !== undefined) status.lastHeartbeatAt = rt.agent.lastHeartbeatAt;
+    if (rt.agent.connected && rt.agent.responding) {
+      status.agentResponding = true;
+      status.heartbeatWithinMs = AGENT_SILENT_MS;
+    }
     status.kernel = rt.agent.kernel;
     status.hostname = rt.agent.hostname;
   }

@@ -2,7 +2,7 @@
  * How a VM looks in the tree, as plain data (no vscode import, unit-tested): the codicon and theme
  * colour of its state, its description and its Markdown tooltip.
  */
-import { heartbeatAgeMs, type VmInfo, type VmState } from '../../runtime/common/status';
+import { AGENT_SILENT_MS, heartbeatAgeMs, type VmInfo, type VmState } from '../../runtime/common/status';
 import type { GuestSummary } from '../../runtime/worker/metrics';
 
 /** What the tree knows of a VM beyond its snapshot while the view is visible (the metrics store's latest). */
@@ -102,7 +102,9 @@ export function vmLook(info: VmInfo, now = Date.now(), live?: LiveFigures): VmLo
     lines.push(`- Accelerator: ${md(rt.accel.toUpperCase())} (${md(rt.accelReason)})`);
     const hb = heartbeatAgeMs(rt.agent, now);
     const agentWord = !rt.agent.connected ? 'not connected' : rt.agent.responding === false ? 'not responding' : 'connected';
-    lines.push(`- Agent: ${agentWord}${hb !== undefined ? `, last heartbeat ${formatDuration(hb)} ago` : ''}`);
+    // Pushed snapshots keep the heartbeat time of their moment: while the agent responds, it beat within AGENT_SILENT_MS.
+    const hbText = hb === undefined ? '' : rt.agent.responding && hb > AGENT_SILENT_MS ? `, last heartbeat under ${AGENT_SILENT_MS / 1000} s ago` : `, last heartbeat ${formatDuration(hb)} ago`;
+    lines.push(`- Agent: ${agentWord}${hbText}`);
     if (rt.agent.kernel) lines.push(`- Guest kernel: ${md(rt.agent.kernel)}`);
     if (rt.agent.hostname) lines.push(`- Host name: ${md(rt.agent.hostname)}`);
     if (guest) {

@@ -67,6 +67,14 @@ test('tree look: live CPU % in the description of a running VM only; guest OS, a
   assert.match(failed, /Last error: QEMU exited/);
 });
 
+test('tree tooltip: a pushed snapshot\'s old heartbeat time reads "under 5 s" while the agent responds', () => {
+  const stale = vm();
+  stale.runtime!.agent.lastHeartbeatAt = NOW - 60_000;
+  assert.match(vmLook(stale, NOW).tooltip, /- Agent: connected, last heartbeat under 5 s ago/);
+  stale.runtime!.agent.responding = false;
+  assert.match(vmLook(stale, NOW).tooltip, /- Agent: not responding, last heartbeat 1 min ago/);
+});
+
 test('details facts: uptime from startedAt, boot, accelerator, agent, heartbeat time; none while stopped', () => {
   const s = detailsStatus(vm());
   assert.equal(s.summary, 'Running · 2 vCPUs · 1 GiB memory · 10 GiB disk');
@@ -75,6 +83,8 @@ test('details facts: uptime from startedAt, boot, accelerator, agent, heartbeat 
   assert.equal(s.accelerator, 'TCG (no /dev/kvm)');
   assert.equal(s.agent, 'connected');
   assert.equal(s.lastHeartbeatAt, NOW - 800);
+  assert.equal(s.agentResponding, true);
+  assert.equal(s.heartbeatWithinMs, 5000);
   const off = detailsStatus(vm('stopped'));
   assert.deepEqual(Object.keys(off).sort(), ['cpus', 'memoryMiB', 'name', 'state', 'summary']);
 });

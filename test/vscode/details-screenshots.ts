@@ -34,7 +34,7 @@ async function main(): Promise<void> {
   try {
     await home.bootedVm('dev', ['--cpus', '2']);
     // A listener for the tree's port child, and CPU bursts for the plot.
-    await home.ok(['exec', 'dev', '--', 'sh', '-c', `(node -e "require('net').createServer().listen(8080)" </dev/null >/dev/null 2>&1 &); (for i in 1 2 3; do timeout 6 sh -c 'while :; do :; done'; sleep 6; done </dev/null >/dev/null 2>&1 &)`]);
+    await home.ok(['exec', 'dev', '--', 'sh', '-c', `setsid node -e "require('net').createServer().listen(8080)" </dev/null >/dev/null 2>&1 & setsid sh -c 'for i in 1 2 3 4 5 6; do timeout 8 sh -c "while :; do :; done"; sleep 12; done' </dev/null >/dev/null 2>&1 &`]);
     for (const [theme, name] of Object.entries(THEMES)) {
       const cs = await startCodeServer(bin, path.join(path.dirname(OUT), `code-server-details-${theme}`), { SANDBOXVM_HOME: home.dir, SANDBOXVM_IMAGE_CACHE: imageCacheDir() }, { 'workbench.colorTheme': name });
       const browser = await launchChromium();
@@ -48,12 +48,15 @@ async function main(): Promise<void> {
         const frame = page.frameLocator('iframe.webview').frameLocator('iframe');
         await frame.locator('svg.plot polyline').first().waitFor({ timeout: 60_000 });
         await page.waitForTimeout(25_000);
+        const vmRow = page.locator('.monaco-list-row', { hasText: 'dev' }).first();
+        if ((await vmRow.getAttribute('aria-expanded')) === 'false') await vmRow.locator('.monaco-tl-twistie').click();
         await page.locator('.monaco-list-row', { hasText: '8080/tcp' }).first().waitFor({ timeout: 30_000 }).catch(() => console.log('no port row'));
         await page.screenshot({ path: path.join(OUT, `details-${theme}.png`) });
         console.log(`details-${theme}.png`);
         if (theme === 'dark') {
           await palette(page, 'Sandbox VMs: Open Serial Console', 'dev');
-          await page.locator('.xterm-rows').first().waitFor({ timeout: 30_000 });
+          await page.locator('.xterm-rows', { hasText: 'root@dev' }).first().waitFor({ timeout: 30_000 });
+          await page.locator('.xterm-rows').first().click();
           await page.keyboard.type('uname -a\n');
           await page.waitForTimeout(3000);
           await page.screenshot({ path: path.join(OUT, 'serial-console.png') });

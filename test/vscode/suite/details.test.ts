@@ -8,7 +8,8 @@
  * console. The details panel opens: its webview draws CPU samples arriving about once a second and
  * plausible memory figures; opening it again reveals the same panel. The visible tree shows live
  * CPU %, the port 8042 as a child, and the guest OS in the tooltip; hidden, it watches nothing.
- * After a kill -9 of the worker the console answers again (takeover). Stopping the VM ends the
+ * After a kill -9 of the worker the console answers again (takeover); a console opened on the
+ * running VM starts with the boot (the replay). Stopping the VM ends the
  * console with one line; the VM is deleted.
  */
 /// <reference types="mocha" />
@@ -155,6 +156,14 @@ suite('vscode: serial console, VM details and live tree figures', function () {
     const mark = out.length;
     serial.terminal.sendText('echo after-$((40+2))');
     await serialShows('the shell through the new worker', /\rafter-42\r\n/, mark, 30_000);
+    // A console opened on the running VM starts with the replay: the boot from console.log's first line.
+    serial.terminal.dispose();
+    await until('the old console closed', () => (vscode.window.terminals.includes(serial.terminal) ? undefined : true), vscode.window.onDidCloseTerminal, 10_000);
+    serial = (await vscode.commands.executeCommand<SerialConsole>(Command.openSerialConsole, VM))!;
+    out = '';
+    serial.pty.onDidWrite((d) => (out += d));
+    const firstLine = fs.readFileSync(api.model.get(VM)!.paths.consoleLog, 'utf8').split('\n')[0];
+    await serialShows('the replay of the boot', new RegExp(firstLine.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')), 0, 30_000);
     const ended = new Promise<string>((resolve) => serial.pty.onDidEnd(resolve));
     await vscode.commands.executeCommand(Command.turnOff, VM);
     await api.model.waitFor(VM, (i) => i?.state === 'stopped', 60_000);
