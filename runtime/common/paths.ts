@@ -59,6 +59,9 @@ export const VM_FILES = {
   serialSocket: 'serial.sock',
 } as const;
 
+/** The files of a VM that runs (its worker's record and the sockets): none may outlive its QEMU. */
+export const RUNNING_VM_FILES = ['worker', 'workerSocket', 'agentSocket', 'qmpSocket', 'qemuSerialSocket', 'serialSocket'] as const;
+
 export function vmsDir(home = dataHome()): string {
   return path.join(home, 'vms');
 }

@@ -17,7 +17,7 @@ import { ErrorCode, SandboxError, asSandboxError, type WireError } from '../comm
 import { wrongStateMessage } from '../common/stateMessages';
 import { writeJsonAtomic } from '../common/atomicWrite';
 import { validateVmName } from '../common/names';
-import { VM_FILES, vmsDir } from '../common/paths';
+import { RUNNING_VM_FILES, VM_FILES, vmsDir } from '../common/paths';
 import type { VmInfo, VmState, WorkerRecord, WorkerStatus } from '../common/status';
 import { locateQemu } from '../qemu/locate';
 import { SequencerByKey } from './sequencer';
@@ -155,7 +155,7 @@ export class VmManager {
       message: `the VM's worker exited unexpectedly and the VM was stopped; see ${this.file(name, 'workerLog')}`,
     };
     this.log(`${name}: ${entry.lastError.message}`);
-    for (const f of ['worker', 'workerSocket', 'agentSocket', 'qmpSocket', 'qemuSerialSocket', 'serialSocket'] as const) rmSync(this.file(name, f), { force: true });
+    for (const f of RUNNING_VM_FILES) rmSync(this.file(name, f), { force: true });
   }
 
   private attach(name: string, entry: Entry, handle: WorkerHandle): void {
@@ -423,7 +423,7 @@ export class VmManager {
   private killRecordedQemu(name: string): void {
     const record = readWorkerRecord(this.dir(name));
     if (record && killIfProcessOf(record.qemuPid, [this.file(name, 'disk')])) this.log(`${name}: killed QEMU ${record.qemuPid}`);
-    for (const f of ['worker', 'workerSocket', 'agentSocket', 'qmpSocket'] as const) rmSync(this.file(name, f), { force: true });
+    for (const f of RUNNING_VM_FILES) rmSync(this.file(name, f), { force: true });
   }
 
   pause(name: string): Promise<VmInfo> {

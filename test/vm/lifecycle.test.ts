@@ -126,7 +126,7 @@ describe('vm: lifecycle', { timeout: 600_000 }, () => {
     assert.notEqual(again.code, 0);
     assert.match(again.stderr, new RegExp(`no session ${hint[1]} to attach to`));
     const bad = await home.cli(['attach', 'dev', 'x']);
-    assert.match(bad.stderr, /attach needs a session id/);
+    assert.match(bad.stderr, /"x" is not a session id/);
   });
 
   test('stop is graceful: the agent shuts the guest down', async () => {

@@ -7,7 +7,8 @@
  * through the agent again. Then kill -9 the worker three times while the guest prints numbered lines
  * on the console: the client reconnects by itself, every line arrives once, and its whole stream
  * still equals console.log (hashed). Then save and start: a new client resumes from the old one's
- * position and the shell on ttyS0 still answers. The CLI's `console` types piped input.
+ * position and the shell on ttyS0 still answers. The CLI's `console` types piped input, and in a
+ * terminal (a host pty) echoes and detaches on Ctrl-].
  */
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
@@ -15,8 +16,9 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import * as pty from 'node-pty';
 import { SerialClient } from '../../runtime/client/serialClient';
-import { TestHome, waitFor } from './fixture';
+import { CLI, TestHome, waitFor } from './fixture';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -127,6 +129,16 @@ describe('vm: serial console', { timeout: 900_000 }, () => {
     const code = await new Promise<number | null>((r) => child.on('close', r));
     assert.equal(code, 0);
     assert.match(out, /cli-25/);
+    // In a terminal: raw mode, the guest's echo, Ctrl-] detaches with exit 0.
+    const term = pty.spawn(process.execPath, [CLI, 'console', 'con'], { cols: 100, rows: 30, env: home.env as Record<string, string>, name: 'xterm' });
+    let screen = '';
+    term.onData((d) => (screen += d));
+    const termExit = new Promise<number>((r) => term.onExit(({ exitCode }) => r(exitCode)));
+    await waitFor('the banner', () => (/Ctrl-\] detaches/.test(screen) ? true : undefined), 20_000);
+    term.write('echo pty-$((7*6))\r');
+    await waitFor('the answer in the terminal', () => (/pty-42/.test(screen) ? true : undefined), 20_000);
+    term.write('\x1d');
+    assert.equal(await termExit, 0);
     const bad = await home.cli(['console', 'nope']);
     assert.notEqual(bad.code, 0);
     assert.equal(bad.stderr.trim().split('\n').length, 1, bad.stderr);
