@@ -145,7 +145,9 @@
     if (status.lastError) root.appendChild(el('div', 'error', 'Last error: ' + status.lastError));
 
     const cpu = samples.filter((s) => typeof s.cpuPercent === 'number').map((s) => /** @type {[number, number]} */ ([s.at, s.cpuPercent]));
-    const cpuMax = Math.max(100, ceilNice(Math.max(0, ...cpu.map((p) => p[1]))));
+    // A busy vCPU reads a little over 100%: keep the 0-100% axis for that.
+    const cpuPeak = Math.max(0, ...cpu.map((p) => p[1]));
+    const cpuMax = cpuPeak <= 105 ? 100 : ceilNice(cpuPeak);
     const lastCpu = cpu.length ? cpu[cpu.length - 1][1] : undefined;
     const cpuPlot = plot([{ cls: 'cpu', values: cpu, area: true }], cpuMax, (v) => Math.round(v) + '%');
     const cpuText = lastCpu === undefined ? '-' : (lastCpu < 10 ? lastCpu.toFixed(1) : String(Math.round(lastCpu))) + '%';

@@ -56,7 +56,6 @@ async function main(): Promise<void> {
         if (theme === 'dark') {
           await palette(page, 'Sandbox VMs: Open Serial Console', 'dev');
           await page.locator('.xterm-rows', { hasText: 'root@dev' }).first().waitFor({ timeout: 30_000 });
-          await page.locator('.xterm-rows').first().click();
           await page.keyboard.type('uname -a\n');
           await page.waitForTimeout(3000);
           await page.screenshot({ path: path.join(OUT, 'serial-console.png') });
