@@ -12,12 +12,16 @@ import { RUNTIME_VERSION } from '../runtime/common/version';
 import { findOnPath } from '../runtime/qemu/locate';
 import { registerCommands } from './commands/registerCommands';
 import type { CommandDeps } from './commands/deps';
+import { SerialConsoles } from './console/serialConsoles';
+import { DetailsPanels } from './details/detailsPanel';
 import { SECTION, Setting, View } from './ids';
 import { HostState } from './model/hostState';
+import { MetricsStore } from './model/metricsStore';
 import { ServiceConnection } from './model/serviceConnection';
 import { VmModel } from './model/vmModel';
 import { TerminalManager } from './terminals/terminalManager';
 import { registerTerminalProfile } from './terminals/terminalProfile';
+import { bindTreeMetrics } from './tree/treeMetrics';
 import { VmTreeProvider } from './tree/vmTreeProvider';
 import { bindContextKeys } from './ui/contextKeys';
 import { Notifications } from './ui/notifications';
@@ -31,6 +35,9 @@ export interface SandboxVmsApi {
   readonly treeView: vscode.TreeView<unknown>;
   readonly notifications: Notifications;
   readonly host: HostState;
+  readonly metrics: MetricsStore;
+  readonly serialConsoles: SerialConsoles;
+  readonly details: DetailsPanels;
 }
 
 const settings = () => vscode.workspace.getConfiguration(SECTION);
@@ -69,9 +76,12 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
   });
   const host = new HostState(async () => (await connection.client()).hostStatus(), (m) => log.info(m));
   const terminals = new TerminalManager(async (vm) => (await connection.client()).attach(vm), model, (m) => log.info(m), context.workspaceState);
-  const tree = new VmTreeProvider(model, terminals, () => connection.ensure());
+  const metrics = new MetricsStore(connection, (m) => log.info(m));
+  const serialConsoles = new SerialConsoles(async (vm) => (await connection.client()).console(vm, { waitMs: model.get(vm)?.state === 'starting' ? 60_000 : 0 }), (m) => log.info(m));
+  const details = new DetailsPanels(context.extensionUri, model, metrics);
+  const tree = new VmTreeProvider(model, terminals, () => connection.ensure(), metrics);
   const treeView = vscode.window.createTreeView(View.machines, { treeDataProvider: tree, showCollapseAll: false });
-  const deps: CommandDeps = { connection, model, host, terminals, notify, log, settings };
+  const deps: CommandDeps = { connection, model, host, terminals, notify, log, settings, serialConsoles, details };
 
   const terminalCounts = new Map<string, number>();
   let lastSize = model.size;
@@ -87,9 +97,13 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     { dispose: () => model.dispose() },
     notify,
     terminals,
+    metrics,
+    serialConsoles,
+    details,
     tree,
     treeView,
     host,
+    bindTreeMetrics(treeView, model, metrics),
     bindContextKeys(connection, model, host, terminals.onDidChange),
     connection.onDidChangeState((s) => {
       log.info(`service connection: ${s}`);
@@ -120,7 +134,7 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     }),
   );
   if (treeView.visible || terminals.saved().length > 0) connection.ensure();
-  return { model, connection, terminals, tree, treeView, notifications: notify, host };
+  return { model, connection, terminals, tree, treeView, notifications: notify, host, metrics, serialConsoles, details };
 }
 
 export function deactivate(): void {

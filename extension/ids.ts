@@ -26,6 +26,8 @@ export const Command = {
   showRequirements: 'sandboxvm.host.showRequirements',
   copyTo: 'sandboxvm.vm.copyTo',
   copyFrom: 'sandboxvm.vm.copyFrom',
+  openSerialConsole: 'sandboxvm.vm.openSerialConsole',
+  showDetails: 'sandboxvm.vm.showDetails',
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 
@@ -63,4 +65,8 @@ export const TerminalProfile = { vm: 'sandboxvm.terminalProfile' } as const;
 export const ItemContext = {
   vm: (state: string) => `${state}Vm`,
   terminal: 'vmTerminal',
+  port: 'vmPort',
 } as const;
+
+/** Webview panels' view types. */
+export const WebviewType = { details: 'sandboxvm.details' } as const;

@@ -1,6 +1,8 @@
 /** What every command gets: the extension's few long-lived objects, passed in (no global namespace). */
 import type * as vscode from 'vscode';
 import type { ServiceClient } from '../../runtime/client/serviceClient';
+import type { SerialConsoles } from '../console/serialConsoles';
+import type { DetailsPanels } from '../details/detailsPanel';
 import type { ServiceConnection } from '../model/serviceConnection';
 import type { HostState } from '../model/hostState';
 import type { VmModel } from '../model/vmModel';
@@ -16,4 +18,6 @@ export interface CommandDeps {
   notify: Notifications;
   log: vscode.LogOutputChannel;
   settings: () => vscode.WorkspaceConfiguration;
+  serialConsoles: SerialConsoles;
+  details: DetailsPanels;
 }

@@ -12,11 +12,13 @@ import { createVm } from './createVm';
 import { deleteVm } from './deleteVm';
 import type { CommandDeps } from './deps';
 import { focusTerminal, openTerminal } from './openTerminal';
+import { openSerialConsole } from './openSerialConsole';
 import { pauseVm, resumeVm } from './pauseVm';
 import { refresh } from './refresh';
 import { restartVm } from './restartVm';
 import { saveVm } from './saveVm';
 import { showActions } from './showActions';
+import { showDetails } from './showDetails';
 import { showLog, showServiceLog } from './showLog';
 import { startVm } from './startVm';
 import { stopVm, turnOffVm } from './stopVm';
@@ -44,6 +46,8 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.showRequirements]: showRequirements,
     [Command.copyTo]: copyToVm,
     [Command.copyFrom]: copyFromVm,
+    [Command.openSerialConsole]: openSerialConsole,
+    [Command.showDetails]: showDetails,
   };
   return Object.entries(table).map(([id, handler]) =>
     vscode.commands.registerCommand(id, async (...args: unknown[]) => {

@@ -2,7 +2,14 @@
  * How a VM looks in the tree, as plain data (no vscode import, unit-tested): the codicon and theme
  * colour of its state, its description and its Markdown tooltip.
  */
-import { heartbeatAgeMs, type VmInfo, type VmState } from '../../runtime/common/status';
+import { AGENT_SILENT_MS, heartbeatAgeMs, type VmInfo, type VmState } from '../../runtime/common/status';
+import type { GuestSummary } from '../../runtime/worker/metrics';
+
+/** What the tree knows of a VM beyond its snapshot while the view is visible (the metrics store's latest). */
+export interface LiveFigures {
+  cpuPercent?: number;
+  guestInfo?: GuestSummary;
+}
 
 export interface VmLook {
   icon: string;
@@ -42,13 +49,52 @@ function md(text: string): string {
   return text.replace(/[\\`*_{}[\]()#+\-.!|<>]/g, (c) => `\\${c}`);
 }
 
-export function vmLook(info: VmInfo, now = Date.now()): VmLook {
+/** One listening TCP port of a guest, as the tree lists it under the VM. */
+export interface PortLook {
+  port: number;
+  label: string;
+  description: string;
+}
+
+/**
+ * The guest's listening sockets ("tcp 0.0.0.0:22", "tcp6 [::]:22", as the agent reports them), one
+ * entry per port number, ascending; strings that do not parse are left out (they come from the guest).
+ */
+export function portLooks(listening: readonly string[]): PortLook[] {
+  const byPort = new Map<number, Set<string>>();
+  for (const entry of listening) {
+    const m = /^(tcp6?) (.+):(\d{1,5})$/.exec(entry);
+    const port = m ? Number(m[3]) : NaN;
+    if (!m || port < 1 || port > 65535) continue;
+    let set = byPort.get(port);
+    if (!set) byPort.set(port, (set = new Set()));
+    set.add(m[2]);
+  }
+  return [...byPort.entries()]
+    .sort((a, b) => a[0] - b[0])
+    .map(([port, addrs]) => {
+      const all = [...addrs];
+      const local = all.every((a) => a.startsWith('127.') || a === '[::1]');
+      const any = all.some((a) => a === '0.0.0.0' || a === '[::]');
+      return { port, label: `${port}/tcp`, description: any ? 'all addresses' : local ? 'localhost only' : all.join(', ') };
+    });
+}
+
+/** A CPU figure as the tree shows it: whole percent, or one decimal below 10. */
+export function formatCpu(percent: number): string {
+  return `${percent < 10 ? percent.toFixed(1) : Math.round(percent)}% CPU`;
+}
+
+export function vmLook(info: VmInfo, now = Date.now(), live?: LiveFigures): VmLook {
   const s = STATE[info.state] ?? STATE.stopped;
   const failed = info.state === 'stopped' && info.lastError;
   const cpus = `${info.config.cpus} vCPU${info.config.cpus === 1 ? '' : 's'}`;
   const rt = info.runtime;
   const agentDown = (info.state === 'running') && rt && !rt.agent.connected;
   const words = [agentDown ? 'Running, agent not connected' : failed ? 'Off, failed' : s.word, cpus, formatMemory(info.config.memoryMiB)];
+  const up = info.state === 'running' || info.state === 'paused';
+  const guest = up ? live?.guestInfo : undefined;
+  const cpuWord = info.state === 'running' && live?.cpuPercent !== undefined ? formatCpu(live.cpuPercent) : undefined;
   const lines = [`**${md(info.name)}**: ${md(words[0].toLowerCase())}`, ''];
   lines.push(`- ${cpus}, ${formatMemory(info.config.memoryMiB)} memory, ${info.config.diskGiB} GiB disk`);
   if (rt && (info.state === 'running' || info.state === 'paused')) {
@@ -56,9 +102,18 @@ export function vmLook(info: VmInfo, now = Date.now()): VmLook {
     lines.push(`- Accelerator: ${md(rt.accel.toUpperCase())} (${md(rt.accelReason)})`);
     const hb = heartbeatAgeMs(rt.agent, now);
     const agentWord = !rt.agent.connected ? 'not connected' : rt.agent.responding === false ? 'not responding' : 'connected';
-    lines.push(`- Agent: ${agentWord}${hb !== undefined ? `, last heartbeat ${formatDuration(hb)} ago` : ''}`);
+    // Pushed snapshots keep the heartbeat time of their moment: while the agent responds, it beat within AGENT_SILENT_MS.
+    const hbText = hb === undefined ? '' : rt.agent.responding && hb > AGENT_SILENT_MS ? `, last heartbeat under ${AGENT_SILENT_MS / 1000} s ago` : `, last heartbeat ${formatDuration(hb)} ago`;
+    lines.push(`- Agent: ${agentWord}${hbText}`);
     if (rt.agent.kernel) lines.push(`- Guest kernel: ${md(rt.agent.kernel)}`);
     if (rt.agent.hostname) lines.push(`- Host name: ${md(rt.agent.hostname)}`);
+    if (guest) {
+      lines.push(`- Guest OS: ${md(guest.os)}`);
+      const addrs = guest.addresses.map((a) => `${a.address} (${a.iface})`);
+      lines.push(`- Addresses: ${addrs.length > 0 ? md(addrs.join(', ')) : 'none'}`);
+      const ports = portLooks(guest.listening).map((p) => p.port);
+      lines.push(`- Listening ports: ${ports.length > 0 ? ports.join(', ') : 'none'}`);
+    }
   }
   if (info.state === 'saved') lines.push('- Its running state is saved: Start restores it in about a second');
   if (info.lastError) lines.push('', `Last error: ${md(info.lastError.message)}`);
@@ -66,7 +121,7 @@ export function vmLook(info: VmInfo, now = Date.now()): VmLook {
     icon: failed ? 'warning' : agentDown ? 'vm-active' : s.icon,
     color: failed ? 'list.warningForeground' : agentDown ? 'charts.orange' : s.color,
     label: info.name,
-    description: words.join(' · '),
+    description: (cpuWord ? [...words, cpuWord] : words).join(' · '),
     tooltip: lines.join('\n'),
     contextValue: `${info.state}Vm`,
   };

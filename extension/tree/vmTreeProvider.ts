@@ -1,14 +1,16 @@
 /**
  * The "Virtual Machines" view: one item per VM (state icon, description, tooltip from
- * vmPresentation), its open terminals as children. Renders the model; never calls the service for
+ * vmPresentation), its open terminals and (while the view is visible and the guest says) its
+ * listening ports as children. Renders the model; never calls the service for
  * state. Nodes are cached by name so updates of one VM refresh only its item; items carry the VM's
  * id so selection and expansion survive updates.
  */
 import * as vscode from 'vscode';
+import type { MetricsStore } from '../model/metricsStore';
 import type { VmModel } from '../model/vmModel';
 import type { TerminalManager } from '../terminals/terminalManager';
 import { Command, ItemContext } from '../ids';
-import { vmLook } from './vmPresentation';
+import { portLooks, vmLook, type LiveFigures } from './vmPresentation';
 
 export interface VmNode {
   readonly kind: 'vm';
@@ -19,7 +21,12 @@ export interface TerminalNode {
   readonly vm: string;
   readonly terminalId: number;
 }
-export type Node = VmNode | TerminalNode;
+export interface PortNode {
+  readonly kind: 'port';
+  readonly vm: string;
+  readonly port: number;
+}
+export type Node = VmNode | TerminalNode | PortNode;
 
 export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Disposable {
   private readonly changed = new vscode.EventEmitter<Node | undefined>();
@@ -27,7 +34,7 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
   private readonly nodes = new Map<string, VmNode>();
   private readonly subscriptions: vscode.Disposable[] = [];
 
-  constructor(private readonly model: VmModel, private readonly terminals: TerminalManager, private readonly onFirstRender: () => void) {
+  constructor(private readonly model: VmModel, private readonly terminals: TerminalManager, private readonly onFirstRender: () => void, private readonly metrics?: MetricsStore) {
     this.subscriptions.push(
       model.onDidChange((change) => {
         const node = change && this.nodes.get(change.name);
@@ -35,6 +42,7 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
       }),
       terminals.onDidChange((vm) => this.changed.fire(this.nodes.get(vm))),
     );
+    if (metrics) this.subscriptions.push(metrics.onDidChange((vm) => this.changed.fire(this.nodes.get(vm))));
   }
 
   private node(name: string): VmNode {
@@ -50,12 +58,27 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
       for (const name of this.nodes.keys()) if (!names.has(name)) this.nodes.delete(name);
       return [...names].map((n) => this.node(n));
     }
-    if (element.kind === 'vm') return this.terminals.of(element.name).map((g) => ({ kind: 'terminal', vm: element.name, terminalId: g.id }));
+    if (element.kind === 'vm') {
+      const terminals: Node[] = this.terminals.of(element.name).map((g) => ({ kind: 'terminal', vm: element.name, terminalId: g.id }));
+      return [...terminals, ...this.ports(element.name).map((p): Node => ({ kind: 'port', vm: element.name, port: p.port }))];
+    }
     return [];
   }
 
   getParent(element: Node): Node | undefined {
-    return element.kind === 'terminal' ? this.node(element.vm) : undefined;
+    return element.kind === 'vm' ? undefined : this.node(element.vm);
+  }
+
+  /** What the metrics store knows of a VM now (nothing while the view is hidden). */
+  private live(name: string): LiveFigures | undefined {
+    const latest = this.metrics?.latest(name);
+    return latest || this.metrics?.guestInfo(name) ? { cpuPercent: latest?.cpuPercent, guestInfo: this.metrics?.guestInfo(name) } : undefined;
+  }
+
+  private ports(name: string) {
+    const state = this.model.get(name)?.state;
+    const info = state === 'running' || state === 'paused' ? this.metrics?.guestInfo(name) : undefined;
+    return info ? portLooks(info.listening) : [];
   }
 
   getTreeItem(element: Node): vscode.TreeItem {
@@ -72,10 +95,20 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
       item.command = { command: Command.focusTerminal, title: 'Show Terminal', arguments: [element] };
       return item;
     }
+    if (element.kind === 'port') {
+      const look = this.ports(element.vm).find((p) => p.port === element.port);
+      const item = new vscode.TreeItem(look?.label ?? `${element.port}/tcp`, vscode.TreeItemCollapsibleState.None);
+      item.id = `port:${this.model.get(element.vm)?.config.id ?? element.vm}:${element.port}`;
+      item.iconPath = new vscode.ThemeIcon('plug');
+      item.description = look?.description;
+      item.tooltip = `TCP port ${element.port} listens in ${element.vm} (${look?.description ?? 'gone'})`;
+      item.contextValue = ItemContext.port;
+      return item;
+    }
     const info = this.model.get(element.name);
     if (!info) return new vscode.TreeItem(element.name);
-    const look = vmLook(info);
-    const hasChildren = this.terminals.of(element.name).length > 0;
+    const look = vmLook(info, Date.now(), this.live(element.name));
+    const hasChildren = this.terminals.of(element.name).length > 0 || this.ports(element.name).length > 0;
     const item = new vscode.TreeItem(look.label, hasChildren ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
     item.id = `vm:${info.config.id}`;
     item.iconPath = new vscode.ThemeIcon(look.icon, look.color ? new vscode.ThemeColor(look.color) : undefined);
@@ -88,7 +121,7 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
   /** The tooltip is made when it is shown, so uptime and ages are those of the moment of hovering. */
   resolveTreeItem(item: vscode.TreeItem, element: Node): vscode.TreeItem {
     const info = element.kind === 'vm' ? this.model.get(element.name) : undefined;
-    if (info) item.tooltip = new vscode.MarkdownString(vmLook(info).tooltip);
+    if (info && element.kind === 'vm') item.tooltip = new vscode.MarkdownString(vmLook(info, Date.now(), this.live(element.name)).tooltip);
     return item;
   }
 

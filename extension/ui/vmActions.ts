@@ -11,9 +11,9 @@ export function vmActions(state: VmState | undefined): VmAction[] {
   const a = (icon: string, label: string, command: CommandId): VmAction => ({ label: `$(${icon}) ${label}`, command });
   switch (state) {
     case 'running':
-      return [a('terminal', 'Open Terminal', Command.openTerminal), a('save', 'Save', Command.save), a('debug-pause', 'Pause', Command.pause), a('debug-restart', 'Restart', Command.restart), a('debug-stop', 'Stop', Command.stop), a('circle-slash', 'Turn Off', Command.turnOff), a('output', 'Show Console Log', Command.showLog)];
+      return [a('terminal', 'Open Terminal', Command.openTerminal), a('save', 'Save', Command.save), a('debug-pause', 'Pause', Command.pause), a('debug-restart', 'Restart', Command.restart), a('debug-stop', 'Stop', Command.stop), a('circle-slash', 'Turn Off', Command.turnOff), a('pulse', 'Show Details', Command.showDetails), a('plug', 'Open Serial Console', Command.openSerialConsole), a('output', 'Show Console Log', Command.showLog)];
     case 'paused':
-      return [a('debug-continue', 'Resume', Command.resume), a('save', 'Save', Command.save), a('debug-stop', 'Stop', Command.stop), a('circle-slash', 'Turn Off', Command.turnOff)];
+      return [a('debug-continue', 'Resume', Command.resume), a('save', 'Save', Command.save), a('debug-stop', 'Stop', Command.stop), a('circle-slash', 'Turn Off', Command.turnOff), a('pulse', 'Show Details', Command.showDetails)];
     case 'saved':
       return [a('debug-start', 'Start (restore)', Command.start), a('output', 'Show Console Log', Command.showLog), a('trash', 'Delete...', Command.delete)];
     case 'stopped':

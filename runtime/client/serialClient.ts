@@ -30,6 +30,8 @@ export class SerialClient {
   private socket!: net.Socket;
   private closed = false;
   private readonly dataListeners: ((data: Buffer) => void)[] = [];
+  /** What arrived before the first onData listener (callers add it right after `connect`). */
+  private readonly early: Buffer[] = [];
   private readonly closeListeners: ((reason: string) => void)[] = [];
   /** The console.log position after the last byte handed to onData. */
   position = 0;
@@ -55,9 +57,13 @@ export class SerialClient {
     return path.basename(this.vmDir);
   }
 
-  /** Output from the guest's serial line, in order, each byte once. */
+  /**
+   * Output from the guest's serial line, in order, each byte once. Bytes that arrived before the
+   * first listener (the replay comes with the greeting, before `connect` resolves) go to it first.
+   */
   onData(listener: (data: Buffer) => void): void {
     this.dataListeners.push(listener);
+    for (const d of this.early.splice(0)) listener(d);
   }
 
   /** Once, when the console ends: why (the VM stopped, was saved, closed by us...). */
@@ -104,6 +110,7 @@ export class SerialClient {
 
   private deliver(data: Buffer): void {
     this.position += data.length;
+    if (this.dataListeners.length === 0) this.early.push(data);
     for (const l of this.dataListeners) l(data);
   }
 

@@ -6,7 +6,9 @@
  *   - the guest's memory (MemTotal, MemAvailable) and root filesystem use, from the agent's
  *     `metrics` call (validated in protocol/messages.ts; at most one call in flight, so the guest
  *     is never asked more than once a second; a guest that does not know the call is not asked again);
- *   - the disk overlay's size on the host (disk.qcow2: bytes allocated and apparent size).
+ *   - the disk overlay's size on the host (disk.qcow2: bytes allocated and apparent size);
+ *   - the guest's OS, addresses and listening ports (the agent's `info` call, validated), asked at
+ *     most every GUEST_INFO_INTERVAL_MS; each sample carries the latest answer.
  * Figures the worker cannot get are left out of that sample, never guessed.
  */
 import * as fs from 'node:fs';
@@ -16,6 +18,18 @@ import type { AgentLink } from './agentLink';
 import type { HandlerTable, RpcPeer } from '../common/rpc';
 
 export const METRICS_INTERVAL_MS = 1000;
+/** The guest's `info` (it reads /proc/net/tcp) is asked for at most this often while watched. */
+export const GUEST_INFO_INTERVAL_MS = 5000;
+
+/** What a sample says of the guest's identity and network (the validated fields of `info`). */
+export interface GuestSummary {
+  hostname: string;
+  os: string;
+  kernel: string;
+  addresses: { iface: string; family: string; address: string }[];
+  /** Listening TCP sockets, like "tcp 0.0.0.0:22" or "tcp6 [::]:8080". */
+  listening: string[];
+}
 
 /** One sample. The service adds the VM's `name` when it forwards it as `vm.metrics`. */
 export interface VmMetrics {
@@ -29,6 +43,7 @@ export interface VmMetrics {
   guest?: GuestMetrics;
   /** The VM's qcow2 overlay on the host: bytes allocated on disk and the file's size. */
   overlay?: { allocatedBytes: number; fileBytes: number };
+  guestInfo?: GuestSummary;
 }
 
 export interface MetricsSource {
@@ -62,6 +77,9 @@ export class MetricsSampler {
   private guestCall?: Promise<void>;
   private guest?: GuestMetrics;
   private guestUnsupported = false;
+  private infoCall?: Promise<void>;
+  private info?: GuestSummary;
+  private infoAskedAt = 0;
   private readonly listeners = new Set<(m: VmMetrics) => void>();
 
   constructor(private readonly source: MetricsSource) {}
@@ -84,6 +102,8 @@ export class MetricsSampler {
     this.timer = undefined;
     this.last = undefined;
     this.guest = undefined;
+    this.info = undefined;
+    this.infoAskedAt = 0;
   }
 
   private tick(): void {
@@ -106,9 +126,15 @@ export class MetricsSampler {
     } catch {
       // no overlay figure this time
     }
-    if (sample.state !== 'running') this.guest = undefined;
+    if (sample.state !== 'running') {
+      this.guest = undefined;
+      this.info = undefined;
+      this.infoAskedAt = 0;
+    }
     if (this.guest) sample.guest = this.guest;
+    if (this.info) sample.guestInfo = this.info;
     this.askGuest(sample.state);
+    this.askInfo(sample.state, now);
     for (const l of this.listeners) l(sample);
   }
 
@@ -129,6 +155,22 @@ export class MetricsSampler {
         }
       })
       .finally(() => (this.guestCall = undefined));
+  }
+
+  /** Starts one `info` call when none is in flight and the last answer is older than GUEST_INFO_INTERVAL_MS. */
+  private askInfo(state: VmState, now: number): void {
+    const agent = this.source.agent();
+    if (this.infoCall || state !== 'running' || !agent?.connected) return;
+    if (now - this.infoAskedAt < GUEST_INFO_INTERVAL_MS) return;
+    this.infoAskedAt = now;
+    this.infoCall = agent
+      .call('info', {}, 5000)
+      .then((value) => {
+        const v = value as GuestSummary;
+        if (this.timer) this.info = { hostname: v.hostname, os: v.os, kernel: v.kernel, addresses: v.addresses, listening: v.listening };
+      })
+      .catch(() => (this.info = undefined))
+      .finally(() => (this.infoCall = undefined));
   }
 }
 
