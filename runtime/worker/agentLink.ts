@@ -409,8 +409,12 @@ export class AgentLink {
   }
 
   shutdown(reboot: boolean): void {
+    this.shuttingDown = reboot ? 'the VM restarted' : 'the VM stopped';
     this.sendRaw(encodeControl(0, { t: 'shutdown', reboot }));
   }
+
+  /** Set once the guest was asked to shut down: sessions it kills then end saying why. */
+  private shuttingDown?: string;
 
   sendRaw(frame: Buffer): void {
     if (!this.disposed && !this.socket.destroyed) this.socket.write(frame);
@@ -482,7 +486,7 @@ export class AgentLink {
         session.started = true;
         session.handlers.onStarted(message.pid);
       }
-      else if (message.t === 'exit') this.finish(session, message.code, message.signal);
+      else if (message.t === 'exit') this.finish(session, message.code, message.signal, message.signal && this.shuttingDown ? this.shuttingDown : undefined);
       else if (message.t === 'error') this.finish(session, null, null, message.message.slice(0, 1024));
       else this.violation(`session ${frame.session}: unexpected ${message.t}`);
       return;
