@@ -5,8 +5,8 @@
  *
  * Rides out a worker takeover: when the connection drops while the VM's QEMU lives, it connects
  * again (for up to `takeoverTimeoutMs`) from its position, so nothing is shown twice. It closes,
- * with a reason, when the VM stops or is saved. Input typed while it reconnects is dropped (a
- * serial line has no flow control to hold it in).
+ * with a reason, when the VM stops or is saved. Input typed while it reconnects is held (at most
+ * HELD_INPUT_LIMIT bytes) and sent once it is back.
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -16,6 +16,8 @@ import { VM_FILES } from '../common/paths';
 import { connectUnix } from '../common/unixSocket';
 
 const HEADER_LIMIT = 4096;
+/** Input held while a worker takeover is ridden out; beyond it, typing is dropped. */
+const HELD_INPUT_LIMIT = 64 * 1024;
 
 export interface SerialClientOptions {
   /** Replay from this console.log position (default: everything the worker holds). */
@@ -71,10 +73,21 @@ export class SerialClient {
     this.closeListeners.push(listener);
   }
 
-  /** Sends bytes to the guest's serial line (dropped while reconnecting). */
+  /** Sends bytes to the guest's serial line; while reconnecting they are held (bounded). */
   write(data: Buffer | string): void {
-    if (!this.closed && !this.socket.destroyed && !this.socket.connecting) this.socket.write(data);
+    if (this.closed) return;
+    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+    if (!this.socket.destroyed && !this.socket.connecting && this.held.length === 0) {
+      this.socket.write(bytes);
+      return;
+    }
+    if (this.heldBytes + bytes.length > HELD_INPUT_LIMIT) return;
+    this.held.push(bytes);
+    this.heldBytes += bytes.length;
   }
+
+  private held: Buffer[] = [];
+  private heldBytes = 0;
 
   close(reason = 'closed'): void {
     if (this.closed) return;
@@ -122,6 +135,10 @@ export class SerialClient {
       if (ended) return this.close(ended);
       try {
         await this.open(this.position);
+        const held = this.held;
+        this.held = [];
+        this.heldBytes = 0;
+        for (const b of held) this.socket.write(b);
         return;
       } catch {
         if (Date.now() > deadline) return this.close(`${this.vm}'s worker did not come back within ${Math.round(this.takeoverTimeoutMs / 1000)} s`);
