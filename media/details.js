@@ -150,7 +150,9 @@
     const cpuMax = cpuPeak <= 105 ? 100 : ceilNice(cpuPeak);
     const lastCpu = cpu.length ? cpu[cpu.length - 1][1] : undefined;
     const cpuPlot = plot([{ cls: 'cpu', values: cpu, area: true }], cpuMax, (v) => Math.round(v) + '%');
-    const cpuText = lastCpu === undefined ? '-' : (lastCpu < 10 ? lastCpu.toFixed(1) : String(Math.round(lastCpu))) + '%';
+    // The headline figures are live ones: a VM that is not running has none (its plots keep the history).
+    const live = status.state === 'running' || status.state === 'paused';
+    const cpuText = lastCpu === undefined || !live ? '-' : (lastCpu < 10 ? lastCpu.toFixed(1) : String(Math.round(lastCpu))) + '%';
 
     const mem = samples.filter((s) => s.memory).map((s) => /** @type {[number, number]} */ ([s.at, s.memory.totalBytes - s.memory.availableBytes]));
     const rss = samples.filter((s) => typeof s.hostRssBytes === 'number').map((s) => /** @type {[number, number]} */ ([s.at, s.hostRssBytes]));
@@ -158,7 +160,7 @@
     const memTotal = memSample ? memSample.memory.totalBytes : status.memoryMiB * 2 ** 20;
     const memMax = ceilNice(Math.max(memTotal, ...rss.map((p) => p[1])) / 2 ** 20) * 2 ** 20;
     const memPlot = plot([{ cls: 'memory', values: mem, area: true }, { cls: 'rss', values: rss }], memMax, (v) => bytes(v));
-    const memText = memSample ? `${bytes(memSample.memory.totalBytes - memSample.memory.availableBytes)} of ${bytes(memSample.memory.totalBytes)}` : '-';
+    const memText = memSample && live ? `${bytes(memSample.memory.totalBytes - memSample.memory.availableBytes)} of ${bytes(memSample.memory.totalBytes)}` : '-';
 
     const plots = el('div', 'plots');
     plots.append(
