@@ -126,6 +126,7 @@ export class TerminalManager implements vscode.Disposable {
     });
     pty.onDidExit(() => {
       if (pty.sessionId !== undefined) this.forget({ vm, session: pty.sessionId });
+      this.changed.fire(vm);
     });
     return pty;
   }

@@ -56,6 +56,11 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
   /** Set while the VM is saved and the shell waits in the guest. */
   private waiting?: vscode.Disposable;
   private ended = false;
+
+  /** The guest session ended for good; the tab stays open to say why. */
+  get hasEnded(): boolean {
+    return this.ended;
+  }
   private closed = false;
   private dims?: vscode.TerminalDimensions;
   private readonly decoder = new StringDecoder('utf8');

@@ -89,8 +89,8 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
       const info = this.model.get(element.vm);
       item.id = `terminal:${info?.config.id ?? element.vm}:${element.terminalId}`;
       item.iconPath = new vscode.ThemeIcon('terminal');
-      item.description = g?.pty.sessionId !== undefined ? `session ${g.pty.sessionId}` : 'opening';
-      item.tooltip = `A shell on ${element.vm}; click to show it`;
+      item.description = g?.pty.hasEnded ? 'ended' : g?.pty.sessionId !== undefined ? `session ${g.pty.sessionId}` : 'opening';
+      item.tooltip = g?.pty.hasEnded ? `A shell on ${element.vm} that has ended; its tab says why` : `A shell on ${element.vm}; click to show it`;
       item.contextValue = ItemContext.terminal;
       item.command = { command: Command.focusTerminal, title: 'Show Terminal', arguments: [element] };
       return item;
