@@ -185,6 +185,16 @@ suite('vscode: Sandbox VMs view, commands and terminals', function () {
     g.terminal?.dispose();
   });
 
+  test('a wrong state (pause a stopped VM, from the palette): one clear sentence, nothing changes', async () => {
+    const shown = new Promise<string>((resolve) => api.notifications.onDidShowError(resolve));
+    await vscode.commands.executeCommand(Command.pause, VM);
+    const message = await shown;
+    assert.match(message, new RegExp(VM));
+    assert.match(message, /stopped/);
+    assert.doesNotMatch(message, /\n|Error:|at .*\.js:\d+/);
+    assert.equal(api.model.get(VM)?.state, 'stopped');
+  });
+
   test('delete: the VM leaves the tree', async () => {
     await vscode.commands.executeCommand(Command.delete, VM, { confirm: false });
     await api.model.waitFor(VM, (i) => i === undefined, 30_000);
