@@ -22,28 +22,11 @@ import type { DetailsPanel } from '../../../extension/details/detailsPanel';
 import type { FromWebview, ToWebview } from '../../../extension/details/detailsMessages';
 import { Command, EXTENSION_ID, View } from '../../../extension/ids';
 import type { Node } from '../../../extension/tree/vmTreeProvider';
+import { until } from './util';
 
 const VM = 'vscode-details';
 const BOOT_MS = 240_000;
 
-/** Resolves once `probe` returns something, re-checking on `event`; rejects after `timeoutMs` saying what it waited for. */
-function until<T>(what: string, probe: () => T | undefined, event: (l: () => void) => { dispose(): void }, timeoutMs: number): Promise<T> {
-  const now = probe();
-  if (now !== undefined) return Promise.resolve(now);
-  return new Promise((resolve, reject) => {
-    const sub = event(() => {
-      const v = probe();
-      if (v === undefined) return;
-      clearTimeout(timer);
-      sub.dispose();
-      resolve(v);
-    });
-    const timer = setTimeout(() => {
-      sub.dispose();
-      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
-    }, timeoutMs);
-  });
-}
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 

@@ -15,27 +15,11 @@ import type { SandboxVmsApi } from '../../../extension/extension';
 import { Command, EXTENSION_ID, View } from '../../../extension/ids';
 import type { VmNode } from '../../../extension/tree/vmTreeProvider';
 import { ServiceClient } from '../../../runtime/client/serviceClient';
+import { until } from './util';
 
 const VM = 'vscode-e2e';
 const BOOT_MS = 240_000;
 
-function until<T>(what: string, probe: () => T | undefined, event: vscode.Event<unknown> | ((l: () => void) => { dispose(): void }), timeoutMs: number): Promise<T> {
-  const now = probe();
-  if (now !== undefined) return Promise.resolve(now);
-  return new Promise((resolve, reject) => {
-    const sub = (event as any)(() => {
-      const v = probe();
-      if (v === undefined) return;
-      clearTimeout(timer);
-      sub.dispose();
-      resolve(v);
-    });
-    const timer = setTimeout(() => {
-      sub.dispose();
-      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
-    }, timeoutMs);
-  });
-}
 
 suite('vscode: Sandbox VMs view, commands and terminals', function () {
   this.timeout(BOOT_MS + 60_000);
