@@ -80,9 +80,9 @@ export function portLooks(listening: readonly string[]): PortLook[] {
     });
 }
 
-/** A CPU figure as the tree shows it: whole percent, or one decimal below 10. */
+/** A CPU figure as the tree shows it: whole percent, as Hyper-V Manager's column (decimals would change every second). */
 export function formatCpu(percent: number): string {
-  return `${percent < 10 ? percent.toFixed(1) : Math.round(percent)}% CPU`;
+  return `${Math.round(percent)}% CPU`;
 }
 
 export function vmLook(info: VmInfo, now = Date.now(), live?: LiveFigures): VmLook {

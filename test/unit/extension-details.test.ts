@@ -52,11 +52,12 @@ test('ports: one entry per port, ascending, what it listens on; what does not pa
 
 test('tree look: live CPU % in the description of a running VM only; guest OS, addresses and ports in the tooltip', () => {
   assert.equal(vmLook(vm(), NOW).description, 'Running · 2 vCPUs · 1 GiB');
-  assert.equal(vmLook(vm(), NOW, { cpuPercent: 4.26 }).description, 'Running · 2 vCPUs · 1 GiB · 4.3% CPU');
+  assert.equal(vmLook(vm(), NOW, { cpuPercent: 4.26 }).description, 'Running · 2 vCPUs · 1 GiB · 4% CPU');
   assert.equal(vmLook(vm(), NOW, { cpuPercent: 99.6 }).description, 'Running · 2 vCPUs · 1 GiB · 100% CPU');
   assert.equal(vmLook(vm('paused'), NOW, { cpuPercent: 0 }).description, 'Paused · 2 vCPUs · 1 GiB');
   assert.equal(vmLook(vm('stopped'), NOW, { cpuPercent: 3, guestInfo: guest }).description, 'Off · 2 vCPUs · 1 GiB');
-  assert.equal(formatCpu(0), '0.0% CPU');
+  assert.equal(formatCpu(0), '0% CPU');
+  assert.equal(formatCpu(0.4), '0% CPU');
   const tip = vmLook(vm(), NOW, { cpuPercent: 3, guestInfo: guest }).tooltip;
   assert.match(tip, /- Guest OS: Debian GNU\/Linux 12 \\\(bookworm\\\)/);
   assert.match(tip, /- Addresses: 10\\\.0\\\.2\\\.15 \\\(eth0\\\)/);
