@@ -71,6 +71,11 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
 
   constructor(private readonly options: PtyOptions) {}
 
+  /** VS Code has opened the terminal (before that, it holds back what is typed or sent into it). */
+  get isOpen(): boolean {
+    return this.early === undefined;
+  }
+
   /** The last 64 KiB of text this terminal showed (or will show once open). */
   get transcript(): string {
     return this.shown;
