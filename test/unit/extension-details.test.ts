@@ -21,7 +21,7 @@ function vm(state: VmState = 'running', extra: Partial<VmInfo> = {}): VmInfo {
   return {
     name: 'dev',
     state,
-    config: { id: 'id-dev', cpus: 2, memoryMiB: 1024, diskGiB: 10, network: true, createdAt: '2026-01-01T00:00:00Z', imageHash: 'h' },
+    config: { id: 'id-dev', cpus: 2, memoryMiB: 1024, diskGiB: 10, network: 'internet', createdAt: '2026-01-01T00:00:00Z', imageHash: 'h' },
     runtime: state === 'running' || state === 'paused' ? {
       state, accel: 'tcg', accelReason: 'no /dev/kvm', channel: 'virtio-serial', qemuVersion: '7.2', workerPid: 10, qemuPid: 11,
       agent: { connected: true, kernel: '6.1.0-cloud-amd64', hostname: 'dev', lastHeartbeatAt: NOW - 800, responding: true },
