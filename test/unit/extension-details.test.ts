@@ -77,7 +77,7 @@ test('tree tooltip: a pushed snapshot\'s old heartbeat time reads "under 5 s" wh
 
 test('details facts: uptime from startedAt, boot, accelerator, agent, heartbeat time; none while stopped', () => {
   const s = detailsStatus(vm());
-  assert.equal(s.summary, 'Running · 2 vCPUs · 1 GiB memory · 10 GiB disk');
+  assert.equal(s.summary, 'Running · 2 vCPUs · 1 GiB memory · 10 GiB disk · network internet');
   assert.equal(s.startedAt, Date.parse('2026-01-01T00:55:00Z'));
   assert.equal(s.boot, 'booted in 6.1 s');
   assert.equal(s.accelerator, 'TCG (no /dev/kvm)');
