@@ -182,7 +182,8 @@ export class VmRunner {
     } catch (err) {
       for (const l of listening) l.discard();
       if (passt) killPasst(passt.pid, this.dir);
-      throw new SandboxError(ErrorCode.BootFailed, `cannot start ${passt ? 'QEMU' : passtBinary ?? 'QEMU'}: ${(err as Error).message}`, { cause: err });
+      const what = passtBinary && !passt ? passtBinary : this.qemuInstall.system;
+      throw new SandboxError(ErrorCode.BootFailed, `cannot start ${what}: ${(err as Error).message}`, { cause: err });
     } finally {
       passt?.handedOver();
       closeSync(logFd);

@@ -19,7 +19,7 @@ suite('vscode: network policy', function () {
 
   const tooltip = () => {
     const node = api.tree.getChildren().find((n) => n.kind === 'vm' && n.name === VM) as VmNode | undefined;
-    const t = node && api.tree.getTreeItem(node).tooltip;
+    const t = node && api.tree.resolveTreeItem(api.tree.getTreeItem(node), node).tooltip;
     return t instanceof vscode.MarkdownString ? t.value : t;
   };
 
