@@ -28,6 +28,7 @@ export const Command = {
   copyFrom: 'sandboxvm.vm.copyFrom',
   openSerialConsole: 'sandboxvm.vm.openSerialConsole',
   showDetails: 'sandboxvm.vm.showDetails',
+  setNetworkPolicy: 'sandboxvm.vm.setNetworkPolicy',
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 
@@ -40,6 +41,7 @@ export const Setting = {
   defaultCpus: 'defaults.cpus',
   defaultMemory: 'defaults.memory',
   defaultDisk: 'defaults.disk',
+  defaultNetwork: 'defaults.network',
   dataDirectory: 'dataDirectory',
   qemuPath: 'qemuPath',
   workspaceVm: 'workspaceVm',
