@@ -28,6 +28,7 @@ export const Command = {
   copyFrom: 'sandboxvm.vm.copyFrom',
   openSerialConsole: 'sandboxvm.vm.openSerialConsole',
   showDetails: 'sandboxvm.vm.showDetails',
+  openFolder: 'sandboxvm.vm.openFolder',
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 

@@ -22,6 +22,7 @@ import { showDetails } from './showDetails';
 import { showLog, showServiceLog } from './showLog';
 import { startVm } from './startVm';
 import { stopVm, turnOffVm } from './stopVm';
+import { openFolderInVm } from '../guestFs/openFolderInVm';
 
 type Handler = (deps: CommandDeps, ...args: any[]) => Promise<unknown>;
 
@@ -48,6 +49,7 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.copyFrom]: copyFromVm,
     [Command.openSerialConsole]: openSerialConsole,
     [Command.showDetails]: showDetails,
+    [Command.openFolder]: openFolderInVm,
   };
   return Object.entries(table).map(([id, handler]) =>
     vscode.commands.registerCommand(id, async (...args: unknown[]) => {
