@@ -1,7 +1,7 @@
 /**
  * Open Folder in VM... (palette, and a running VM's context menu in the tree): a running VM (asked
- * when more than one runs), a guest folder (default /root), then the folder as a workspace folder
- * of this window, named `<vm>:<path>`. See WHERE below for why this window and not a new one.
+ * when more than one runs), a guest folder (default /root), checked, then opened in VS Code (see
+ * WHERE below for which window).
  */
 import * as vscode from 'vscode';
 import { ErrorCode, SandboxError } from '../../runtime/common/errors';
@@ -13,17 +13,21 @@ import { guestUri } from './guestUri';
 /** Test and automation arguments: skip the prompts. */
 export interface OpenFolderOptions {
   guestPath?: string;
-  /** 'workspace' (default): add to this window's folders; 'newWindow': a window of its own. */
-  where?: 'workspace' | 'newWindow';
+  /**
+   * 'auto' (default, see WHERE), 'thisWindow', 'newWindow', 'workspace' (added to this window's
+   * folders), or 'none': checked and its URI returned, nothing opened (tests, other extensions).
+   */
+  where?: 'auto' | 'thisWindow' | 'newWindow' | 'workspace' | 'none';
 }
 
 /**
- * WHERE: this window by default. A guest folder sits beside the host folders the user already has
- * open, next to the Sandbox VMs view and the VM's terminals, the way Copy to VM and the tree already
- * work; nothing reloads, and "Remove Folder from Workspace" takes it away. Remote-SSH opens a new
- * window because its extension host moves to the remote machine; ours stays on the host, so a new
- * window would only duplicate the service connection and the tree. `where: 'newWindow'` is there
- * for a window that should hold only the guest (its extension activates on `onFileSystem:sandboxvm`).
+ * WHERE, by default: a window that has no folder open shows the guest folder itself; a window that
+ * has one opens the guest folder in a new window, as Remote-SSH's "Connect to Host" and File > Open
+ * Folder from a busy window do. Adding it to the current window instead would turn a single-folder
+ * window into an untitled multi-root workspace (VS Code restarts every extension for that, and asks
+ * to save the workspace when the window closes) and would put a folder that Search and Go to File
+ * cannot index (their providers for a new scheme are proposed API) beside the user's host folders.
+ * 'workspace' still adds it for a user who is already in a multi-root workspace and asks for that.
  */
 export async function openFolderInVm(deps: CommandDeps, target?: VmTarget, options: OpenFolderOptions = {}): Promise<vscode.Uri | undefined> {
   await deps.connection.client();
@@ -49,26 +53,29 @@ export async function openFolderInVm(deps: CommandDeps, target?: VmTarget, optio
     throw new SandboxError(ErrorCode.BadArgument, err instanceof vscode.FileSystemError && err.code === 'FileNotFound' ? `There is no folder ${uri.path} in ${vm}; give an existing one.` : `Cannot open ${vm}:${uri.path}: ${err.message}`);
   });
   if ((stat.type & vscode.FileType.Directory) === 0) throw new SandboxError(ErrorCode.BadArgument, `${vm}:${uri.path} is not a folder; give a folder (files open with File > Open).`);
-  if (options.where === 'newWindow') {
-    await vscode.commands.executeCommand('vscode.openFolder', uri, { forceNewWindow: true });
+  const folders = vscode.workspace.workspaceFolders ?? [];
+  const where = options.where === undefined || options.where === 'auto' ? (folders.length === 0 ? 'thisWindow' : 'newWindow') : options.where;
+  if (where === 'none') return uri;
+  if (where === 'thisWindow' || where === 'newWindow') {
+    await vscode.commands.executeCommand('vscode.openFolder', uri, { forceNewWindow: where === 'newWindow' });
     return uri;
   }
-  const folders = vscode.workspace.workspaceFolders ?? [];
   const already = folders.find((f) => f.uri.toString() === uri.toString());
   if (already) {
     await vscode.commands.executeCommand('workbench.view.explorer');
     return uri;
   }
-  const added = new Promise<void>((resolve) => {
-    const sub = vscode.workspace.onDidChangeWorkspaceFolders((e) => {
-      if (!e.added.some((f) => f.uri.toString() === uri.toString())) return;
+  const refused = new SandboxError(ErrorCode.Internal, `VS Code did not add ${vm}:${uri.path} to this window's folders; open it in a new window instead`);
+  const added = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => (sub.dispose(), reject(refused)), 15_000);
+    const sub = vscode.workspace.onDidChangeWorkspaceFolders(() => {
+      if (!vscode.workspace.workspaceFolders?.some((f) => f.uri.toString() === uri.toString())) return;
+      clearTimeout(timer);
       sub.dispose();
       resolve();
     });
   });
-  if (!vscode.workspace.updateWorkspaceFolders(folders.length, 0, { uri, name: `${vm}:${uri.path}` })) {
-    throw new SandboxError(ErrorCode.Internal, `VS Code did not add ${vm}:${uri.path} to the workspace; try again`);
-  }
+  if (!vscode.workspace.updateWorkspaceFolders(folders.length, 0, { uri, name: `${vm}:${uri.path}` })) throw refused;
   await added;
   await vscode.commands.executeCommand('workbench.view.explorer');
   return uri;
