@@ -69,6 +69,16 @@ export class GuestConnections implements vscode.Disposable {
     return client;
   }
 
+  /**
+   * Waits up to `timeoutMs` for `vm`'s agent to answer again (running, connected, heartbeats
+   * coming); false when it does not. A guest busy with a bulk transfer under a loaded host can miss
+   * heartbeats for a few seconds, and calls are refused meanwhile.
+   */
+  async settled(vm: string, timeoutMs: number): Promise<boolean> {
+    const ok = (i: VmInfo | undefined) => isReachable(i) && i!.runtime!.agent.responding !== false;
+    return this.model.waitFor(vm, ok, timeoutMs).then(() => true, () => false);
+  }
+
   /** Forgets `vm`'s connection (its VM stopped, or a call found it broken); the next call makes a new one. */
   drop(vm: string): void {
     const client = this.clients.get(vm);

@@ -29,6 +29,8 @@ export const MAX_ENTRIES = 100_000;
 /** Symbolic links in one listing whose target type is asked (the rest read as links to Unknown). */
 const MAX_LINK_STATS = 500;
 const LINK_STAT_PARALLEL = 8;
+/** How long a repeatable call waits for an agent that stopped answering before it fails. */
+const RETRY_WAIT_MS = 30_000;
 
 function typeOf(type: GuestEntry['type'] | undefined): vscode.FileType {
   switch (type) {
@@ -55,15 +57,26 @@ export class GuestFileSystemProvider implements vscode.FileSystemProvider, vscod
     });
   }
 
-  /** Runs `work` with the VM's file calls; failures become FileSystemErrors about `uri`. */
-  private async with<T>(uri: vscode.Uri, work: (files: GuestFiles, at: GuestLocation, sessions: SessionClient) => Promise<T>): Promise<T> {
+  /**
+   * Runs `work` with the VM's file calls; failures become FileSystemErrors about `uri`. `retry`
+   * (operations that are safe to repeat: reads, and writes, which replace the file whole): once more
+   * when the VM is running but its agent was briefly out of reach, once it answers again.
+   */
+  private async with<T>(uri: vscode.Uri, work: (files: GuestFiles, at: GuestLocation, sessions: SessionClient) => Promise<T>, retry = false): Promise<T> {
     const at = parseGuestUri(uri);
-    try {
-      const sessions = await this.connections.sessions(at.vm);
-      return await work(new GuestFiles(sessions), at, sessions);
-    } catch (err) {
-      if (isUnreachable(err) && !(err instanceof vscode.FileSystemError)) this.connections.drop(at.vm);
-      throw toFileSystemError(err, uri, () => this.connections.unavailableMessage(at.vm));
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const sessions = await this.connections.sessions(at.vm);
+        return await work(new GuestFiles(sessions), at, sessions);
+      } catch (err) {
+        if (isUnreachable(err) && !(err instanceof vscode.FileSystemError)) this.connections.drop(at.vm);
+        const again = retry && attempt === 0 && isUnreachable(err) && this.model.get(at.vm)?.state === 'running' && (await this.connections.settled(at.vm, RETRY_WAIT_MS));
+        if (again) {
+          this.log(`${at.vm}:${at.path}: ${(err as Error).message}; trying once more`);
+          continue;
+        }
+        throw toFileSystemError(err, uri, () => this.connections.unavailableMessage(at.vm));
+      }
     }
   }
 
@@ -78,7 +91,7 @@ export class GuestFileSystemProvider implements vscode.FileSystemProvider, vscod
         if (target) shown = target;
       }
       return { type, ctime: shown.mtimeMs, mtime: shown.mtimeMs, size: shown.size };
-    });
+    }, true);
   }
 
   readDirectory(uri: vscode.Uri): Promise<[string, vscode.FileType][]> {
@@ -114,7 +127,7 @@ export class GuestFileSystemProvider implements vscode.FileSystemProvider, vscod
       };
       await Promise.all(Array.from({ length: LINK_STAT_PARALLEL }, worker));
       return out;
-    });
+    }, true);
   }
 
   readFile(uri: vscode.Uri): Promise<Uint8Array> {
@@ -143,7 +156,7 @@ export class GuestFileSystemProvider implements vscode.FileSystemProvider, vscod
         throw err;
       });
       return buffer.subarray(0, length);
-    });
+    }, true);
   }
 
   writeFile(uri: vscode.Uri, content: Uint8Array, options: { readonly create: boolean; readonly overwrite: boolean }): Promise<void> {
@@ -154,7 +167,7 @@ export class GuestFileSystemProvider implements vscode.FileSystemProvider, vscod
       if (!existing && !options.create) throw vscode.FileSystemError.FileNotFound(uri);
       const bytes = Buffer.from(content.buffer, content.byteOffset, content.byteLength);
       await files.write(at.path, pieces(bytes), { mode: existing?.mode ?? 0o644 });
-    });
+    }, true);
   }
 
   createDirectory(uri: vscode.Uri): Promise<void> {

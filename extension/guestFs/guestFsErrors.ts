@@ -30,7 +30,7 @@ export function isUnreachable(err: unknown): boolean {
   if (err instanceof vscode.FileSystemError) return err.code === 'Unavailable';
   if (err instanceof SandboxError) return UNREACHABLE.has(err.code);
   const message = String((err as Error)?.message ?? err);
-  return /connection (to the VM )?(was )?(lost|closed|disposed)|ECONNREFUSED|ENOENT.*\.sock|socket hang up|is not running/i.test(message);
+  return /connection (to the VM )?(was )?(lost|closed|disposed)|ECONNREFUSED|ENOENT.*\.sock|socket hang up|is not running|guest agent is not (responding|connected)|session client was disposed/i.test(message);
 }
 
 /**
