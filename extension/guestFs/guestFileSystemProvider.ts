@@ -18,7 +18,8 @@ import { GuestFiles, type GuestEntry } from '../../runtime/client/guestFiles';
 import type { SessionClient } from '../../runtime/client/sessionClient';
 import { isReachable, type GuestConnections } from './guestConnections';
 import { isUnreachable, toFileSystemError } from './guestFsErrors';
-import { checkGuestName, parseGuestUri, type GuestLocation } from './guestUri';
+import { checkGuestName } from './guestNames';
+import { parseGuestUri, type GuestLocation } from './guestUri';
 import { GuestWatcher } from './guestWatcher';
 import type { VmModel } from '../model/vmModel';
 
@@ -29,6 +30,8 @@ export const MAX_ENTRIES = 100_000;
 /** Symbolic links in one listing whose target type is asked (the rest read as links to Unknown). */
 const MAX_LINK_STATS = 500;
 const LINK_STAT_PARALLEL = 8;
+/** How often a repeatable call is tried again, each time after its agent answers again. */
+const RETRIES = 2;
 /** How long a repeatable call waits for an agent that stopped answering before it fails. */
 const RETRY_WAIT_MS = 30_000;
 
@@ -60,7 +63,7 @@ export class GuestFileSystemProvider implements vscode.FileSystemProvider, vscod
   /**
    * Runs `work` with the VM's file calls; failures become FileSystemErrors about `uri`. `retry`
    * (operations that are safe to repeat: reads, and writes, which replace the file whole): once more
-   * when the VM is running but its agent was briefly out of reach, once it answers again.
+   * when the VM is running but its agent was briefly out of reach, each time once it answers again.
    */
   private async with<T>(uri: vscode.Uri, work: (files: GuestFiles, at: GuestLocation, sessions: SessionClient) => Promise<T>, retry = false): Promise<T> {
     const at = parseGuestUri(uri);
@@ -70,9 +73,9 @@ export class GuestFileSystemProvider implements vscode.FileSystemProvider, vscod
         return await work(new GuestFiles(sessions), at, sessions);
       } catch (err) {
         if (isUnreachable(err) && !(err instanceof vscode.FileSystemError)) this.connections.drop(at.vm);
-        const again = retry && attempt === 0 && isUnreachable(err) && this.model.get(at.vm)?.state === 'running' && (await this.connections.settled(at.vm, RETRY_WAIT_MS));
+        const again = retry && attempt < RETRIES && isUnreachable(err) && this.model.get(at.vm)?.state === 'running' && (await this.connections.settled(at.vm, RETRY_WAIT_MS));
         if (again) {
-          this.log(`${at.vm}:${at.path}: ${(err as Error).message}; trying once more`);
+          this.log(`${at.vm}:${at.path}: ${(err as Error).message}; trying again`);
           continue;
         }
         throw toFileSystemError(err, uri, () => this.connections.unavailableMessage(at.vm));

@@ -28,7 +28,7 @@ const UNREACHABLE = new Set<string>([ErrorCode.AgentUnavailable, ErrorCode.Worke
 /** True when `err` says the VM (not the file) is out of reach. */
 export function isUnreachable(err: unknown): boolean {
   if (err instanceof vscode.FileSystemError) return err.code === 'Unavailable';
-  if (err instanceof SandboxError) return UNREACHABLE.has(err.code);
+  if (err instanceof SandboxError && UNREACHABLE.has(err.code)) return true;
   const message = String((err as Error)?.message ?? err);
   return /connection (to the VM )?(was )?(lost|closed|disposed)|ECONNREFUSED|ENOENT.*\.sock|socket hang up|is not running|guest agent is not (responding|connected)|session client was disposed/i.test(message);
 }

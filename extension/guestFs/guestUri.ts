@@ -12,8 +12,9 @@ import { validateVmName } from '../../runtime/common/names';
 
 export const GUEST_SCHEME = 'sandboxvm';
 
-/** Longest guest path accepted (Linux's PATH_MAX). */
-export const MAX_GUEST_PATH = 4096;
+import { MAX_GUEST_PATH } from './guestNames';
+
+export { MAX_GUEST_PATH };
 
 export interface GuestLocation {
   vm: string;
@@ -45,24 +46,4 @@ function checkLocation(vm: string, guestPath: string): GuestLocation {
   const trimmed = normal.length > 1 ? normal.replace(/\/+$/, '') : normal;
   if (trimmed.length > MAX_GUEST_PATH) throw new Error(`the path is longer than ${MAX_GUEST_PATH} characters`);
   return { vm, path: trimmed };
-}
-
-/**
- * A name the guest listed or reported, checked before it becomes part of a URI: one non-empty
- * component, not `.` or `..`, no `/` or NUL, at most 255 bytes. Returns undefined when it fails.
- */
-export function checkGuestName(name: unknown): string | undefined {
-  if (typeof name !== 'string' || name.length === 0 || name === '.' || name === '..') return undefined;
-  if (name.includes('/') || name.includes('\0') || Buffer.byteLength(name) > 255) return undefined;
-  return name;
-}
-
-/**
- * A path relative to a watched folder, as the guest's watcher reports it: each segment a valid name.
- * Returns the segments, or undefined when any is not (the event is then dropped).
- */
-export function checkRelativePath(relative: unknown): string[] | undefined {
-  if (typeof relative !== 'string' || relative.length === 0 || relative.length > MAX_GUEST_PATH) return undefined;
-  const segments = relative.split('/');
-  return segments.every((s) => checkGuestName(s) !== undefined) ? segments : undefined;
 }

@@ -12,7 +12,8 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { Session, SessionClient } from '../../runtime/client/sessionClient';
 import { excludeMatcher } from './globMatcher';
-import { checkRelativePath, guestUri } from './guestUri';
+import { checkRelativePath } from './guestNames';
+import { guestUri } from './guestUri';
 
 const BATCH_MS = 50;
 const MAX_PENDING = 2000;

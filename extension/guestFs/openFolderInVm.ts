@@ -52,7 +52,7 @@ export async function openFolderInVm(deps: CommandDeps, target?: VmTarget, optio
   const stat = await vscode.workspace.fs.stat(uri).then((s) => s, (err: Error) => {
     throw new SandboxError(ErrorCode.BadArgument, err instanceof vscode.FileSystemError && err.code === 'FileNotFound' ? `There is no folder ${uri.path} in ${vm}; give an existing one.` : `Cannot open ${vm}:${uri.path}: ${err.message}`);
   });
-  if ((stat.type & vscode.FileType.Directory) === 0) throw new SandboxError(ErrorCode.BadArgument, `${vm}:${uri.path} is not a folder; give a folder (files open with File > Open).`);
+  if ((stat.type & vscode.FileType.Directory) === 0) throw new SandboxError(ErrorCode.BadArgument, `${uri.path} in ${vm} is not a folder; give a folder (files open with File > Open).`);
   const folders = vscode.workspace.workspaceFolders ?? [];
   const where = options.where === undefined || options.where === 'auto' ? (folders.length === 0 ? 'thisWindow' : 'newWindow') : options.where;
   if (where === 'none') return uri;

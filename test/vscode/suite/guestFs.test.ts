@@ -106,7 +106,7 @@ suite('vscode: guest files (sandboxvm://)', function () {
     }
     assert.deepEqual(shown, [
       `There is no folder /root/no-such-folder in ${VM}; give an existing one.`,
-      `${VM}:${DIR}/hello.txt is not a folder; give a folder (files open with File > Open).`,
+      `${DIR}/hello.txt in ${VM} is not a folder; give a folder (files open with File > Open).`,
       'Give an absolute path in the guest, like /root.',
     ]);
   });
