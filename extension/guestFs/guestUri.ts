@@ -9,12 +9,9 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { validateVmName } from '../../runtime/common/names';
-
-export const GUEST_SCHEME = 'sandboxvm';
-
 import { MAX_GUEST_PATH } from './guestNames';
 
-export { MAX_GUEST_PATH };
+export const GUEST_SCHEME = 'sandboxvm';
 
 export interface GuestLocation {
   vm: string;
