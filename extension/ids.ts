@@ -29,6 +29,8 @@ export const Command = {
   openSerialConsole: 'sandboxvm.vm.openSerialConsole',
   showDetails: 'sandboxvm.vm.showDetails',
   openFolder: 'sandboxvm.vm.openFolder',
+  goToFile: 'sandboxvm.vm.goToFile',
+  findInFolder: 'sandboxvm.vm.findInFolder',
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 
