@@ -17,8 +17,9 @@ import { guestUri } from './guestUri';
 
 const BATCH_MS = 50;
 const MAX_PENDING = 2000;
-/** Renames told apart with a stat per batch; beyond this they are reported as changes. */
-const MAX_STATS = 200;
+/** Renames told apart with a stat per batch, STAT_PARALLEL at a time; beyond this they are reported as changes. */
+const MAX_STATS = 100;
+const STAT_PARALLEL = 4;
 const RETRY_MS = [1000, 2000, 5000, 10_000];
 
 export interface WatchTarget {
@@ -48,6 +49,7 @@ export class GuestWatcher implements vscode.Disposable {
   private readonly excluded: (relative: string) => boolean;
   private opening?: Promise<void>;
   private reopenAfterFlush = false;
+  private flushing: Promise<void> = Promise.resolve();
 
   constructor(readonly target: WatchTarget, private readonly deps: WatcherDeps) {
     this.excluded = excludeMatcher(target.excludes);
@@ -116,27 +118,37 @@ export class GuestWatcher implements vscode.Disposable {
     if (this.isFile && kind === 'rename') this.reopenAfterFlush = true;
     if (this.pending.size >= MAX_PENDING && !this.pending.has(rel)) this.overflow = true;
     else if (this.pending.get(rel) !== 'rename') this.pending.set(rel, kind);
-    this.timer ??= setTimeout(() => void this.flush(), BATCH_MS);
+    // One batch at a time: the next waits for the stats of the one before.
+    this.timer ??= setTimeout(() => (this.flushing = this.flushing.then(() => this.flush()).catch((err: Error) => this.deps.log(`a batch of changes was dropped: ${err.message}`))), BATCH_MS);
   }
 
   private async flush(): Promise<void> {
     this.timer = undefined;
+    if (this.disposed) return;
     const batch = this.pending;
     const overflow = this.overflow;
     this.pending = new Map();
     this.overflow = false;
     const { vm, path: dir } = this.target;
     const events: vscode.FileChangeEvent[] = [];
-    let stats = 0;
     const sessions = await this.deps.sessions(vm).catch(() => undefined);
-    await Promise.all([...batch].map(async ([rel, kind]) => {
+    const renames: [string, vscode.Uri][] = [];
+    for (const [rel, kind] of batch) {
       // A watched file reports its own name: the event is about the file itself.
       const guestPath = this.isFile ? dir : path.posix.join(dir, rel);
       const uri = guestUri(vm, guestPath);
-      if (kind === 'change' || !sessions || stats++ >= MAX_STATS) return void events.push({ type: vscode.FileChangeType.Changed, uri });
-      const exists = await sessions.call('stat', { path: guestPath, follow: false }).then(() => true, () => false);
-      events.push({ type: exists ? vscode.FileChangeType.Created : vscode.FileChangeType.Deleted, uri });
-    }));
+      if (kind === 'change' || !sessions || renames.length >= MAX_STATS) events.push({ type: vscode.FileChangeType.Changed, uri });
+      else renames.push([guestPath, uri]);
+    }
+    let next = 0;
+    const statNext = async () => {
+      while (next < renames.length) {
+        const [guestPath, uri] = renames[next++];
+        const exists = await sessions!.call('stat', { path: guestPath, follow: false }).then(() => true, () => false);
+        events.push({ type: exists ? vscode.FileChangeType.Created : vscode.FileChangeType.Deleted, uri });
+      }
+    };
+    await Promise.all(Array.from({ length: STAT_PARALLEL }, statNext));
     if (overflow) events.push({ type: vscode.FileChangeType.Changed, uri: guestUri(vm, dir) });
     if (!this.disposed && events.length > 0) this.deps.fire(events);
     if (this.reopenAfterFlush && !this.disposed) {

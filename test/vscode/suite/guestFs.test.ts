@@ -61,7 +61,7 @@ suite('vscode: guest files (sandboxvm://)', function () {
           sessions.open({ kind: 'exec', argv: ['sh', '-c', script] }, { onData: (_s, d) => void (out += d.toString()), onExit: resolve }).catch((err: Error) => resolve({ code: null, error: err.message }));
         });
         if (exit.code !== 0 && attempt < 2 && /not responding|not connected/.test(exit.error ?? '')) {
-          await api.model.waitFor(VM, (i) => i?.state === 'running' && i.runtime?.agent.connected === true && i.runtime.agent.responding !== false, 60_000);
+          await api.model.waitFor(VM, (i) => i?.state === 'running' && i.runtime?.agent.connected === true && i.runtime.agent.responding !== false, 180_000);
           continue;
         }
         assert.equal(exit.code, 0, `${script}: ${exit.error ?? out}`);
