@@ -2,7 +2,7 @@
  * Screenshots of guest files in real VS Code, as a user gets them from Open Folder in VM: a window
  * opened on `sandboxvm://<vm>/root/project` (what the command opens in a new window), the Explorer
  * listing it, a file open, a change made in the guest appearing in the editor, Go to File (Ctrl+P)
- * and the Search view on that folder. Steps and what the UI showed are printed; screenshots go to
+ * and the Search view on that folder, then Find in VM Folder from the palette. Steps and what the UI showed are printed; screenshots go to
  * $SANDBOXVM_TEST_ARTIFACTS (default /tmp/sandboxvm-guestfs-shots).
  * `node --import tsx test/vscode/guestFs-screenshots.ts` (after `npm run build`).
  */
@@ -86,6 +86,22 @@ async function main(): Promise<void> {
     await page.waitForTimeout(8000);
     step(`Search view for "hello": ${(await page.locator('.search-view').first().innerText().catch(() => '')).replace(/\s+/g, ' ').slice(0, 300)}`);
     await shot(page, 'search');
+    // What the extension offers instead: Find in VM Folder (grep in the guest) from the palette.
+    await page.keyboard.press('Escape');
+    await page.keyboard.press('F1');
+    await page.keyboard.type('>Find in VM Folder', { delay: 30 });
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Find in VM Folder' }).first().waitFor({ timeout: 30_000 });
+    await page.keyboard.press('Enter');
+    await page.locator('.quick-input-widget input').first().waitFor({ timeout: 30_000 });
+    await page.keyboard.type('hello', { delay: 30 });
+    await page.keyboard.press('Enter');
+    const found = page.locator('.quick-input-list .monaco-list-row', { hasText: 'main.c' });
+    await found.first().waitFor({ timeout: 60_000 });
+    step(`Find in VM Folder for "hello": ${(await page.locator('.quick-input-list .monaco-list-row').allInnerTexts()).join(' | ')}`);
+    await shot(page, 'find-in-vm-folder');
+    await page.keyboard.press('Enter');
+    await page.locator('.monaco-editor .view-lines', { hasText: 'hello from the guest' }).first().waitFor({ timeout: 60_000 });
+    await shot(page, 'find-in-vm-folder-opened');
   } finally {
     await browser?.close().catch(() => undefined);
     await cs?.stop();
