@@ -187,7 +187,7 @@ export class GuestFileSystemProvider implements vscode.FileSystemProvider, vscod
   rename(oldUri: vscode.Uri, newUri: vscode.Uri, options: { readonly overwrite: boolean }): Promise<void> {
     const to = parseGuestUri(newUri);
     return this.with(oldUri, async (files, from) => {
-      if (to.vm !== from.vm) throw vscode.FileSystemError.NoPermissions('files move between two VMs by copying; drag them with Ctrl held');
+      if (to.vm !== from.vm) throw vscode.FileSystemError.NoPermissions(`moving files between VMs (${from.vm} to ${to.vm}) is not supported; copy them instead`);
       await files.stat(from.path, false);
       const target = await existingEntry(files, to.path, false);
       if (target && !options.overwrite) throw vscode.FileSystemError.FileExists(newUri);
