@@ -14,6 +14,7 @@ import { registerCommands } from './commands/registerCommands';
 import type { CommandDeps } from './commands/deps';
 import { SerialConsoles } from './console/serialConsoles';
 import { DetailsPanels } from './details/detailsPanel';
+import { registerGuestFs, type GuestFs } from './guestFs/registerGuestFs';
 import { SECTION, Setting, View } from './ids';
 import { HostState } from './model/hostState';
 import { MetricsStore } from './model/metricsStore';
@@ -38,6 +39,7 @@ export interface SandboxVmsApi {
   readonly metrics: MetricsStore;
   readonly serialConsoles: SerialConsoles;
   readonly details: DetailsPanels;
+  readonly guestFs: GuestFs;
 }
 
 const settings = () => vscode.workspace.getConfiguration(SECTION);
@@ -81,6 +83,7 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
   const details = new DetailsPanels(context.extensionUri, model, metrics);
   const tree = new VmTreeProvider(model, terminals, () => connection.ensure(), metrics);
   const treeView = vscode.window.createTreeView(View.machines, { treeDataProvider: tree, showCollapseAll: false });
+  const guestFs = registerGuestFs(model, () => connection.client(), async (vm) => (await connection.client()).attach(vm), (m) => log.info(`guest files: ${m}`));
   const deps: CommandDeps = { connection, model, host, terminals, notify, log, settings, serialConsoles, details };
 
   const terminalCounts = new Map<string, number>();
@@ -100,6 +103,7 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     metrics,
     serialConsoles,
     details,
+    guestFs,
     tree,
     treeView,
     host,
@@ -134,7 +138,7 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     }),
   );
   if (treeView.visible || terminals.saved().length > 0) connection.ensure();
-  return { model, connection, terminals, tree, treeView, notifications: notify, host, metrics, serialConsoles, details };
+  return { model, connection, terminals, tree, treeView, notifications: notify, host, metrics, serialConsoles, details, guestFs };
 }
 
 export function deactivate(): void {

@@ -29,6 +29,9 @@ export const Command = {
   openSerialConsole: 'sandboxvm.vm.openSerialConsole',
   showDetails: 'sandboxvm.vm.showDetails',
   setNetworkPolicy: 'sandboxvm.vm.setNetworkPolicy',
+  openFolder: 'sandboxvm.vm.openFolder',
+  goToFile: 'sandboxvm.vm.goToFile',
+  findInFolder: 'sandboxvm.vm.findInFolder',
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 

@@ -23,6 +23,8 @@ import { showLog, showServiceLog } from './showLog';
 import { startVm } from './startVm';
 import { stopVm, turnOffVm } from './stopVm';
 import { setNetworkPolicy } from './setNetworkPolicy';
+import { openFolderInVm } from '../guestFs/openFolderInVm';
+import { findInVmFolder, goToFileInVm } from '../guestFs/guestSearch';
 
 type Handler = (deps: CommandDeps, ...args: any[]) => Promise<unknown>;
 
@@ -50,6 +52,9 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.openSerialConsole]: openSerialConsole,
     [Command.showDetails]: showDetails,
     [Command.setNetworkPolicy]: setNetworkPolicy,
+    [Command.openFolder]: openFolderInVm,
+    [Command.goToFile]: goToFileInVm,
+    [Command.findInFolder]: findInVmFolder,
   };
   return Object.entries(table).map(([id, handler]) =>
     vscode.commands.registerCommand(id, async (...args: unknown[]) => {

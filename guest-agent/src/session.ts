@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { FrameType, GUEST_DATA_CHUNK, StreamId, encodeControl, encodeFrame, encodeWindow } from '../../runtime/protocol/frames';
 import { INITIAL_WINDOW, type OpenSession } from '../../runtime/protocol/messages';
 import { commitTemporary, describeFsError, discardTemporary, openTemporary, type Temporary } from './fileTarget';
+import { TreeWatcher } from './treeWatcher';
 
 export interface SessionSink {
   send(frame: Buffer): void;
@@ -244,15 +245,11 @@ export class GuestSession implements AgentSession {
     };
   }
 
-  /** Reports changes under `dir` (paths relative to it) until the host closes the session. */
+  /** Reports changes under `dir` (paths relative to it) until the host closes the session (treeWatcher.ts). */
   private openWatch(dir: string | undefined, recursive: boolean): void {
     if (!dir) throw new Error('watch needs a path');
-    const watcher = fs.watch(dir, { recursive });
+    const watcher = new TreeWatcher(dir, recursive, (kind, name) => this.control({ t: 'event', kind, path: name }), (message) => this.fail(message), (message) => this.log(`session ${this.id}: ${message}`));
     this.control({ t: 'started', pid: process.pid });
-    watcher.on('change', (kind, name) => {
-      this.control({ t: 'event', kind: kind === 'rename' ? 'rename' : 'change', path: String(name ?? '') });
-    });
-    watcher.on('error', (err) => this.fail(`watching ${dir} failed: ${err.message}`));
     this.cleanup = () => watcher.close();
   }
 

@@ -30,8 +30,10 @@ export function run(): Promise<void> {
     if (out && fs.existsSync(out)) results.push(...(JSON.parse(fs.readFileSync(out, 'utf8')) as { results: Result[] }).results);
     mocha.addFile(path.join(__dirname, 'reload.after.js'));
   } else {
-    for (const f of fs.readdirSync(__dirname).sort()) if (f.endsWith('.test.js')) mocha.addFile(path.join(__dirname, f));
-    if (handoff) mocha.addFile(path.join(__dirname, 'reload.before.js'));
+    // SANDBOXVM_VSCODE_ONLY=<prefix>: only the suites whose file starts with it, and no reload phase.
+    const only = process.env.SANDBOXVM_VSCODE_ONLY;
+    for (const f of fs.readdirSync(__dirname).sort()) if (f.endsWith('.test.js') && (!only || f.startsWith(only))) mocha.addFile(path.join(__dirname, f));
+    if (handoff && !only) mocha.addFile(path.join(__dirname, 'reload.before.js'));
   }
   const save = () => {
     if (out) fs.writeFileSync(out, JSON.stringify({ failures: results.filter((r) => r.state === 'failed').length, results }, null, 2));

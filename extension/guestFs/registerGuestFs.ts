@@ -1,0 +1,28 @@
+/** Registers the `sandboxvm` file system (guestFileSystemProvider.ts) for the extension's lifetime. */
+import * as vscode from 'vscode';
+import type { SessionClient } from '../../runtime/client/sessionClient';
+import type { VmModel } from '../model/vmModel';
+import { GuestConnections } from './guestConnections';
+import { GuestFileSystemProvider } from './guestFileSystemProvider';
+import { GUEST_SCHEME } from './guestUri';
+
+export interface GuestFs {
+  readonly provider: GuestFileSystemProvider;
+  readonly connections: GuestConnections;
+}
+
+/** `ready`: the service connected and the model filled; `attach`: a session connection to a VM's worker. */
+export function registerGuestFs(model: VmModel, ready: () => Promise<unknown>, attach: (vm: string) => Promise<SessionClient>, log: (message: string) => void): GuestFs & vscode.Disposable {
+  const connections = new GuestConnections(model, ready, attach);
+  const provider = new GuestFileSystemProvider(connections, model, log);
+  const registration = vscode.workspace.registerFileSystemProvider(GUEST_SCHEME, provider, { isCaseSensitive: true });
+  return {
+    provider,
+    connections,
+    dispose: () => {
+      registration.dispose();
+      provider.dispose();
+      connections.dispose();
+    },
+  };
+}
