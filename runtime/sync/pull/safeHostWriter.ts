@@ -84,6 +84,9 @@ interface Dir {
   ino: number;
   rel: string;
   stale?: boolean;
+  /** Writes in flight through it: its fd is closed only once none is (a reused fd number would name another folder). */
+  refs: number;
+  evicted?: boolean;
 }
 
 const DIR_FLAGS = fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW;
@@ -105,6 +108,8 @@ export class SafeHostWriter {
   /** Bytes committed and entries made (files, folders, links) by this writer. */
   bytes = 0;
   entries = 0;
+  /** Bytes announced by writes in flight (so parallel writes can't overshoot maxTotalBytes together). */
+  private reserved = 0;
   private readonly dirs = new Map<string, Dir>();
   private readonly rootDir: Dir;
   private closed = false;
@@ -118,7 +123,7 @@ export class SafeHostWriter {
     const real = fs.realpathSync(root);
     const fd = fs.openSync(real, DIR_FLAGS);
     const st = fs.fstatSync(fd);
-    this.rootDir = { fd, dev: st.dev, ino: st.ino, rel: '' };
+    this.rootDir = { fd, dev: st.dev, ino: st.ino, rel: '', refs: 1 };
     this.root = real;
     const probe = process.platform === 'linux' ? fs.statSync(`/proc/self/fd/${fd}`, { throwIfNoEntry: false }) : undefined;
     const canAnchor = probe !== undefined && probe.ino === st.ino && probe.dev === st.dev;
@@ -140,10 +145,48 @@ export class SafeHostWriter {
     return fs.lstatSync(this.at(dir, name), { throwIfNoEntry: false });
   }
 
+  /** The sha256 of the regular file at `rel` (never through a link), or undefined when none is there. */
+  async hashFile(rel: string): Promise<string | undefined> {
+    this.checkRel(rel);
+    const { dir, name } = this.parent(rel, false);
+    if (!dir) return undefined;
+    let handle: fs.promises.FileHandle;
+    try {
+      handle = await fs.promises.open(this.at(dir, name), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    } catch (err) {
+      if (['ENOENT', 'ELOOP', 'EISDIR'].includes((err as NodeJS.ErrnoException).code ?? '')) return undefined;
+      throw err;
+    }
+    try {
+      if (!(await handle.stat()).isFile()) return undefined;
+      const hash = crypto.createHash('sha256');
+      for await (const chunk of handle.createReadStream({ autoClose: false })) hash.update(chunk as Buffer);
+      return hash.digest('hex');
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** The target of the link at `rel` (never through a link on the way), or undefined when no link is there. */
+  readlink(rel: string): string | undefined {
+    const st = this.stat(rel);
+    if (!st?.isSymbolicLink()) return undefined;
+    const { dir, name } = this.parent(rel, false);
+    return fs.readlinkSync(this.at(dir!, name));
+  }
+
   /** Makes the folder `rel` and any missing folder above it (0755). Refused if something not a folder is there. */
   mkdir(rel: string): void {
     this.checkRel(rel);
     this.openDir(rel.split('/'), true);
+  }
+
+  /** Refused when a file `rel` of `announced` bytes would be refused on its size or path alone (before anything is read). */
+  precheck(rel: string, announced: number): void {
+    this.checkRel(rel);
+    if (!Number.isSafeInteger(announced) || announced < 0) throw new Refused('has no valid size');
+    if (announced > this.limits.maxFileBytes) throw new Refused(`is ${describeSize(announced)}, over the ${describeSize(this.limits.maxFileBytes)} limit for one file`);
+    if (this.bytes + this.reserved + announced > this.limits.maxTotalBytes) throw new Refused(`would take the pull past its ${describeSize(this.limits.maxTotalBytes)} limit`);
   }
 
   /**
@@ -154,15 +197,30 @@ export class SafeHostWriter {
    * Refused. Resolves with what was written.
    */
   async writeFile(rel: string, source: AsyncIterable<Buffer>, options: { announced: number; mode: number; decide?: (sha256: string, bytes: number) => CommitDecision | Promise<CommitDecision> }): Promise<WrittenFile> {
-    this.checkRel(rel);
     const { announced } = options;
-    if (!Number.isSafeInteger(announced) || announced < 0) throw new Refused('has no valid size');
-    if (announced > this.limits.maxFileBytes) throw new Refused(`is ${describeSize(announced)}, over the ${describeSize(this.limits.maxFileBytes)} limit for one file`);
-    if (this.bytes + announced > this.limits.maxTotalBytes) throw new Refused(`would take the pull past its ${describeSize(this.limits.maxTotalBytes)} limit`);
+    this.precheck(rel, announced);
     this.countEntry();
-    this.checkFree(announced);
-    const { dir, name } = this.parent(rel, true);
-    this.checkReplaceable(dir!, name, rel);
+    this.reserved += announced;
+    let dir: Dir | undefined;
+    let written: WrittenFile | undefined;
+    try {
+      this.checkFree(announced);
+      const parent = this.parent(rel, true);
+      dir = parent.dir!;
+      this.checkReplaceable(dir, parent.name, rel);
+      dir.refs++;
+      written = await this.writeInto(dir, parent.name, rel, source, options);
+      return written;
+    } finally {
+      this.reserved -= announced;
+      if (written?.rel) this.bytes += written.bytes;
+      else this.entries--;
+      if (dir) this.release(dir);
+    }
+  }
+
+  private async writeInto(dir: Dir, name: string, rel: string, source: AsyncIterable<Buffer>, options: { announced: number; mode: number; decide?: (sha256: string, bytes: number) => CommitDecision | Promise<CommitDecision> }): Promise<WrittenFile> {
+    const { announced } = options;
     const tmpName = `.sandboxvm-pull-${process.pid}-${++temporaryCount}.partial`;
     const tmpPath = this.at(dir!, tmpName);
     const handle = await fs.promises.open(tmpPath, TEMP_FLAGS, 0o600);
@@ -199,12 +257,10 @@ export class SafeHostWriter {
       committed = true;
       const stats = fs.lstatSync(this.at(dir!, finalName));
       if (stats.ino !== mine.ino || stats.dev !== mine.dev) throw new Refused('was replaced by something else as it was written');
-      this.bytes += bytes;
       return { rel: decision.as, bytes, sha256, stats };
     } finally {
       await handle.close().catch(() => undefined);
       // By path only while the path still leads to the folder we made it in (checked mode).
-      if (!committed) this.entries--;
       if (!committed && (this.anchored || this.walkByPath(dir!.rel)?.ino === dir!.ino)) fs.rmSync(tmpPath, { force: true });
       // A folder found replaced is opened afresh next time (and then meets what replaced it).
       if (dir!.stale && dir!.rel !== '') this.forgetDirsUnder(dir!.rel);
@@ -377,23 +433,33 @@ export class SafeHostWriter {
       }
     }
     if (this.dirs.size >= MAX_OPEN_DIRS) this.dropDirCache();
-    const dir: Dir = { fd, dev: st.dev, ino: st.ino, rel };
+    const dir: Dir = { fd, dev: st.dev, ino: st.ino, rel, refs: 0 };
     this.dirs.set(rel, dir);
     return dir;
   }
 
   private dropDirCache(): void {
-    for (const d of this.dirs.values()) fs.closeSync(d.fd);
+    for (const d of this.dirs.values()) this.evict(d);
     this.dirs.clear();
   }
 
   private forgetDirsUnder(rel: string): void {
     for (const [key, d] of this.dirs) {
       if (key === rel || key.startsWith(`${rel}/`)) {
-        fs.closeSync(d.fd);
+        this.evict(d);
         this.dirs.delete(key);
       }
     }
+  }
+
+  private evict(d: Dir): void {
+    d.evicted = true;
+    if (d.refs === 0) fs.closeSync(d.fd);
+  }
+
+  private release(d: Dir): void {
+    d.refs--;
+    if (d.evicted && d.refs === 0) fs.closeSync(d.fd);
   }
 
   /** The path naming `name` in `dir`: through the open directory when anchored, else by path. */
