@@ -57,6 +57,8 @@ export const VM_FILES = {
   qemuSerialSocket: 'serial-qemu.sock',
   /** The worker's serial console for clients (runtime/worker/serialConsole.ts), owner-only. */
   serialSocket: 'serial.sock',
+  /** A folder: what `sandboxvm pull` remembers per host folder, and its quarantine (runtime/sync/pull/pullState.ts). */
+  pull: 'pull',
 } as const;
 
 /** The files of a VM that runs (its worker's record and the sockets): none may outlive its QEMU. */

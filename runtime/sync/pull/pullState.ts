@@ -13,7 +13,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeJsonAtomic } from '../../common/atomicWrite';
-import { dataHome } from '../../common/paths';
+import { VM_FILES, dataHome } from '../../common/paths';
 
 /** One path as last pulled: the host file's identity and content, and what the guest said of it. */
 export interface BaseEntry {
@@ -38,7 +38,7 @@ export interface PullBase {
 
 export function pullStateDir(vm: string, hostRoot: string, guestPath: string, home = dataHome()): string {
   const key = crypto.createHash('sha256').update(`${hostRoot}\0${guestPath}`).digest('hex').slice(0, 16);
-  return path.join(home, 'vms', vm, 'pull', key);
+  return path.join(home, 'vms', vm, VM_FILES.pull, key);
 }
 
 export function loadBase(stateDir: string): PullBase | undefined {
