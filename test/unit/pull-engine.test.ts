@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { GuestEntry } from '../../runtime/client/guestFiles';
-import { pull, type PullOptions, type PullSource } from '../../runtime/sync/pull/pullEngine';
+import { TooManyEntries, pull, type PullOptions, type PullSource } from '../../runtime/sync/pull/pullEngine';
 
 type Node = { type: 'file'; data: Buffer; mode?: number; mtimeMs?: number; claim?: number; send?: Buffer } | { type: 'dir' } | { type: 'symlink'; target: string } | { type: 'other' };
 
@@ -41,7 +41,9 @@ class FakeGuest implements PullSource {
   private rel(p: string): string {
     return p === this.root ? '' : p.slice(this.root.length + 1);
   }
+  lists = 0;
   async list(p: string): Promise<GuestEntry[]> {
+    this.lists++;
     const dir = this.rel(p);
     const out: GuestEntry[] = [];
     for (const [rel, n] of this.tree) {
@@ -129,6 +131,11 @@ test('unit: a flood of entries refuses the whole pull before anything is written
   for (let i = 0; i < 1200; i++) g.file(`f${i}`, 'x');
   await assert.rejects(pull(g, opts({ limits: { maxEntries: 1000 } })), /holds more than 1000 files, folders and links.*nothing was written.*--max-files/);
   assert.deepEqual(fs.readdirSync(host), []);
+  // A source that knows early (the agent's page count) stops at once.
+  let calls = 0;
+  const early = { ...g, list: async (_p: string, budget: number) => { calls++; if (budget < 1200) throw new TooManyEntries(); return []; }, read: g.read.bind(g), readlink: g.readlink.bind(g) };
+  await assert.rejects(pull(early, opts({ limits: { maxEntries: 1000 } })), /holds more than 1000/);
+  assert.equal(calls, 1);
 });
 
 test('unit: a guest that sends more than it listed is cut off; the file is refused, nothing partial', async () => {

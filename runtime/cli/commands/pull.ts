@@ -17,6 +17,7 @@ import * as path from 'node:path';
 import { ErrorCode, SandboxError } from '../../common/errors';
 import { validateVmName } from '../../common/names';
 import { GuestFiles } from '../../client/guestFiles';
+import { guestPullSource } from '../../sync/pull/guestSource';
 import { EXIT_NEEDS_ATTENTION, pull, type PullSummary } from '../../sync/pull/pullEngine';
 import type { PullLimits } from '../../sync/pull/limits';
 import type { CommandContext } from '../context';
@@ -63,7 +64,7 @@ export async function pullCommand(ctx: CommandContext): Promise<number> {
   process.on('SIGTERM', onSignal);
   let summary: PullSummary;
   try {
-    summary = await pull(guest, {
+    summary = await pull(guestPullSource(sessions), {
       vm,
       guestPath,
       hostRoot,

@@ -32,7 +32,8 @@ import { Refused, SafeHostWriter, describeSize, type CommitDecision, type Writer
 
 /** What a pull needs of the guest (GuestFiles has it; tests fake it). */
 export interface PullSource {
-  list(guestPath: string): Promise<GuestEntry[]>;
+  /** A folder's entries; may throw TooManyEntries as soon as it knows there are more than `budget`. */
+  list(guestPath: string, budget: number): Promise<GuestEntry[]>;
   readlink(guestPath: string): Promise<string>;
   read(guestPath: string, onData: (chunk: Buffer) => void | Promise<void>, signal?: AbortSignal): Promise<number>;
 }
@@ -85,6 +86,9 @@ export interface PullSummary {
   refused: PullItem[];
   quarantine: string;
 }
+
+/** Thrown by PullSource.list: the folder holds more entries than the pull has left. */
+export class TooManyEntries extends Error {}
 
 /** Exit code of `sandboxvm pull` when the pull ran but something was held back, refused or in conflict. */
 export const EXIT_NEEDS_ATTENTION = 3;
@@ -180,9 +184,11 @@ async function walkGuest(source: PullSource, options: PullOptions, limits: PullL
     if (depth > MAX_DEPTH) return refuse(rel, `is nested more than ${MAX_DEPTH} folders deep; not pulled`);
     const dir = rel ? path.posix.join(options.guestPath, rel) : options.guestPath;
     let entries: GuestEntry[];
+    const tooMany = () => new SandboxError(ErrorCode.BadArgument, `${options.vm}:${options.guestPath} holds more than ${limits.maxEntries} files, folders and links, the most one pull takes; nothing was written (pull a subfolder, or raise the limit with --max-files)`);
     try {
-      entries = await source.list(dir);
+      entries = await source.list(dir, limits.maxEntries - out.length);
     } catch (err) {
+      if (err instanceof TooManyEntries) throw tooMany();
       if (!rel) throw new SandboxError(ErrorCode.BadArgument, `cannot list ${options.vm}:${options.guestPath}: ${printable((err as Error).message)}`);
       return refuse(rel, `could not be listed in the guest (${printable((err as Error).message, 160)})`);
     }
@@ -192,9 +198,7 @@ async function walkGuest(source: PullSource, options: PullOptions, limits: PullL
       if (seen.has(entry.name)) continue;
       seen.add(entry.name);
       const r = rel ? `${rel}/${entry.name}` : entry.name;
-      if (out.length >= limits.maxEntries) {
-        throw new SandboxError(ErrorCode.BadArgument, `${options.vm}:${options.guestPath} holds more than ${limits.maxEntries} files, folders and links, the most one pull takes; nothing was written (pull a subfolder, or raise the limit with --max-files)`);
-      }
+      if (out.length >= limits.maxEntries) throw tooMany();
       out.push({ rel: r, entry });
       if (entry.type === 'dir') subdirs.push(r);
     }
