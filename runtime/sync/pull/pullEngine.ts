@@ -28,6 +28,7 @@ import { heldBackReason, isAllowed, type HeldBackRule, HELD_BACK_RULES } from '.
 import { checkRelPath, foldName, printable } from './hostPath';
 import { DEFAULT_LIMITS, type PullLimits } from './limits';
 import { conflictName, loadBase, pullStateDir, quarantineDir, saveBase, type BaseEntry, type PullBase } from './pullState';
+import { TarError, readTar } from './tarFeed';
 import { Refused, SafeHostWriter, describeSize, type CommitDecision, type WriterOptions } from './safeHostWriter';
 
 /** What a pull needs of the guest (GuestFiles has it; tests fake it). */
@@ -36,6 +37,11 @@ export interface PullSource {
   list(guestPath: string, budget: number): Promise<GuestEntry[]>;
   readlink(guestPath: string): Promise<string>;
   read(guestPath: string, onData: (chunk: Buffer) => void | Promise<void>, signal?: AbortSignal): Promise<number>;
+  /**
+   * Optional, for speed: the files `rels` (relative to `root`, in this order) as one tar stream
+   * (tarFeed.ts), ending or failing whenever it likes; files it does not deliver are read one by one.
+   */
+  readMany?(root: string, rels: string[]): { chunks: AsyncIterable<Buffer>; close(): void };
 }
 
 export interface PullOptions {
@@ -165,7 +171,8 @@ export async function pull(source: PullSource, options: PullOptions): Promise<Pu
     }
     const progress: PullProgress = { files: 0, totalFiles: files.length, bytes: 0, totalBytes: files.reduce((n, f) => n + Math.min(f.entry.size, limits.maxFileBytes), 0), current: '' };
     const ctx: FileContext = { source, options, writer, quarantine, base, next, summary, refuse, rules, now, progress, signal };
-    await pool(files, options.concurrency ?? 8, signal, (f) => pullFile(ctx, f));
+    const rest = source.readMany ? await pullBatched(ctx, files, limits) : files;
+    await pool(rest, options.concurrency ?? 8, signal, (f) => pullFile(ctx, f));
     for (const l of links) await pullLink(ctx, l);
     if (signal.aborted) throw new SandboxError(ErrorCode.Cancelled, 'the pull was cancelled; the files written so far are kept');
     await saveBase(stateDir, { version: 1, guestPath: options.guestPath, hostPath: hostRoot, entries: next });
@@ -247,13 +254,61 @@ interface FileContext {
   signal: AbortSignal;
 }
 
-async function pullFile(ctx: FileContext, { rel, entry }: Listed): Promise<void> {
+/**
+ * Pulls the files that need reading through one tar stream, in order. The stream is believed only
+ * while it delivers what was asked, in order, at the listed sizes: an entry not asked for, twice,
+ * or larger than listed ends it (the rest is read file by file); a file of another type or smaller
+ * is skipped (then read on its own). Returns the files still to pull.
+ */
+async function pullBatched(ctx: FileContext, files: Listed[], limits: PullLimits): Promise<Listed[]> {
+  const wanted = new Map<string, Listed>();
+  for (const l of files) {
+    const b = ctx.base.entries[l.rel];
+    const guestSame = b?.kind === 'file' && b.guestSize === l.entry.size && b.guestMtimeMs === l.entry.mtimeMs;
+    if (!guestSame && l.entry.size <= limits.maxFileBytes) wanted.set(l.rel, l);
+  }
+  if (wanted.size < 2) return files;
+  const done = new Set<string>();
+  const feed = ctx.source.readMany!(ctx.options.guestPath, [...wanted.keys()]);
+  try {
+    for await (const e of readTar(guarded(feed.chunks))) {
+      if (ctx.signal.aborted) break;
+      const l = wanted.get(e.name);
+      if (!l || done.has(e.name) || e.size > l.entry.size) break;
+      if (e.type !== '0' || e.size !== l.entry.size) continue;
+      done.add(e.name);
+      try {
+        await pullFile(ctx, l, e.body);
+      } catch (err) {
+        done.delete(e.name);
+        ctx.progress.files--;
+        throw err;
+      }
+    }
+  } catch (err) {
+    if (!(err instanceof TarError) && !(err instanceof GuestReadError)) throw err;
+  } finally {
+    feed.close();
+  }
+  return files.filter((l) => !done.has(l.rel));
+}
+
+/** The feed's own failures (the session, the guest's tar) as TarError: they end the batch, not the pull. */
+async function* guarded(chunks: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  try {
+    for await (const c of chunks) yield c;
+  } catch (err) {
+    throw new TarError(`the guest's stream failed: ${(err as Error).message}`);
+  }
+}
+
+async function pullFile(ctx: FileContext, { rel, entry }: Listed, body?: AsyncIterable<Buffer>): Promise<void> {
   const { writer, summary } = ctx;
   const b = ctx.base.entries[rel];
   const held = heldBackReason(rel, ctx.rules);
   try {
     if (held && !isAllowed(rel, ctx.options.allow ?? [])) {
-      await download(ctx, ctx.quarantine, rel, entry, () => ({ as: rel }));
+      await download(ctx, ctx.quarantine, rel, entry, () => ({ as: rel }), body);
       summary.heldBack.push({ path: printable(rel), reason: held, quarantined: ctx.quarantine.display(rel) });
       return;
     }
@@ -276,7 +331,7 @@ async function pullFile(ctx: FileContext, { rel, entry }: Listed): Promise<void>
       const dir = rel.split('/').slice(0, -1);
       conflictCopy = [...dir, conflictName(rel.split('/').pop()!, ctx.now())].join('/');
       return { as: conflictCopy };
-    });
+    }, body);
     if (same) {
       const st = writer.stat(rel)!;
       ctx.next[rel] = { kind: 'file', size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, sha256: written.sha256, guestSize: entry.size, guestMtimeMs: entry.mtimeMs };
@@ -293,6 +348,7 @@ async function pullFile(ctx: FileContext, { rel, entry }: Listed): Promise<void>
   } catch (err) {
     if (err instanceof Refused) ctx.refuse(rel, err.reason);
     else if (ctx.signal.aborted) return;
+    else if (body && (err instanceof TarError || err instanceof GuestReadError)) throw err;
     else if (err instanceof GuestReadError) ctx.refuse(rel, err.message);
     else throw err;
     if (b) ctx.next[rel] = b;
@@ -306,10 +362,20 @@ async function pullFile(ctx: FileContext, { rel, entry }: Listed): Promise<void>
 class GuestReadError extends Error {}
 
 /** Streams the guest file into `writer` at `rel`, never more than the size the guest listed. */
-async function download(ctx: FileContext, writer: SafeHostWriter, rel: string, entry: GuestEntry, decide: (sha256: string, bytes: number) => CommitDecision | Promise<CommitDecision>) {
+async function download(ctx: FileContext, writer: SafeHostWriter, rel: string, entry: GuestEntry, decide: (sha256: string, bytes: number) => CommitDecision | Promise<CommitDecision>, body?: AsyncIterable<Buffer>) {
   const guestPath = path.posix.join(ctx.options.guestPath, rel);
   // Refused on the listed size before a byte is read (a 1 TB sparse file costs nothing to list).
   writer.precheck(rel, entry.size);
+  if (body) {
+    const progress = ctx.progress;
+    const counted = (async function* () {
+      for await (const chunk of body) {
+        progress.bytes += chunk.length;
+        yield chunk;
+      }
+    })();
+    return writer.writeFile(rel, counted, { announced: entry.size, mode: entry.mode, decide });
+  }
   const stop = new AbortController();
   const onAbort = () => stop.abort();
   ctx.signal.addEventListener('abort', onAbort);
