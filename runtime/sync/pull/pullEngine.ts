@@ -270,6 +270,7 @@ async function pullBatched(ctx: FileContext, files: Listed[], limits: PullLimits
   if (wanted.size < 2) return files;
   const done = new Set<string>();
   const feed = ctx.source.readMany!(ctx.options.guestPath, [...wanted.keys()]);
+  const inFlight = new Set<Promise<void>>();
   try {
     for await (const e of readTar(guarded(feed.chunks))) {
       if (ctx.signal.aborted) break;
@@ -277,19 +278,37 @@ async function pullBatched(ctx: FileContext, files: Listed[], limits: PullLimits
       if (!l || done.has(e.name) || e.size > l.entry.size) break;
       if (e.type !== '0' || e.size !== l.entry.size) continue;
       done.add(e.name);
-      try {
-        await pullFile(ctx, l, e.body);
-      } catch (err) {
+      // The next entry needs only this one's bytes read: its checks and rename overlap what follows.
+      let consumed!: () => void;
+      const read = new Promise<void>((resolve) => (consumed = resolve));
+      const body = (async function* () {
+        try {
+          yield* e.body;
+        } finally {
+          consumed();
+        }
+      })();
+      const p = pullFile(ctx, l, body).catch((err) => {
         done.delete(e.name);
         ctx.progress.files--;
         throw err;
-      }
+      });
+      inFlight.add(p);
+      p.then(() => inFlight.delete(p), () => undefined);
+      await Promise.race([read, p]);
+      if (inFlight.size >= 16) await Promise.race(inFlight);
     }
+    await Promise.all(inFlight);
   } catch (err) {
-    if (!(err instanceof TarError) && !(err instanceof GuestReadError)) throw err;
+    if (!(err instanceof TarError) && !(err instanceof GuestReadError)) {
+      await Promise.allSettled(inFlight);
+      throw err;
+    }
   } finally {
     feed.close();
   }
+  // Files whose bytes were in when the stream failed still finish (or go back to the list).
+  await Promise.allSettled(inFlight);
   return files.filter((l) => !done.has(l.rel));
 }
 
