@@ -15,7 +15,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ErrorCode, SandboxError } from '../../common/errors';
-import { validateVmName } from '../../common/names';
 import { GuestFiles } from '../../client/guestFiles';
 import { guestPullSource } from '../../sync/pull/guestSource';
 import { EXIT_NEEDS_ATTENTION, pull, type PullSummary } from '../../sync/pull/pullEngine';
@@ -34,12 +33,19 @@ export const PULL_OPTIONS = {
 } as const;
 
 export async function pullCommand(ctx: CommandContext): Promise<number> {
-  const vm = validateVmName(ctx.positionals[0]);
+  const vm = ctx.name();
   const guestPath = ctx.positionals[1];
   if (!guestPath || !guestPath.startsWith('/')) throw new SandboxError(ErrorCode.BadArgument, 'give the guest folder as an absolute path: sandboxvm pull <vm> /root/project [host-folder]');
   const hostRoot = path.resolve(ctx.positionals[2] ?? '.');
   const limits = parseLimits(ctx.options);
   const json = ctx.options.json === true;
+  const sessions = await (await ctx.client()).attach(vm);
+  const guest = new GuestFiles(sessions);
+  const root = await guest.stat(guestPath, true).catch((err: Error) => {
+    throw new SandboxError(ErrorCode.BadArgument, `${vm}:${guestPath}: ${/ENOENT/.test(err.message) ? 'no such folder in the guest' : err.message}`);
+  });
+  if (root.type !== 'dir') throw new SandboxError(ErrorCode.BadArgument, `${vm}:${guestPath} is not a folder in the guest`);
+  // Made only once the VM and its folder are known to be there: a bad argument leaves nothing.
   if (!fs.existsSync(hostRoot)) {
     try {
       fs.mkdirSync(hostRoot, { mode: 0o755 });
@@ -47,12 +53,6 @@ export async function pullCommand(ctx: CommandContext): Promise<number> {
       throw new SandboxError(ErrorCode.BadArgument, `cannot make the folder ${hostRoot}: ${(err as NodeJS.ErrnoException).code ?? err}`);
     }
   }
-  const sessions = await (await ctx.client()).attach(vm);
-  const guest = new GuestFiles(sessions);
-  const root = await guest.stat(guestPath, true).catch((err: Error) => {
-    throw new SandboxError(ErrorCode.BadArgument, `${vm}:${guestPath}: ${/ENOENT/.test(err.message) ? 'no such folder in the guest' : err.message}`);
-  });
-  if (root.type !== 'dir') throw new SandboxError(ErrorCode.BadArgument, `${vm}:${guestPath} is not a folder in the guest`);
   const bar = json || ctx.options.quiet ? undefined : new ProgressBar('Pulling', process.stderr);
   const cancel = new AbortController();
   let signals = 0;
