@@ -16,6 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ErrorCode, SandboxError } from '../../common/errors';
 import { GuestFiles } from '../../client/guestFiles';
+import { printable } from '../../sync/pull/hostPath';
 import { guestPullSource } from '../../sync/pull/guestSource';
 import { EXIT_NEEDS_ATTENTION, pull, type PullSummary } from '../../sync/pull/pullEngine';
 import type { PullLimits } from '../../sync/pull/limits';
@@ -40,16 +41,20 @@ export async function pullCommand(ctx: CommandContext): Promise<number> {
   const limits = parseLimits(ctx.options);
   const json = ctx.options.json === true;
   const sessions = await (await ctx.client()).attach(vm);
-  const guest = new GuestFiles(sessions);
-  const root = await guest.stat(guestPath, true).catch((err: Error) => {
-    throw new SandboxError(ErrorCode.BadArgument, `${vm}:${guestPath}: ${/ENOENT/.test(err.message) ? 'no such folder in the guest' : err.message}`);
+  const root = await new GuestFiles(sessions).stat(guestPath, true).catch((err: Error) => {
+    sessions.dispose();
+    throw new SandboxError(ErrorCode.BadArgument, `${vm}:${guestPath}: ${/ENOENT/.test(err.message) ? 'no such folder in the guest' : printable(err.message)}`);
   });
-  if (root.type !== 'dir') throw new SandboxError(ErrorCode.BadArgument, `${vm}:${guestPath} is not a folder in the guest`);
+  if (root.type !== 'dir') {
+    sessions.dispose();
+    throw new SandboxError(ErrorCode.BadArgument, `${vm}:${guestPath} is not a folder in the guest`);
+  }
   // Made only once the VM and its folder are known to be there: a bad argument leaves nothing.
   if (!fs.existsSync(hostRoot)) {
     try {
       fs.mkdirSync(hostRoot, { mode: 0o755 });
     } catch (err) {
+      sessions.dispose();
       throw new SandboxError(ErrorCode.BadArgument, `cannot make the folder ${hostRoot}: ${(err as NodeJS.ErrnoException).code ?? err}`);
     }
   }
@@ -71,7 +76,7 @@ export async function pullCommand(ctx: CommandContext): Promise<number> {
       allow: (ctx.options.allow as string[] | undefined) ?? [],
       limits,
       signal: cancel.signal,
-      onProgress: (p) => bar?.update(p.files, p.totalFiles, `${formatBytes(p.bytes)} ${p.current.slice(-50)}`),
+      onProgress: (p) => bar?.update(p.files, p.totalFiles, `${formatBytes(p.bytes)} ${printable(p.current, 200).slice(-50)}`),
     });
   } catch (err) {
     if (err instanceof SandboxError && err.code === ErrorCode.Cancelled) {
