@@ -203,3 +203,19 @@ test('unit: renames and case-only renames from the guest; names equal but for ca
   assert.match(s2.refused[0].reason, /differs from Makefile only in case/);
   assert.deepEqual(fs.readdirSync(host2), ['Makefile']);
 });
+
+test('unit: a guest that holds a read open without sending is given up on; the rest of the pull goes on', async () => {
+  const { host, opts } = setup();
+  const g = new FakeGuest().file('stuck', 'never comes').file('fine', 'ok');
+  const read = g.read.bind(g);
+  g.read = async (p, onData, signal) => {
+    if (!p.endsWith('stuck')) return read(p, onData, signal);
+    await new Promise<void>((resolve) => signal?.addEventListener('abort', () => resolve()));
+    throw new Error('closed by the host');
+  };
+  const t0 = Date.now();
+  const s = await pull(g, opts({ idleTimeoutMs: 300 }));
+  assert.ok(Date.now() - t0 < 5000);
+  assert.match(s.refused.find((r) => r.path === 'stuck')!.reason, /given up on: the guest sent nothing of it for 0.3 s/);
+  assert.deepEqual(fs.readdirSync(host), ['fine']);
+});

@@ -130,3 +130,16 @@ test('unit: the batched path believes a tar stream only while it delivers what w
     assert.equal(s.written, 4, name);
   }
 });
+
+test('unit: a tar stream that stalls is given up on; every file is then read on its own', async () => {
+  const { dir, files } = makeTree();
+  const host = fs.mkdtempSync(path.join(os.tmpdir(), 'pull-tar-host-'));
+  const src = new TreeSource(dir, () => Buffer.alloc(0));
+  let closed = false;
+  src.readMany = () => ({ chunks: (async function* () { await new Promise(() => undefined); })(), close: () => (closed = true) });
+  const s = await pull(src, { vm: 'dev', guestPath: dir, hostRoot: host, stateDir: `${host}.state`, caseInsensitive: false, idleTimeoutMs: 200 });
+  assert.ok(closed, 'the stream was closed');
+  assert.equal(src.reads.length, 4);
+  assert.equal(s.written, 4);
+  assert.ok(fs.readFileSync(path.join(host, 'big.bin')).equals(files['big.bin']));
+});

@@ -61,6 +61,8 @@ export interface PullOptions {
   writer?: WriterOptions;
   caseInsensitive?: boolean;
   now?: () => Date;
+  /** A guest that sends nothing for this long on a file or the tar stream is given up on (default 60 s). */
+  idleTimeoutMs?: number;
   heldBackRules?: readonly HeldBackRule[];
 }
 
@@ -100,6 +102,7 @@ export class TooManyEntries extends Error {}
 export const EXIT_NEEDS_ATTENTION = 3;
 
 const MAX_DEPTH = 64;
+const IDLE_TIMEOUT_MS = 60_000;
 
 interface Listed {
   rel: string;
@@ -272,7 +275,9 @@ async function pullBatched(ctx: FileContext, files: Listed[], limits: PullLimits
   const feed = ctx.source.readMany!(ctx.options.guestPath, [...wanted.keys()]);
   const inFlight = new Set<Promise<void>>();
   try {
-    for await (const e of readTar(guarded(feed.chunks))) {
+    const idle = ctx.options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
+    const stalled = () => new TarError(`the guest's tar sent nothing for ${idle / 1000} s`);
+    for await (const e of readTar(untilIdle(guarded(feed.chunks), idle, stalled))) {
       if (ctx.signal.aborted) break;
       const l = wanted.get(e.name);
       if (!l || done.has(e.name) || e.size > l.entry.size) break;
@@ -310,6 +315,29 @@ async function pullBatched(ctx: FileContext, files: Listed[], limits: PullLimits
   // Files whose bytes were in when the stream failed still finish (or go back to the list).
   await Promise.allSettled(inFlight);
   return files.filter((l) => !done.has(l.rel));
+}
+
+/**
+ * `chunks`, failing with `stalled()` when the next one takes longer than `ms` (a guest can hold a
+ * read open forever: a FIFO swapped in after the listing, a tar that stops).
+ */
+async function* untilIdle(chunks: AsyncIterable<Buffer>, ms: number, stalled: () => Error): AsyncGenerator<Buffer> {
+  const it = chunks[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(stalled()), ms)));
+      try {
+        const r = await Promise.race([it.next(), timeout]);
+        if (r.done) return;
+        yield r.value;
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+  } finally {
+    void it.return?.()?.catch?.(() => undefined);
+  }
 }
 
 /** The feed's own failures (the session, the guest's tar) as TarError: they end the batch, not the pull. */
@@ -418,7 +446,9 @@ async function download(ctx: FileContext, writer: SafeHostWriter, rel: string, e
       },
     );
   try {
-    return await writer.writeFile(rel, pipe as AsyncIterable<Buffer>, { announced: entry.size, mode: entry.mode, decide });
+    const idle = ctx.options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
+    const guardedPipe = untilIdle(pipe, idle, () => new GuestReadError(`was given up on: the guest sent nothing of it for ${idle / 1000} s`));
+    return await writer.writeFile(rel, guardedPipe, { announced: entry.size, mode: entry.mode, decide });
   } catch (err) {
     if (readError && !(err instanceof Refused)) throw new GuestReadError(`could not be read in the guest (${printable(readError.message, 160)})`);
     throw err;
