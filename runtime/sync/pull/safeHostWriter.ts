@@ -140,6 +140,7 @@ export class SafeHostWriter {
 
   /** What is at `rel` now (lstat), undefined when nothing is; Refused when the way there is not plain directories. */
   stat(rel: string): fs.Stats | undefined {
+    this.checkRel(rel);
     const { dir, name } = this.parent(rel, false);
     if (!dir) return undefined;
     return fs.lstatSync(this.at(dir, name), { throwIfNoEntry: false });
