@@ -136,7 +136,7 @@ test('unit: a tar stream that stalls is given up on; every file is then read on 
   const host = fs.mkdtempSync(path.join(os.tmpdir(), 'pull-tar-host-'));
   const src = new TreeSource(dir, () => Buffer.alloc(0));
   let closed = false;
-  src.readMany = () => ({ chunks: (async function* () { await new Promise(() => undefined); })(), close: () => (closed = true) });
+  src.readMany = () => ({ chunks: (async function* () { await new Promise(() => undefined); })(), close: () => void (closed = true) });
   const s = await pull(src, { vm: 'dev', guestPath: dir, hostRoot: host, stateDir: `${host}.state`, caseInsensitive: false, idleTimeoutMs: 200 });
   assert.ok(closed, 'the stream was closed');
   assert.equal(src.reads.length, 4);
