@@ -4,7 +4,7 @@
  * is refused without a read, a flood refuses the whole pull, conflicts keep both versions, removals
  * and case-only renames, and a guest that sends more than it listed.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -70,8 +70,12 @@ class FakeGuest implements PullSource {
   }
 }
 
+const made: string[] = [];
+after(() => made.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+
 function setup() {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'pull-engine-'));
+  made.push(base);
   const host = path.join(base, 'host');
   const state = path.join(base, 'state');
   fs.mkdirSync(host);

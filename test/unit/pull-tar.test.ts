@@ -5,7 +5,7 @@
  * lying tar stream (an entry not asked for, a file larger than listed, a stream that fails) still
  * pulls every file correctly, one by one, where the stream stopped being believable.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
@@ -16,12 +16,15 @@ import type { GuestEntry } from '../../runtime/client/guestFiles';
 import { TarError, readTar } from '../../runtime/sync/pull/tarFeed';
 import { pull, type PullSource } from '../../runtime/sync/pull/pullEngine';
 
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'pull-tar-'));
+after(() => fs.rmSync(scratch, { recursive: true, force: true }));
+
 async function* chunked(buf: Buffer, size = 1000): AsyncIterable<Buffer> {
   for (let i = 0; i < buf.length; i += size) yield buf.subarray(i, i + size);
 }
 
 function makeTree() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pull-tar-'));
+  const dir = fs.mkdtempSync(path.join(scratch, 'tree-'));
   const long = `${'n'.repeat(90)}/${'m'.repeat(120)}.txt`;
   const files: Record<string, Buffer> = { 'a.txt': Buffer.from('hello'), empty: Buffer.alloc(0), 'big.bin': crypto.randomBytes(1_000_003), [long]: Buffer.from('long name'), 'sp ace\nnl': Buffer.from('odd') };
   for (const [rel, data] of Object.entries(files)) {
@@ -108,7 +111,7 @@ class TreeSource implements PullSource {
 
 test('unit: the batched path believes a tar stream only while it delivers what was asked', async () => {
   const { dir, files } = makeTree();
-  const other = fs.mkdtempSync(path.join(os.tmpdir(), 'pull-tar-other-'));
+  const other = fs.mkdtempSync(path.join(scratch, 'other-'));
   fs.writeFileSync(path.join(other, 'intruder'), 'not asked for');
   fs.writeFileSync(path.join(other, 'a.txt'), 'much longer than hello');
   const cases: [string, (rels: string[]) => Buffer, number][] = [
@@ -118,7 +121,7 @@ test('unit: the batched path believes a tar stream only while it delivers what w
     ['garbage', () => crypto.randomBytes(5000), 4],
   ];
   for (const [name, tamper, fallbacks] of cases) {
-    const host = fs.mkdtempSync(path.join(os.tmpdir(), 'pull-tar-host-'));
+    const host = fs.mkdtempSync(path.join(scratch, 'host-'));
     const src = new TreeSource(dir, tamper);
     const s = await pull(src, { vm: 'dev', guestPath: dir, hostRoot: host, stateDir: path.join(host, '..', `${path.basename(host)}.state`), caseInsensitive: false });
     assert.equal(src.reads.length, fallbacks, `${name}: files read one by one`);
@@ -133,7 +136,7 @@ test('unit: the batched path believes a tar stream only while it delivers what w
 
 test('unit: a tar stream that stalls is given up on; every file is then read on its own', async () => {
   const { dir, files } = makeTree();
-  const host = fs.mkdtempSync(path.join(os.tmpdir(), 'pull-tar-host-'));
+  const host = fs.mkdtempSync(path.join(scratch, 'host-'));
   const src = new TreeSource(dir, () => Buffer.alloc(0));
   let closed = false;
   src.readMany = () => ({ chunks: (async function* () { await new Promise(() => undefined); })(), close: () => void (closed = true) });

@@ -4,7 +4,7 @@
  * check and the write (hooks, in both the anchored and the checked walk), modes, sizes, counts
  * and the free-space floor. After each attack a sentinel tree beside the folder hashes the same.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
 import { execFileSync } from 'node:child_process';
@@ -13,8 +13,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Refused, SafeHostWriter, type WriterOptions } from '../../runtime/sync/pull/safeHostWriter';
 
+const made: string[] = [];
+after(() => made.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+
 function setup() {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'pull-writer-'));
+  made.push(base);
   const root = path.join(base, 'root');
   const outside = path.join(base, 'outside');
   fs.mkdirSync(root);
