@@ -16,6 +16,7 @@ import { installBrokenPipeHandler } from './brokenPipe';
 import { boundedByTimeout } from './deadline';
 import { serialConsole } from './commands/console';
 import { stats } from './commands/stats';
+import { PULL_OPTIONS, pullCommand } from './commands/pull';
 
 type Command = {
   run: (ctx: CommandContext) => Promise<number>;
@@ -45,6 +46,7 @@ const COMMANDS: Record<string, Command> = {
   cp: { run: copy, usage: 'cp [-r] <src> <dst> [-q]  copy a file (-r: a folder); one side is <vm>:<path>', options: { quiet: { type: 'boolean', short: 'q' }, recursive: { type: 'boolean', short: 'r' } }, maxArgs: 2 },
   attach: { run: sessions.attach, usage: 'attach <name> <id>      pick up a session a save cut off or a detach (Ctrl-C twice) left', maxArgs: 2 },
   shell: { run: sessions.shell, usage: 'shell <name> [-- <program> [args...]]   an interactive terminal', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } }, command: true },
+  pull: { run: pullCommand, usage: 'pull <name> <guest-folder> [host-folder] [--allow=PATH]... [--json] [--max-file-size=1G] [--max-total=8G] [--max-files=50000] [--min-free=1G]', options: PULL_OPTIONS, maxArgs: 3 },
   console: { run: serialConsole, usage: 'console <name>          the serial console (ttyS0), live from boot; Ctrl-] detaches' },
   image: { run: imageCommand, usage: 'image build              build (or find) the base image new VMs clone' },
   service: { run: serviceCommand, usage: 'service status|stop       the background service (VMs keep running when it stops)' },

@@ -59,6 +59,8 @@ export const VM_FILES = {
   serialSocket: 'serial.sock',
   /** passt's log (the `internet` network policy's back end; passt keeps it under 1 MiB). */
   passtLog: 'passt.log',
+  /** A folder: what `sandboxvm pull` remembers per host folder, and its quarantine (runtime/sync/pull/pullState.ts). */
+  pull: 'pull',
 } as const;
 
 /** The files of a VM that runs (its worker's record and the sockets): none may outlive its QEMU. */
