@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { FrameType, GUEST_DATA_CHUNK, StreamId, encodeControl, encodeFrame, encodeWindow } from '../../runtime/protocol/frames';
 import { INITIAL_WINDOW, type OpenSession } from '../../runtime/protocol/messages';
 import { commitTemporary, describeFsError, discardTemporary, openTemporary, type Temporary } from './fileTarget';
+import { SyncReceiver } from './syncReceiver';
 
 export interface SessionSink {
   send(frame: Buffer): void;
@@ -104,6 +105,8 @@ export class GuestSession implements AgentSession {
           return this.openWrite(req.path, req.mode);
         case 'watch':
           return this.openWatch(req.path, req.recursive === true);
+        case 'sync':
+          return this.openSync(req.path);
         default:
           throw new Error(`unknown session kind ${String(req.kind)}`);
       }
@@ -254,6 +257,26 @@ export class GuestSession implements AgentSession {
     });
     watcher.on('error', (err) => this.fail(`watching ${dir} failed: ${err.message}`));
     this.cleanup = () => watcher.close();
+  }
+
+  /** Keeps a guest folder equal to the host's (syncReceiver.ts) until the host closes the session. */
+  private openSync(dir: string | undefined): void {
+    if (!dir) throw new Error('sync needs a path');
+    let receiver: SyncReceiver;
+    try {
+      receiver = new SyncReceiver(dir, `${process.pid}-${this.id}`, (b) => this.emit(StreamId.Stdout, b), (m) => this.fail(`sync of ${dir}: ${m}`));
+    } catch (err) {
+      return this.fail(`cannot sync into ${dir}: ${describeFsError(err)}`);
+    }
+    this.control({ t: 'started', pid: process.pid });
+    this.sink = {
+      write: (data, done) => {
+        receiver.push(data);
+        done();
+      },
+      end: () => this.exit(0, null),
+    };
+    this.cleanup = () => receiver.dispose();
   }
 
   private pipeOut(stream: NodeJS.ReadableStream & Pausable, id: StreamId): void {
