@@ -20,6 +20,9 @@ interface Pausable {
   resume(): void;
 }
 
+/** A sync session applies records for at most this long before it lets the agent's loop turn. */
+const SYNC_SLICE_MS = 50;
+
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 /** The environment and working directory a session's process starts with: root's defaults plus the host's. */
@@ -269,14 +272,38 @@ export class GuestSession implements AgentSession {
       return this.fail(`cannot sync into ${dir}: ${describeFsError(err)}`);
     }
     this.control({ t: 'started', pid: process.pid });
-    this.sink = {
-      write: (data, done) => {
+    // Work is done in slices of SLICE_MS, so heartbeats and other sessions go on during a big copy;
+    // the host's credit (returned as each chunk is applied) bounds what waits here.
+    const queue: { data: Buffer; done: () => void }[] = [];
+    let scheduled = false;
+    const pump = () => {
+      scheduled = false;
+      const until = Date.now() + SYNC_SLICE_MS;
+      while (queue.length > 0 && !this.exited) {
+        const { data, done } = queue.shift()!;
         receiver.push(data);
         done();
+        if (Date.now() >= until) break;
+      }
+      if (queue.length > 0 && !this.exited && !scheduled) {
+        scheduled = true;
+        setTimeout(pump, 1);
+      }
+    };
+    this.sink = {
+      write: (data, done) => {
+        queue.push({ data, done });
+        if (!scheduled) {
+          scheduled = true;
+          setImmediate(pump);
+        }
       },
       end: () => this.exit(0, null),
     };
-    this.cleanup = () => receiver.dispose();
+    this.cleanup = () => {
+      queue.length = 0;
+      receiver.dispose();
+    };
   }
 
   private pipeOut(stream: NodeJS.ReadableStream & Pausable, id: StreamId): void {

@@ -16,6 +16,7 @@ import { installBrokenPipeHandler } from './brokenPipe';
 import { boundedByTimeout } from './deadline';
 import { serialConsole } from './commands/console';
 import { stats } from './commands/stats';
+import { sync } from './commands/sync';
 
 type Command = {
   run: (ctx: CommandContext) => Promise<number>;
@@ -45,6 +46,7 @@ const COMMANDS: Record<string, Command> = {
   attach: { run: sessions.attach, usage: 'attach <name> <id>      pick up a session a save cut off or a detach (Ctrl-C twice) left', maxArgs: 2 },
   shell: { run: sessions.shell, usage: 'shell <name> [-- <program> [args...]]   an interactive terminal', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } }, command: true },
   console: { run: serialConsole, usage: 'console <name>          the serial console (ttyS0), live from boot; Ctrl-] detaches' },
+  sync: { run: sync, usage: 'sync <name> [dir] [--to PATH] [--ignore PAT]... | sync list [name] [--json] | sync stop <name> [id|dir]   keep a folder synced into the VM', options: { to: { type: 'string' }, ignore: { type: 'string', multiple: true }, 'no-gitignore': { type: 'boolean' }, 'no-wait': { type: 'boolean' }, json: { type: 'boolean' } }, maxArgs: 3 },
   image: { run: imageCommand, usage: 'image build              build (or find) the base image new VMs clone' },
   service: { run: serviceCommand, usage: 'service status|stop       the background service (VMs keep running when it stops)' },
 };

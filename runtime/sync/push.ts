@@ -12,8 +12,8 @@ import { entryOf } from './scan';
 import { forgetSubtree, type SyncPlan } from './plan';
 import { encodeHeader, type TreeEntry } from './wire';
 
-/** A write gathers records up to this size. */
-const BATCH_BYTES = 512 * 1024;
+/** A write gathers records up to this size; with IN_FLIGHT of them, under the worker's 1 MiB of queued input. */
+const BATCH_BYTES = 256 * 1024;
 /** Files above this are read and sent in pieces of this size. */
 const CHUNK = 256 * 1024;
 /** A flush (and a progress step) after about this many bytes or records. */
