@@ -366,18 +366,15 @@ static size_t json_string(char *buf, size_t at, size_t cap, const char *s) {
 }
 static void send_control(uint32_t session, const char *json) { send_frame(T_CONTROL, 0, session, json, strlen(json)); }
 
-static void send_agent_stream(int type, int stream, uint32_t session, const void *payload, size_t len) {
+static void send_agent(int type, uint32_t session, const void *payload, size_t len) {
   if (agent_out.bytes > AGENT_QUEUE_MAX) {
     logf_("the agent is not reading: dropping a frame for session %u", session);
     return;
   }
   struct frame *f = frame_new(HDR + len);
-  put_header(f->data, type, stream, session, len);
+  put_header(f->data, type, 0, session, len);
   if (len) memcpy(f->data + HDR, payload, len);
   queue_push(&agent_out, f);
-}
-static void send_agent(int type, uint32_t session, const void *payload, size_t len) {
-  send_agent_stream(type, 0, session, payload, len);
 }
 static void note_done(uint32_t session, int err) {
   uint8_t p[5] = {NOTE_DONE, (uint32_t)err >> 24, (uint32_t)err >> 16, (uint32_t)err >> 8, (uint32_t)err};
@@ -875,11 +872,6 @@ static void on_directive(uint32_t id, const uint8_t *p, size_t len) {
       break;
     case OP_FORGET:
       if (s->kind == KIND_EXEC && !s->exited) kill(-s->pid, SIGKILL);
-      if (s->kind == KIND_PENDING) {
-        /* The agent serves this session itself (sync, watch): what the host sent meanwhile is its. */
-        for (struct frame *f = s->input.head; f; f = f->next) send_agent_stream(T_DATA, 0, s->id, f->data + f->off, f->len - f->off);
-        if (s->input_eof) send_agent(T_EOF, s->id, NULL, 0);
-      }
       free_session(s);
       break;
     case OP_RESUME:
@@ -919,11 +911,7 @@ static void on_host_frame(const uint8_t *h, const uint8_t *payload, uint32_t len
     return;
   }
   struct session *s = find_session(id);
-  if (!s) {
-    /* Not ours: a session the agent serves itself (sync), or one already gone (the agent ignores it). */
-    if (id != 0) send_agent_stream(type, stream, id, payload, len);
-    return;
-  }
+  if (!s) return;
   if (type == T_DATA && stream == 0) on_host_data(s, payload, len);
   else if (type == T_WINDOW && (stream == 1 || stream == 2)) {
     uint32_t n = get_u32(payload);

@@ -9,7 +9,6 @@ import * as path from 'node:path';
 import { FrameType, GUEST_DATA_CHUNK, StreamId, encodeControl, encodeFrame, encodeWindow } from '../../runtime/protocol/frames';
 import { INITIAL_WINDOW, type OpenSession } from '../../runtime/protocol/messages';
 import { commitTemporary, describeFsError, discardTemporary, openTemporary, type Temporary } from './fileTarget';
-import { SyncReceiver } from './syncReceiver';
 
 export interface SessionSink {
   send(frame: Buffer): void;
@@ -19,9 +18,6 @@ interface Pausable {
   pause(): void;
   resume(): void;
 }
-
-/** A sync session applies records for at most this long before it lets the agent's loop turn. */
-const SYNC_SLICE_MS = 50;
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -108,8 +104,6 @@ export class GuestSession implements AgentSession {
           return this.openWrite(req.path, req.mode);
         case 'watch':
           return this.openWatch(req.path, req.recursive === true);
-        case 'sync':
-          return this.openSync(req.path);
         default:
           throw new Error(`unknown session kind ${String(req.kind)}`);
       }
@@ -260,50 +254,6 @@ export class GuestSession implements AgentSession {
     });
     watcher.on('error', (err) => this.fail(`watching ${dir} failed: ${err.message}`));
     this.cleanup = () => watcher.close();
-  }
-
-  /** Keeps a guest folder equal to the host's (syncReceiver.ts) until the host closes the session. */
-  private openSync(dir: string | undefined): void {
-    if (!dir) throw new Error('sync needs a path');
-    let receiver: SyncReceiver;
-    try {
-      receiver = new SyncReceiver(dir, `${process.pid}-${this.id}`, (b) => this.emit(StreamId.Stdout, b), (m) => this.fail(`sync of ${dir}: ${m}`));
-    } catch (err) {
-      return this.fail(`cannot sync into ${dir}: ${describeFsError(err)}`);
-    }
-    this.control({ t: 'started', pid: process.pid });
-    // Work is done in slices of SLICE_MS, so heartbeats and other sessions go on during a big copy;
-    // the host's credit (returned as each chunk is applied) bounds what waits here.
-    const queue: { data: Buffer; done: () => void }[] = [];
-    let scheduled = false;
-    const pump = () => {
-      scheduled = false;
-      const until = Date.now() + SYNC_SLICE_MS;
-      while (queue.length > 0 && !this.exited) {
-        const { data, done } = queue.shift()!;
-        receiver.push(data);
-        done();
-        if (Date.now() >= until) break;
-      }
-      if (queue.length > 0 && !this.exited && !scheduled) {
-        scheduled = true;
-        setTimeout(pump, 1);
-      }
-    };
-    this.sink = {
-      write: (data, done) => {
-        queue.push({ data, done });
-        if (!scheduled) {
-          scheduled = true;
-          setImmediate(pump);
-        }
-      },
-      end: () => this.exit(0, null),
-    };
-    this.cleanup = () => {
-      queue.length = 0;
-      receiver.dispose();
-    };
   }
 
   private pipeOut(stream: NodeJS.ReadableStream & Pausable, id: StreamId): void {

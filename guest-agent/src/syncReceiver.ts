@@ -4,9 +4,9 @@
  * file is written to a temporary beside it and renamed over it when complete (readers never see
  * half a file), with the host's mode and modification time, so the next manifest shows it equal.
  *
- * Everything runs synchronously on the agent's thread: under TCG a threadpool round trip costs a
- * wakeup (~2 ms), and a first sync is thousands of small files. Stale temporaries (a session cut
- * off mid-file) are removed by the next manifest walk.
+ * Everything runs synchronously, in a process of its own (syncMain.ts): under TCG a threadpool round
+ * trip costs a wakeup (~2 ms), and a first sync is thousands of small files. Stale temporaries (a
+ * session cut off mid-file) are removed by the next manifest walk.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';

@@ -31,11 +31,10 @@ export interface HostHello { t: 'hello'; version: number; epoch: string; time: n
 /**
  * Session kinds: exec (pipes) and pty (a terminal) run a process; read streams a guest file out on
  * stdout; write takes stdin into a guest file (atomically: a temporary renamed at EOF); watch
- * reports changes under a guest path as `event` messages; sync keeps a guest folder equal to a host
- * one (records on stdin, manifest and acks on stdout: runtime/sync/wire.ts).
+ * reports changes under a guest path as `event` messages.
  */
-export type SessionKind = 'exec' | 'pty' | 'read' | 'write' | 'watch' | 'sync';
-export const SESSION_KINDS: readonly SessionKind[] = ['exec', 'pty', 'read', 'write', 'watch', 'sync'];
+export type SessionKind = 'exec' | 'pty' | 'read' | 'write' | 'watch';
+export const SESSION_KINDS: readonly SessionKind[] = ['exec', 'pty', 'read', 'write', 'watch'];
 
 export interface OpenSession {
   t: 'open';

@@ -1,5 +1,5 @@
 /**
- * The host end of one `sync` session (wire.ts): asks for the guest's manifest, streams records,
+ * The host end of one sync session (wire.ts; the guest end is guest-agent/src/syncMain.ts): asks for the guest's manifest, streams records,
  * and waits for acks. Every guest line is checked (parseGuestLine); a malformed one, an entry out
  * of place or a manifest past its bound ends the session with a sentence, never a crash.
  */
@@ -7,6 +7,10 @@ import { SandboxError, ErrorCode } from '../common/errors';
 import type { Session, SessionClient, SessionExit } from '../client/sessionClient';
 import type { IgnoreGroup } from './ignore';
 import { LineSplitter, MAX_MANIFEST_ENTRIES, encodeHeader, parseGuestLine, type TreeEntry } from './wire';
+
+/** Where the image puts Node and the receiver (runtime/image/assemble-image.sh, build.mjs's sync-receive entry). */
+const GUEST_NODE = '/opt/sandboxvm/bin/node';
+const GUEST_RECEIVER = '/opt/sandboxvm/agent/sync-receive.js';
 
 export interface GuestFailure {
   path: string;
@@ -27,31 +31,50 @@ export class SyncChannel {
     this.ended = new Promise((r) => (this.resolveEnded = r));
   }
 
-  /** Opens a sync session on `guestPath` (made if missing). Rejects with the guest's sentence when it cannot. */
+  /**
+   * Starts the guest's receiver on `guestPath` (made if missing) as an exec session: its bytes go
+   * through the relay, never through the agent's loop. Rejects when the session cannot start; a
+   * receiver that refuses the folder ends the channel with its sentence.
+   */
   static async open(sessions: SessionClient, guestPath: string): Promise<SyncChannel> {
     let channel: SyncChannel | undefined;
     const early: Buffer[] = [];
     let exit: SessionExit | undefined;
+    let stderr = '';
     const splitter = new LineSplitter(
       (line) => channel!.onLine(line),
       (why) => channel?.abort(`the guest sent ${why}`),
     );
+    const reason = (r: SessionExit) => {
+      const said = stderr.trim().split('\n').pop()?.replace(/[\x00-\x1f\x7f]/g, ' ');
+      return r.error ?? (said ? said : r.code === 0 ? 'the sync session ended' : `the guest's sync receiver ended (code ${r.code ?? r.signal})`);
+    };
     const session = await sessions.open(
-      { kind: 'sync', path: guestPath },
+      { kind: 'exec', argv: [GUEST_NODE, GUEST_RECEIVER, guestPath], cwd: '/' },
       {
-        onData: (_stream, data) => {
+        onData: (stream, data) => {
+          if (stream === 2) {
+            if (stderr.length < 4096) stderr += data.toString('utf8').slice(0, 4096 - stderr.length);
+            return;
+          }
           if (channel) splitter.push(data);
           else early.push(Buffer.from(data));
         },
         onExit: (r) => {
           exit = r;
-          channel?.finish(r.error ?? (r.code === 0 ? 'the sync session ended' : `the sync session ended with code ${r.code}`));
+          channel?.finish(reason(r));
         },
       },
     );
     channel = new SyncChannel(session);
+    // A worker that took over cannot vouch for the stdin bytes the dead one had: start over.
+    const reattached = session.reattached.bind(session);
+    session.reattached = () => {
+      reattached();
+      channel!.abort("the VM's worker was replaced; comparing the folders again");
+    };
     for (const b of early) splitter.push(b);
-    if (exit) channel.finish(exit.error ?? 'the sync session ended');
+    if (exit) channel.finish(reason(exit));
     return channel;
   }
 

@@ -12,14 +12,15 @@ import { entryOf } from './scan';
 import { forgetSubtree, type SyncPlan } from './plan';
 import { encodeHeader, type TreeEntry } from './wire';
 
-/** A write gathers records up to this size; with IN_FLIGHT of them, under the worker's 1 MiB of queued input. */
+/** A write gathers records up to about this size. */
 const BATCH_BYTES = 256 * 1024;
 /** Files above this are read and sent in pieces of this size. */
-const CHUNK = 256 * 1024;
+const CHUNK = 128 * 1024;
 /** A flush (and a progress step) after about this many bytes or records. */
 const FLUSH_BYTES = 4 * 1024 * 1024;
 const FLUSH_RECORDS = 500;
-const IN_FLIGHT = 3;
+/** Bytes handed to the worker and not yet within the guest's credit: below its 1 MiB of queued input. */
+const IN_FLIGHT_BYTES = 768 * 1024;
 
 export interface PushProgress {
   files: number;
@@ -45,6 +46,7 @@ export async function pushPlan(channel: SyncChannel, root: string, plan: SyncPla
   let filesSinceFlush = 0;
   let bytesSinceFlush = 0;
   const inFlight = new Set<Promise<void>>();
+  let inFlightBytes = 0;
   const acks: Promise<void>[] = [];
   let failure: unknown;
 
@@ -53,11 +55,15 @@ export async function pushPlan(channel: SyncChannel, root: string, plan: SyncPla
     const buf = parts.length === 1 ? parts[0] : Buffer.concat(parts, partBytes);
     parts = [];
     partBytes = 0;
+    while (inFlight.size > 0 && inFlightBytes + buf.length > IN_FLIGHT_BYTES) await Promise.race(inFlight).catch(() => undefined);
+    if (failure) throw failure;
     const p = channel.send(buf);
     inFlight.add(p);
-    p.catch((e) => (failure ??= e)).finally(() => inFlight.delete(p));
-    if (inFlight.size >= IN_FLIGHT) await Promise.race(inFlight).catch(() => undefined);
-    if (failure) throw failure;
+    inFlightBytes += buf.length;
+    p.catch((e) => (failure ??= e)).finally(() => {
+      inFlight.delete(p);
+      inFlightBytes -= buf.length;
+    });
   };
   const add = async (b: Buffer) => {
     parts.push(b);

@@ -261,7 +261,7 @@ export function sessionHandlers(agent: () => AgentLink | undefined): HandlerTabl
 
 function validateOpen(p: OpenParams): void {
   if (!SESSION_KINDS.includes(p.kind)) throw new SandboxError(ErrorCode.BadArgument, `session kind must be one of ${SESSION_KINDS.join(', ')}`);
-  if ((p.kind === 'read' || p.kind === 'write' || p.kind === 'watch' || p.kind === 'sync') && (typeof p.path !== 'string' || !p.path || p.path.length > 4096)) {
+  if ((p.kind === 'read' || p.kind === 'write' || p.kind === 'watch') && (typeof p.path !== 'string' || !p.path || p.path.length > 4096)) {
     throw new SandboxError(ErrorCode.BadArgument, `${p.kind} needs a guest path`);
   }
   if (p.timeoutMs !== undefined && !(Number.isInteger(p.timeoutMs) && p.timeoutMs > 0 && p.timeoutMs <= 7 * 24 * 3600 * 1000)) {
