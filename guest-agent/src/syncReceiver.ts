@@ -36,6 +36,8 @@ export class SyncReceiver {
   /** Bytes of a failed file still to skip. */
   private skip = 0;
   private readonly umask = process.umask();
+  /** Directories known to exist (made or seen here); forgotten whenever anything is removed. */
+  private readonly dirs = new Set<string>();
 
   /**
    * @param root the synced folder (absolute); made if missing
@@ -123,9 +125,10 @@ export class SyncReceiver {
           return this.openFile(rel, full, r.size, r.mode, r.mtimeMs);
         case 'dir': {
           const st = fs.lstatSync(full, { throwIfNoEntry: false });
-          if (st && !st.isDirectory()) fs.rmSync(full, { recursive: true, force: true });
+          if (st && !st.isDirectory()) this.clear(full);
           if (!st || !st.isDirectory()) fs.mkdirSync(full, { recursive: true });
-          fs.chmodSync(full, r.mode & 0o7777);
+          if (!st?.isDirectory() || (st.mode & 0o7777) !== (r.mode & 0o7777)) fs.chmodSync(full, r.mode & 0o7777);
+          this.dirs.add(full);
           return;
         }
         case 'link': {
@@ -135,7 +138,7 @@ export class SyncReceiver {
           return;
         }
         case 'remove':
-          fs.rmSync(full, { recursive: true, force: true });
+          this.clear(full);
           return;
         default:
           return this.failed(rel, `unknown record ${(r as { op?: unknown }).op}`);
@@ -149,9 +152,18 @@ export class SyncReceiver {
     if (!Number.isSafeInteger(size) || size < 0) return this.fail(`a file record for ${rel} with a bad size`);
     const tmp = path.join(path.dirname(full), `.${path.basename(full).slice(0, 200)}.sandboxvm-${this.tag}.partial`);
     let fd: number;
+    const flags = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW;
     try {
       this.ensureParent(full);
-      fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, mode & 0o777);
+      try {
+        fd = fs.openSync(tmp, flags, mode & 0o777);
+      } catch (err) {
+        // Its folder went away behind our back (removed in the guest): made again.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        this.dirs.clear();
+        this.ensureParent(full);
+        fd = fs.openSync(tmp, flags, mode & 0o777);
+      }
     } catch (err) {
       this.failed(rel, describeFsError(err));
       this.skip = size;
@@ -186,8 +198,15 @@ export class SyncReceiver {
       const t = (f.mtimeMs + 0.5) / 1000;
       fs.futimesSync(f.fd, t, t);
       fs.closeSync(f.fd);
-      this.clearDirectory(f.target);
-      fs.renameSync(f.tmp, f.target);
+      try {
+        fs.renameSync(f.tmp, f.target);
+      } catch (err) {
+        // A directory where the file goes (rename cannot replace it): removed, then once more.
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'EISDIR' && code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err;
+        this.clear(f.target);
+        fs.renameSync(f.tmp, f.target);
+      }
     } catch (err) {
       try {
         fs.closeSync(f.fd);
@@ -199,22 +218,18 @@ export class SyncReceiver {
     }
   }
 
-  /** A directory where a file or link goes is removed first (rename cannot replace it). */
-  private clearDirectory(full: string): void {
-    const st = fs.lstatSync(full, { throwIfNoEntry: false });
-    if (st?.isDirectory()) fs.rmSync(full, { recursive: true, force: true });
-  }
-
   private clear(full: string): void {
     fs.rmSync(full, { recursive: true, force: true });
+    this.dirs.clear();
   }
 
   private ensureParent(full: string): void {
     const dir = path.dirname(full);
+    if (this.dirs.has(dir)) return;
     const st = fs.lstatSync(dir, { throwIfNoEntry: false });
-    if (st?.isDirectory()) return;
-    if (st) fs.rmSync(dir, { force: true });
-    fs.mkdirSync(dir, { recursive: true });
+    if (st && !st.isDirectory()) fs.rmSync(dir, { force: true });
+    if (!st?.isDirectory()) fs.mkdirSync(dir, { recursive: true });
+    this.dirs.add(dir);
   }
 
   /** Walks the folder (never following links, skipping ignored paths) and reports every entry. */
