@@ -15,6 +15,9 @@ import type { SyncStatus } from '../../sync/types';
 import type { CommandContext } from '../context';
 import { ProgressBar, formatBytes } from '../progress';
 
+/** How long the first copy may keep failing before the command stops waiting (the sync goes on). */
+const GIVE_UP_MS = 30_000;
+
 export async function sync(ctx: CommandContext): Promise<number> {
   const [first, ...rest] = ctx.positionals;
   if (first === 'list') return list(ctx, rest);
@@ -45,12 +48,23 @@ export async function sync(ctx: CommandContext): Promise<number> {
   }
   const bar = new ProgressBar('Syncing', process.stderr, { bytes: true });
   let last: SyncStatus = added;
+  let failingSince: number | undefined;
+  let said = '';
   try {
     for (;;) {
       const mine = statuses.splice(0).filter((s) => s.id === id);
       if (mine.length) last = mine[mine.length - 1];
       if (last.state === 'in-sync' && last.lastSyncAt !== undefined) break;
-      if (last.state === 'error') break;
+      // The service retries what fails (an agent busy or restarting); a failure that lasts is told and ends the wait.
+      if (last.state === 'error') {
+        failingSince ??= Date.now();
+        if (last.message !== said) {
+          bar.done();
+          process.stderr.write(`sandboxvm: ${last.message}\n`);
+          said = last.message;
+        }
+        if (Date.now() - failingSince > GIVE_UP_MS) break;
+      } else failingSince = undefined;
       if (last.state === 'syncing' && last.totalBytes > 0) bar.update(last.bytes, last.totalBytes, `${last.files}/${last.totalFiles} files`);
       await new Promise<void>((resolve) => {
         wake = resolve;
@@ -64,7 +78,7 @@ export async function sync(ctx: CommandContext): Promise<number> {
   }
   for (const w of last.warnings) process.stderr.write(`sandboxvm: warning: ${w}\n`);
   if (last.state === 'error') {
-    process.stderr.write(`sandboxvm: sync ${id} of ${where}: ${last.message}\n`);
+    process.stderr.write(`sandboxvm: sync ${id} of ${where} has failed for ${GIVE_UP_MS / 1000} s: ${last.message}; it keeps retrying in the background (\`sandboxvm sync stop ${vm} ${id}\` ends it)\n`);
     return 1;
   }
   const seconds = ((last.firstSyncMs ?? 0) / 1000).toFixed(2);
