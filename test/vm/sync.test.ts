@@ -42,9 +42,18 @@ describe('vm: workspace sync', { timeout: 1_800_000 }, () => {
   let host: string;
   const statuses: SyncStatus[] = [];
 
+  /** `home.ok`, riding out an agent that misses heartbeats while the shared machine is overloaded. */
+  const run = async (args: string[]): Promise<string> => {
+    for (let attempt = 0; ; attempt++) {
+      const r = await home.cli(args, { timeoutMs: 240_000 });
+      if (r.code === 0) return r.stdout;
+      if (attempt >= 20 || !/agent is not responding/.test(r.stderr)) throw new Error(`sandboxvm ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+    }
+  };
   const guestSums = async (dir = GUEST): Promise<Map<string, string>> => {
     // A file being written is a temporary that may be renamed while sha256sum looks: not counted.
-    const out = await home.ok(['exec', 'sy', '--', 'sh', '-c', `cd ${dir} && find . -type f ! -name '*.partial' -print0 | sort -z | xargs -0 -r sha256sum 2>/dev/null; true`], { timeoutMs: 240_000 });
+    const out = await run(['exec', 'sy', '--', 'sh', '-c', `cd ${dir} && find . -type f ! -name '*.partial' -print0 | sort -z | xargs -0 -r sha256sum 2>/dev/null; true`]);
     return new Map(out.split('\n').filter(Boolean).map((l) => [l.slice(66).replace(/^\.\//, ''), l.slice(0, 64)]));
   };
   const same = (a: Map<string, string>, b: Map<string, string>) => a.size === b.size && [...a].every(([k, v]) => b.get(k) === v);
@@ -88,7 +97,7 @@ describe('vm: workspace sync', { timeout: 1_800_000 }, () => {
     const missing = await home.cli(['sync', 'sy', '/nonexistent/folder', '--to', GUEST]);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /no such folder \/nonexistent\/folder on the host/);
-    await home.ok(['exec', 'sy', '--', 'sh', '-c', 'echo x > /root/afile']);
+    await run(['exec', 'sy', '--', 'sh', '-c', 'echo x > /root/afile']);
     const file = await home.cli(['sync', 'sy', host, '--to', '/root/afile']);
     assert.equal(file.code, 1);
     assert.match(file.stderr, /sy:\/root\/afile is not a directory/);
@@ -100,12 +109,12 @@ describe('vm: workspace sync', { timeout: 1_800_000 }, () => {
   });
 
   test('first copy: every file hashes equal in the guest; a second start sends nothing', async () => {
-    const out = await home.ok(['sync', 'sy', host, '--to', GUEST]);
+    const out = await run(['sync', 'sy', host, '--to', GUEST]);
     assert.match(out, /matches .* \(800 file\(s\)/);
     assert.ok(same(hostSums(host), await guestSums()), 'guest tree equals host tree');
     await home.ok(['sync', 'stop', 'sy', host]);
     assert.equal((await syncs.list('sy')).length, 0);
-    const again = await home.ok(['sync', 'sy', host, '--to', GUEST]);
+    const again = await run(['sync', 'sy', host, '--to', GUEST]);
     assert.match(again, /\(0 file\(s\), 0 B sent .* 800 already there\)/);
     const list = JSON.parse(await home.ok(['sync', 'list', 'sy', '--json'])) as SyncStatus[];
     assert.equal(list.length, 1);
@@ -126,7 +135,7 @@ describe('vm: workspace sync', { timeout: 1_800_000 }, () => {
     await converged('delete and rename');
     fs.renameSync(path.join(host, 'Readme.md'), path.join(host, 'README.md'));
     await converged('case-only rename');
-    const guestNames = (await home.ok(['exec', 'sy', '--', 'ls', GUEST])).split('\n');
+    const guestNames = (await run(['exec', 'sy', '--', 'ls', GUEST])).split('\n');
     assert.ok(guestNames.includes('README.md') && !guestNames.includes('Readme.md'), guestNames.join(' '));
     fs.mkdirSync(path.join(src, 'burst'));
     for (let i = 0; i < 500; i++) fs.writeFileSync(path.join(src, 'burst', `b${i}.txt`), `burst ${i}\n`.repeat(i % 7 + 1));
@@ -142,8 +151,8 @@ describe('vm: workspace sync', { timeout: 1_800_000 }, () => {
     fs.writeFileSync(path.join(host, 'build/out.bin'), 'built on the host\n');
     fs.writeFileSync(path.join(host, 'scratch.tmp'), 'tmp\n');
     fs.writeFileSync(path.join(host, 'debug.log'), 'log\n');
-    await home.ok(['exec', 'sy', '--', 'sh', '-c', `mkdir -p ${GUEST}/build && echo guest > ${GUEST}/build/guest-made`]);
-    await home.ok(['sync', 'sy', host, '--to', GUEST, '--ignore', '*.log']);
+    await run(['exec', 'sy', '--', 'sh', '-c', `mkdir -p ${GUEST}/build && echo guest > ${GUEST}/build/guest-made`]);
+    await run(['sync', 'sy', host, '--to', GUEST, '--ignore', '*.log']);
     const expected = () => {
       const m = hostSums(host);
       for (const k of [...m.keys()]) if (k.startsWith('build/') || k.endsWith('.tmp') || k.endsWith('.log')) m.delete(k);
@@ -177,8 +186,8 @@ describe('vm: workspace sync', { timeout: 1_800_000 }, () => {
     await home.ok(['sync', 'stop', 'sy']);
     fs.rmSync(path.join(host, '.gitignore'));
     fs.rmSync(path.join(host, 'build'), { recursive: true });
-    await home.ok(['exec', 'sy', '--', 'rm', '-rf', `${GUEST}/build`]);
-    await home.ok(['sync', 'sy', host, '--to', GUEST]);
+    await run(['exec', 'sy', '--', 'rm', '-rf', `${GUEST}/build`]);
+    await run(['sync', 'sy', host, '--to', GUEST]);
     for (let round = 0; round < 3; round++) {
       let writing = true;
       let n = 0;
