@@ -6,7 +6,7 @@
  * then host changes (create, modify, delete, rename, case-only rename, a burst of 500 files) are
  * followed in the guest; ignore rules (--ignore, .gitignore) keep files out and leave the guest's
  * own files in ignored folders alone; changes made while the VM is saved arrive after the
- * restore; three `kill -9`s of the worker with changes in flight, and a restart of the service,
+ * restore, and across a pause and a kill -9 of the guest agent; three `kill -9`s of the worker with changes in flight, and a restart of the service,
  * end with both sides equal, caught up without a full copy.
  */
 import { after, before, describe, test } from 'node:test';
@@ -180,6 +180,26 @@ describe('vm: workspace sync', { timeout: 1_800_000 }, () => {
     const caughtUp = statuses.filter((s) => s.state === 'in-sync' && s.lastSyncAt !== undefined);
     assert.ok(caughtUp.length > 0, 'an in-sync status after the restore');
     assert.ok(caughtUp.every((s) => s.files <= 2), `only the changes were sent: ${caughtUp.map((s) => s.files).join(',')}`);
+  });
+
+  test('pause and resume, and a kill -9 of the guest agent mid-sync: changes arrive, the sync carries on', async () => {
+    const expected = () => {
+      const m = hostSums(host);
+      for (const k of [...m.keys()]) if (k.startsWith('build/') || k.endsWith('.tmp') || k.endsWith('.log')) m.delete(k);
+      m.set('build/guest-made', createHash('sha256').update('guest\n').digest('hex'));
+      return m;
+    };
+    await home.ok(['pause', 'sy']);
+    fs.writeFileSync(path.join(host, 'while-paused.txt'), 'written while paused\n');
+    await new Promise((r) => setTimeout(r, 1000));
+    await home.ok(['resume', 'sy']);
+    await converged('caught up after a pause', expected);
+    const agentPid = Number((await run(['pgrep', '-f', '^/opt/sandboxvm/bin/node .*/agent\\.js$'])).trim());
+    assert.ok(agentPid > 1);
+    for (let i = 0; i < 100; i++) fs.writeFileSync(path.join(host, 'src', `agent-restart-${i}.txt`), `${i}\n`.repeat(500));
+    await run(['sh', '-c', `kill -9 ${agentPid}`]);
+    fs.writeFileSync(path.join(host, 'after-agent-kill.txt'), 'x\n');
+    await converged('caught up after the agent was killed', expected);
   });
 
   test('three kill -9s of the worker with changes in flight, and a service restart: both sides end equal', async () => {
