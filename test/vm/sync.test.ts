@@ -194,10 +194,10 @@ describe('vm: workspace sync', { timeout: 1_800_000 }, () => {
     await new Promise((r) => setTimeout(r, 1000));
     await home.ok(['resume', 'sy']);
     await converged('caught up after a pause', expected);
-    const agentPid = Number((await run(['pgrep', '-f', '^/opt/sandboxvm/bin/node .*/agent\\.js$'])).trim());
+    const agentPid = Number((await run(['exec', 'sy', '--', 'pgrep', '-f', '^/opt/sandboxvm/bin/node .*/agent\\.js$'])).trim());
     assert.ok(agentPid > 1);
     for (let i = 0; i < 100; i++) fs.writeFileSync(path.join(host, 'src', `agent-restart-${i}.txt`), `${i}\n`.repeat(500));
-    await run(['sh', '-c', `kill -9 ${agentPid}`]);
+    await run(['exec', 'sy', '--', 'sh', '-c', `kill -9 ${agentPid}`]);
     fs.writeFileSync(path.join(host, 'after-agent-kill.txt'), 'x\n');
     await converged('caught up after the agent was killed', expected);
   });
