@@ -16,6 +16,7 @@ export interface AddSyncParams {
   gitignore?: boolean;
 }
 
+/** One per ServiceClient: it takes the connection's `sync.status` and `sync.removed` notifications. */
 export class SyncClient {
   private readonly listeners = new Set<(s: SyncStatus) => void>();
   private readonly removedListeners = new Set<(vm: string, id: string) => void>();
