@@ -20,7 +20,7 @@ await Promise.all([
   build({ ...common, entryPoints: { cli: 'runtime/cli/main.ts', service: 'runtime/service/main.ts', worker: 'runtime/worker/main.ts' }, outdir: 'dist' }),
   // The VS Code extension: the host's extension host provides `vscode`.
   build({ ...common, external: [...common.external, 'vscode'], entryPoints: { extension: 'extension/extension.ts' }, outdir: 'dist' }),
-  build({ ...common, sourcemap: false, entryPoints: { agent: 'guest-agent/src/main.ts', 'vsock-probe': 'guest-agent/src/vsockProbe.ts' }, outdir: 'dist/guest-agent' }),
+  build({ ...common, sourcemap: false, entryPoints: { agent: 'guest-agent/src/main.ts', 'vsock-probe': 'guest-agent/src/vsockProbe.ts', 'sync-receive': 'guest-agent/src/syncMain.ts' }, outdir: 'dist/guest-agent' }),
 ]);
 
 // V8 flags for the guest agent (read by the image's agent-loop). Measured in a TCG guest, a

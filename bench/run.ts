@@ -9,6 +9,7 @@ import * as agent from './agent';
 import * as boot from './boot';
 import * as extension from './extension';
 import * as network from './network';
+import * as sync from './sync';
 import { cleanupAll, installSignalHandlers } from './lib/cleanup';
 import type { BenchModule, BenchOptions } from './lib/options';
 import { log } from './lib/output';
@@ -18,6 +19,7 @@ const BENCHMARKS: Record<string, BenchModule> = {
   agent,
   extension,
   network,
+  sync,
 };
 
 const DEFAULT_RUNS = 5;

@@ -27,6 +27,7 @@ import { VmTreeProvider } from './tree/vmTreeProvider';
 import { bindContextKeys } from './ui/contextKeys';
 import { Notifications } from './ui/notifications';
 import { createStatusBar } from './ui/statusBar';
+import { createSyncStatusBar } from './sync/syncStatusBar';
 
 export interface SandboxVmsApi {
   readonly model: VmModel;
@@ -132,6 +133,7 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     }),
     registerTerminalProfile(model, terminals, () => connection.client()),
     createStatusBar(model, () => connection.ensure()),
+    createSyncStatusBar(connection, (m) => log.warn(m)),
     ...registerCommands(deps, home),
     vscode.workspace.onDidChangeConfiguration((e) => {
       if (e.affectsConfiguration(`${SECTION}.${Setting.dataDirectory}`)) log.warn('the data directory changed: reload the window to use it');

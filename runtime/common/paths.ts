@@ -43,6 +43,8 @@ export const VM_FILES = {
   savedEpoch: 'saved.epoch',
   /** The guest's serial console, appended across boots. */
   consoleLog: 'console.log',
+  /** The VM's workspace syncs (runtime/sync/types.ts SyncSpec[]), written atomically by the service. */
+  syncs: 'syncs.json',
   /** The worker's own log: QEMU's stderr, lifecycle steps, fallbacks. */
   workerLog: 'worker.log',
   /** The worker's runtime record (WorkerRecord): pids, socket, start time. */

@@ -23,6 +23,9 @@
  *   service.subscribe {}: start receiving `vm.status` (VmInfo) and `vm.removed` ({name}) notifications
  *   service.shutdown {}: the service exits; VMs keep running
  *   vm.metrics.watch {name, on?}: while on, `vm.metrics` ({name, ...VmMetrics}) about once a second (metricsHub.ts)
+ *   sync.add {name, hostDir, guestPath?, ignore?, gitignore?} -> SyncStatus          (running | paused)
+ *   sync.remove {name, id? | hostDir?} -> {removed}, sync.list {name?} -> SyncStatus[]: workspace syncs
+ *               (syncManager.ts; main.ts adds its table); subscribers get `sync.status` and `sync.removed`
  *
  * Progress of long operations arrives as `progress` notifications {token, step, total, message}.
  */

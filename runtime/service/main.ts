@@ -17,6 +17,7 @@ import { imageHandlers } from './imageApi';
 import { reportReadiness } from '../common/readiness';
 import { VmManager, type ImageProvider } from './vmManager';
 import { MetricsHub } from './metricsHub';
+import { SyncManager } from './syncManager';
 import { serviceIdentity } from '../common/version';
 
 const home = dataHome();
@@ -70,10 +71,13 @@ async function main(): Promise<void> {
     fs.rmSync(socketPath, { force: true });
     fs.rmSync(path.join(home, SERVICE_FILES.pid), { force: true });
     manager.dispose();
+    void syncs.dispose();
     setTimeout(() => process.exit(0), 50);
   };
   const metrics = new MetricsHub(manager, log);
-  const handlers = { ...apiHandlers(manager, subscribers, () => serviceIdentity(home), shutdown), ...metrics.handlers(), ...imageHandlers(imageRecipe, images) };
+  const syncs = new SyncManager(home, manager, subscribers, log);
+  await syncs.load();
+  const handlers = { ...apiHandlers(manager, subscribers, () => serviceIdentity(home), shutdown), ...metrics.handlers(), ...syncs.handlers(), ...imageHandlers(imageRecipe, images) };
   server.on('connection', (socket) => serveSocket(socket, handlers, log));
   const oldUmask = process.umask(0o177);
   await new Promise<void>((resolve, reject) => {

@@ -1,0 +1,251 @@
+/**
+ * One host folder kept equal to one guest folder, host to guest (like a mutagen session in its
+ * one-way-replica mode). While the VM runs the engine holds a `sync` session on it:
+ *   1. scan the host folder, ask the guest for its manifest, send only what differs (a first copy
+ *      into a folder that already holds the files sends nothing);
+ *   2. then send each host change as it happens (watcher.ts), in batches.
+ * When the session ends (the VM paused long, was saved, its worker or agent restarted, the
+ * service restarted) the engine starts again at 1 as soon as the VM runs: the manifests are
+ * compared, so it catches up without a full copy. Status goes to `onStatus` as whole snapshots.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { SessionClient } from '../client/sessionClient';
+import { SyncChannel } from './channel';
+import { baseRules, type IgnoreRules } from './ignore';
+import { forgetSubtree, planSync, sameEntry, type SyncPlan } from './plan';
+import { pushPlan } from './push';
+import { entryOf, linkStaysInside, scanTree } from './scan';
+import type { SyncSpec, SyncStatus } from './types';
+import { TreeWatcher } from './watcher';
+import type { TreeEntry } from './wire';
+
+/** Between attempts after a failure: doubles from the first to the last. */
+const RETRY_MS = [500, 1000, 2000, 5000];
+
+export interface EngineHost {
+  /** A session client on the VM's current worker; rejects when the VM is not running. */
+  attach(): Promise<SessionClient>;
+  /** Whether the VM runs (or is paused) now. */
+  running(): boolean;
+  log(message: string): void;
+}
+
+export class SyncEngine {
+  private status: SyncStatus;
+  private readonly watcher: TreeWatcher;
+  private rules: IgnoreRules;
+  private model = new Map<string, TreeEntry>();
+  private pending = new Set<string>();
+  private wake?: () => void;
+  private disposed = false;
+  private loop?: Promise<void>;
+  private failures = 0;
+  private channel?: SyncChannel;
+  private sessions?: SessionClient;
+
+  constructor(readonly spec: SyncSpec, private readonly host: EngineHost, private readonly onStatus: (s: SyncStatus) => void) {
+    this.rules = baseRules(spec.ignore, true);
+    this.watcher = new TreeWatcher(spec.hostDir, (paths) => this.changed(paths), host.log);
+    this.status = { id: spec.id, vm: spec.vm, hostDir: spec.hostDir, guestPath: spec.guestPath, state: 'waiting', message: 'waiting for the VM to run', files: 0, totalFiles: 0, bytes: 0, totalBytes: 0, warnings: [] };
+  }
+
+  get current(): SyncStatus {
+    return this.status;
+  }
+
+  /** Runs (again) now if the VM runs; call it whenever the VM's state changes. Idempotent. */
+  kick(): void {
+    if (this.disposed) return;
+    if (!this.loop) {
+      this.loop = this.run().finally(() => (this.loop = undefined));
+      return;
+    }
+    this.wake?.();
+  }
+
+  private publish(patch: Partial<SyncStatus>): void {
+    this.status = { ...this.status, ...patch };
+    this.onStatus(this.status);
+  }
+
+  private async run(): Promise<void> {
+    while (!this.disposed) {
+      if (!this.host.running()) {
+        this.publish({ state: 'waiting', message: 'waiting for the VM to run' });
+        this.channel = undefined;
+        await this.sleep();
+        continue;
+      }
+      try {
+        await this.session();
+        this.failures = 0;
+      } catch (err) {
+        if (this.disposed) return;
+        const message = (err as Error).message ?? String(err);
+        if (this.host.running()) {
+          this.publish({ state: 'error', message: `${message}; retrying` });
+          this.host.log(`sync ${this.spec.id} (${this.spec.hostDir} -> ${this.spec.vm}:${this.spec.guestPath}): ${message}`);
+        }
+      } finally {
+        this.sessions?.dispose();
+        this.sessions = undefined;
+        this.channel = undefined;
+      }
+      if (this.disposed) return;
+      await this.sleep(RETRY_MS[Math.min(this.failures++, RETRY_MS.length - 1)]);
+    }
+  }
+
+  /** Waits for `kick` or a change (or `ms`). */
+  private sleep(ms?: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = ms === undefined ? undefined : setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = () => {
+        this.wake = undefined;
+        done();
+      };
+    });
+  }
+
+  /** One session: catch up, then follow changes until it ends (throws why). */
+  private async session(): Promise<void> {
+    const root = this.spec.hostDir;
+    const st = await fs.promises.stat(root).catch(() => undefined);
+    if (!st?.isDirectory()) throw new Error(`the host folder ${root} is missing or not a directory`);
+    this.publish({ state: 'connecting', message: 'connecting to the guest' });
+    this.sessions = await this.host.attach();
+    const channel = await SyncChannel.open(this.sessions, this.spec.guestPath);
+    this.channel = channel;
+    this.publish({ state: 'scanning', message: 'comparing the host and guest folders' });
+    this.pending.clear();
+    const scan = await scanTree(root, baseRules(this.spec.ignore, true), { gitignore: this.spec.gitignore });
+    this.rules = scan.rules;
+    this.watcher.setDirs(scan.dirs);
+    const guest = await channel.manifest(scan.rules.sources.map((g) => ({ base: g.base, patterns: [...g.patterns] })));
+    this.model = guest;
+    const plan = planSync(scan.entries, guest);
+    const count = plan.files.length + plan.links.length + plan.dirs.length + plan.removes.length;
+    this.publish({ state: count ? 'syncing' : 'in-sync', message: count ? `syncing ${plan.files.length} file(s)` : 'in sync', files: 0, totalFiles: plan.files.length, bytes: 0, totalBytes: plan.bytes, equal: plan.equal, warnings: scan.warnings.slice(0, 20) });
+    const t0 = Date.now();
+    const pushed = await pushPlan(channel, root, plan, this.model, (p) => this.publish({ files: p.files, bytes: p.bytes, message: `syncing ${p.totalFiles - p.files} file(s)` }));
+    for (const p of pushed.changed) this.pending.add(p);
+    this.reportFailures(channel);
+    this.publish({ state: 'in-sync', message: 'in sync', files: pushed.files, bytes: pushed.bytes, lastSyncAt: Date.now(), firstSyncMs: Date.now() - t0 });
+    // Follow changes until the session ends.
+    for (;;) {
+      if (this.pending.size === 0) {
+        const ended = await Promise.race([channel.ended, this.sleep().then(() => undefined)]);
+        if (ended !== undefined) throw new Error(ended);
+        if (this.disposed) return;
+        if (!this.host.running()) return;
+        continue;
+      }
+      const batch = this.pending;
+      this.pending = new Set();
+      await this.apply(channel, batch);
+    }
+  }
+
+  private changed(paths: Set<string>): void {
+    for (const p of paths) this.pending.add(p);
+    this.wake?.();
+  }
+
+  /** Sends what the changed `paths` now are. */
+  private async apply(channel: SyncChannel, paths: Set<string>): Promise<void> {
+    const root = this.spec.hostDir;
+    const host = new Map<string, TreeEntry>();
+    const removes: string[] = [];
+    const subtrees: string[] = [];
+    let rescan = false;
+    for (const p of [...paths].sort()) {
+      if (p === '' || path.posix.basename(p) === '.gitignore') {
+        rescan = true;
+        continue;
+      }
+      const st = await fs.promises.lstat(path.join(root, p)).catch(() => undefined);
+      let entry: TreeEntry | undefined;
+      if (st && !this.rules.ignores(p, st.isDirectory())) {
+        let target: string | undefined;
+        if (st.isSymbolicLink()) {
+          target = await fs.promises.readlink(path.join(root, p)).catch(() => undefined);
+          if (target !== undefined && !linkStaysInside(p, target)) target = undefined;
+        }
+        entry = entryOf(p, st, target);
+      }
+      if (!entry) {
+        if (this.model.has(p) && !(st && this.rules.ignores(p, st.isDirectory()))) removes.push(p);
+        this.watcher.removeTree(p);
+        continue;
+      }
+      const known = this.model.get(p);
+      if (entry.type === 'dir' && known?.type !== 'dir') subtrees.push(p);
+      else if (!sameEntry(entry, known)) host.set(p, entry);
+    }
+    if (rescan) {
+      const scan = await scanTree(root, baseRules(this.spec.ignore, true), { gitignore: this.spec.gitignore });
+      this.rules = scan.rules;
+      this.watcher.setDirs(scan.dirs);
+      return this.send(channel, planSync(scan.entries, this.model));
+    }
+    const plan: SyncPlan = { removes: removes.filter((r, i) => i === 0 || !removes.slice(0, i).some((o) => r.startsWith(`${o}/`))), dirs: [], links: [], files: [], equal: 0, bytes: 0 };
+    for (const e of host.values()) {
+      if (e.type === 'dir') plan.dirs.push(e);
+      else if (e.type === 'symlink') plan.links.push(e);
+      else {
+        plan.files.push(e);
+        plan.bytes += e.size;
+      }
+    }
+    for (const dir of subtrees) {
+      // A new directory (made, or renamed in): watch it first, then scan it, so nothing made inside meanwhile is missed.
+      this.watcher.add(dir);
+      const scan = await scanTree(root, this.rules, { gitignore: this.spec.gitignore, under: dir });
+      for (const d of scan.dirs) this.watcher.add(d);
+      const dirEntry = await fs.promises.lstat(path.join(root, dir)).then((s) => entryOf(dir, s)).catch(() => undefined);
+      if (dirEntry) scan.entries.set(dir, dirEntry);
+      const sub = planSync(scan.entries, new Map([...this.model].filter(([k]) => k === dir || k.startsWith(`${dir}/`))), dir);
+      if (this.model.has(dir)) sub.removes.unshift(dir);
+      plan.removes.push(...sub.removes);
+      plan.dirs.push(...sub.dirs);
+      plan.links.push(...sub.links);
+      plan.files.push(...sub.files);
+      plan.bytes += sub.bytes;
+    }
+    plan.dirs.sort((a, b) => (a.path < b.path ? -1 : 1));
+    await this.send(channel, plan);
+  }
+
+  private async send(channel: SyncChannel, plan: SyncPlan): Promise<void> {
+    const n = plan.files.length + plan.links.length + plan.dirs.length + plan.removes.length;
+    if (n === 0) return;
+    this.publish({ state: 'syncing', message: `syncing ${plan.files.length || n} ${plan.files.length ? 'file(s)' : 'change(s)'}`, files: 0, totalFiles: plan.files.length, bytes: 0, totalBytes: plan.bytes });
+    const pushed = await pushPlan(channel, this.spec.hostDir, plan, this.model);
+    for (const p of pushed.changed) this.pending.add(p);
+    this.reportFailures(channel);
+    if (this.status.state === 'syncing') this.publish({ state: 'in-sync', message: 'in sync', files: pushed.files, bytes: pushed.bytes, lastSyncAt: Date.now() });
+  }
+
+  private reportFailures(channel: SyncChannel): void {
+    const failed = channel.failures.splice(0);
+    if (failed.length === 0) return;
+    for (const f of failed) forgetSubtree(this.model, f.path);
+    const first = failed[0];
+    this.publish({ state: 'error', message: `cannot write ${first.path} in the guest: ${first.message}${failed.length > 1 ? ` (and ${failed.length - 1} more)` : ''}` });
+  }
+
+  /** Stops syncing; what the guest has stays. */
+  async dispose(): Promise<void> {
+    this.disposed = true;
+    this.watcher.dispose();
+    this.wake?.();
+    await this.channel?.close().catch(() => undefined);
+    this.sessions?.dispose();
+    await this.loop?.catch(() => undefined);
+  }
+}
