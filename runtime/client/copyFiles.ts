@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ErrorCode, SandboxError } from '../common/errors';
 import { GuestFiles, describeHostError, type GuestEntry } from './guestFiles';
+import { ensureHostRoom } from './hostRoom';
 import { linkStaysInside, resolveDestination, sourceBase, type DestinationKind } from './copyPlan';
 
 /** How deep a folder copy goes (a guest can claim any nesting). */
@@ -186,16 +187,18 @@ async function download(t: Transfer, src: string, dst: string, recursive: boolea
   if (!where.ok) throw new SandboxError(ErrorCode.BadArgument, `${dst} ${where.why}`);
   if (remote.type === 'file') {
     t.total = remote.size;
+    ensureHostRoom(path.dirname(where.path), t.total, `${t.vm}:${src}`);
     await downloadFile(t, src, hostFileTarget(where.path), path.basename(where.path), remote.mode);
     return;
   }
   // The copy's root: made here, or an existing real directory (never a link: see linkStaysInside).
   const root = where.path;
   const rootStat = fs.lstatSync(root, { throwIfNoEntry: false });
-  if (!rootStat) mkdirHost(root);
-  else if (!rootStat.isDirectory()) throw new SandboxError(ErrorCode.BadArgument, `${root} exists and is not a directory`);
+  if (rootStat && !rootStat.isDirectory()) throw new SandboxError(ErrorCode.BadArgument, `${root} exists and is not a directory`);
   const entries = await walkGuest(t, src);
   t.total = entries.reduce((n, e) => n + (e.entry.type === 'file' ? e.entry.size : 0), 0);
+  ensureHostRoom(rootStat ? root : path.dirname(root), t.total, `${t.vm}:${src}`);
+  if (!rootStat) mkdirHost(root);
   for (const { rel, entry } of entries) {
     if (t.signal.aborted) break;
     const to = path.join(root, ...rel.split('/'));

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ErrorCode, SandboxError } from '../common/errors';
 import type { SessionClient, SessionExit } from './sessionClient';
+import { ROOM_CHECK_BYTES, ensureHostRoom } from './hostRoom';
 
 export interface GuestEntry {
   name: string;
@@ -147,7 +148,8 @@ export class GuestFiles {
    * Copies a guest file to a host file: written to a new temporary beside `hostPath` (never
    * through anything already there) and renamed over it when complete, so a failed or cancelled
    * copy leaves nothing. The temporary is in `temporaries` while it exists (for a last-resort
-   * cleanup at exit). The guest decides only the bytes.
+   * cleanup at exit). The guest decides only the bytes; the host's free space is checked every
+   * ROOM_CHECK_BYTES (hostRoom.ts), whatever size the guest listed.
    */
   async download(guestPath: string, hostPath: string, options: { mode?: number; onProgress?: (bytes: number) => void; signal?: AbortSignal; temporaries?: Set<string> } = {}): Promise<number> {
     const tmp = hostTemporary(hostPath);
@@ -176,6 +178,14 @@ export class GuestFiles {
         guestPath,
         (chunk) => {
           if (writeError) return;
+          if (Math.floor((bytes + chunk.length) / ROOM_CHECK_BYTES) > Math.floor(bytes / ROOM_CHECK_BYTES)) {
+            try {
+              ensureHostRoom(path.dirname(hostPath), ROOM_CHECK_BYTES, `copying ${guestPath}`);
+            } catch (err) {
+              writeError = err;
+            }
+          }
+          if (writeError) return stop.abort();
           bytes += chunk.length;
           options.onProgress?.(bytes);
           if (out.write(chunk)) return drained;

@@ -141,6 +141,21 @@ describe('vm: copy', { timeout: 1_800_000 }, () => {
     assert.deepEqual(fs.readdirSync(outer), ['dest']);
   });
 
+  test('a guest file listed as 1 TiB (sparse) is refused before a byte is written, alone or in a folder', async () => {
+    await sh('rm -rf /root/huge && mkdir -p /root/huge && echo small > /root/huge/small && truncate -s 1T /root/huge/big');
+    const dest = fs.mkdtempSync(path.join(host, 'huge-'));
+    const started = Date.now();
+    const one = await home.cli(['cp', `${VM}:/root/huge/big`, dest]);
+    const tookMs = Date.now() - started;
+    assert.equal(one.code, 1, one.stderr);
+    assert.match(one.stderr, /needs 1(\.0)? TiB and the host has .* free in .*nothing was written/);
+    const folder = await home.cli(['cp', '-r', `${VM}:/root/huge`, dest]);
+    assert.equal(folder.code, 1, folder.stderr);
+    assert.match(folder.stderr, /needs 1(\.0)? TiB/);
+    assert.deepEqual(fs.readdirSync(dest), [], 'nothing was written, not even the small file or a folder');
+    console.log(`# a 1 TiB guest file refused in ${tookMs} ms: ${one.stderr.trim()}`);
+  });
+
   test('Ctrl-C of a guest -> host copy while bytes flow leaves nothing, three times', async () => {
     await sh('dd if=/dev/urandom of=/root/r200 bs=1M count=200 status=none');
     const dl = fs.mkdtempSync(path.join(host, 'int-'));
