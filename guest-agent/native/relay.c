@@ -17,7 +17,7 @@
  * - Frames of types 1..4 from the agent are written to the port as they are; LOCAL frames (type 16,
  *   never valid on the port) carry directives (agent -> relay) and notes (relay -> agent), see
  *   guest-agent/src/relayProtocol.ts.
- * The agent's file descriptors (a pty master from node-pty, an open file) are taken with
+ * The agent's file descriptors (a pty master from node-pty, an open file, a connected TCP socket) are taken with
  * pidfd_getfd(2): the agent keeps its copy and closes it when the session ends.
  *
  * Port writes are at most 32 KiB (virtio-serial's limit per write) and never split a header from
@@ -83,6 +83,7 @@ extern char **environ;
 #define KIND_READ 2
 #define KIND_WRITE 3
 #define KIND_EXEC 4
+#define KIND_SOCKET 5 /* a connected TCP socket (port forwarding): host EOF is shutdown(SHUT_WR) */
 
 /* ---- limits ---------------------------------------------------------------------------- */
 #define PORT_QUEUE_HIGH (256 * 1024)        /* sources pause above this many queued bytes */
@@ -512,6 +513,12 @@ static void maybe_finish(struct session *s) {
     return_credit(s);
     note_done(s->id, s->error);
     free_session(s);
+  } else if (s->kind == KIND_SOCKET) {
+    /* both directions ended: the peer's EOF went to the host, the host's EOF to the peer */
+    if (s->in.fd >= 0) return;
+    return_credit(s);
+    note_done(s->id, s->error);
+    free_session(s);
   }
 }
 
@@ -556,6 +563,11 @@ static bool pump_output(struct session *s, int stream) {
   bool pty = s->kind == KIND_PTY;
   end_output(s, stream);
   if (pty && s->in.fd >= 0) close_endpoint(&s->in);
+  /* a socket's EOF is a half-close (the host may still send); an error (a reset) ends both ways */
+  if (s->kind == KIND_SOCKET && r < 0 && s->in.fd >= 0) {
+    close_endpoint(&s->in);
+    queue_clear(&s->input);
+  }
   maybe_finish(s);
   return false;
 }
@@ -573,6 +585,16 @@ static void pump_input(struct session *s) {
       if (s->kind == KIND_WRITE) {
         note_done(s->id, s->error);
         free_session(s);
+        return;
+      }
+      if (s->kind == KIND_SOCKET) {
+        /* the peer is gone (EPIPE, ECONNRESET): nothing more flows either way */
+        close_endpoint(&s->in);
+        s->credit_owed += s->input.bytes;
+        queue_clear(&s->input);
+        return_credit(s);
+        if (s->out[1].fd >= 0) end_output(s, 1);
+        maybe_finish(s);
         return;
       }
       close_endpoint(&s->in);
@@ -602,6 +624,13 @@ static void pump_input(struct session *s) {
     if (s->kind == KIND_WRITE) {
       note_done(s->id, 0);
       free_session(s);
+      return;
+    }
+    if (s->kind == KIND_SOCKET) {
+      shutdown(s->in.fd, SHUT_WR);
+      close_endpoint(&s->in);
+      return_credit(s);
+      maybe_finish(s);
       return;
     }
     close_endpoint(&s->in);
@@ -777,9 +806,10 @@ static void do_attach(struct session *s, const uint8_t *p, size_t len) {
   }
   int kind = p[0];
   int in = take_fd((int32_t)get_u32(p + 1));
-  int out = kind == KIND_PTY ? (in >= 0 ? fcntl(in, F_DUPFD_CLOEXEC, 3) : -1) : take_fd((int32_t)get_u32(p + 5));
-  bool needs_in = kind == KIND_PTY || kind == KIND_WRITE, needs_out = kind == KIND_PTY || kind == KIND_READ;
-  if ((needs_in && in < 0) || (needs_out && out < 0) || (kind != KIND_PTY && kind != KIND_READ && kind != KIND_WRITE)) {
+  bool duplex = kind == KIND_PTY || kind == KIND_SOCKET; /* one fd both ways: the relay reads a dup of it */
+  int out = duplex ? (in >= 0 ? fcntl(in, F_DUPFD_CLOEXEC, 3) : -1) : take_fd((int32_t)get_u32(p + 5));
+  bool needs_in = duplex || kind == KIND_WRITE, needs_out = duplex || kind == KIND_READ;
+  if ((needs_in && in < 0) || (needs_out && out < 0) || (kind != KIND_PTY && kind != KIND_READ && kind != KIND_WRITE && kind != KIND_SOCKET)) {
     if (in >= 0) close(in);
     if (out >= 0) close(out);
     note_done(s->id, EBADF);
@@ -793,7 +823,7 @@ static void do_attach(struct session *s, const uint8_t *p, size_t len) {
   if (!needs_out && out >= 0) close(out);
   s->in_regular = s->in.fd >= 0 && !pollable(s->in.fd);
   s->out_regular = s->out[1].fd >= 0 && !pollable(s->out[1].fd);
-  if (s->kind == KIND_PTY) set_nonblock(s->out[1].fd);
+  if (s->kind == KIND_PTY || s->kind == KIND_SOCKET) set_nonblock(s->out[1].fd);
   if (len >= 13) s->pid = (pid_t)(int32_t)get_u32(p + 9);
   pump_input(s);
 }

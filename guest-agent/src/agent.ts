@@ -13,7 +13,7 @@ import { handleCall } from './calls';
 import { checkStart, refusalFrames } from './resolveCommand';
 
 /** Session kinds whose bytes the relay moves when there is one. */
-const RELAYED_KINDS = new Set(['exec', 'pty', 'read', 'write']);
+const RELAYED_KINDS = new Set(['exec', 'pty', 'read', 'write', 'connect']);
 
 export const AGENT_VERSION = '0.1.0';
 const HEARTBEAT_MS = 1000;

@@ -7,7 +7,9 @@
  *     SPAWN   u16 argc, u16 envc, cwd\0, argv\0 x argc, env\0 x envc: run an exec session; the relay
  *             owns its pipes and process and reports `started`, `exit` or `error` to the host itself
  *     ATTACH  u8 kind, i32 fdIn, i32 fdOut, i32 pid: take the agent's fds (pidfd_getfd) for a pty
- *             master, a file to read or a file to write; the agent keeps its copies until DONE
+ *             master, a file to read, a file to write or a connected TCP socket (kind 5, fdIn only:
+ *             host EOF shuts its write side, its EOF is the host's EOF on stdout; DONE 0 once both
+ *             directions ended, or the errno that broke it); the agent keeps its copies until DONE
  *     SIGNAL  u8 signal number, to an exec session's process group
  *     CLOSE   end the session now (an exec is killed); answered with DONE(ECANCELED) except for exec
  *     FORGET  drop the session without a word (an exec's process group is killed)
@@ -43,6 +45,8 @@ export const enum AttachKind {
   Pty = 1,
   Read = 2,
   Write = 3,
+  /** A connected TCP socket (fdIn; the relay dups it for output): EOF from the host is shutdown(SHUT_WR). */
+  Socket = 5,
 }
 
 export function encodeLocal(session: number, payload: Buffer): Buffer {

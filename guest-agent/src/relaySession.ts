@@ -4,6 +4,7 @@
  *   pty    node-pty forks the terminal; the relay takes the master fd;
  *   read   the agent opens the file; the relay streams it out and says when it is done;
  *   write  the agent opens a temporary beside the file; the relay fills it; the agent renames it.
+ *   connect the agent connects a TCP socket in the guest (tcpConnect.ts); the relay moves its bytes.
  * The agent keeps its copies of the fds until the relay's DONE, then closes them.
  *
  * Exec and pty sessions outlive their end until the host releases them: the relay keeps their
@@ -17,6 +18,8 @@ import { encodeControl } from '../../runtime/protocol/frames';
 import type { OpenSession } from '../../runtime/protocol/messages';
 import { AttachKind, RelayOp, encodeAttach, encodeOp, encodeResize, encodeResume, encodeSignal, encodeSpawn } from './relayProtocol';
 import { commitTemporary, describeFsError, discardTemporary, openTemporary, type Temporary } from './fileTarget';
+import type { Socket } from 'node:net';
+import { connectFailure, connectTarget, openTcp, socketFd, type ConnectTarget } from './tcpConnect';
 import { DEFAULT_SHELL, clamp, sessionEnvironment, signalName, type AgentSession } from './session';
 
 /** How long a finished terminal's last output may take to reach the relay before it is cut. */
@@ -74,6 +77,8 @@ export class RelaySession implements AgentSession {
           return this.openRead(req.path);
         case 'write':
           return this.openWrite(req.path, req.mode);
+        case 'connect':
+          return this.openConnect(connectTarget(req));
         default:
           throw new Error(`the relay does not carry ${String(req.kind)} sessions`);
       }
@@ -171,6 +176,30 @@ export class RelaySession implements AgentSession {
     };
   }
 
+  /** The socket of a connect session: the relay reads and writes its fd, Node never does. */
+  private socket?: Socket;
+
+  private openConnect(target: ConnectTarget): void {
+    openTcp(target, true).then(
+      (socket) => {
+        const fd = socketFd(socket);
+        if (this.finished || this.closing || fd === undefined) {
+          socket.destroy();
+          this.relay.send(encodeOp(this.id, RelayOp.Forget));
+          return this.fail(this.closing ? 'closed by the host' : 'the connected socket has no file descriptor');
+        }
+        this.socket = socket;
+        this.control({ t: 'started', pid: process.pid });
+        this.relay.send(encodeAttach(this.id, AttachKind.Socket, fd, -1));
+        this.commit = (err) => (err === 0 ? this.exit(0, null) : this.fail(connectFailure(target, { code: errnoName(err), message: `errno ${err}` } as NodeJS.ErrnoException, true)));
+      },
+      (err: NodeJS.ErrnoException) => {
+        this.relay.send(encodeOp(this.id, RelayOp.Forget));
+        this.fail(connectFailure(target, err));
+      },
+    );
+  }
+
   /** The relay's DONE: the session's streams are complete (0) or failed (an errno). */
   relayFinished(err: number): void {
     this.relayDone = true;
@@ -184,6 +213,7 @@ export class RelaySession implements AgentSession {
     this.commit = undefined;
     if (err === os.constants.errno.ECANCELED) {
       this.closeFds();
+      this.socket?.destroy();
       if (this.temporary) discardTemporary(this.temporary);
       return this.fail('closed by the host');
     }
@@ -249,6 +279,7 @@ export class RelaySession implements AgentSession {
     if (this.lingering) return this.release();
     if (this.finished) return;
     this.closing = true;
+    if (this.kind === 'connect' && !this.socket) return; // still connecting: ended when it is
     if (this.kind === 'pty') this.signal('SIGKILL');
     else this.relay.send(encodeOp(this.id, RelayOp.Close));
   }
@@ -281,6 +312,7 @@ export class RelaySession implements AgentSession {
     this.finished = true;
     clearTimeout(this.drainTimer);
     this.closeFds();
+    this.socket?.destroy();
     if (this.temporary) discardTemporary(this.temporary);
     this.onExit?.();
   }
@@ -315,6 +347,10 @@ export class RelaySession implements AgentSession {
   private control(...messages: object[]): void {
     for (const m of messages) this.relay.send(encodeControl(this.id, m));
   }
+}
+
+function errnoName(errno: number): string | undefined {
+  return Object.entries(os.constants.errno).find(([, n]) => n === errno)?.[0];
 }
 
 function errnoMessage(errno: number): string {

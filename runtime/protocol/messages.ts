@@ -31,10 +31,13 @@ export interface HostHello { t: 'hello'; version: number; epoch: string; time: n
 /**
  * Session kinds: exec (pipes) and pty (a terminal) run a process; read streams a guest file out on
  * stdout; write takes stdin into a guest file (atomically: a temporary renamed at EOF); watch
- * reports changes under a guest path as `event` messages.
+ * reports changes under a guest path as `event` messages; connect opens a TCP connection in the guest
+ * to `address`:`port` and relays its bytes (stdin to the socket, the socket to stdout; EOF on either
+ * is a half-close), for port forwarding (runtime/worker/portForwarder.ts). It reports `started` once
+ * connected and `exit` 0 once both directions have ended; never resumable.
  */
-export type SessionKind = 'exec' | 'pty' | 'read' | 'write' | 'watch';
-export const SESSION_KINDS: readonly SessionKind[] = ['exec', 'pty', 'read', 'write', 'watch'];
+export type SessionKind = 'exec' | 'pty' | 'read' | 'write' | 'watch' | 'connect';
+export const SESSION_KINDS: readonly SessionKind[] = ['exec', 'pty', 'read', 'write', 'watch', 'connect'];
 
 export interface OpenSession {
   t: 'open';
@@ -51,6 +54,9 @@ export interface OpenSession {
   cwd?: string;
   cols?: number;
   rows?: number;
+  /** connect: the guest address (an IPv4 or IPv6 literal) and TCP port. */
+  address?: string;
+  port?: number;
 }
 export interface Resize { t: 'resize'; cols: number; rows: number }
 export interface SignalSession { t: 'signal'; signal: string }
