@@ -16,6 +16,7 @@ import { installBrokenPipeHandler } from './brokenPipe';
 import { boundedByTimeout } from './deadline';
 import { serialConsole } from './commands/console';
 import { stats } from './commands/stats';
+import { port, PORT_USAGE } from './commands/ports';
 
 type Command = {
   run: (ctx: CommandContext) => Promise<number>;
@@ -45,6 +46,7 @@ const COMMANDS: Record<string, Command> = {
   attach: { run: sessions.attach, usage: 'attach <name> <id>      pick up a session a save cut off or a detach (Ctrl-C twice) left', maxArgs: 2 },
   shell: { run: sessions.shell, usage: 'shell <name> [-- <program> [args...]]   an interactive terminal', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } }, command: true },
   console: { run: serialConsole, usage: 'console <name>          the serial console (ttyS0), live from boot; Ctrl-] detaches' },
+  port: { run: port, usage: PORT_USAGE, options: { address: { type: 'string' }, json: { type: 'boolean' } }, maxArgs: 3 },
   image: { run: imageCommand, usage: 'image build              build (or find) the base image new VMs clone' },
   service: { run: serviceCommand, usage: 'service status|stop       the background service (VMs keep running when it stops)' },
 };

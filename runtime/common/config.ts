@@ -1,6 +1,7 @@
 /** A VM's configuration as stored in its directory (vm.json), with its limits and parsers. */
 import { ErrorCode, SandboxError } from './errors';
 import { validateVmName } from './names';
+import { parsePortsConfig, type PortsConfig } from './ports';
 
 export interface VmConfig {
   /** Stable identity, kept across renames of nothing (names are immutable for now). */
@@ -13,6 +14,8 @@ export interface VmConfig {
   image: { hash: string; kernel: string; initrd: string; disk: string };
   network: boolean;
   createdAt: string;
+  /** Port forwarding (runtime/common/ports.ts); missing: automatic forwarding on, no manual forwards. */
+  ports?: PortsConfig;
 }
 
 export const DEFAULTS = { cpus: 1, memoryMiB: 1024, diskGiB: 10 } as const;
@@ -70,5 +73,5 @@ export function parseVmConfig(text: string, expectedName: string): VmConfig {
     if (typeof c.image?.[key] !== 'string') throw new Error(`vm.json: image.${key} missing`);
   }
   if (typeof c.id !== 'string') throw new Error('vm.json: id missing');
-  return { ...c, network: c.network !== false };
+  return { ...c, network: c.network !== false, ports: parsePortsConfig(c.ports) };
 }

@@ -21,11 +21,13 @@
  *   service.subscribe {}: start receiving `vm.status` (VmInfo) and `vm.removed` ({name}) notifications
  *   service.shutdown {}: the service exits; VMs keep running
  *   vm.metrics.watch {name, on?}: while on, `vm.metrics` ({name, ...VmMetrics}) about once a second (metricsHub.ts)
+ *   vm.port.add, vm.port.remove, vm.port.auto, vm.port.list: port forwarding (portApi.ts)
  *
  * Progress of long operations arrives as `progress` notifications {token, step, total, message}.
  */
 import type { HandlerTable, RpcPeer } from '../common/rpc';
 import type { VmManager } from './vmManager';
+import { portApiHandlers } from './portApi';
 
 export function apiHandlers(manager: VmManager, subscribers: Set<RpcPeer>, info: () => unknown, shutdown: () => void): HandlerTable {
   const progressTo = (peer: RpcPeer, token: unknown) => (step: number, total: number, message: string) => {
@@ -44,6 +46,7 @@ export function apiHandlers(manager: VmManager, subscribers: Set<RpcPeer>, info:
     'vm.info': (p) => manager.info(p.name),
     'vm.attach': (p) => manager.attachInfo(p.name),
     'image.ensure': (p, peer) => manager.ensureImage(progressTo(peer, p.progressToken)),
+    ...portApiHandlers(manager),
     'service.info': () => info(),
     'service.subscribe': (_p, peer) => {
       subscribers.add(peer);
