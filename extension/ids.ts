@@ -28,6 +28,10 @@ export const Command = {
   copyFrom: 'sandboxvm.vm.copyFrom',
   openSerialConsole: 'sandboxvm.vm.openSerialConsole',
   showDetails: 'sandboxvm.vm.showDetails',
+  forwardPort: 'sandboxvm.port.forward',
+  stopForwarding: 'sandboxvm.port.stopForwarding',
+  openPortInBrowser: 'sandboxvm.port.openInBrowser',
+  copyPortAddress: 'sandboxvm.port.copyAddress',
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 
@@ -43,6 +47,7 @@ export const Setting = {
   dataDirectory: 'dataDirectory',
   qemuPath: 'qemuPath',
   workspaceVm: 'workspaceVm',
+  autoForwardPorts: 'ports.autoForward',
 } as const;
 
 export const ContextKey = {
@@ -66,6 +71,10 @@ export const ItemContext = {
   vm: (state: string) => `${state}Vm`,
   terminal: 'vmTerminal',
   port: 'vmPort',
+  /** Forwarded ports (menus: `viewItem =~ /^vmForward/`): automatic, manual, a manual one that failed. */
+  forward: 'vmForward',
+  manualForward: 'vmForwardManual',
+  failedManualForward: 'vmFailedForwardManual',
 } as const;
 
 /** Webview panels' view types. */

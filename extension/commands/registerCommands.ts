@@ -22,6 +22,7 @@ import { showDetails } from './showDetails';
 import { showLog, showServiceLog } from './showLog';
 import { startVm } from './startVm';
 import { stopVm, turnOffVm } from './stopVm';
+import { copyPortAddress, forwardPort, openPortInBrowser, stopForwarding } from '../ports/portCommands';
 
 type Handler = (deps: CommandDeps, ...args: any[]) => Promise<unknown>;
 
@@ -48,6 +49,10 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.copyFrom]: copyFromVm,
     [Command.openSerialConsole]: openSerialConsole,
     [Command.showDetails]: showDetails,
+    [Command.forwardPort]: forwardPort,
+    [Command.stopForwarding]: stopForwarding,
+    [Command.openPortInBrowser]: openPortInBrowser,
+    [Command.copyPortAddress]: copyPortAddress,
   };
   return Object.entries(table).map(([id, handler]) =>
     vscode.commands.registerCommand(id, async (...args: unknown[]) => {

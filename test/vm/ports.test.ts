@@ -5,14 +5,15 @@
  * - the port is forwarded to the host's 127.0.0.1 automatically (`port list --json` names the host
  *   port); four concurrent connections each send 4 MiB of random bytes and half-close: each gets
  *   its 4 MiB back, counted and sha256-compared;
- * - a manual forward `port add <vm> 7001:<free port>` carries the same; it is in vm.json and `info`;
+ * - a manual forward `port add <vm> 7001:<free port>` carries the same; it is in vm.json and `info`,
+ *   and takes the guest port over from the automatic forward;
  * - a manual forward to a host port another program holds fails with one sentence, exit 1, and
  *   leaves vm.json as it was; a forward to a guest port nothing listens on is refused by the guest
  *   (the client sees the connection closed, no bytes) and shown as not listening;
  * - with 32 MiB in flight on the manual forward, the VM is saved (the connection closes; what came
  *   back is a prefix of what was sent) and started again: the forward is back on the same host
  *   port and a new 4 MiB transfer is whole; the same with `kill -9` of the worker (twice);
- * - `port remove` stops the listener; `port auto off` removes the automatic forward.
+ * - `port remove` stops the listener and the automatic forward comes back; `port auto off` removes it.
  */
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
@@ -146,6 +147,8 @@ describe('vm: port forwarding', { timeout: 1_200_000 }, () => {
     const config = JSON.parse(fs.readFileSync(`${home.vmDir(VM)}/vm.json`, 'utf8'));
     assert.deepEqual(config.ports.forwards, [{ guestPort: GUEST_PORT, hostPort: manualPort, address: '127.0.0.1' }]);
     assert.match(await home.ok(['info', VM]), new RegExp(`7001/tcp -> 127\\.0\\.0\\.1:${manualPort}`));
+    // The manual forward takes the guest port over from the automatic one.
+    assert.deepEqual((await forwards()).filter((f) => f.guestPort === GUEST_PORT).map((f) => f.origin), ['manual']);
     await wholeEcho(manualPort, 2, 4 * MiB);
   });
 
@@ -195,15 +198,13 @@ describe('vm: port forwarding', { timeout: 1_200_000 }, () => {
     await home.ok(['start', VM]);
     await waitForward('the manual forward after the restore', (f) => f.origin === 'manual' && f.hostPort === manualPort);
     await wholeEcho(manualPort, 2, 4 * MiB);
-    const auto = await waitForward('the automatic forward after the restore', (f) => f.origin === 'auto' && f.guestPort === GUEST_PORT);
-    await wholeEcho(auto.hostPort, 1, 1 * MiB);
   });
 
   test('the forward works after kill -9 of the worker, with a transfer in flight (twice)', async () => {
     for (let round = 0; round < 2; round++) {
       const info = JSON.parse(await home.ok(['info', VM, '--json']));
       const worker = info.runtime.workerPid as number;
-      const r = await interrupted(async () => process.kill(worker, 'SIGKILL'));
+      const r = await interrupted(async () => void process.kill(worker, "SIGKILL"));
       process.stderr.write(`# kill -9 cut the connection after ${r.received} bytes (${r.error ?? 'clean close'})\n`);
       await waitFor('a new worker', async () => {
         const i = JSON.parse(await home.ok(['info', VM, '--json']));
@@ -218,9 +219,12 @@ describe('vm: port forwarding', { timeout: 1_200_000 }, () => {
     await home.ok(['port', 'remove', VM, String(manualPort)]);
     const gone = await transfer(manualPort, 16);
     assert.equal(gone.error, 'ECONNREFUSED');
+    const auto = await waitForward('the automatic forward back once the manual one is gone', (f) => f.origin === 'auto' && f.guestPort === GUEST_PORT);
+    await wholeEcho(auto.hostPort, 1, 1 * MiB);
     await home.ok(['port', 'auto', VM, 'off']);
     assert.deepEqual((await forwards()).filter((f) => f.origin === 'auto'), []);
     const config = JSON.parse(fs.readFileSync(`${home.vmDir(VM)}/vm.json`, 'utf8'));
     assert.deepEqual(config.ports, { auto: false, forwards: [] });
+    assert.equal((await transfer(auto.hostPort, 16)).error, 'ECONNREFUSED');
   });
 });
