@@ -8,6 +8,7 @@
 import * as agent from './agent';
 import * as boot from './boot';
 import * as extension from './extension';
+import * as ports from './ports';
 import { cleanupAll, installSignalHandlers } from './lib/cleanup';
 import type { BenchModule, BenchOptions } from './lib/options';
 import { log } from './lib/output';
@@ -16,6 +17,7 @@ const BENCHMARKS: Record<string, BenchModule> = {
   boot,
   agent,
   extension,
+  ports,
 };
 
 const DEFAULT_RUNS = 5;

@@ -35,7 +35,7 @@ test("vm.json's ports: defaults when missing, everything checked", () => {
   assert.deepEqual(parsePortsConfig(undefined), { auto: true, forwards: [] });
   assert.deepEqual(parsePortsConfig({ auto: false, forwards: [{ guestPort: 80, hostPort: 8080, address: '127.0.0.1', extra: 1 }] }), { auto: false, forwards: [{ guestPort: 80, hostPort: 8080, address: '127.0.0.1' }] });
   for (const bad of [null, {}, { auto: 'yes', forwards: [] }, { auto: true, forwards: [{ guestPort: 0, hostPort: 1, address: '127.0.0.1' }] }, { auto: true, forwards: [{ guestPort: 1, hostPort: 1, address: 'evil.example' }] }, { auto: true, forwards: new Array(65).fill({ guestPort: 1, hostPort: 1, address: '127.0.0.1' }) }]) {
-    assert.throws(() => parsePortsConfig(bad), undefined, JSON.stringify(bad)?.slice(0, 80));
+    assert.throws(() => parsePortsConfig(bad), /vm\.json|invalid address/, JSON.stringify(bad)?.slice(0, 80));
   }
 });
 
