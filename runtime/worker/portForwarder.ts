@@ -135,14 +135,21 @@ export class PortForwarder {
     void this.poll();
   }
 
-  /** The VM's state changed: a save ends connections and refuses new ones; running again accepts them. */
+  /**
+   * The VM's state changed: a save (or any state but running) ends every connection cleanly (the
+   * client gets EOF after the bytes it was sent; the guest's end is closed) and refuses new ones;
+   * running again accepts them.
+   */
   vmStateChanged(state: VmState): void {
-    const suspend = state !== 'running';
+    const suspend = state !== 'running' && state !== 'paused';
     if (suspend && !this.suspended) {
-      for (const f of this.allForwards()) for (const s of f.sockets) s.end();
+      for (const f of this.allForwards()) for (const s of f.sockets) this.endConnection.get(s)?.();
     }
     this.suspended = suspend;
   }
+
+  /** Ends one connection on purpose: the guest session closed, the client sent EOF (not a reset). */
+  private readonly endConnection = new WeakMap<net.Socket, () => void>();
 
   dispose(): void {
     if (this.disposed) return;
@@ -264,6 +271,7 @@ export class PortForwarder {
     this.changed();
     let session: HostSession;
     let ended = false;
+    let ending = false;
     try {
       session = agent.openSession(
         { kind: 'connect', address: forward.connectTo, port: forward.status.guestPort },
@@ -278,7 +286,7 @@ export class PortForwarder {
           },
           onExit: (_code, _signal, error) => {
             ended = true;
-            if (error) {
+            if (error && !ending) {
               // The guest refused or broke the connection: the client sees a reset, as it would without us.
               if (!/^closed by the host/.test(error)) this.source.log(`port ${forward.status.guestPort}: ${error}`);
               socket.resetAndDestroy();
@@ -292,6 +300,11 @@ export class PortForwarder {
       socket.resetAndDestroy();
       return;
     }
+    this.endConnection.set(socket, () => {
+      ending = true;
+      session.close();
+      socket.end();
+    });
     let waiting = 0;
     let lastWrite: Promise<unknown> = Promise.resolve();
     socket.on('data', (data: Buffer) => {
