@@ -17,7 +17,7 @@
  * - Frames of types 1..4 from the agent are written to the port as they are; LOCAL frames (type 16,
  *   never valid on the port) carry directives (agent -> relay) and notes (relay -> agent), see
  *   guest-agent/src/relayProtocol.ts.
- * The agent's file descriptors (a pty master from node-pty, an open file, a connected TCP socket) are taken with
+ * The agent's file descriptors (a pty master from node-pty, an open file) are taken with
  * pidfd_getfd(2): the agent keeps its copy and closes it when the session ends.
  *
  * Port writes are at most 32 KiB (virtio-serial's limit per write) and never split a header from
@@ -40,6 +40,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
@@ -75,15 +78,17 @@ extern char **environ;
 #define OP_FORGET 5 /* drop the session without a word (kill an exec's process group) */
 #define OP_RESIZE 6 /* u16 cols, u16 rows: a pty session's window size */
 #define OP_RESUME 7 /* u8 has_offsets, u64 stdout, u64 stderr: replay output from there (see do_resume) */
+#define OP_CONNECT 8 /* u16 port, address\0 (an IPv4 or IPv6 literal): a connect session's TCP connection */
 #define NOTE_DONE 0x81 /* i32 errno (0: the session's streams completed) */
 #define NOTE_INHERIT 0x82 /* u8 kind, i32 pid: a session that outlived the previous agent process */
+#define NOTE_CONNECTED 0x83 /* a connect session's connection is established (its failure is DONE(errno)) */
 
 #define KIND_PENDING 0
 #define KIND_PTY 1
 #define KIND_READ 2
 #define KIND_WRITE 3
 #define KIND_EXEC 4
-#define KIND_SOCKET 5 /* a connected TCP socket (port forwarding): host EOF is shutdown(SHUT_WR) */
+#define KIND_SOCKET 5 /* a TCP connection the relay made (OP_CONNECT, port forwarding): host EOF is shutdown(SHUT_WR) */
 
 /* ---- limits ---------------------------------------------------------------------------- */
 #define PORT_QUEUE_HIGH (256 * 1024)        /* sources pause above this many queued bytes */
@@ -236,6 +241,7 @@ struct session {
   struct endpoint in;     /* host stdin -> this fd (pipe, pty master, file) */
   struct endpoint out[3]; /* out[1] stdout, out[2] stderr -> host */
   bool in_regular, out_regular;
+  bool connecting;        /* a socket whose non-blocking connect() has not completed */
   int64_t credit[3];      /* bytes the host lets us send on stdout / stderr */
   struct queue input;     /* host bytes not yet written to `in` */
   bool input_eof;         /* the host sent EOF on stdin */
@@ -574,6 +580,7 @@ static bool pump_output(struct session *s, int stream) {
 
 /* Writes held host input to the session's fd; credits it back once taken. */
 static void pump_input(struct session *s) {
+  if (s->connecting) return; /* held until the connection is up */
   while (s->in.fd >= 0 && s->input.head) {
     struct frame *f = s->input.head;
     ssize_t w = write(s->in.fd, f->data + f->off, f->len - f->off);
@@ -651,7 +658,7 @@ static void on_host_data(struct session *s, const uint8_t *data, size_t len) {
     return;
   }
   /* The fast path: nothing queued and a destination: write straight from the port buffer. */
-  if (s->kind != KIND_PENDING && s->in.fd >= 0 && !s->input.head) {
+  if (s->kind != KIND_PENDING && s->in.fd >= 0 && !s->input.head && !s->connecting) {
     ssize_t w;
     do w = write(s->in.fd, data, len);
     while (w < 0 && errno == EINTR);
@@ -798,6 +805,76 @@ static void do_spawn(struct session *s, const uint8_t *p, size_t len) {
   free(envp);
 }
 
+/* The connection of a connect session is up: the agent reports `started`; held input goes out. */
+static void connected(struct session *s) {
+  s->connecting = false;
+  uint8_t note = NOTE_CONNECTED;
+  send_agent(T_LOCAL, s->id, &note, 1);
+  pump_input(s);
+}
+
+/* A socket's non-blocking connect() completed (its fd became writable or failed). */
+static void finish_connect(struct session *s) {
+  int err = 0;
+  socklen_t n = sizeof err;
+  if (getsockopt(s->in.fd, SOL_SOCKET, SO_ERROR, &err, &n) < 0) err = errno;
+  if (err != 0) {
+    note_done(s->id, err);
+    free_session(s);
+    return;
+  }
+  connected(s);
+}
+
+/* CONNECT: a TCP connection inside the guest for port forwarding, made here so that no Node
+ * process sits in its path. Failures go to the agent as DONE(errno); it words them for the host. */
+static void do_connect(struct session *s, const uint8_t *p, size_t len) {
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  socklen_t sl = 0;
+  const char *text = len >= 3 ? memchr(p + 2, 0, len - 2) : NULL;
+  uint16_t port = len >= 2 ? get_u16(p) : 0;
+  if (text && port) {
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, (const char *)p + 2, &a4->sin_addr) == 1) {
+      a4->sin_family = AF_INET;
+      a4->sin_port = htons(port);
+      sl = sizeof *a4;
+    } else if (inet_pton(AF_INET6, (const char *)p + 2, &a6->sin6_addr) == 1) {
+      a6->sin6_family = AF_INET6;
+      a6->sin6_port = htons(port);
+      sl = sizeof *a6;
+    }
+  }
+  if (!sl) {
+    note_done(s->id, EINVAL);
+    free_session(s);
+    return;
+  }
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int out = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 3) : -1;
+  if (fd < 0 || out < 0) {
+    int e = errno;
+    if (fd >= 0) close(fd);
+    note_done(s->id, e);
+    free_session(s);
+    return;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  s->kind = KIND_SOCKET;
+  s->in.fd = fd;
+  s->out[1].fd = out;
+  if (connect(fd, (struct sockaddr *)&ss, sl) == 0) return connected(s);
+  if (errno != EINPROGRESS) {
+    note_done(s->id, errno);
+    free_session(s);
+    return;
+  }
+  s->connecting = true;
+}
+
 static void do_attach(struct session *s, const uint8_t *p, size_t len) {
   if (len < 9) {
     note_done(s->id, EINVAL);
@@ -806,10 +883,9 @@ static void do_attach(struct session *s, const uint8_t *p, size_t len) {
   }
   int kind = p[0];
   int in = take_fd((int32_t)get_u32(p + 1));
-  bool duplex = kind == KIND_PTY || kind == KIND_SOCKET; /* one fd both ways: the relay reads a dup of it */
-  int out = duplex ? (in >= 0 ? fcntl(in, F_DUPFD_CLOEXEC, 3) : -1) : take_fd((int32_t)get_u32(p + 5));
-  bool needs_in = duplex || kind == KIND_WRITE, needs_out = duplex || kind == KIND_READ;
-  if ((needs_in && in < 0) || (needs_out && out < 0) || (kind != KIND_PTY && kind != KIND_READ && kind != KIND_WRITE && kind != KIND_SOCKET)) {
+  int out = kind == KIND_PTY ? (in >= 0 ? fcntl(in, F_DUPFD_CLOEXEC, 3) : -1) : take_fd((int32_t)get_u32(p + 5));
+  bool needs_in = kind == KIND_PTY || kind == KIND_WRITE, needs_out = kind == KIND_PTY || kind == KIND_READ;
+  if ((needs_in && in < 0) || (needs_out && out < 0) || (kind != KIND_PTY && kind != KIND_READ && kind != KIND_WRITE)) {
     if (in >= 0) close(in);
     if (out >= 0) close(out);
     note_done(s->id, EBADF);
@@ -823,7 +899,7 @@ static void do_attach(struct session *s, const uint8_t *p, size_t len) {
   if (!needs_out && out >= 0) close(out);
   s->in_regular = s->in.fd >= 0 && !pollable(s->in.fd);
   s->out_regular = s->out[1].fd >= 0 && !pollable(s->out[1].fd);
-  if (s->kind == KIND_PTY || s->kind == KIND_SOCKET) set_nonblock(s->out[1].fd);
+  if (s->kind == KIND_PTY) set_nonblock(s->out[1].fd);
   if (len >= 13) s->pid = (pid_t)(int32_t)get_u32(p + 9);
   pump_input(s);
 }
@@ -865,7 +941,7 @@ static void on_directive(uint32_t id, const uint8_t *p, size_t len) {
   if (len < 1 || id == 0) return;
   struct session *s = find_session(id);
   /* An open the relay did not recognise as one still gets its session when the agent hands it over. */
-  if (!s && (p[0] == OP_SPAWN || p[0] == OP_ATTACH)) s = add_session(id);
+  if (!s && (p[0] == OP_SPAWN || p[0] == OP_ATTACH || p[0] == OP_CONNECT)) s = add_session(id);
   if (!s) return; /* already finished: its DONE note is on its way to the agent */
   switch (p[0]) {
     case OP_SPAWN:
@@ -873,6 +949,9 @@ static void on_directive(uint32_t id, const uint8_t *p, size_t len) {
       break;
     case OP_ATTACH:
       if (s->kind == KIND_PENDING) do_attach(s, p + 1, len - 1);
+      break;
+    case OP_CONNECT:
+      if (s->kind == KIND_PENDING) do_connect(s, p + 1, len - 1);
       break;
     case OP_SIGNAL:
       if (s->kind == KIND_EXEC && !s->exited && len >= 2 && kill(-s->pid, p[1]) < 0) kill(s->pid, p[1]);
@@ -1217,11 +1296,11 @@ static void update_interest(bool *regular_ready) {
   for (struct session *s = all_sessions; s; s = s->next) {
       for (int i = 1; i <= 2; i++) {
         if (s->out[i].fd < 0) continue;
-        bool want = room && s->credit[i] > 0;
+        bool want = room && s->credit[i] > 0 && !s->connecting;
         if (s->out_regular) *regular_ready |= want;
         else arm(&s->out[i], want ? EPOLLIN : 0);
       }
-      if (s->in.fd >= 0 && !s->in_regular) arm(&s->in, s->input.head ? EPOLLOUT : 0);
+      if (s->in.fd >= 0 && !s->in_regular) arm(&s->in, s->input.head || s->connecting ? EPOLLOUT : 0);
     }
 }
 
@@ -1304,7 +1383,10 @@ int main(int argc, char **argv) {
       }
       struct session *s = find_session(id);
       if (!s || s->serial != ((key >> 8) & 0xffffff)) continue; /* freed earlier in this batch */
-      if (slot == SLOT_IN) pump_input(s);
+      if (slot == SLOT_IN) {
+        if (s->connecting) finish_connect(s);
+        else pump_input(s);
+      }
       else if (slot == SLOT_OUT || slot == SLOT_ERR) {
         /* a few chunks per wakeup, so one busy source does not starve the others */
         for (int k = 0; k < 4 && find_session(id) == s && port_out.bytes < PORT_QUEUE_HIGH; k++)

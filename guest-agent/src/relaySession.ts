@@ -4,7 +4,8 @@
  *   pty    node-pty forks the terminal; the relay takes the master fd;
  *   read   the agent opens the file; the relay streams it out and says when it is done;
  *   write  the agent opens a temporary beside the file; the relay fills it; the agent renames it.
- *   connect the agent connects a TCP socket in the guest (tcpConnect.ts); the relay moves its bytes.
+ *   connect the relay connects a TCP socket in the guest and moves its bytes; the agent checks the
+ *          target (tcpConnect.ts), reports `started` and words the end.
  * The agent keeps its copies of the fds until the relay's DONE, then closes them.
  *
  * Exec and pty sessions outlive their end until the host releases them: the relay keeps their
@@ -16,10 +17,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { encodeControl } from '../../runtime/protocol/frames';
 import type { OpenSession } from '../../runtime/protocol/messages';
-import { AttachKind, RelayOp, encodeAttach, encodeOp, encodeResize, encodeResume, encodeSignal, encodeSpawn } from './relayProtocol';
+import { AttachKind, RelayOp, encodeAttach, encodeConnect, encodeOp, encodeResize, encodeResume, encodeSignal, encodeSpawn } from './relayProtocol';
 import { commitTemporary, describeFsError, discardTemporary, openTemporary, type Temporary } from './fileTarget';
-import type { Socket } from 'node:net';
-import { connectFailure, connectTarget, openTcp, socketFd, type ConnectTarget } from './tcpConnect';
+import { connectFailure, connectTarget, type ConnectTarget } from './tcpConnect';
 import { DEFAULT_SHELL, clamp, sessionEnvironment, signalName, type AgentSession } from './session';
 
 /** How long a finished terminal's last output may take to reach the relay before it is cut. */
@@ -176,28 +176,19 @@ export class RelaySession implements AgentSession {
     };
   }
 
-  /** The socket of a connect session: the relay reads and writes its fd, Node never does. */
-  private socket?: Socket;
+  /** connect: set once the relay says the connection is up. */
+  private connected = false;
 
   private openConnect(target: ConnectTarget): void {
-    openTcp(target, true).then(
-      (socket) => {
-        const fd = socketFd(socket);
-        if (this.finished || this.closing || fd === undefined) {
-          socket.destroy();
-          this.relay.send(encodeOp(this.id, RelayOp.Forget));
-          return this.fail(this.closing ? 'closed by the host' : 'the connected socket has no file descriptor');
-        }
-        this.socket = socket;
-        this.control({ t: 'started', pid: process.pid });
-        this.relay.send(encodeAttach(this.id, AttachKind.Socket, fd, -1));
-        this.commit = (err) => (err === 0 ? this.exit(0, null) : this.fail(connectFailure(target, { code: errnoName(err), message: `errno ${err}` } as NodeJS.ErrnoException, true)));
-      },
-      (err: NodeJS.ErrnoException) => {
-        this.relay.send(encodeOp(this.id, RelayOp.Forget));
-        this.fail(connectFailure(target, err));
-      },
-    );
+    this.relay.send(encodeConnect(this.id, target.address, target.port));
+    this.commit = (err) => (err === 0 ? this.exit(0, null) : this.fail(connectFailure(target, { code: errnoName(err), message: `errno ${err}` } as NodeJS.ErrnoException, this.connected)));
+  }
+
+  /** The relay's CONNECTED note: the connect session's connection is up. */
+  relayConnected(): void {
+    if (this.kind !== 'connect' || this.connected || this.finished) return;
+    this.connected = true;
+    this.control({ t: 'started', pid: process.pid });
   }
 
   /** The relay's DONE: the session's streams are complete (0) or failed (an errno). */
@@ -213,7 +204,6 @@ export class RelaySession implements AgentSession {
     this.commit = undefined;
     if (err === os.constants.errno.ECANCELED) {
       this.closeFds();
-      this.socket?.destroy();
       if (this.temporary) discardTemporary(this.temporary);
       return this.fail('closed by the host');
     }
@@ -279,7 +269,6 @@ export class RelaySession implements AgentSession {
     if (this.lingering) return this.release();
     if (this.finished) return;
     this.closing = true;
-    if (this.kind === 'connect' && !this.socket) return; // still connecting: ended when it is
     if (this.kind === 'pty') this.signal('SIGKILL');
     else this.relay.send(encodeOp(this.id, RelayOp.Close));
   }
@@ -312,7 +301,6 @@ export class RelaySession implements AgentSession {
     this.finished = true;
     clearTimeout(this.drainTimer);
     this.closeFds();
-    this.socket?.destroy();
     if (this.temporary) discardTemporary(this.temporary);
     this.onExit?.();
   }

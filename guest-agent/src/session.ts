@@ -251,7 +251,7 @@ export class GuestSession implements AgentSession {
   private openConnect(target: ConnectTarget): void {
     let abandoned = false;
     this.cleanup = () => (abandoned = true);
-    openTcp(target, false).then(
+    openTcp(target).then(
       (socket) => {
         if (abandoned || this.exited) return void socket.destroy();
         let closed = false;

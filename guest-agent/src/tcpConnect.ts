@@ -1,7 +1,7 @@
 /**
  * The guest end of a forwarded port (`connect` sessions, see runtime/protocol/messages.ts): checks
- * what the host asked for and opens the TCP connection inside the guest. Whoever moves the bytes
- * afterwards (the relay, or GuestSession without one) gets a connected socket.
+ * what the host asked for, words failures, and (without the relay, which connects itself) opens
+ * the TCP connection inside the guest.
  */
 import * as net from 'node:net';
 import type { OpenSession } from '../../runtime/protocol/messages';
@@ -32,11 +32,8 @@ export function connectFailure(target: ConnectTarget, err: NodeJS.ErrnoException
 /** How long a connect inside the guest may take (loopback answers at once; a firewall drops). */
 export const CONNECT_TIMEOUT_MS = 10_000;
 
-/**
- * Connects to `target`. With `detach`, the socket is handed over without Node ever reading from it
- * (paused before its first read), so another owner of the fd (the relay) sees every byte.
- */
-export function openTcp(target: ConnectTarget, detach: boolean): Promise<net.Socket> {
+/** Connects to `target` (GuestSession, when no relay carries the channel). */
+export function openTcp(target: ConnectTarget): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: target.address, port: target.port, allowHalfOpen: true });
     const timer = setTimeout(() => {
@@ -49,17 +46,9 @@ export function openTcp(target: ConnectTarget, detach: boolean): Promise<net.Soc
     });
     socket.once('connect', () => {
       clearTimeout(timer);
-      // Node starts reading right after the 'connect' listeners unless the socket is paused.
-      if (detach) socket.pause();
       socket.removeAllListeners('error');
       socket.on('error', () => undefined);
       resolve(socket);
     });
   });
-}
-
-/** The OS fd of a connected socket (libuv's handle), or undefined where there is none. */
-export function socketFd(socket: net.Socket): number | undefined {
-  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }

@@ -51,6 +51,8 @@ export class PortForwarder {
   private readonly emitter = new EventEmitter();
   private readonly manual = new Map<number, Forward>(); // by host port
   private readonly auto = new Map<number, Forward>(); // by guest port
+  /** Guest ports whose automatic forward is being set up (not shown until its listener is up). */
+  private readonly autoPending = new Set<number>();
   private listening = new Map<number, GuestListener>();
   private listeningKnown = false;
   private timer?: NodeJS.Timeout;
@@ -206,7 +208,7 @@ export class PortForwarder {
     }
     if (this.config.auto) {
       for (const l of this.listening.values()) {
-        if (this.auto.has(l.port) || manualGuestPorts.has(l.port) || this.auto.size >= MAX_FORWARDS || this.disposed) continue;
+        if (this.auto.has(l.port) || this.autoPending.has(l.port) || manualGuestPorts.has(l.port) || this.auto.size >= MAX_FORWARDS || this.disposed) continue;
         await this.addAuto(l);
         changed = true;
       }
@@ -220,7 +222,7 @@ export class PortForwarder {
       connectTo: l.connectTo,
       sockets: new Set(),
     };
-    this.auto.set(l.port, forward);
+    this.autoPending.add(l.port);
     const candidates = [...Array(AUTO_TRIES).keys()].map((i) => l.port + i).filter((p) => p <= 65535);
     let lastCode: string | undefined;
     for (const port of [...candidates, 0]) {
@@ -232,10 +234,13 @@ export class PortForwarder {
         lastCode = (err as NodeJS.ErrnoException).code;
       }
     }
-    if (this.auto.get(l.port) !== forward) {
-      forward.server?.close(); // removed while listening
+    this.autoPending.delete(l.port);
+    const manualGuestPorts = new Set([...this.manual.values()].map((f) => f.status.guestPort));
+    if (this.disposed || !this.config.auto || !this.listening.has(l.port) || manualGuestPorts.has(l.port)) {
+      forward.server?.close(); // no longer wanted while it was being set up
       return;
     }
+    this.auto.set(l.port, forward);
     if (!forward.server) {
       forward.status.state = 'failed';
       forward.status.error = bindFailure(this.source.vmName, { guestPort: l.port, hostPort: l.port, address: LOOPBACK }, lastCode);
@@ -272,6 +277,9 @@ export class PortForwarder {
     let session: HostSession;
     let ended = false;
     let ending = false;
+    /** Both directions finished normally: the guest ends the session itself, no close needed. */
+    let clientEof = false;
+    let guestEof = false;
     try {
       session = agent.openSession(
         { kind: 'connect', address: forward.connectTo, port: forward.status.guestPort },
@@ -282,7 +290,9 @@ export class PortForwarder {
             socket.write(data, () => session.ack(StreamId.Stdout, data.length));
           },
           onEof: (stream) => {
-            if (stream === StreamId.Stdout && !socket.destroyed) socket.end();
+            if (stream !== StreamId.Stdout) return;
+            guestEof = true;
+            if (!socket.destroyed) socket.end();
           },
           onExit: (_code, _signal, error) => {
             ended = true;
@@ -319,10 +329,13 @@ export class PortForwarder {
       );
     });
     // The EOF goes behind the bytes still waiting for the guest's credit.
-    socket.on('end', () => void lastWrite.then(() => session.eof()));
+    socket.on('end', () => {
+      clientEof = true;
+      void lastWrite.then(() => session.eof());
+    });
     socket.once('close', () => {
       forward.sockets.delete(socket);
-      if (!ended) session.close();
+      if (!ended && !(clientEof && guestEof)) session.close();
       this.changed();
     });
     socket.resume();
