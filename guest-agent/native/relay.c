@@ -941,7 +941,7 @@ static void on_directive(uint32_t id, const uint8_t *p, size_t len) {
   if (len < 1 || id == 0) return;
   struct session *s = find_session(id);
   /* An open the relay did not recognise as one still gets its session when the agent hands it over. */
-  if (!s && (p[0] == OP_SPAWN || p[0] == OP_ATTACH || p[0] == OP_CONNECT)) s = add_session(id);
+  if (!s && (p[0] == OP_SPAWN || p[0] == OP_ATTACH)) s = add_session(id);
   if (!s) return; /* already finished: its DONE note is on its way to the agent */
   switch (p[0]) {
     case OP_SPAWN:
@@ -951,6 +951,7 @@ static void on_directive(uint32_t id, const uint8_t *p, size_t len) {
       if (s->kind == KIND_PENDING) do_attach(s, p + 1, len - 1);
       break;
     case OP_CONNECT:
+      /* already connecting when the relay recognised the open itself (see fast_connect) */
       if (s->kind == KIND_PENDING) do_connect(s, p + 1, len - 1);
       break;
     case OP_SIGNAL:
@@ -996,6 +997,35 @@ static void on_directive(uint32_t id, const uint8_t *p, size_t len) {
 }
 
 /* ---- frames from the host ------------------------------------------------------------------ */
+/* A forwarded port's connection is on the path of every new client connection, and a Node wakeup
+ * under TCG costs milliseconds: when an open has the exact shape the host's port forwarder writes,
+ * {"t":"open","kind":"connect","address":"<ip>","port":<n>}, the relay starts connecting at once,
+ * while the agent reads the same open. The agent still decides: its CONNECT finds the session
+ * connecting and changes nothing; its FORGET (a refusal) drops it; it reports started and the end. */
+static void fast_connect(struct session *s, const uint8_t *payload, uint32_t len) {
+  static const char prefix[] = "{\"t\":\"open\",\"kind\":\"connect\",\"address\":\"";
+  static const char middle[] = "\",\"port\":";
+  size_t at = sizeof prefix - 1;
+  if (len <= at || memcmp(payload, prefix, at) != 0) return;
+  uint8_t directive[2 + 48];
+  size_t n = 0;
+  while (at < len && payload[at] != '"' && n < 46) {
+    uint8_t c = payload[at++];
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == '.' || c == ':')) return;
+    directive[2 + n++] = c;
+  }
+  if (n == 0 || len - at < sizeof middle - 1 || memcmp(payload + at, middle, sizeof middle - 1) != 0) return;
+  at += sizeof middle - 1;
+  unsigned port = 0;
+  size_t digits = 0;
+  while (at < len && payload[at] >= '0' && payload[at] <= '9' && digits < 6) port = port * 10 + (payload[at++] - '0'), digits++;
+  if (digits == 0 || port == 0 || port > 65535 || at + 1 != len || payload[at] != '}') return;
+  directive[0] = port >> 8;
+  directive[1] = port & 0xff;
+  directive[2 + n] = 0;
+  do_connect(s, directive, 3 + n);
+}
+
 static bool header_ok(const uint8_t *h) {
   if (get_u16(h) != MAGIC) return false;
   if (h[2] < T_CONTROL || h[2] > T_EOF || h[3] > 2) return false;
@@ -1015,8 +1045,11 @@ static void on_host_frame(const uint8_t *h, const uint8_t *payload, uint32_t len
      * resizes, closes of finished sessions) must not leave an entry behind. */
     static const char open_prefix[] = "{\"t\":\"open\"";
     bool is_open = len >= sizeof open_prefix - 1 && memcmp(payload, open_prefix, sizeof open_prefix - 1) == 0;
-    if (id != 0 && is_open && !find_session(id) && !add_session(id)) logf_("too many sessions: not tracking session %u", id);
+    struct session *opened = NULL;
+    if (id != 0 && is_open && !find_session(id) && !(opened = add_session(id))) logf_("too many sessions: not tracking session %u", id);
     send_agent(T_CONTROL, id, payload, len);
+    /* after the open is on its way to the agent: any note about the session follows it */
+    if (opened) fast_connect(opened, payload, len);
     return;
   }
   struct session *s = find_session(id);

@@ -281,6 +281,7 @@ export class PortForwarder {
     let clientEof = false;
     let guestEof = false;
     try {
+      // Keep this shape (keys in this order): the guest relay recognises it and connects at once (relay.c fast_connect).
       session = agent.openSession(
         { kind: 'connect', address: forward.connectTo, port: forward.status.guestPort },
         {
