@@ -29,6 +29,8 @@ import type { AgentLink, HostSession } from './agentLink';
 export const POLL_MS = 2000;
 /** Host ports tried for an automatic forward (the guest's port, then the next ones) before the OS picks. */
 const AUTO_TRIES = 16;
+/** Connection counts in the status are published at most this often. */
+const COUNT_MS = 1000;
 /** Client bytes waiting for the guest's credit before the client is paused. */
 const CLIENT_HIGH_WATER = 256 * 1024;
 
@@ -67,8 +69,20 @@ export class PortForwarder {
   }
 
   private changed(): void {
+    clearTimeout(this.countTimer);
+    this.countTimer = undefined;
     this.emitter.emit('change');
   }
+
+  /**
+   * A connection opened or closed: the counts in the status change, but a browser opening dozens
+   * of connections must not send dozens of status snapshots to every client: at most one per COUNT_MS.
+   */
+  private countsChanged(): void {
+    this.countTimer ??= setTimeout(() => this.changed(), COUNT_MS);
+  }
+
+  private countTimer?: NodeJS.Timeout;
 
   /** Makes the manual forwards' listeners and starts watching the guest's ports. */
   async start(): Promise<void> {
@@ -157,6 +171,7 @@ export class PortForwarder {
     if (this.disposed) return;
     this.disposed = true;
     clearInterval(this.timer);
+    clearTimeout(this.countTimer);
     for (const [port, f] of this.manual) this.closeForward(this.manual, port, f);
     for (const [port, f] of this.auto) this.closeForward(this.auto, port, f);
   }
@@ -273,7 +288,7 @@ export class PortForwarder {
     }
     socket.setNoDelay(true);
     forward.sockets.add(socket);
-    this.changed();
+    this.countsChanged();
     let session: HostSession;
     let ended = false;
     let ending = false;
@@ -337,7 +352,7 @@ export class PortForwarder {
     socket.once('close', () => {
       forward.sockets.delete(socket);
       if (!ended && !(clientEof && guestEof)) session.close();
-      this.changed();
+      this.countsChanged();
     });
     socket.resume();
   }
