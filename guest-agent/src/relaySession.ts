@@ -84,7 +84,7 @@ export class RelaySession implements AgentSession {
       }
     } catch (err) {
       this.relay.send(encodeOp(this.id, RelayOp.Forget));
-      this.fail(`cannot start ${JSON.stringify(req.argv ?? [req.kind])}: ${(err as Error).message}`);
+      this.fail(req.kind === 'connect' ? (err as Error).message : `cannot start ${JSON.stringify(req.argv ?? [req.kind])}: ${(err as Error).message}`);
     }
   }
 

@@ -111,7 +111,7 @@ export class GuestSession implements AgentSession {
           throw new Error(`unknown session kind ${String(req.kind)}`);
       }
     } catch (err) {
-      this.fail(`cannot start ${JSON.stringify(req.argv ?? ['shell'])}: ${(err as Error).message}`);
+      this.fail(req.kind === 'connect' ? (err as Error).message : `cannot start ${JSON.stringify(req.argv ?? ['shell'])}: ${(err as Error).message}`);
     }
   }
 
