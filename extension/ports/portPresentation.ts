@@ -9,7 +9,8 @@ import { ItemContext } from '../ids';
 import { portLooks } from '../tree/vmPresentation';
 
 export interface ForwardLook {
-  guestPort: number;
+  /** The guest port. */
+  port: number;
   /** Set for a forward: where the host reaches it. */
   hostPort?: number;
   address?: string;
@@ -40,21 +41,21 @@ function forwardLook(vm: string, f: ForwardStatus): ForwardLook {
     description = `${origin}, ${f.connections} connection${f.connections === 1 ? '' : 's'}`;
   }
   const contextValue = f.state === 'failed' ? (f.origin === 'manual' ? ItemContext.failedManualForward : ItemContext.port) : f.origin === 'manual' ? ItemContext.manualForward : ItemContext.forward;
-  return { guestPort: f.guestPort, hostPort: f.hostPort, address: f.address, label: `${f.guestPort}/tcp -> ${where}`, description, tooltip: `TCP port ${f.guestPort} of ${vm}: ${state} (${origin})`, contextValue };
+  return { port: f.guestPort, hostPort: f.hostPort, address: f.address, label: `${f.guestPort}/tcp -> ${where}`, description, tooltip: `TCP port ${f.guestPort} of ${vm}: ${state} (${origin})`, contextValue };
 }
 
 /** The port children of a VM: its forwards, then listening ports without one; none unless running or paused. */
 export function forwardLooks(info: VmInfo, listening: readonly string[] = []): ForwardLook[] {
   if (info.state !== 'running' && info.state !== 'paused') return [];
   const forwards = (info.runtime?.ports ?? []).map((f) => forwardLook(info.name, f));
-  const forwarded = new Set(forwards.map((f) => f.guestPort));
+  const forwarded = new Set(forwards.map((f) => f.port));
   const bare = portLooks(listening)
     .filter((p) => !forwarded.has(p.port))
-    .map((p): ForwardLook => ({ guestPort: p.port, label: p.label, description: `${p.description}, not forwarded`, tooltip: `TCP port ${p.port} listens in ${info.name} (${p.description}); Forward a Port makes it reachable from this host`, contextValue: ItemContext.port }));
+    .map((p): ForwardLook => ({ port: p.port, label: p.label, description: `${p.description}, not forwarded`, tooltip: `TCP port ${p.port} listens in ${info.name} (${p.description}); Forward a Port makes it reachable from this host`, contextValue: ItemContext.port }));
   return [...forwards, ...bare];
 }
 
 /** A stable key of a port child: a forward by host port, a bare listening port by guest port. */
-export function forwardKey(look: Pick<ForwardLook, 'guestPort' | 'hostPort'>): string {
-  return look.hostPort !== undefined ? `h${look.hostPort}` : `g${look.guestPort}`;
+export function forwardKey(look: Pick<ForwardLook, 'port' | 'hostPort'>): string {
+  return look.hostPort !== undefined ? `h${look.hostPort}` : `g${look.port}`;
 }

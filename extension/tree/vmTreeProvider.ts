@@ -64,7 +64,7 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
     }
     if (element.kind === 'vm') {
       const terminals: Node[] = this.terminals.of(element.name).map((g) => ({ kind: 'terminal', vm: element.name, terminalId: g.id }));
-      return [...terminals, ...this.ports(element.name).map((p): Node => ({ kind: 'port', vm: element.name, port: p.guestPort, hostPort: p.hostPort }))];
+      return [...terminals, ...this.ports(element.name).map((p): Node => ({ kind: 'port', vm: element.name, port: p.port, hostPort: p.hostPort }))];
     }
     return [];
   }
@@ -100,7 +100,7 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
       return item;
     }
     if (element.kind === 'port') {
-      const key = forwardKey({ guestPort: element.port, hostPort: element.hostPort });
+      const key = forwardKey({ port: element.port, hostPort: element.hostPort });
       const look = this.ports(element.vm).find((p) => forwardKey(p) === key);
       const item = new vscode.TreeItem(look?.label ?? `${element.port}/tcp`, vscode.TreeItemCollapsibleState.None);
       item.id = `port:${this.model.get(element.vm)?.config.id ?? element.vm}:${key}`;
