@@ -9,7 +9,8 @@
  *   free one of the following AUTO_TRIES - 1, or else to one the OS picks. A port the guest stops
  *   listening on loses its forward. Off when the VM's configuration says `ports.auto: false`.
  * - Manual forwards (vm.json `ports.forwards`): kept whether or not the guest listens; a listener
- *   that cannot be made is reported with its reason (`failed`), never silently dropped.
+ *   that cannot be made is reported with its reason (`failed`), never silently dropped, and tried
+ *   again every POLL_MS (the program holding the host port may let it go).
  * - Backpressure both ways: guest output is acknowledged to the guest only once the host socket
  *   has taken it; the client is paused while its bytes wait for the guest's credit. Half-close both
  *   ways: the client's FIN is an EOF on stdin (shutdown(SHUT_WR) in the guest), the guest's is
@@ -208,6 +209,22 @@ export class PortForwarder {
   private async reconcile(): Promise<void> {
     let changed = false;
     for (const f of this.manual.values()) {
+      // A host port another program held may be free now: a failed forward keeps trying.
+      if (f.status.state === 'failed' && !f.server) {
+        try {
+          f.server = await this.listen(f, f.status.address, f.status.hostPort);
+          if (this.disposed || this.manual.get(f.status.hostPort) !== f) {
+            f.server.close();
+            continue;
+          }
+          f.status.state = 'active';
+          f.status.error = undefined;
+          this.source.log(`forwarding ${f.status.address}:${f.status.hostPort} -> guest port ${f.status.guestPort} (the host port is free now)`);
+          changed = true;
+        } catch {
+          // still taken
+        }
+      }
       const listening = this.listening.has(f.status.guestPort);
       if (f.status.guestListening !== listening) changed = true;
       f.status.guestListening = listening;

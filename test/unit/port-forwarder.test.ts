@@ -147,9 +147,14 @@ test('a host port in use: a manual add fails in one sentence; an automatic forwa
     const auto = await until(() => forwarder.status().find((x) => x.origin === 'auto'), 'the automatic forward');
     assert.notEqual(auto.hostPort, port);
     assert.equal(auto.state, 'active');
+    // Once the other program lets the port go, the failed manual forward takes it.
+    await new Promise((r) => taken.close(r));
+    const healed = await until(() => forwarder.status().find((x) => x.origin === 'manual' && x.state === 'active'), 'the manual forward to recover', 10_000);
+    assert.equal(healed.hostPort, port);
+    assert.equal(healed.error, undefined);
   } finally {
     forwarder.dispose();
-    taken.close();
+    if (taken.listening) taken.close();
   }
 });
 
