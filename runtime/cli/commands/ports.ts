@@ -11,7 +11,7 @@
  */
 import { ErrorCode, SandboxError } from '../../common/errors';
 import { validateVmName } from '../../common/names';
-import { describeForward, isPort, parseForwardSpec, formatAddress } from '../../common/ports';
+import { checkBindAddress, describeForward, isPort, parseForwardSpec, formatAddress } from '../../common/ports';
 import type { PortList } from '../../service/portApi';
 import type { CommandContext } from '../context';
 
@@ -29,7 +29,7 @@ export async function port(ctx: CommandContext): Promise<number> {
     case 'add': {
       const vm = validateVmName(arg(ctx, 1, 'a VM name'));
       const { guestPort, hostPort } = parseForwardSpec(arg(ctx, 2, 'a port'));
-      const address = typeof ctx.options.address === 'string' ? ctx.options.address : undefined;
+      const address = typeof ctx.options.address === 'string' ? checkBindAddress(ctx.options.address) : undefined;
       const f = await (await ctx.client()).addPort(vm, guestPort, { hostPort, address });
       ctx.out(f ? `Forwarding ${formatAddress(f.address, f.hostPort)} to port ${f.guestPort} of ${vm}${f.state === 'inactive' ? ' (from its next start)' : ''}.` : `Added the forward to ${vm}.`);
       if (f?.guestListening === false) ctx.out(`Nothing listens on port ${guestPort} in ${vm} yet; connections are refused until something does.`);
@@ -60,8 +60,10 @@ export async function port(ctx: CommandContext): Promise<number> {
       else for (const line of formatPortLists(lists)) ctx.out(line);
       return 0;
     }
+    case undefined:
+      throw new SandboxError(ErrorCode.BadArgument, `port needs an action: sandboxvm ${PORT_USAGE}`);
     default:
-      throw new SandboxError(ErrorCode.BadArgument, `unknown port action ${JSON.stringify(action ?? '')}: use add, list, remove or auto`);
+      throw new SandboxError(ErrorCode.BadArgument, `unknown port action ${JSON.stringify(action)}: use add, list, remove or auto`);
   }
 }
 
