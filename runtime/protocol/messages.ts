@@ -70,8 +70,9 @@ export interface ReleaseSession { t: 'release' }
 
 /** A one-shot request on a fresh session id; the agent answers with one `result` on the same id. */
 export interface Call { t: 'call'; method: CallMethod; params: Record<string, unknown> }
-export type CallMethod = 'stat' | 'list' | 'mkdir' | 'rename' | 'remove' | 'info' | 'readlink' | 'symlink' | 'metrics';
-export const CALL_METHODS: readonly CallMethod[] = ['stat', 'list', 'mkdir', 'rename', 'remove', 'info', 'readlink', 'symlink', 'metrics'];
+/** `listening`: only the listening TCP sockets (what `info` lists), cheap enough for port forwarding to ask every few seconds. */
+export type CallMethod = 'stat' | 'list' | 'mkdir' | 'rename' | 'remove' | 'info' | 'readlink' | 'symlink' | 'metrics' | 'listening';
+export const CALL_METHODS: readonly CallMethod[] = ['stat', 'list', 'mkdir', 'rename', 'remove', 'info', 'readlink', 'symlink', 'metrics', 'listening'];
 
 /**
  * The answer to `metrics` (cheap: /proc/meminfo and statfs of /, for sampling once a second).
@@ -231,6 +232,8 @@ export function checkCallResult(method: CallMethod, value: unknown): string | un
       if (v.memory.availableBytes > v.memory.totalBytes || v.rootfs.availableBytes > v.rootfs.totalBytes || v.rootfs.usedBytes > v.rootfs.totalBytes) return 'metrics: a part exceeds its total';
       return undefined;
     }
+    case 'listening':
+      return Array.isArray(value) && value.length <= 256 && value.every((l: unknown) => isStr(l, 80)) ? undefined : 'listening: bad ports';
     case 'info': {
       const v = value as any;
       if (typeof v !== 'object' || v === null) return 'info: not an object';

@@ -4,7 +4,7 @@
  * channel (the guest's relay connects to the port inside the guest and moves the bytes), so it works
  * whatever the VM's network is, with no NIC at all.
  *
- * - Automatic forwards: every TCP port the guest listens on (the agent's `info`, asked every
+ * - Automatic forwards: every TCP port the guest listens on (the agent's `listening`, asked every
  *   POLL_MS while the VM runs) is forwarded to the same host port, or when that is taken to the next
  *   free one of the following AUTO_TRIES - 1, or else to one the OS picks. A port the guest stops
  *   listening on loses its forward. Off when the VM's configuration says `ports.auto: false`.
@@ -194,9 +194,9 @@ export class PortForwarder {
     if (this.polling || this.disposed || this.source.state() !== 'running' || !agent?.connected) return;
     this.polling = true;
     try {
-      const info = (await agent.call('info', {}, 10_000)) as { listening: string[] };
+      const listening = await this.askListening(agent);
       if (this.disposed) return;
-      this.listening = parseListening(info.listening);
+      this.listening = parseListening(listening);
       this.listeningKnown = true;
       await this.reconcile();
     } catch {
@@ -204,6 +204,21 @@ export class PortForwarder {
     } finally {
       this.polling = false;
     }
+  }
+
+  /** An older agent has no `listening` call: its `info` says the same, at more cost. */
+  private listeningUnsupported = false;
+
+  private async askListening(agent: AgentLink): Promise<string[]> {
+    if (!this.listeningUnsupported) {
+      try {
+        return (await agent.call('listening', {}, 10_000)) as string[];
+      } catch (err) {
+        if (!/unknown method/.test((err as Error).message)) throw err;
+        this.listeningUnsupported = true;
+      }
+    }
+    return ((await agent.call('info', {}, 10_000)) as { listening: string[] }).listening;
   }
 
   private async reconcile(): Promise<void> {

@@ -38,8 +38,8 @@ class FakeAgent {
   listening: string[] = [];
   sessions: FakeSession[] = [];
   call(method: string): Promise<unknown> {
-    assert.equal(method, 'info');
-    return Promise.resolve({ listening: this.listening });
+    assert.equal(method, 'listening');
+    return Promise.resolve(this.listening);
   }
   openSession(request: Omit<OpenSession, 't'>, handlers: SessionHandlers): HostSession {
     const s = new FakeSession(request, handlers);
