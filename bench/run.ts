@@ -8,6 +8,7 @@
 import * as agent from './agent';
 import * as boot from './boot';
 import * as extension from './extension';
+import * as network from './network';
 import * as ports from './ports';
 import { cleanupAll, installSignalHandlers } from './lib/cleanup';
 import type { BenchModule, BenchOptions } from './lib/options';
@@ -17,6 +18,7 @@ const BENCHMARKS: Record<string, BenchModule> = {
   boot,
   agent,
   extension,
+  network,
   ports,
 };
 

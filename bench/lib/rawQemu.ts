@@ -42,7 +42,7 @@ export function specFromConfig(qemu: QemuInstall, accel: Accelerator, config: Vm
     accel,
     cpus: config.cpus,
     memoryMiB: config.memoryMiB,
-    network: config.network,
+    network: config.network !== 'isolated',
     kernel: config.image.kernel,
     initrd: config.image.initrd,
     baseDisk,
@@ -75,7 +75,8 @@ export function rawArgv(spec: RawQemuSpec, restore: boolean, fdSockets: 'listeni
     disk: path.join(spec.dir, VM_FILES.disk),
     consoleLog: path.join(spec.dir, VM_FILES.consoleLog),
     hostname: spec.hostname,
-    network: spec.network,
+    // User networking whatever the VM's policy: the peers forward ssh through it (hostfwd).
+    network: spec.network ? 'host' : 'isolated',
     channelFd: 3,
     qmpFd: 4,
     fdSockets,

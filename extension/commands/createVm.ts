@@ -1,5 +1,5 @@
 /** Create VM: the wizard (or values passed in), then the service's create with progress. */
-import { DEFAULTS } from '../../runtime/common/config';
+import { DEFAULTS, parseNetworkPolicy, type NetworkPolicy } from '../../runtime/common/config';
 import { ErrorCode, SandboxError } from '../../runtime/common/errors';
 import { Setting } from '../ids';
 import { cpusError, diskError, memoryError, nameError, parseDiskGiB, parseMemoryMiB } from '../ui/createValidation';
@@ -14,6 +14,12 @@ export interface CreateArgs {
   cpus?: number;
   memory?: string;
   disk?: string;
+  network?: string;
+}
+
+/** The policy a new VM gets: given, else the `defaults.network` setting; a bad value is refused. */
+function networkFor(deps: CommandDeps, given?: string): NetworkPolicy {
+  return parseNetworkPolicy(given ?? deps.settings().get<string>(Setting.defaultNetwork, DEFAULTS.network));
 }
 
 function fromArgs(deps: CommandDeps, args: CreateArgs): CreateAnswers {
@@ -32,6 +38,7 @@ function fromArgs(deps: CommandDeps, args: CreateArgs): CreateAnswers {
 
 export async function createVm(deps: CommandDeps, _node?: unknown, args?: CreateArgs): Promise<string | undefined> {
   let answers: CreateAnswers | undefined;
+  const network = networkFor(deps, args?.network);
   if (args && typeof args.name === 'string') {
     answers = fromArgs(deps, args);
   } else {
@@ -44,8 +51,8 @@ export async function createVm(deps: CommandDeps, _node?: unknown, args?: Create
   if (!answers) return undefined;
   const client = await deps.connection.client();
   const a = answers;
-  await withServiceProgress(`Creating ${a.name}`, (report) => client.create({ name: a.name, cpus: a.cpus, memoryMiB: a.memoryMiB, diskGiB: a.diskGiB }, report));
+  await withServiceProgress(`Creating ${a.name}`, (report) => client.create({ name: a.name, cpus: a.cpus, memoryMiB: a.memoryMiB, diskGiB: a.diskGiB, network }, report));
   if (!deps.settings().get<boolean>(Setting.autoForwardPorts, true)) await client.setAutoForward(a.name, false);
-  deps.log.info(`created ${a.name} (${a.cpus} CPUs, ${a.memoryMiB} MiB, ${a.diskGiB} GiB)`);
+  deps.log.info(`created ${a.name} (${a.cpus} CPUs, ${a.memoryMiB} MiB, ${a.diskGiB} GiB, network ${network})`);
   return a.name;
 }

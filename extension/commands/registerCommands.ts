@@ -22,6 +22,7 @@ import { showDetails } from './showDetails';
 import { showLog, showServiceLog } from './showLog';
 import { startVm } from './startVm';
 import { stopVm, turnOffVm } from './stopVm';
+import { setNetworkPolicy } from './setNetworkPolicy';
 import { copyPortAddress, forwardPort, openPortInBrowser, stopForwarding } from '../ports/portCommands';
 
 type Handler = (deps: CommandDeps, ...args: any[]) => Promise<unknown>;
@@ -49,6 +50,7 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.copyFrom]: copyFromVm,
     [Command.openSerialConsole]: openSerialConsole,
     [Command.showDetails]: showDetails,
+    [Command.setNetworkPolicy]: setNetworkPolicy,
     [Command.forwardPort]: forwardPort,
     [Command.stopForwarding]: stopForwarding,
     [Command.openPortInBrowser]: openPortInBrowser,

@@ -61,7 +61,7 @@ export function detailsStatus(info: VmInfo): DetailsStatus {
   const status: DetailsStatus = {
     name: info.name,
     state: info.state,
-    summary: [STATE_WORD[info.state] ?? info.state, `${c.cpus} vCPU${c.cpus === 1 ? '' : 's'}`, `${formatMemory(c.memoryMiB)} memory`, `${c.diskGiB} GiB disk`].join(' · '),
+    summary: [STATE_WORD[info.state] ?? info.state, `${c.cpus} vCPU${c.cpus === 1 ? '' : 's'}`, `${formatMemory(c.memoryMiB)} memory`, `${c.diskGiB} GiB disk`, `network ${c.network}`].join(' · '),
     cpus: c.cpus,
     memoryMiB: c.memoryMiB,
   };

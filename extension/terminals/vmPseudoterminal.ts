@@ -68,8 +68,15 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
   private early?: string[] = [];
   private shown = '';
   private closeTimer?: NodeJS.Timeout;
+  /** Output that arrived while an attach was under way (see attachWithNotice). */
+  private heldOutput?: Buffer[];
 
   constructor(private readonly options: PtyOptions) {}
+
+  /** VS Code has opened the terminal (before that, it holds back what is typed or sent into it). */
+  get isOpen(): boolean {
+    return this.early === undefined;
+  }
 
   /** The last 64 KiB of text this terminal showed (or will show once open). */
   get transcript(): string {
@@ -105,9 +112,29 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
 
   private events(): SessionEvents {
     return {
-      onData: (_stream, data) => this.emit(this.decoder.write(data)),
+      onData: (_stream, data) => {
+        if (this.heldOutput) this.heldOutput.push(data);
+        else this.emit(this.decoder.write(data));
+      },
       onExit: (r) => this.onSessionEnd(r),
     };
+  }
+
+  /**
+   * Attaches session `id` with its output held until the attach returns, so `notice` comes before
+   * what the guest replays instead of in the middle of one of its lines.
+   */
+  private async attachWithNotice(sessions: SessionClient, id: number, notice: string): Promise<Session> {
+    this.heldOutput = [];
+    try {
+      const { session } = await sessions.attach(id, this.events(), { keepOnDisconnect: true });
+      this.emit(notice);
+      return session;
+    } finally {
+      const held = this.heldOutput;
+      this.heldOutput = undefined;
+      for (const data of held) this.emit(this.decoder.write(data));
+    }
   }
 
   /**
@@ -121,10 +148,9 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
     for (;;) {
       const sessions = await this.options.connect();
       try {
-        const { session } = await sessions.attach(id, this.events(), { keepOnDisconnect: true });
+        const session = await this.attachWithNotice(sessions, id, `\x1b[2mReattached to the shell on ${this.options.vm} after the window reloaded.\x1b[0m\r\n`);
         this.sessions = sessions;
         this.session = session;
-        this.emit(`\x1b[2mReattached to the shell on ${this.options.vm} after the window reloaded.\x1b[0m\r\n`);
         this.startEmitter.fire(id);
         return;
       } catch (err) {
@@ -182,9 +208,8 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
     try {
       this.sessions = await this.options.connect();
       if (this.closed) return this.sessions.dispose();
-      const { session } = await this.sessions.attach(id, this.events(), { keepOnDisconnect: true });
+      const session = await this.attachWithNotice(this.sessions, id, `\x1b[2m${vm} is running again; the shell is back.\x1b[0m\r\n`);
       this.session = session;
-      this.emit(`\x1b[2m${vm} is running again; the shell is back.\x1b[0m\r\n`);
       if (this.dims) void session.resize(this.dims.columns, this.dims.rows).catch(() => undefined);
       this.startEmitter.fire(id);
     } catch (err) {

@@ -4,6 +4,7 @@
  */
 import { AGENT_SILENT_MS, heartbeatAgeMs, type VmInfo, type VmState } from '../../runtime/common/status';
 import type { GuestSummary } from '../../runtime/worker/metrics';
+import { NETWORK_POLICY_DESCRIPTIONS } from '../../runtime/common/config';
 
 /** What the tree knows of a VM beyond its snapshot while the view is visible (the metrics store's latest). */
 export interface LiveFigures {
@@ -80,9 +81,9 @@ export function portLooks(listening: readonly string[]): PortLook[] {
     });
 }
 
-/** A CPU figure as the tree shows it: whole percent, or one decimal below 10. */
+/** A CPU figure as the tree shows it: whole percent, as Hyper-V Manager's column (decimals would change every second). */
 export function formatCpu(percent: number): string {
-  return `${percent < 10 ? percent.toFixed(1) : Math.round(percent)}% CPU`;
+  return `${Math.round(percent)}% CPU`;
 }
 
 export function vmLook(info: VmInfo, now = Date.now(), live?: LiveFigures): VmLook {
@@ -97,6 +98,7 @@ export function vmLook(info: VmInfo, now = Date.now(), live?: LiveFigures): VmLo
   const cpuWord = info.state === 'running' && live?.cpuPercent !== undefined ? formatCpu(live.cpuPercent) : undefined;
   const lines = [`**${md(info.name)}**: ${md(words[0].toLowerCase())}`, ''];
   lines.push(`- ${cpus}, ${formatMemory(info.config.memoryMiB)} memory, ${info.config.diskGiB} GiB disk`);
+  lines.push(`- Network: ${md(info.config.network)} (${md(NETWORK_POLICY_DESCRIPTIONS[info.config.network] ?? 'unknown policy')})`);
   if (rt && (info.state === 'running' || info.state === 'paused')) {
     lines.push(`- Up ${formatDuration(now - Date.parse(rt.startedAt))}${rt.boot ? ` (${rt.boot.kind === 'restore' ? 'restored' : rt.boot.kind === 'adopt' ? 'taken over' : 'booted'} in ${(rt.boot.readyMs / 1000).toFixed(1)} s)` : ''}`);
     lines.push(`- Accelerator: ${md(rt.accel.toUpperCase())} (${md(rt.accelReason)})`);

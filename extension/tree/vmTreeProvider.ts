@@ -32,21 +32,64 @@ export interface PortNode {
 }
 export type Node = VmNode | TerminalNode | PortNode;
 
+/** The shortest time between two re-renders of a VM's item for a changed CPU figure alone. */
+const SAMPLE_RENDER_MS = 5_000;
+
 export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Disposable {
   private readonly changed = new vscode.EventEmitter<Node | undefined>();
   readonly onDidChangeTreeData = this.changed.event;
   private readonly nodes = new Map<string, VmNode>();
+  /** Per VM: what its item last showed from samples, when it was last re-rendered, and a pending re-render. */
+  private readonly shown = new Map<string, { description: string; ports: string; firedAt: number; timer?: NodeJS.Timeout }>();
   private readonly subscriptions: vscode.Disposable[] = [];
 
   constructor(private readonly model: VmModel, private readonly terminals: TerminalManager, private readonly onFirstRender: () => void, private readonly metrics?: MetricsStore) {
     this.subscriptions.push(
       model.onDidChange((change) => {
         const node = change && this.nodes.get(change.name);
-        this.changed.fire(node);
+        this.fire(node);
       }),
-      terminals.onDidChange((vm) => this.changed.fire(this.nodes.get(vm))),
+      terminals.onDidChange((vm) => this.fire(this.nodes.get(vm))),
     );
-    if (metrics) this.subscriptions.push(metrics.onDidChange((vm) => this.changed.fire(this.nodes.get(vm))));
+    if (metrics) this.subscriptions.push(metrics.onDidChange((vm) => this.sampled(vm)));
+  }
+
+  /** Re-renders a VM's item (or, with no node, the whole tree). */
+  private fire(node: VmNode | undefined): void {
+    const shown = node ? this.shown.get(node.name) : undefined;
+    if (shown) {
+      clearTimeout(shown.timer);
+      shown.timer = undefined;
+      shown.firedAt = Date.now();
+    }
+    if (!node) for (const s of this.shown.values()) clearTimeout(s.timer);
+    this.changed.fire(node);
+  }
+
+  /**
+   * A metrics sample re-renders the VM's item only when what it shows changed, and a changed CPU
+   * figure at most every SAMPLE_RENDER_MS: VS Code drops an item's hover on every re-render (open or
+   * about to open), so re-rendering on each sample would keep its tooltip from ever showing to a
+   * user holding the mouse still. Ports appearing or going re-render at once.
+   */
+  private sampled(vm: string): void {
+    const info = this.model.get(vm);
+    const node = this.nodes.get(vm);
+    if (!info || !node) return;
+    const description = vmLook(info, Date.now(), this.live(vm)).description;
+    const ports = this.ports(vm).map((p) => `${p.port} ${p.description}`).join(',');
+    let shown = this.shown.get(vm);
+    if (!shown) this.shown.set(vm, (shown = { description: '', ports: '', firedAt: 0 }));
+    if (shown.description === description && shown.ports === ports) return;
+    const portsChanged = shown.ports !== ports;
+    shown.description = description;
+    shown.ports = ports;
+    const wait = shown.firedAt + SAMPLE_RENDER_MS - Date.now();
+    if (portsChanged || wait <= 0) this.fire(node);
+    else shown.timer ??= setTimeout(() => {
+      const current = this.nodes.get(vm);
+      if (current) this.fire(current);
+    }, wait);
   }
 
   private node(name: string): VmNode {
@@ -131,6 +174,7 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
   }
 
   dispose(): void {
+    for (const s of this.shown.values()) clearTimeout(s.timer);
     for (const s of this.subscriptions) s.dispose();
     this.changed.dispose();
   }

@@ -1,6 +1,7 @@
 /** Human-readable rendering of status snapshots for the CLI. */
 import { heartbeatAgeMs, type VmInfo } from '../common/status';
 import type { GuestInfo } from '../client/guestFiles';
+import { NETWORK_POLICY_DESCRIPTIONS } from '../common/config';
 import { describeForward, inactiveForwards } from '../common/ports';
 
 export function formatMiB(mib: number): string {
@@ -22,11 +23,19 @@ export function table(rows: string[][]): string {
 }
 
 export function listTable(vms: VmInfo[]): string {
-  const rows = [['NAME', 'STATE', 'CPUS', 'MEMORY', 'DISK', 'AGENT']];
+  const rows = [['NAME', 'STATE', 'CPUS', 'MEMORY', 'DISK', 'NETWORK', 'AGENT']];
   for (const vm of vms) {
-    rows.push([vm.name, vm.state, String(vm.config.cpus), formatMiB(vm.config.memoryMiB), `${vm.config.diskGiB}G`, agentSummary(vm)]);
+    rows.push([vm.name, vm.state, String(vm.config.cpus), formatMiB(vm.config.memoryMiB), `${vm.config.diskGiB}G`, vm.config.network, agentSummary(vm)]);
   }
   return table(rows);
+}
+
+/** The policy, what it means, and what carries it while the VM runs. */
+export function networkSummary(vm: VmInfo): string {
+  const policy = vm.config.network;
+  const running = vm.runtime && vm.runtime.state !== 'stopped' && vm.runtime.state !== 'saved';
+  const backend = policy === 'internet' ? (running ? (vm.runtime?.passtPid ? `, passt pid ${vm.runtime.passtPid}` : ', passt not running') : ', through passt') : policy === 'host' ? ', QEMU user networking' : '';
+  return `${policy} (${NETWORK_POLICY_DESCRIPTIONS[policy] ?? 'unknown'}${backend})`;
 }
 
 export function infoText(vm: VmInfo, guest?: GuestInfo): string {
@@ -38,7 +47,7 @@ export function infoText(vm: VmInfo, guest?: GuestInfo): string {
     ['CPUs', String(vm.config.cpus)],
     ['Memory', formatMiB(vm.config.memoryMiB)],
     ['Disk', `${vm.config.diskGiB}G (linked clone of base ${vm.config.imageHash.slice(0, 12)})`],
-    ['Network', vm.config.network ? 'user (NAT)' : 'none'],
+    ['Network', networkSummary(vm)],
     ['Created', vm.config.createdAt],
   ];
   if (r) {

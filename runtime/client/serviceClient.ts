@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { MessageConnection } from 'vscode-jsonrpc/node';
-import type { CreateParams } from '../service/vmManager';
+import type { CreateParams, SetParams } from '../service/vmManager';
 import type { HostStatus } from '../service/hostStatus';
 import { ErrorCode, SandboxError } from '../common/errors';
 import { SERVICE_FILES, dataHome } from '../common/paths';
@@ -97,6 +97,10 @@ export class ServiceClient {
 
   create(params: CreateParams, onProgress?: ProgressListener): Promise<VmInfo> {
     return this.withProgress('vm.create', { ...params }, onProgress);
+  }
+  /** Changes a stopped VM's configuration (vm.set); refused with WrongState otherwise. */
+  set(params: SetParams): Promise<VmInfo> {
+    return call(this.connection, 'vm.set', { ...params });
   }
   start(name: string, onProgress?: ProgressListener, bootTimeoutMs?: number): Promise<VmInfo> {
     return this.withProgress('vm.start', { name, bootTimeoutMs }, onProgress);

@@ -12,13 +12,33 @@ export interface VmConfig {
   diskGiB: number;
   /** The base image this VM's overlay sits on. */
   image: { hash: string; kernel: string; initrd: string; disk: string };
-  network: boolean;
+  /** What the guest's network reaches (NetworkPolicy). */
+  network: NetworkPolicy;
   createdAt: string;
   /** Port forwarding (runtime/common/ports.ts); missing: automatic forwarding on, no manual forwards. */
   ports?: PortsConfig;
 }
 
-export const DEFAULTS = { cpus: 1, memoryMiB: 1024, diskGiB: 10 } as const;
+/**
+ * What a VM's network reaches:
+ * - `isolated`: no network interface at all (only `lo`).
+ * - `internet`: outbound connections, through passt with its gateway not mapped to the host, so
+ *   nothing on the host's loopback (127.0.0.0/8) is reachable. The host's other addresses (its
+ *   LAN address, container bridges) are outside addresses to passt: services bound there are.
+ * - `host`: QEMU's user networking, where 10.0.2.2 is the host's 127.0.0.1: outbound and the host's
+ *   loopback services.
+ */
+export type NetworkPolicy = 'isolated' | 'internet' | 'host';
+export const NETWORK_POLICIES: readonly NetworkPolicy[] = ['isolated', 'internet', 'host'];
+
+/** One line per policy, for choosers and usage texts. */
+export const NETWORK_POLICY_DESCRIPTIONS: Record<NetworkPolicy, string> = {
+  isolated: 'no network at all',
+  internet: "outbound only; the host's loopback (127.0.0.1) is out of reach",
+  host: "outbound and the host's loopback services (10.0.2.2 is the host's 127.0.0.1)",
+};
+
+export const DEFAULTS = { cpus: 1, memoryMiB: 1024, diskGiB: 10, network: 'internet' } as const;
 export const LIMITS = { cpus: [1, 64], memoryMiB: [128, 256 * 1024], diskGiB: [1, 4096] } as const;
 
 const SIZE = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i;
@@ -61,6 +81,24 @@ export function checkRange(value: number, [min, max]: readonly [number, number],
   return value;
 }
 
+/** A policy given by a user (CLI, API), or BadArgument saying which ones there are. */
+export function parseNetworkPolicy(value: unknown): NetworkPolicy {
+  if (typeof value === 'string' && (NETWORK_POLICIES as readonly string[]).includes(value)) return value as NetworkPolicy;
+  const got = typeof value === 'string' ? JSON.stringify(value) : String(value);
+  throw new SandboxError(ErrorCode.BadArgument, `invalid network policy ${got}: use isolated, internet or host`);
+}
+
+/**
+ * vm.json's `network` as stored by any version: a policy, or the boolean of configurations made
+ * before policies (false: isolated; true or absent: the default, internet).
+ */
+export function migrateNetwork(stored: unknown): NetworkPolicy {
+  if (stored === undefined || stored === true) return DEFAULTS.network;
+  if (stored === false) return 'isolated';
+  if (typeof stored === 'string' && (NETWORK_POLICIES as readonly string[]).includes(stored)) return stored as NetworkPolicy;
+  throw new Error(`vm.json: network ${JSON.stringify(stored)} is not isolated, internet or host`);
+}
+
 /** Validates a vm.json read from disk: nothing in a VM's directory is trusted blindly. */
 export function parseVmConfig(text: string, expectedName: string): VmConfig {
   const c = JSON.parse(text) as VmConfig;
@@ -73,5 +111,5 @@ export function parseVmConfig(text: string, expectedName: string): VmConfig {
     if (typeof c.image?.[key] !== 'string') throw new Error(`vm.json: image.${key} missing`);
   }
   if (typeof c.id !== 'string') throw new Error('vm.json: id missing');
-  return { ...c, network: c.network !== false, ports: parsePortsConfig(c.ports) };
+  return { ...c, network: migrateNetwork((c as { network?: unknown }).network), ports: parsePortsConfig(c.ports) };
 }

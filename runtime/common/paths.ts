@@ -57,6 +57,8 @@ export const VM_FILES = {
   qemuSerialSocket: 'serial-qemu.sock',
   /** The worker's serial console for clients (runtime/worker/serialConsole.ts), owner-only. */
   serialSocket: 'serial.sock',
+  /** passt's log (the `internet` network policy's back end; passt keeps it under 1 MiB). */
+  passtLog: 'passt.log',
 } as const;
 
 /** The files of a VM that runs (its worker's record and the sockets): none may outlive its QEMU. */

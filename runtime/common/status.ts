@@ -54,6 +54,8 @@ export interface WorkerStatus {
   qemuVersion: string;
   workerPid: number;
   qemuPid?: number;
+  /** passt's pid when the VM's network policy is `internet` and passt runs. */
+  passtPid?: number;
   agent: AgentStatus;
   startedAt: string;
   /** How the agent became ready: cold boot or restore, and how long it took. */
@@ -80,6 +82,8 @@ export interface WorkerRecord {
   qemuPid: number;
   socket: string;
   startedAt: string;
+  /** passt's pid (network policy `internet`): a worker taking over ends it with the VM. */
+  passtPid?: number;
   /** The channel's epoch: a worker taking over greets the agent with it, so its sessions live on. */
   epoch?: string;
 }

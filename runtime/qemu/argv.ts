@@ -3,6 +3,8 @@
  * Table-driven tests in test/unit/argv.test.ts.
  */
 
+import type { NetworkPolicy } from '../common/config';
+
 export type Accelerator = 'kvm' | 'hvf' | 'whpx' | 'tcg';
 
 export interface LaunchSpec {
@@ -14,7 +16,15 @@ export interface LaunchSpec {
   disk: string;
   consoleLog: string;
   hostname: string;
-  network: boolean;
+  /**
+   * `isolated`: no NIC. `host`: QEMU's user networking. `internet`: the NIC's frames go to passt
+   * over `passtFd` (required then).
+   */
+  network: NetworkPolicy;
+  /** Inherited fd of the connected socket whose other end passt holds (`internet` only). */
+  passtFd?: number;
+  /** QEMU older than 7.2 has no `-netdev stream`: use `-netdev socket` (same framing) instead. */
+  legacySocketNetdev?: boolean;
   /** Inherited fd of the channel's socket (virtio-serial port). */
   channelFd: number;
   /** Inherited fd of the QMP socket. */
@@ -94,10 +104,23 @@ export function buildQemuArgv(spec: LaunchSpec): string[] {
     '-chardev', `socket,id=qmp,fd=${spec.qmpFd},${serverOption(spec)}`,
     '-mon', 'chardev=qmp,mode=control',
   ];
-  if (spec.network) argv.push('-netdev', 'user,id=net0', '-device', 'virtio-net-device,netdev=net0');
+  argv.push(...networkArgs(spec));
   if (spec.vsockCid !== undefined) argv.push('-device', `vhost-vsock-device,guest-cid=${spec.vsockCid}`);
   if (spec.incomingFile) argv.push('-incoming', `exec:cat ${shellQuote(spec.incomingFile)}`);
   return argv;
+}
+
+function networkArgs(spec: LaunchSpec): string[] {
+  const nic = ['-device', 'virtio-net-device,netdev=net0'];
+  switch (spec.network) {
+    case 'isolated':
+      return [];
+    case 'host':
+      return ['-netdev', 'user,id=net0', ...nic];
+    case 'internet':
+      if (spec.passtFd === undefined) throw new Error('network policy internet needs passtFd');
+      return ['-netdev', spec.legacySocketNetdev ? `socket,id=net0,fd=${spec.passtFd}` : `stream,id=net0,server=off,addr.type=fd,addr.str=${spec.passtFd}`, ...nic];
+  }
 }
 
 function serialArgs(spec: LaunchSpec): string[] {

@@ -3,6 +3,8 @@
  * manager enforces them and answers WrongState otherwise).
  *
  *   vm.create   {name, cpus?, memoryMiB?, diskGiB?, network?, progressToken?} -> VmInfo   (name must be new)
+ *               network: 'isolated' | 'internet' | 'host' (default internet; true/false from older clients)
+ *   vm.set      {name, network?} -> VmInfo                                                (stopped)
  *   vm.start    {name, progressToken?, bootTimeoutMs?} -> VmInfo                          (stopped | saved)
  *   vm.stop     {name, force?} -> VmInfo                                                  (running | paused | saved)
  *               force: not queued; kills QEMU at once, also while starting (the start fails: turned off)
@@ -35,6 +37,7 @@ export function apiHandlers(manager: VmManager, subscribers: Set<RpcPeer>, info:
   };
   return {
     'vm.create': (p, peer) => manager.create(p, progressTo(peer, p.progressToken)),
+    'vm.set': (p) => manager.set(p),
     'vm.start': (p, peer) => manager.start(p.name, progressTo(peer, p.progressToken), p.bootTimeoutMs),
     'vm.stop': (p) => manager.stop(p.name, !!p.force, p.stepMs),
     'vm.pause': (p) => manager.pause(p.name),

@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { promises as fsp, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
-import { DEFAULTS, LIMITS, checkRange, parseVmConfig, type VmConfig } from '../common/config';
+import { DEFAULTS, LIMITS, checkRange, migrateNetwork, parseNetworkPolicy, parseVmConfig, type NetworkPolicy, type VmConfig } from '../common/config';
 import { ErrorCode, SandboxError, asSandboxError, type WireError } from '../common/errors';
 import { wrongStateMessage } from '../common/stateMessages';
 import { writeJsonAtomic } from '../common/atomicWrite';
@@ -31,7 +31,14 @@ export interface CreateParams {
   cpus?: number;
   memoryMiB?: number;
   diskGiB?: number;
-  network?: boolean;
+  /** A policy; a boolean (clients from before policies) means isolated (false) or the default (true). */
+  network?: NetworkPolicy | boolean;
+}
+
+/** What `vm.set` changes; each field is optional, and only a stopped VM takes changes. */
+export interface SetParams {
+  name: string;
+  network?: NetworkPolicy;
 }
 
 export interface Progress {
@@ -151,6 +158,7 @@ export class VmManager {
     if (record && killIfProcessOf(record.qemuPid, [this.file(name, 'disk')])) {
       this.log(`${name}: killed QEMU ${record.qemuPid}, orphaned by its worker`);
     }
+    if (record?.passtPid && killIfProcessOf(record.passtPid, ['passt', this.file(name, 'passtLog')])) this.log(`${name}: killed passt ${record.passtPid}, orphaned by its worker`);
     entry.lastError = {
       code: ErrorCode.WorkerLost,
       message: `the VM's worker exited unexpectedly and the VM was stopped; see ${this.file(name, 'workerLog')}`,
@@ -259,6 +267,7 @@ export class VmManager {
       const cpus = checkRange(p.cpus ?? DEFAULTS.cpus, LIMITS.cpus, 'cpus');
       const memoryMiB = checkRange(p.memoryMiB ?? DEFAULTS.memoryMiB, LIMITS.memoryMiB, 'memory', ' MiB');
       const diskGiB = checkRange(p.diskGiB ?? DEFAULTS.diskGiB, LIMITS.diskGiB, 'disk', ' GiB');
+      const network = p.network === undefined || typeof p.network === 'boolean' ? migrateNetwork(p.network) : parseNetworkPolicy(p.network);
       const qemu = await locateQemu();
       const image = await this.images(progress);
       checkDiskSize(diskGiB, await virtualSize(qemu.img, image.disk));
@@ -268,7 +277,7 @@ export class VmManager {
       try {
         progress(1, 1, 'creating the disk (linked clone of the base image)');
         await run(qemu.img, ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', image.disk, path.join(staging, VM_FILES.disk), `${diskGiB}G`]);
-        const config: VmConfig = { id: randomUUID(), name, cpus, memoryMiB, diskGiB, image, network: p.network !== false, createdAt: new Date().toISOString() };
+        const config: VmConfig = { id: randomUUID(), name, cpus, memoryMiB, diskGiB, image, network, createdAt: new Date().toISOString() };
         await writeJsonAtomic(path.join(staging, VM_FILES.config), config);
         try {
           await fsp.rename(staging, this.dir(name));
@@ -287,6 +296,32 @@ export class VmManager {
         throw asSandboxError(err, `creating ${name} failed`);
       }
       this.log(`created ${name}`);
+      this.publish(name);
+      return this.snapshot(name);
+    });
+  }
+
+  /**
+   * Changes a stopped VM's configuration (vm.json, written atomically); it takes effect at the next
+   * start. Refused while the VM runs, is paused, or is saved (its saved state holds the devices it
+   * was started with); nothing changes then. Setting the value it has already is not an error.
+   */
+  set(p: SetParams): Promise<VmInfo> {
+    const e = this.entry(p.name);
+    const name = e.config.name;
+    const network = p.network === undefined ? undefined : parseNetworkPolicy(p.network);
+    return this.sequencer.queue(name, async () => {
+      const state = this.stateOf(name);
+      if (state === 'saved') {
+        throw new SandboxError(ErrorCode.WrongState, `cannot change ${name}'s network policy while it is saved: the saved state has its network device in it; start it and stop it (\`sandboxvm start ${name}\`, then \`sandboxvm stop ${name}\`), or discard the saved state with \`sandboxvm stop ${name}\`, then set the policy`);
+      }
+      if (state !== 'stopped') {
+        throw new SandboxError(ErrorCode.WrongState, `cannot change ${name}'s network policy while it is ${state}: stop it first (\`sandboxvm stop ${name}\`); the policy takes effect at its next start`);
+      }
+      const config: VmConfig = { ...e.config, ...(network !== undefined ? { network } : {}) };
+      await writeJsonAtomic(this.file(name, 'config'), config);
+      e.config = config;
+      this.log(`${name}: network policy ${config.network}`);
       this.publish(name);
       return this.snapshot(name);
     });
@@ -424,6 +459,7 @@ export class VmManager {
   private killRecordedQemu(name: string): void {
     const record = readWorkerRecord(this.dir(name));
     if (record && killIfProcessOf(record.qemuPid, [this.file(name, 'disk')])) this.log(`${name}: killed QEMU ${record.qemuPid}`);
+    if (record?.passtPid && killIfProcessOf(record.passtPid, ['passt', this.file(name, 'passtLog')])) this.log(`${name}: killed passt ${record.passtPid}`);
     for (const f of RUNNING_VM_FILES) rmSync(this.file(name, f), { force: true });
   }
 

@@ -53,6 +53,16 @@ function previousEpoch(recordFile: string): string | undefined {
   }
 }
 
+/** The passt the dead worker recorded (checked by command line before it is ever killed). */
+function previousPasst(recordFile: string): number | undefined {
+  try {
+    const pid = JSON.parse(fs.readFileSync(recordFile, 'utf8')).passtPid;
+    return Number.isInteger(pid) && pid > 1 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function log(message: string): void {
   process.stdout.write(`${new Date().toISOString()} worker[${process.pid}] ${message}\n`);
 }
@@ -130,7 +140,7 @@ async function main(): Promise<void> {
     let recordedEpoch: string | undefined;
     const recordWorker = async () => {
       recordedEpoch = vm.agent?.currentEpoch;
-      const record: WorkerRecord = { vmId: config.id, workerPid: process.pid, qemuPid: vm.qemuPid!, socket: file('workerSocket'), startedAt, epoch: recordedEpoch };
+      const record: WorkerRecord = { vmId: config.id, workerPid: process.pid, qemuPid: vm.qemuPid!, passtPid: vm.passt, socket: file('workerSocket'), startedAt, epoch: recordedEpoch };
       await writeJsonAtomic(file('worker'), record);
     };
     // A new handshake (after a channel reset) changes the epoch a successor must greet with.
@@ -139,7 +149,7 @@ async function main(): Promise<void> {
         recordWorker().catch((err) => log(`updating ${VM_FILES.worker} failed: ${(err as Error).message}`));
       }
     });
-    if (args.adopt !== undefined) await vm.adopt(args.adopt, Math.min(args.bootTimeoutMs, 30_000), previousEpoch(file('worker')));
+    if (args.adopt !== undefined) await vm.adopt(args.adopt, Math.min(args.bootTimeoutMs, 30_000), previousEpoch(file('worker')), previousPasst(file('worker')));
     else await vm.start(args.restore, args.bootTimeoutMs);
     await recordWorker();
     forwarder = new PortForwarder(config.ports!, { agent: () => vm.agent, state: () => vm.status().state, vmName: name, log });

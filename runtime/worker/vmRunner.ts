@@ -27,6 +27,9 @@ import { connectToQemu, listenForQemu, type ListeningSocket } from './qemuSocket
 import { guestCid, type TransportChoice } from '../accel/transport';
 import { AGENT_VSOCK_PORT, vsockConnect } from '../native/vsock';
 import { SerialConsole, listenSerialForQemu } from './serialConsole';
+import { locatePasst } from '../qemu/passt';
+import { killPasst, spawnPasst, type SpawnedPasst } from './passtProcess';
+import { waitForExit } from '../service/processes';
 
 export interface ExitReport {
   state: 'stopped' | 'saved';
@@ -59,6 +62,8 @@ export class VmRunner {
   private readonly startedAt = new Date().toISOString();
   private vsockActive = false;
   private serial?: SerialConsole;
+  /** passt's pid (network policy `internet`): spawned here, or the dead worker's (adopt). */
+  private passtPid?: number;
 
   constructor(
     private readonly dir: string,
@@ -75,6 +80,11 @@ export class VmRunner {
 
   get qemuPid(): number | undefined {
     return this.qemu?.pid ?? this.adoptedPid;
+  }
+
+  /** passt's pid while it is part of this VM (network policy `internet`). */
+  get passt(): number | undefined {
+    return this.passtPid;
   }
 
   private killQemu(): void {
@@ -108,6 +118,7 @@ export class VmRunner {
       qemuVersion: this.qemuInstall.version,
       workerPid: process.pid,
       qemuPid: this.qemuPid,
+      passtPid: this.passtPid,
       agent: this.agent?.status ?? { connected: false },
       startedAt: this.startedAt,
       boot: this.boot,
@@ -133,6 +144,7 @@ export class VmRunner {
     const t0 = Date.now();
     const incomingFile = restore ? this.file('savedState') : undefined;
     const vsockCid = this.transport.transport === 'vsock' ? guestCid(this.config.id) : undefined;
+    const passtBinary = this.config.network === 'internet' ? locatePasst(process.env, this.config.name) : undefined;
     const argv = buildQemuArgv({
       accel: this.accel.accel,
       cpus: this.config.cpus,
@@ -143,6 +155,8 @@ export class VmRunner {
       consoleLog: this.file('consoleLog'),
       hostname: this.config.name,
       network: this.config.network,
+      passtFd: passtBinary ? 6 : undefined,
+      legacySocketNetdev: olderThan(this.qemuInstall.version, 7, 2),
       channelFd: 3,
       qmpFd: 4,
       serialFd: 5,
@@ -158,8 +172,30 @@ export class VmRunner {
       throw new SandboxError(ErrorCode.Internal, `cannot make QEMU's sockets in ${this.dir}: ${(err as Error).message}`, { cause: err });
     }
     const logFd = openSync(this.file('workerLog'), 'a');
-    const qemu = spawn(this.qemuInstall.system, argv, { stdio: ['ignore', logFd, logFd, listening[0].fd, listening[1].fd, listening[2].fd] });
-    closeSync(logFd);
+    let passt: SpawnedPasst | undefined;
+    let qemu: ChildProcess;
+    try {
+      // passt and QEMU in one tick: the worker's copy of QEMU's end must never be read (passtProcess.ts).
+      if (passtBinary) passt = spawnPasst(passtBinary, this.dir, logFd);
+      const netSlot = passt ? [passt.qemuEnd] : [];
+      qemu = spawn(this.qemuInstall.system, argv, { stdio: ['ignore', logFd, logFd, listening[0].fd, listening[1].fd, listening[2].fd, ...netSlot] });
+    } catch (err) {
+      for (const l of listening) l.discard();
+      if (passt) killPasst(passt.pid, this.dir);
+      const what = passtBinary && !passt ? passtBinary : this.qemuInstall.system;
+      throw new SandboxError(ErrorCode.BootFailed, `cannot start ${what}: ${(err as Error).message}`, { cause: err });
+    } finally {
+      passt?.handedOver();
+      closeSync(logFd);
+    }
+    if (passt) {
+      this.passtPid = passt.pid;
+      this.log(`passt ${passt.pid} serves the guest's network (policy internet; log ${this.file('passtLog')})`);
+      void passt.exited.then(({ code, signal }) => {
+        if (this.passtPid === passt!.pid) this.passtPid = undefined;
+        if (this.intent === 'none' && (this.state === 'running' || this.state === 'paused') && qemu.exitCode === null) this.log(`passt exited (${signal ?? `code ${code}`}) while the VM runs: the guest has no network until it is started again; see ${this.file('passtLog')}`);
+      });
+    }
     this.qemu = qemu;
     const exited = new Promise<QemuExit>((resolve) => qemu.once('exit', (code, signal) => resolve({ code, signal })));
     qemu.once('error', (err) => this.log(`QEMU spawn error: ${err.message}`));
@@ -170,9 +206,16 @@ export class VmRunner {
     // A restored guest still runs the sessions of the epoch it was saved in: greet with it, so the
     // agent keeps them for their clients to attach again.
     const connected = (restore ? readSavedEpoch(this.file('savedEpoch')) : Promise.resolve(undefined)).then((epoch) => this.connect(epoch));
-    const bootFailed = exited.then(({ code, signal }) => {
+    const qemuFailed = exited.then(({ code, signal }) => {
       throw new SandboxError(ErrorCode.BootFailed, `QEMU exited during ${restore ? 'restore' : 'boot'} (${signal ?? `code ${code}`}); see ${this.file('workerLog')} and ${this.file('consoleLog')}`);
     });
+    const passtFailed = passt
+      ? passt.exited.then(({ code, signal }) => {
+          throw new SandboxError(ErrorCode.BootFailed, `passt, the guest's network, exited during ${restore ? 'restore' : 'boot'} (${signal ?? `code ${code}`}); see ${this.file('passtLog')} and ${this.file('workerLog')}`);
+        })
+      : new Promise<never>(() => undefined);
+    const bootFailed = Promise.race([qemuFailed, passtFailed]);
+    bootFailed.catch(() => undefined);
     try {
       await Promise.race([connected, bootFailed]);
       await Promise.race([this.bringUp(restore, bootTimeoutMs), bootFailed]);
@@ -197,9 +240,10 @@ export class VmRunner {
    * clients to attach again (AgentLink orphans). Rejects when QEMU does not answer; the caller
    * then stops it.
    */
-  async adopt(qemuPid: number, timeoutMs: number, epoch?: string): Promise<void> {
+  async adopt(qemuPid: number, timeoutMs: number, epoch?: string, passtPid?: number): Promise<void> {
     const t0 = Date.now();
     this.adoptedPid = qemuPid;
+    this.passtPid = passtPid;
     await this.openSerial();
     await this.connect(epoch);
     const qmpClosed = new Promise<void>((resolve) => this.qmp!.onClose(() => resolve()));
@@ -372,6 +416,12 @@ export class VmRunner {
 
   private async onQemuExit(code: number | null, signal: NodeJS.Signals | null): Promise<ExitReport> {
     this.serial?.dispose();
+    // passt ends by itself once QEMU's end closes; one that lingers is ended here, never left behind.
+    if (this.passtPid !== undefined) {
+      const pid = this.passtPid;
+      this.passtPid = undefined;
+      if (!(await waitForExit(pid, 2000)) && killPasst(pid, this.dir)) this.log(`passt ${pid} outlived QEMU; killed it`);
+    }
     this.agent?.dispose(this.intent === 'save' ? 'the VM was saved; the session is kept in the guest and can be attached again within a minute of the restore' : 'the VM stopped');
     this.removeSockets();
     this.log(`QEMU exited (${signal ?? `code ${code}`}), intent ${this.intent}`);
@@ -403,6 +453,12 @@ async function readSavedEpoch(file: string): Promise<string | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/** True when `major.minor` of `version` is below the given one. */
+function olderThan(version: string, major: number, minor: number): boolean {
+  const [a, b] = version.split('.').map(Number);
+  return a < major || (a === major && b < minor);
 }
 
 /** Resolves once `pid` is gone (an adopted QEMU is not our child: no exit event). */

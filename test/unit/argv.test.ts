@@ -12,7 +12,7 @@ const base: LaunchSpec = {
   disk: '/vms/dev/disk.qcow2',
   consoleLog: '/vms/dev/console.log',
   hostname: 'dev',
-  network: true,
+  network: 'host',
   channelFd: 3,
   qmpFd: 4,
 };
@@ -50,8 +50,14 @@ const cases: { name: string; spec: Partial<LaunchSpec>; check: (argv: string[]) 
     assert.ok(a.includes('-S'));
   } },
   { name: 'a restore with the serial socket is held by -incoming, not -S', spec: { serialFd: 5, incomingFile: '/v/saved.state' }, check: (a) => assert.equal(a.includes('-S'), false) },
-  { name: 'no network means no netdev', spec: { network: false }, check: (a) => assert.equal(a.includes('-netdev'), false) },
-  { name: 'network is user-mode virtio-net', spec: { network: true }, check: (a) => assert.equal(valueAfter(a, '-netdev'), 'user,id=net0') },
+  { name: 'isolated: no netdev and no NIC', spec: { network: 'isolated', passtFd: 6 }, check: (a) => (assert.equal(a.includes('-netdev'), false), assert.equal(a.some((x) => x.includes('virtio-net')), false)) },
+  { name: 'host: user-mode networking (10.0.2.2 is the host loopback) on virtio-net', spec: { network: 'host' }, check: (a) => (assert.equal(valueAfter(a, '-netdev'), 'user,id=net0'), assert.ok(a.includes('virtio-net-device,netdev=net0'))) },
+  { name: 'internet: a stream netdev on the inherited passt socket, never user networking', spec: { network: 'internet', passtFd: 6 }, check: (a) => {
+    assert.equal(valueAfter(a, '-netdev'), 'stream,id=net0,server=off,addr.type=fd,addr.str=6');
+    assert.ok(a.includes('virtio-net-device,netdev=net0'));
+    assert.equal(a.some((x) => x.startsWith('user,')), false);
+  } },
+  { name: 'internet on QEMU before 7.2: the socket netdev (same framing)', spec: { network: 'internet', passtFd: 7, legacySocketNetdev: true }, check: (a) => assert.equal(valueAfter(a, '-netdev'), 'socket,id=net0,fd=7') },
   { name: 'no vsock device unless asked', spec: {}, check: (a) => assert.equal(a.some((x) => x.includes('vsock')), false) },
   { name: 'a vhost-vsock device with the CID', spec: { vsockCid: 42 }, check: (a) => assert.ok(a.includes('vhost-vsock-device,guest-cid=42')) },
   { name: 'no -incoming on a cold boot', spec: {}, check: (a) => assert.equal(a.includes('-incoming'), false) },

@@ -21,7 +21,7 @@ function vm(state: VmState = 'running', extra: Partial<VmInfo> = {}): VmInfo {
   return {
     name: 'dev',
     state,
-    config: { id: 'id-dev', cpus: 2, memoryMiB: 1024, diskGiB: 10, network: true, createdAt: '2026-01-01T00:00:00Z', imageHash: 'h' },
+    config: { id: 'id-dev', cpus: 2, memoryMiB: 1024, diskGiB: 10, network: 'internet', createdAt: '2026-01-01T00:00:00Z', imageHash: 'h' },
     runtime: state === 'running' || state === 'paused' ? {
       state, accel: 'tcg', accelReason: 'no /dev/kvm', channel: 'virtio-serial', qemuVersion: '7.2', workerPid: 10, qemuPid: 11,
       agent: { connected: true, kernel: '6.1.0-cloud-amd64', hostname: 'dev', lastHeartbeatAt: NOW - 800, responding: true },
@@ -52,11 +52,12 @@ test('ports: one entry per port, ascending, what it listens on; what does not pa
 
 test('tree look: live CPU % in the description of a running VM only; guest OS, addresses and ports in the tooltip', () => {
   assert.equal(vmLook(vm(), NOW).description, 'Running · 2 vCPUs · 1 GiB');
-  assert.equal(vmLook(vm(), NOW, { cpuPercent: 4.26 }).description, 'Running · 2 vCPUs · 1 GiB · 4.3% CPU');
+  assert.equal(vmLook(vm(), NOW, { cpuPercent: 4.26 }).description, 'Running · 2 vCPUs · 1 GiB · 4% CPU');
   assert.equal(vmLook(vm(), NOW, { cpuPercent: 99.6 }).description, 'Running · 2 vCPUs · 1 GiB · 100% CPU');
   assert.equal(vmLook(vm('paused'), NOW, { cpuPercent: 0 }).description, 'Paused · 2 vCPUs · 1 GiB');
   assert.equal(vmLook(vm('stopped'), NOW, { cpuPercent: 3, guestInfo: guest }).description, 'Off · 2 vCPUs · 1 GiB');
-  assert.equal(formatCpu(0), '0.0% CPU');
+  assert.equal(formatCpu(0), '0% CPU');
+  assert.equal(formatCpu(0.4), '0% CPU');
   const tip = vmLook(vm(), NOW, { cpuPercent: 3, guestInfo: guest }).tooltip;
   assert.match(tip, /- Guest OS: Debian GNU\/Linux 12 \\\(bookworm\\\)/);
   assert.match(tip, /- Addresses: 10\\\.0\\\.2\\\.15 \\\(eth0\\\)/);
@@ -77,7 +78,7 @@ test('tree tooltip: a pushed snapshot\'s old heartbeat time reads "under 5 s" wh
 
 test('details facts: uptime from startedAt, boot, accelerator, agent, heartbeat time; none while stopped', () => {
   const s = detailsStatus(vm());
-  assert.equal(s.summary, 'Running · 2 vCPUs · 1 GiB memory · 10 GiB disk');
+  assert.equal(s.summary, 'Running · 2 vCPUs · 1 GiB memory · 10 GiB disk · network internet');
   assert.equal(s.startedAt, Date.parse('2026-01-01T00:55:00Z'));
   assert.equal(s.boot, 'booted in 6.1 s');
   assert.equal(s.accelerator, 'TCG (no /dev/kvm)');

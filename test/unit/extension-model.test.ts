@@ -19,7 +19,7 @@ function vm(name: string, state: VmState = 'stopped', extra: Partial<VmInfo> = {
   return {
     name,
     state,
-    config: { id: `id-${name}`, cpus: 2, memoryMiB: 1024, diskGiB: 10, network: true, createdAt: '2026-01-01T00:00:00Z', imageHash: 'h' },
+    config: { id: `id-${name}`, cpus: 2, memoryMiB: 1024, diskGiB: 10, network: 'internet', createdAt: '2026-01-01T00:00:00Z', imageHash: 'h' },
     paths: { dir: `/d/${name}`, disk: 'x', consoleLog: 'c', workerLog: 'w' },
     ...extra,
   };

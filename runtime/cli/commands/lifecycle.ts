@@ -1,6 +1,6 @@
 /** create, start, stop, pause, resume, restart, save, rm: thin calls into the service. */
 import { ErrorCode, SandboxError } from '../../common/errors';
-import { LIMITS, parseDiskGiB, parseSizeMiB } from '../../common/config';
+import { LIMITS, NETWORK_POLICY_DESCRIPTIONS, parseDiskGiB, parseNetworkPolicy, parseSizeMiB, type NetworkPolicy } from '../../common/config';
 import { formatMiB } from '../format';
 import type { ServiceClient } from '../../client/serviceClient';
 import type { CommandContext } from '../context';
@@ -12,6 +12,7 @@ export async function create(ctx: CommandContext): Promise<number> {
   const cpus = o.cpus !== undefined ? parseInteger(String(o.cpus), 'cpus') : undefined;
   const memoryMiB = o.memory !== undefined ? parseSizeMiB(String(o.memory), 'memory size') : undefined;
   const diskGiB = o.disk !== undefined ? parseDiskGiB(String(o.disk)) : undefined;
+  const network = networkOption(o.network, !!o['no-network']);
   const [minMiB, maxMiB] = LIMITS.memoryMiB;
   if (memoryMiB !== undefined && (memoryMiB < minMiB || memoryMiB > maxMiB)) {
     throw new SandboxError(ErrorCode.BadArgument, `memory must be between ${formatMiB(minMiB)} and ${formatMiB(maxMiB)} (got ${o.memory})`);
@@ -19,11 +20,31 @@ export async function create(ctx: CommandContext): Promise<number> {
   const client = await ctx.client();
   const bar = new ProgressBar(`Creating ${name}`);
   try {
-    await client.create({ name, cpus, memoryMiB, diskGiB, network: !o['no-network'] }, (s, t, m) => bar.update(s, t, m));
+    await client.create({ name, cpus, memoryMiB, diskGiB, network }, (s, t, m) => bar.update(s, t, m));
   } finally {
     bar.done();
   }
   ctx.out(`Created ${name}. Start it with: sandboxvm start ${name}`);
+  return 0;
+}
+
+/** --network's policy; --no-network (the option before policies) is `isolated`. */
+function networkOption(value: unknown, none: boolean): NetworkPolicy | undefined {
+  if (none && value !== undefined && value !== 'isolated') {
+    throw new SandboxError(ErrorCode.BadArgument, `--no-network and --network ${value} contradict each other; give one (--no-network is --network isolated)`);
+  }
+  if (none) return 'isolated';
+  return value === undefined ? undefined : parseNetworkPolicy(value);
+}
+
+/** `set <vm> --network <policy>`: a stopped VM's configuration, used from its next start. */
+export async function set(ctx: CommandContext): Promise<number> {
+  const name = ctx.name();
+  if (ctx.options.network === undefined) throw new SandboxError(ErrorCode.BadArgument, `nothing to set: give --network isolated, internet or host (e.g. sandboxvm set ${name} --network host)`);
+  const network = parseNetworkPolicy(ctx.options.network);
+  const client = await ctx.client();
+  await client.set({ name, network });
+  ctx.out(`${name}: network policy ${network} (${NETWORK_POLICY_DESCRIPTIONS[network]}), from its next start.`);
   return 0;
 }
 

@@ -28,10 +28,12 @@ suite('vscode: terminals survive a window reload', function () {
     assert.match(g.pty.transcript, /Reattached to the shell/);
     console.log(`# revived ${(revivedAfterMs / 1000).toFixed(1)} s after the last line the old window got (tick-${h.last}); the new terminal starts at tick-${seen[0]}`);
 
+    // Under load the renderer can take a while to open the revived terminal; VS Code holds input until it does.
+    await until('VS Code to open the revived terminal', () => (g.pty.isOpen ? true : undefined), (l) => g.pty.onDidWrite(l), 60_000);
     g.terminal!.sendText('\x03', false);
     g.terminal!.sendText('echo "input-$((6*7))"');
     await until('the shell to answer', () => (g.pty.transcript.includes('\rinput-42\r\n') ? true : undefined), (l) => g.pty.onDidWrite(l), 30_000).catch((err) => {
-      throw new Error(`${err.message}; the terminal shows ${JSON.stringify(g.pty.transcript.slice(-600))}`);
+      throw new Error(`${err.message}; session ${g.pty.sessionId}, ended ${g.pty.hasEnded}; the terminal shows ${JSON.stringify(g.pty.transcript.slice(-600))}`);
     });
 
     g.terminal!.dispose();
