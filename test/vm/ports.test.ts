@@ -13,7 +13,8 @@
  * - with 32 MiB in flight on the manual forward, the VM is saved (the connection closes; what came
  *   back is a prefix of what was sent) and started again: the forward is back on the same host
  *   port and a new 4 MiB transfer is whole; the same with `kill -9` of the worker (twice);
- * - `port remove` stops the listener and the automatic forward comes back; `port auto off` removes it.
+ * - `port remove` stops the listener and the automatic forward comes back; `port auto off` removes it;
+ * - with the `isolated` network policy (no NIC in the guest) a forward carries the same echo.
  */
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
@@ -226,5 +227,16 @@ describe('vm: port forwarding', { timeout: 1_200_000 }, () => {
     const config = JSON.parse(fs.readFileSync(`${home.vmDir(VM)}/vm.json`, 'utf8'));
     assert.deepEqual(config.ports, { auto: false, forwards: [] });
     assert.equal((await transfer(auto.hostPort, 16)).error, 'ECONNREFUSED');
+  });
+
+  test('with the isolated network policy (no NIC in the guest) the forward works all the same', async () => {
+    await home.ok(['stop', VM]);
+    await home.ok(['set', VM, '--network', 'isolated']);
+    await home.ok(['port', 'auto', VM, 'on']);
+    await home.ok(['start', VM]);
+    assert.equal((await home.ok(['exec', VM, '--', 'ls', '/sys/class/net'])).trim(), 'lo');
+    await home.ok(['exec', VM, '--', 'sh', '-c', `setsid /opt/sandboxvm/bin/node -e "${ECHO_SERVER}" >/dev/null 2>&1 &`]);
+    const auto = await waitForward('the automatic forward in an isolated VM', (f) => f.origin === 'auto' && f.guestPort === GUEST_PORT);
+    await wholeEcho(auto.hostPort, 2, 4 * MiB);
   });
 });
