@@ -32,6 +32,10 @@ export const Command = {
   openFolder: 'sandboxvm.vm.openFolder',
   goToFile: 'sandboxvm.vm.goToFile',
   findInFolder: 'sandboxvm.vm.findInFolder',
+  forwardPort: 'sandboxvm.port.forward',
+  stopForwarding: 'sandboxvm.port.stopForwarding',
+  openPortInBrowser: 'sandboxvm.port.openInBrowser',
+  copyPortAddress: 'sandboxvm.port.copyAddress',
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 
@@ -48,6 +52,7 @@ export const Setting = {
   dataDirectory: 'dataDirectory',
   qemuPath: 'qemuPath',
   workspaceVm: 'workspaceVm',
+  autoForwardPorts: 'ports.autoForward',
 } as const;
 
 export const ContextKey = {
@@ -71,6 +76,10 @@ export const ItemContext = {
   vm: (state: string) => `${state}Vm`,
   terminal: 'vmTerminal',
   port: 'vmPort',
+  /** Forwarded ports (menus: `viewItem =~ /^vmForward/`): automatic, manual, a manual one that failed. */
+  forward: 'vmForward',
+  manualForward: 'vmForwardManual',
+  failedManualForward: 'vmFailedForwardManual',
 } as const;
 
 /** Webview panels' view types. */

@@ -52,6 +52,7 @@ export async function createVm(deps: CommandDeps, _node?: unknown, args?: Create
   const client = await deps.connection.client();
   const a = answers;
   await withServiceProgress(`Creating ${a.name}`, (report) => client.create({ name: a.name, cpus: a.cpus, memoryMiB: a.memoryMiB, diskGiB: a.diskGiB, network }, report));
+  if (!deps.settings().get<boolean>(Setting.autoForwardPorts, true)) await client.setAutoForward(a.name, false);
   deps.log.info(`created ${a.name} (${a.cpus} CPUs, ${a.memoryMiB} MiB, ${a.diskGiB} GiB, network ${network})`);
   return a.name;
 }

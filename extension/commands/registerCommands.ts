@@ -25,6 +25,7 @@ import { stopVm, turnOffVm } from './stopVm';
 import { setNetworkPolicy } from './setNetworkPolicy';
 import { openFolderInVm } from '../guestFs/openFolderInVm';
 import { findInVmFolder, goToFileInVm } from '../guestFs/guestSearch';
+import { copyPortAddress, forwardPort, openPortInBrowser, stopForwarding } from '../ports/portCommands';
 
 type Handler = (deps: CommandDeps, ...args: any[]) => Promise<unknown>;
 
@@ -55,6 +56,10 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.openFolder]: openFolderInVm,
     [Command.goToFile]: goToFileInVm,
     [Command.findInFolder]: findInVmFolder,
+    [Command.forwardPort]: forwardPort,
+    [Command.stopForwarding]: stopForwarding,
+    [Command.openPortInBrowser]: openPortInBrowser,
+    [Command.copyPortAddress]: copyPortAddress,
   };
   return Object.entries(table).map(([id, handler]) =>
     vscode.commands.registerCommand(id, async (...args: unknown[]) => {

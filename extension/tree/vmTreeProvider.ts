@@ -10,7 +10,8 @@ import type { MetricsStore } from '../model/metricsStore';
 import type { VmModel } from '../model/vmModel';
 import type { TerminalManager } from '../terminals/terminalManager';
 import { Command, ItemContext } from '../ids';
-import { portLooks, vmLook, type LiveFigures } from './vmPresentation';
+import { vmLook, type LiveFigures } from './vmPresentation';
+import { forwardKey, forwardLooks } from '../ports/portPresentation';
 
 export interface VmNode {
   readonly kind: 'vm';
@@ -24,7 +25,10 @@ export interface TerminalNode {
 export interface PortNode {
   readonly kind: 'port';
   readonly vm: string;
+  /** The guest port. */
   readonly port: number;
+  /** Where it is forwarded on the host, when it is. */
+  readonly hostPort?: number;
 }
 export type Node = VmNode | TerminalNode | PortNode;
 
@@ -103,7 +107,7 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
     }
     if (element.kind === 'vm') {
       const terminals: Node[] = this.terminals.of(element.name).map((g) => ({ kind: 'terminal', vm: element.name, terminalId: g.id }));
-      return [...terminals, ...this.ports(element.name).map((p): Node => ({ kind: 'port', vm: element.name, port: p.port }))];
+      return [...terminals, ...this.ports(element.name).map((p): Node => ({ kind: 'port', vm: element.name, port: p.port, hostPort: p.hostPort }))];
     }
     return [];
   }
@@ -118,10 +122,10 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
     return latest || this.metrics?.guestInfo(name) ? { cpuPercent: latest?.cpuPercent, guestInfo: this.metrics?.guestInfo(name) } : undefined;
   }
 
+  /** Forwards (from the VM's status) and listening ports without one (from the metrics, while the view shows). */
   private ports(name: string) {
-    const state = this.model.get(name)?.state;
-    const info = state === 'running' || state === 'paused' ? this.metrics?.guestInfo(name) : undefined;
-    return info ? portLooks(info.listening) : [];
+    const info = this.model.get(name);
+    return info ? forwardLooks(info, this.metrics?.guestInfo(name)?.listening) : [];
   }
 
   getTreeItem(element: Node): vscode.TreeItem {
@@ -139,13 +143,14 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
       return item;
     }
     if (element.kind === 'port') {
-      const look = this.ports(element.vm).find((p) => p.port === element.port);
+      const key = forwardKey({ port: element.port, hostPort: element.hostPort });
+      const look = this.ports(element.vm).find((p) => forwardKey(p) === key);
       const item = new vscode.TreeItem(look?.label ?? `${element.port}/tcp`, vscode.TreeItemCollapsibleState.None);
-      item.id = `port:${this.model.get(element.vm)?.config.id ?? element.vm}:${element.port}`;
-      item.iconPath = new vscode.ThemeIcon('plug');
+      item.id = `port:${this.model.get(element.vm)?.config.id ?? element.vm}:${key}`;
+      item.iconPath = new vscode.ThemeIcon(look?.contextValue === ItemContext.port || !look ? 'plug' : look.description === 'failed' ? 'warning' : 'radio-tower');
       item.description = look?.description;
-      item.tooltip = `TCP port ${element.port} listens in ${element.vm} (${look?.description ?? 'gone'})`;
-      item.contextValue = ItemContext.port;
+      item.tooltip = look?.tooltip ?? `TCP port ${element.port} of ${element.vm} (gone)`;
+      item.contextValue = look?.contextValue ?? ItemContext.port;
       return item;
     }
     const info = this.model.get(element.name);

@@ -40,6 +40,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
@@ -75,14 +78,17 @@ extern char **environ;
 #define OP_FORGET 5 /* drop the session without a word (kill an exec's process group) */
 #define OP_RESIZE 6 /* u16 cols, u16 rows: a pty session's window size */
 #define OP_RESUME 7 /* u8 has_offsets, u64 stdout, u64 stderr: replay output from there (see do_resume) */
+#define OP_CONNECT 8 /* u16 port, address\0 (an IPv4 or IPv6 literal): a connect session's TCP connection */
 #define NOTE_DONE 0x81 /* i32 errno (0: the session's streams completed) */
 #define NOTE_INHERIT 0x82 /* u8 kind, i32 pid: a session that outlived the previous agent process */
+#define NOTE_CONNECTED 0x83 /* a connect session's connection is established (its failure is DONE(errno)) */
 
 #define KIND_PENDING 0
 #define KIND_PTY 1
 #define KIND_READ 2
 #define KIND_WRITE 3
 #define KIND_EXEC 4
+#define KIND_SOCKET 5 /* a TCP connection the relay made (OP_CONNECT, port forwarding): host EOF is shutdown(SHUT_WR) */
 
 /* ---- limits ---------------------------------------------------------------------------- */
 #define PORT_QUEUE_HIGH (256 * 1024)        /* sources pause above this many queued bytes */
@@ -235,6 +241,7 @@ struct session {
   struct endpoint in;     /* host stdin -> this fd (pipe, pty master, file) */
   struct endpoint out[3]; /* out[1] stdout, out[2] stderr -> host */
   bool in_regular, out_regular;
+  bool connecting;        /* a socket whose non-blocking connect() has not completed */
   int64_t credit[3];      /* bytes the host lets us send on stdout / stderr */
   struct queue input;     /* host bytes not yet written to `in` */
   bool input_eof;         /* the host sent EOF on stdin */
@@ -512,6 +519,12 @@ static void maybe_finish(struct session *s) {
     return_credit(s);
     note_done(s->id, s->error);
     free_session(s);
+  } else if (s->kind == KIND_SOCKET) {
+    /* both directions ended: the peer's EOF went to the host, the host's EOF to the peer */
+    if (s->in.fd >= 0) return;
+    return_credit(s);
+    note_done(s->id, s->error);
+    free_session(s);
   }
 }
 
@@ -556,12 +569,18 @@ static bool pump_output(struct session *s, int stream) {
   bool pty = s->kind == KIND_PTY;
   end_output(s, stream);
   if (pty && s->in.fd >= 0) close_endpoint(&s->in);
+  /* a socket's EOF is a half-close (the host may still send); an error (a reset) ends both ways */
+  if (s->kind == KIND_SOCKET && r < 0 && s->in.fd >= 0) {
+    close_endpoint(&s->in);
+    queue_clear(&s->input);
+  }
   maybe_finish(s);
   return false;
 }
 
 /* Writes held host input to the session's fd; credits it back once taken. */
 static void pump_input(struct session *s) {
+  if (s->connecting) return; /* held until the connection is up */
   while (s->in.fd >= 0 && s->input.head) {
     struct frame *f = s->input.head;
     ssize_t w = write(s->in.fd, f->data + f->off, f->len - f->off);
@@ -573,6 +592,16 @@ static void pump_input(struct session *s) {
       if (s->kind == KIND_WRITE) {
         note_done(s->id, s->error);
         free_session(s);
+        return;
+      }
+      if (s->kind == KIND_SOCKET) {
+        /* the peer is gone (EPIPE, ECONNRESET): nothing more flows either way */
+        close_endpoint(&s->in);
+        s->credit_owed += s->input.bytes;
+        queue_clear(&s->input);
+        return_credit(s);
+        if (s->out[1].fd >= 0) end_output(s, 1);
+        maybe_finish(s);
         return;
       }
       close_endpoint(&s->in);
@@ -604,6 +633,13 @@ static void pump_input(struct session *s) {
       free_session(s);
       return;
     }
+    if (s->kind == KIND_SOCKET) {
+      shutdown(s->in.fd, SHUT_WR);
+      close_endpoint(&s->in);
+      return_credit(s);
+      maybe_finish(s);
+      return;
+    }
     close_endpoint(&s->in);
   } else if (s->input_eof && s->in.fd < 0 && s->kind == KIND_WRITE) {
     note_done(s->id, s->error ? s->error : EIO);
@@ -622,7 +658,7 @@ static void on_host_data(struct session *s, const uint8_t *data, size_t len) {
     return;
   }
   /* The fast path: nothing queued and a destination: write straight from the port buffer. */
-  if (s->kind != KIND_PENDING && s->in.fd >= 0 && !s->input.head) {
+  if (s->kind != KIND_PENDING && s->in.fd >= 0 && !s->input.head && !s->connecting) {
     ssize_t w;
     do w = write(s->in.fd, data, len);
     while (w < 0 && errno == EINTR);
@@ -769,6 +805,76 @@ static void do_spawn(struct session *s, const uint8_t *p, size_t len) {
   free(envp);
 }
 
+/* The connection of a connect session is up: the agent reports `started`; held input goes out. */
+static void connected(struct session *s) {
+  s->connecting = false;
+  uint8_t note = NOTE_CONNECTED;
+  send_agent(T_LOCAL, s->id, &note, 1);
+  pump_input(s);
+}
+
+/* A socket's non-blocking connect() completed (its fd became writable or failed). */
+static void finish_connect(struct session *s) {
+  int err = 0;
+  socklen_t n = sizeof err;
+  if (getsockopt(s->in.fd, SOL_SOCKET, SO_ERROR, &err, &n) < 0) err = errno;
+  if (err != 0) {
+    note_done(s->id, err);
+    free_session(s);
+    return;
+  }
+  connected(s);
+}
+
+/* CONNECT: a TCP connection inside the guest for port forwarding, made here so that no Node
+ * process sits in its path. Failures go to the agent as DONE(errno); it words them for the host. */
+static void do_connect(struct session *s, const uint8_t *p, size_t len) {
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  socklen_t sl = 0;
+  const char *text = len >= 3 ? memchr(p + 2, 0, len - 2) : NULL;
+  uint16_t port = len >= 2 ? get_u16(p) : 0;
+  if (text && port) {
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, (const char *)p + 2, &a4->sin_addr) == 1) {
+      a4->sin_family = AF_INET;
+      a4->sin_port = htons(port);
+      sl = sizeof *a4;
+    } else if (inet_pton(AF_INET6, (const char *)p + 2, &a6->sin6_addr) == 1) {
+      a6->sin6_family = AF_INET6;
+      a6->sin6_port = htons(port);
+      sl = sizeof *a6;
+    }
+  }
+  if (!sl) {
+    note_done(s->id, EINVAL);
+    free_session(s);
+    return;
+  }
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int out = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 3) : -1;
+  if (fd < 0 || out < 0) {
+    int e = errno;
+    if (fd >= 0) close(fd);
+    note_done(s->id, e);
+    free_session(s);
+    return;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  s->kind = KIND_SOCKET;
+  s->in.fd = fd;
+  s->out[1].fd = out;
+  if (connect(fd, (struct sockaddr *)&ss, sl) == 0) return connected(s);
+  if (errno != EINPROGRESS) {
+    note_done(s->id, errno);
+    free_session(s);
+    return;
+  }
+  s->connecting = true;
+}
+
 static void do_attach(struct session *s, const uint8_t *p, size_t len) {
   if (len < 9) {
     note_done(s->id, EINVAL);
@@ -844,6 +950,10 @@ static void on_directive(uint32_t id, const uint8_t *p, size_t len) {
     case OP_ATTACH:
       if (s->kind == KIND_PENDING) do_attach(s, p + 1, len - 1);
       break;
+    case OP_CONNECT:
+      /* already connecting when the relay recognised the open itself (see fast_connect) */
+      if (s->kind == KIND_PENDING) do_connect(s, p + 1, len - 1);
+      break;
     case OP_SIGNAL:
       if (s->kind == KIND_EXEC && !s->exited && len >= 2 && kill(-s->pid, p[1]) < 0) kill(s->pid, p[1]);
       break;
@@ -887,6 +997,35 @@ static void on_directive(uint32_t id, const uint8_t *p, size_t len) {
 }
 
 /* ---- frames from the host ------------------------------------------------------------------ */
+/* A forwarded port's connection is on the path of every new client connection, and a Node wakeup
+ * under TCG costs milliseconds: when an open has the exact shape the host's port forwarder writes,
+ * {"t":"open","kind":"connect","address":"<ip>","port":<n>}, the relay starts connecting at once,
+ * while the agent reads the same open. The agent still decides: its CONNECT finds the session
+ * connecting and changes nothing; its FORGET (a refusal) drops it; it reports started and the end. */
+static void fast_connect(struct session *s, const uint8_t *payload, uint32_t len) {
+  static const char prefix[] = "{\"t\":\"open\",\"kind\":\"connect\",\"address\":\"";
+  static const char middle[] = "\",\"port\":";
+  size_t at = sizeof prefix - 1;
+  if (len <= at || memcmp(payload, prefix, at) != 0) return;
+  uint8_t directive[2 + 48];
+  size_t n = 0;
+  while (at < len && payload[at] != '"' && n < 46) {
+    uint8_t c = payload[at++];
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == '.' || c == ':')) return;
+    directive[2 + n++] = c;
+  }
+  if (n == 0 || len - at < sizeof middle - 1 || memcmp(payload + at, middle, sizeof middle - 1) != 0) return;
+  at += sizeof middle - 1;
+  unsigned port = 0;
+  size_t digits = 0;
+  while (at < len && payload[at] >= '0' && payload[at] <= '9' && digits < 6) port = port * 10 + (payload[at++] - '0'), digits++;
+  if (digits == 0 || port == 0 || port > 65535 || at + 1 != len || payload[at] != '}') return;
+  directive[0] = port >> 8;
+  directive[1] = port & 0xff;
+  directive[2 + n] = 0;
+  do_connect(s, directive, 3 + n);
+}
+
 static bool header_ok(const uint8_t *h) {
   if (get_u16(h) != MAGIC) return false;
   if (h[2] < T_CONTROL || h[2] > T_EOF || h[3] > 2) return false;
@@ -906,8 +1045,11 @@ static void on_host_frame(const uint8_t *h, const uint8_t *payload, uint32_t len
      * resizes, closes of finished sessions) must not leave an entry behind. */
     static const char open_prefix[] = "{\"t\":\"open\"";
     bool is_open = len >= sizeof open_prefix - 1 && memcmp(payload, open_prefix, sizeof open_prefix - 1) == 0;
-    if (id != 0 && is_open && !find_session(id) && !add_session(id)) logf_("too many sessions: not tracking session %u", id);
+    struct session *opened = NULL;
+    if (id != 0 && is_open && !find_session(id) && !(opened = add_session(id))) logf_("too many sessions: not tracking session %u", id);
     send_agent(T_CONTROL, id, payload, len);
+    /* after the open is on its way to the agent: any note about the session follows it */
+    if (opened) fast_connect(opened, payload, len);
     return;
   }
   struct session *s = find_session(id);
@@ -1187,11 +1329,11 @@ static void update_interest(bool *regular_ready) {
   for (struct session *s = all_sessions; s; s = s->next) {
       for (int i = 1; i <= 2; i++) {
         if (s->out[i].fd < 0) continue;
-        bool want = room && s->credit[i] > 0;
+        bool want = room && s->credit[i] > 0 && !s->connecting;
         if (s->out_regular) *regular_ready |= want;
         else arm(&s->out[i], want ? EPOLLIN : 0);
       }
-      if (s->in.fd >= 0 && !s->in_regular) arm(&s->in, s->input.head ? EPOLLOUT : 0);
+      if (s->in.fd >= 0 && !s->in_regular) arm(&s->in, s->input.head || s->connecting ? EPOLLOUT : 0);
     }
 }
 
@@ -1274,7 +1416,10 @@ int main(int argc, char **argv) {
       }
       struct session *s = find_session(id);
       if (!s || s->serial != ((key >> 8) & 0xffffff)) continue; /* freed earlier in this batch */
-      if (slot == SLOT_IN) pump_input(s);
+      if (slot == SLOT_IN) {
+        if (s->connecting) finish_connect(s);
+        else pump_input(s);
+      }
       else if (slot == SLOT_OUT || slot == SLOT_ERR) {
         /* a few chunks per wakeup, so one busy source does not starve the others */
         for (int k = 0; k < 4 && find_session(id) == s && port_out.bytes < PORT_QUEUE_HIGH; k++)

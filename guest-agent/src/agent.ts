@@ -8,12 +8,12 @@ import { FrameDecoder, FrameType, ProtocolError, encodeControl, type Frame } fro
 import { MAX_SESSIONS, PROTOCOL_VERSION, parseHostMessage, type HostMessage, type LiveSession } from '../../runtime/protocol/messages';
 import { DEFAULT_SHELL, GuestSession, sessionEnvironment, type AgentSession } from './session';
 import { RelaySession, type RelayPort } from './relaySession';
-import { RelayOp, encodeOp, parseDone, parseInherit } from './relayProtocol';
+import { RelayOp, encodeOp, isConnected, parseDone, parseInherit } from './relayProtocol';
 import { handleCall } from './calls';
 import { checkStart, refusalFrames } from './resolveCommand';
 
 /** Session kinds whose bytes the relay moves when there is one. */
-const RELAYED_KINDS = new Set(['exec', 'pty', 'read', 'write']);
+const RELAYED_KINDS = new Set(['exec', 'pty', 'read', 'write', 'connect']);
 
 export const AGENT_VERSION = '0.1.0';
 const HEARTBEAT_MS = 1000;
@@ -68,8 +68,12 @@ export class Agent {
       this.inherited = true;
       return;
     }
-    const err = parseDone(payload);
     const session = this.sessions.get(id);
+    if (isConnected(payload)) {
+      if (session instanceof RelaySession) session.relayConnected();
+      return;
+    }
+    const err = parseDone(payload);
     if (err !== undefined && session instanceof RelaySession) session.relayFinished(err);
   }
 

@@ -65,6 +65,8 @@ export async function handleCall(method: CallMethod, params: Record<string, unkn
       return guestInfo();
     case 'metrics':
       return guestMetrics();
+    case 'listening':
+      return listeningSockets();
     default:
       throw new Error(`unknown method ${String(method)}`);
   }
@@ -90,6 +92,20 @@ export async function guestInfo(): Promise<unknown> {
   for (const [iface, list] of Object.entries(os.networkInterfaces())) {
     for (const a of list ?? []) if (!a.internal) addresses.push({ iface, family: a.family, address: a.address });
   }
+  return {
+    hostname: os.hostname(),
+    os: pretty,
+    kernel: os.release(),
+    arch: os.arch(),
+    uptimeS: Math.round(os.uptime()),
+    memory: { totalMiB: Math.round(os.totalmem() / 2 ** 20), freeMiB: Math.round(os.freemem() / 2 ** 20) },
+    addresses,
+    listening: await listeningSockets(),
+  };
+}
+
+/** Listening TCP sockets, like "tcp 0.0.0.0:22" or "tcp6 [::]:8080", sorted, at most 256. */
+export async function listeningSockets(): Promise<string[]> {
   const ports = new Set<string>();
   for (const [file, v6] of [['/proc/net/tcp', false], ['/proc/net/tcp6', true]] as const) {
     const text = await fs.readFile(file, 'utf8').catch(() => '');
@@ -100,16 +116,7 @@ export async function guestInfo(): Promise<unknown> {
       ports.add(`${v6 ? 'tcp6' : 'tcp'} ${decodeAddress(addrHex, v6)}:${parseInt(portHex, 16)}`);
     }
   }
-  return {
-    hostname: os.hostname(),
-    os: pretty,
-    kernel: os.release(),
-    arch: os.arch(),
-    uptimeS: Math.round(os.uptime()),
-    memory: { totalMiB: Math.round(os.totalmem() / 2 ** 20), freeMiB: Math.round(os.freemem() / 2 ** 20) },
-    addresses,
-    listening: [...ports].sort().slice(0, 256),
-  };
+  return [...ports].sort().slice(0, 256);
 }
 
 function decodeAddress(hex: string, v6: boolean): string {

@@ -15,10 +15,14 @@
  *     RESUME  u8 hasOffsets, u64 stdout, u64 stderr: a new host end takes an exec or pty session over;
  *             the relay answers `resumed` to the host and replays the output not acknowledged from
  *             those offsets (or from the last acknowledged byte), then EOFs and the end message
+ *     CONNECT u16 port, address\0: a connect session's TCP connection, made by the relay (non-blocking):
+ *             host EOF shuts its write side, its EOF is the host's EOF on stdout; DONE 0 once both
+ *             directions ended, or the errno that failed the connect or broke the connection
  *   relay -> agent (notes)
  *     DONE    i32 errno: the session's streams are complete (0) or failed; the relay has let it go
  *     INHERIT u8 kind (1 pty, 4 exec), i32 pid: a session that outlived the previous agent process
  *             (sent to a restarted agent before anything else)
+ *     CONNECTED  a connect session's connection is up (the agent reports `started`)
  *
  * The relay holds a *pending* session for every `open` it forwards (recognised by the payload
  * starting with {"t":"open"), keeping its input until the agent sends SPAWN, ATTACH or FORGET.
@@ -35,8 +39,10 @@ export const enum RelayOp {
   Forget = 5,
   Resize = 6,
   Resume = 7,
+  Connect = 8,
   Done = 0x81,
   Inherit = 0x82,
+  Connected = 0x83,
 }
 
 export const enum AttachKind {
@@ -63,6 +69,21 @@ export function encodeSpawn(session: number, argv: string[], env: Record<string,
   head.writeUInt16BE(argv.length, 1);
   head.writeUInt16BE(envList.length, 3);
   return encodeLocal(session, Buffer.concat([head, strings]));
+}
+
+/** CONNECT: `address` an IP literal (checked by the caller), `port` 1-65535. */
+export function encodeConnect(session: number, address: string, port: number): Buffer {
+  const text = Buffer.from(`${address}\0`, 'latin1');
+  const p = Buffer.allocUnsafe(3 + text.length);
+  p.writeUInt8(RelayOp.Connect, 0);
+  p.writeUInt16BE(port, 1);
+  text.copy(p, 3);
+  return encodeLocal(session, p);
+}
+
+/** True when the payload is a CONNECTED note. */
+export function isConnected(payload: Buffer): boolean {
+  return payload.length === 1 && payload[0] === RelayOp.Connected;
 }
 
 export function encodeAttach(session: number, kind: AttachKind, fdIn: number, fdOut: number, pid = 0): Buffer {

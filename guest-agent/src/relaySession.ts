@@ -4,6 +4,8 @@
  *   pty    node-pty forks the terminal; the relay takes the master fd;
  *   read   the agent opens the file; the relay streams it out and says when it is done;
  *   write  the agent opens a temporary beside the file; the relay fills it; the agent renames it.
+ *   connect the relay connects a TCP socket in the guest and moves its bytes; the agent checks the
+ *          target (tcpConnect.ts), reports `started` and words the end.
  * The agent keeps its copies of the fds until the relay's DONE, then closes them.
  *
  * Exec and pty sessions outlive their end until the host releases them: the relay keeps their
@@ -15,8 +17,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { encodeControl } from '../../runtime/protocol/frames';
 import type { OpenSession } from '../../runtime/protocol/messages';
-import { AttachKind, RelayOp, encodeAttach, encodeOp, encodeResize, encodeResume, encodeSignal, encodeSpawn } from './relayProtocol';
+import { AttachKind, RelayOp, encodeAttach, encodeConnect, encodeOp, encodeResize, encodeResume, encodeSignal, encodeSpawn } from './relayProtocol';
 import { commitTemporary, describeFsError, discardTemporary, openTemporary, type Temporary } from './fileTarget';
+import { connectFailure, connectTarget, type ConnectTarget } from './tcpConnect';
 import { DEFAULT_SHELL, clamp, sessionEnvironment, signalName, type AgentSession } from './session';
 
 /** How long a finished terminal's last output may take to reach the relay before it is cut. */
@@ -74,12 +77,14 @@ export class RelaySession implements AgentSession {
           return this.openRead(req.path);
         case 'write':
           return this.openWrite(req.path, req.mode);
+        case 'connect':
+          return this.openConnect(connectTarget(req));
         default:
           throw new Error(`the relay does not carry ${String(req.kind)} sessions`);
       }
     } catch (err) {
       this.relay.send(encodeOp(this.id, RelayOp.Forget));
-      this.fail(`cannot start ${JSON.stringify(req.argv ?? [req.kind])}: ${(err as Error).message}`);
+      this.fail(req.kind === 'connect' ? (err as Error).message : `cannot start ${JSON.stringify(req.argv ?? [req.kind])}: ${(err as Error).message}`);
     }
   }
 
@@ -169,6 +174,21 @@ export class RelaySession implements AgentSession {
         this.fail(`cannot write ${file}: ${(e as Error).message}`);
       }
     };
+  }
+
+  /** connect: set once the relay says the connection is up. */
+  private connected = false;
+
+  private openConnect(target: ConnectTarget): void {
+    this.relay.send(encodeConnect(this.id, target.address, target.port));
+    this.commit = (err) => (err === 0 ? this.exit(0, null) : this.fail(connectFailure(target, { code: errnoName(err), message: `errno ${err}` } as NodeJS.ErrnoException, this.connected)));
+  }
+
+  /** The relay's CONNECTED note: the connect session's connection is up. */
+  relayConnected(): void {
+    if (this.kind !== 'connect' || this.connected || this.finished) return;
+    this.connected = true;
+    this.control({ t: 'started', pid: process.pid });
   }
 
   /** The relay's DONE: the session's streams are complete (0) or failed (an errno). */
@@ -315,6 +335,10 @@ export class RelaySession implements AgentSession {
   private control(...messages: object[]): void {
     for (const m of messages) this.relay.send(encodeControl(this.id, m));
   }
+}
+
+function errnoName(errno: number): string | undefined {
+  return Object.entries(os.constants.errno).find(([, n]) => n === errno)?.[0];
 }
 
 function errnoMessage(errno: number): string {

@@ -10,6 +10,7 @@ import { FrameType, GUEST_DATA_CHUNK, StreamId, encodeControl, encodeFrame, enco
 import { INITIAL_WINDOW, type OpenSession } from '../../runtime/protocol/messages';
 import { commitTemporary, describeFsError, discardTemporary, openTemporary, type Temporary } from './fileTarget';
 import { TreeWatcher } from './treeWatcher';
+import { connectFailure, connectTarget, openTcp, type ConnectTarget } from './tcpConnect';
 
 export interface SessionSink {
   send(frame: Buffer): void;
@@ -105,11 +106,13 @@ export class GuestSession implements AgentSession {
           return this.openWrite(req.path, req.mode);
         case 'watch':
           return this.openWatch(req.path, req.recursive === true);
+        case 'connect':
+          return this.openConnect(connectTarget(req));
         default:
           throw new Error(`unknown session kind ${String(req.kind)}`);
       }
     } catch (err) {
-      this.fail(`cannot start ${JSON.stringify(req.argv ?? ['shell'])}: ${(err as Error).message}`);
+      this.fail(req.kind === 'connect' ? (err as Error).message : `cannot start ${JSON.stringify(req.argv ?? ['shell'])}: ${(err as Error).message}`);
     }
   }
 
@@ -243,6 +246,31 @@ export class GuestSession implements AgentSession {
         finish();
       },
     };
+  }
+
+  /** A TCP connection in the guest: stdin to it, its bytes to stdout; EOF either way is a half-close. */
+  private openConnect(target: ConnectTarget): void {
+    let abandoned = false;
+    this.cleanup = () => (abandoned = true);
+    openTcp(target).then(
+      (socket) => {
+        if (abandoned || this.exited) return void socket.destroy();
+        let closed = false;
+        this.cleanup = () => socket.destroy();
+        this.control({ t: 'started', pid: process.pid });
+        socket.on('error', (err) => this.fail(connectFailure(target, err, true)));
+        socket.on('close', () => {
+          closed = true;
+          if (this.streamsOpen === 0) this.exit(0, null);
+        });
+        this.onStreamsDone = () => {
+          if (closed) this.exit(0, null);
+        };
+        this.sink = { write: (d, done) => socket.write(d, () => done()), end: () => socket.end() };
+        this.pipeOut(socket, StreamId.Stdout);
+      },
+      (err: NodeJS.ErrnoException) => this.fail(connectFailure(target, err)),
+    );
   }
 
   /** Reports changes under `dir` (paths relative to it) until the host closes the session (treeWatcher.ts). */

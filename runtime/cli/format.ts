@@ -2,6 +2,7 @@
 import { heartbeatAgeMs, type VmInfo } from '../common/status';
 import type { GuestInfo } from '../client/guestFiles';
 import { NETWORK_POLICY_DESCRIPTIONS } from '../common/config';
+import { describeForward, inactiveForwards } from '../common/ports';
 
 export function formatMiB(mib: number): string {
   return mib >= 1024 && mib % 1024 === 0 ? `${mib / 1024}G` : `${mib}M`;
@@ -68,6 +69,9 @@ export function infoText(vm: VmInfo, guest?: GuestInfo): string {
       ['Listening', guest.listening.join(', ') || '-'],
     );
   }
+  const ports = vm.config.ports ?? { auto: true, forwards: [] };
+  const forwards = r?.ports ?? inactiveForwards(ports);
+  lines.push(['Ports', [`automatic forwarding ${ports.auto ? 'on' : 'off'}`, ...forwards.map(describeForward)].join('; ')]);
   lines.push(['Directory', vm.paths.dir], ['Disk file', vm.paths.disk], ['Console log', vm.paths.consoleLog], ['Worker log', vm.paths.workerLog]);
   if (vm.paths.savedState) lines.push(['Saved state', vm.paths.savedState]);
   if (vm.lastError) lines.push(['Last error', vm.lastError.message]);

@@ -18,6 +18,7 @@ import { serialConsole } from './commands/console';
 import { stats } from './commands/stats';
 import { PULL_OPTIONS, pullCommand } from './commands/pull';
 import { sync } from './commands/sync';
+import { port, PORT_USAGE } from './commands/ports';
 
 type Command = {
   run: (ctx: CommandContext) => Promise<number>;
@@ -50,6 +51,7 @@ const COMMANDS: Record<string, Command> = {
   pull: { run: pullCommand, usage: 'pull <name> <guest-folder> [host-folder] [--allow=PATH]... [--json] [--max-file-size=1G] [--max-total=8G] [--max-files=50000] [--min-free=1G]', options: PULL_OPTIONS, maxArgs: 3 },
   console: { run: serialConsole, usage: 'console <name>          the serial console (ttyS0), live from boot; Ctrl-] detaches' },
   sync: { run: sync, usage: 'sync <name> [dir] [--to PATH] [--ignore PAT]... | sync list [name] [--json] | sync stop <name> [id|dir]   keep a folder synced into the VM', options: { to: { type: 'string' }, ignore: { type: 'string', multiple: true }, 'no-gitignore': { type: 'boolean' }, 'no-wait': { type: 'boolean' }, json: { type: 'boolean' } }, maxArgs: 3 },
+  port: { run: port, usage: PORT_USAGE, options: { address: { type: 'string' }, json: { type: 'boolean' } }, maxArgs: 3 },
   image: { run: imageCommand, usage: 'image build              build (or find) the base image new VMs clone' },
   service: { run: serviceCommand, usage: 'service status|stop       the background service (VMs keep running when it stops)' },
 };

@@ -12,6 +12,8 @@ import { ErrorCode, SandboxError } from '../common/errors';
 import { SERVICE_FILES, dataHome } from '../common/paths';
 import { call, connectSocket } from '../common/rpc';
 import type { VmInfo } from '../common/status';
+import type { ForwardStatus } from '../common/ports';
+import type { PortList } from '../service/portApi';
 import { SessionClient } from './sessionClient';
 import { SerialClient, type SerialClientOptions } from './serialClient';
 import type { VmMetrics } from '../worker/metrics';
@@ -126,6 +128,21 @@ export class ServiceClient {
   }
   info(name: string): Promise<VmInfo> {
     return call(this.connection, 'vm.info', { name });
+  }
+  /** Forwards host `address`:`hostPort` (default: 127.0.0.1, the guest's port) to `guestPort`; kept in the VM's configuration. */
+  addPort(name: string, guestPort: number, options: { hostPort?: number; address?: string } = {}): Promise<ForwardStatus> {
+    return call(this.connection, 'vm.port.add', { name, guestPort, ...options });
+  }
+  removePort(name: string, hostPort: number): Promise<VmInfo> {
+    return call(this.connection, 'vm.port.remove', { name, hostPort });
+  }
+  /** Turns automatic forwarding of the guest's listening ports on or off for `name`. */
+  setAutoForward(name: string, on: boolean): Promise<VmInfo> {
+    return call(this.connection, 'vm.port.auto', { name, on });
+  }
+  /** Every VM's forwards (or one VM's) with their state. */
+  listPorts(name?: string): Promise<PortList[]> {
+    return call(this.connection, 'vm.port.list', { name });
   }
   ensureImage(onProgress?: ProgressListener): Promise<{ hash: string; kernel: string; initrd: string; disk: string }> {
     return this.withProgress('image.ensure', {}, onProgress);

@@ -1,6 +1,7 @@
 /** A VM's configuration as stored in its directory (vm.json), with its limits and parsers. */
 import { ErrorCode, SandboxError } from './errors';
 import { validateVmName } from './names';
+import { parsePortsConfig, type PortsConfig } from './ports';
 
 export interface VmConfig {
   /** Stable identity, kept across renames of nothing (names are immutable for now). */
@@ -14,6 +15,8 @@ export interface VmConfig {
   /** What the guest's network reaches (NetworkPolicy). */
   network: NetworkPolicy;
   createdAt: string;
+  /** Port forwarding (runtime/common/ports.ts); missing: automatic forwarding on, no manual forwards. */
+  ports?: PortsConfig;
 }
 
 /**
@@ -108,5 +111,5 @@ export function parseVmConfig(text: string, expectedName: string): VmConfig {
     if (typeof c.image?.[key] !== 'string') throw new Error(`vm.json: image.${key} missing`);
   }
   if (typeof c.id !== 'string') throw new Error('vm.json: id missing');
-  return { ...c, network: migrateNetwork((c as { network?: unknown }).network) };
+  return { ...c, network: migrateNetwork((c as { network?: unknown }).network), ports: parsePortsConfig(c.ports) };
 }

@@ -2,6 +2,7 @@
 import type { Accelerator } from '../qemu/argv';
 import type { VmConfig } from './config';
 import type { WireError } from './errors';
+import type { ForwardStatus } from './ports';
 
 /**
  * stopped: no QEMU. saved: no QEMU, a saved state to restore on start. starting, stopping, saving:
@@ -60,13 +61,15 @@ export interface WorkerStatus {
   /** How the agent became ready: cold boot or restore, and how long it took. */
   /** How the worker got its VM: booted it, restored it, or took it over from a worker that died. */
   boot?: { kind: 'boot' | 'restore' | 'adopt'; readyMs: number };
+  /** Port forwards and their state (runtime/worker/portForwarder.ts). */
+  ports?: ForwardStatus[];
 }
 
 /** What the service reports about a VM. */
 export interface VmInfo {
   name: string;
   state: VmState;
-  config: Pick<VmConfig, 'id' | 'cpus' | 'memoryMiB' | 'diskGiB' | 'network' | 'createdAt'> & { imageHash: string };
+  config: Pick<VmConfig, 'id' | 'cpus' | 'memoryMiB' | 'diskGiB' | 'network' | 'createdAt' | 'ports'> & { imageHash: string };
   runtime?: WorkerStatus;
   paths: { dir: string; disk: string; consoleLog: string; workerLog: string; savedState?: string };
   lastError?: WireError;

@@ -31,10 +31,13 @@ export interface HostHello { t: 'hello'; version: number; epoch: string; time: n
 /**
  * Session kinds: exec (pipes) and pty (a terminal) run a process; read streams a guest file out on
  * stdout; write takes stdin into a guest file (atomically: a temporary renamed at EOF); watch
- * reports changes under a guest path as `event` messages.
+ * reports changes under a guest path as `event` messages; connect opens a TCP connection in the guest
+ * to `address`:`port` and relays its bytes (stdin to the socket, the socket to stdout; EOF on either
+ * is a half-close), for port forwarding (runtime/worker/portForwarder.ts). It reports `started` once
+ * connected and `exit` 0 once both directions have ended; never resumable.
  */
-export type SessionKind = 'exec' | 'pty' | 'read' | 'write' | 'watch';
-export const SESSION_KINDS: readonly SessionKind[] = ['exec', 'pty', 'read', 'write', 'watch'];
+export type SessionKind = 'exec' | 'pty' | 'read' | 'write' | 'watch' | 'connect';
+export const SESSION_KINDS: readonly SessionKind[] = ['exec', 'pty', 'read', 'write', 'watch', 'connect'];
 
 export interface OpenSession {
   t: 'open';
@@ -51,6 +54,9 @@ export interface OpenSession {
   cwd?: string;
   cols?: number;
   rows?: number;
+  /** connect: the guest address (an IPv4 or IPv6 literal) and TCP port. */
+  address?: string;
+  port?: number;
 }
 export interface Resize { t: 'resize'; cols: number; rows: number }
 export interface SignalSession { t: 'signal'; signal: string }
@@ -64,8 +70,9 @@ export interface ReleaseSession { t: 'release' }
 
 /** A one-shot request on a fresh session id; the agent answers with one `result` on the same id. */
 export interface Call { t: 'call'; method: CallMethod; params: Record<string, unknown> }
-export type CallMethod = 'stat' | 'list' | 'mkdir' | 'rename' | 'remove' | 'info' | 'readlink' | 'symlink' | 'metrics';
-export const CALL_METHODS: readonly CallMethod[] = ['stat', 'list', 'mkdir', 'rename', 'remove', 'info', 'readlink', 'symlink', 'metrics'];
+/** `listening`: only the listening TCP sockets (what `info` lists), cheap enough for port forwarding to ask every few seconds. */
+export type CallMethod = 'stat' | 'list' | 'mkdir' | 'rename' | 'remove' | 'info' | 'readlink' | 'symlink' | 'metrics' | 'listening';
+export const CALL_METHODS: readonly CallMethod[] = ['stat', 'list', 'mkdir', 'rename', 'remove', 'info', 'readlink', 'symlink', 'metrics', 'listening'];
 
 /**
  * The answer to `metrics` (cheap: /proc/meminfo and statfs of /, for sampling once a second).
@@ -225,6 +232,8 @@ export function checkCallResult(method: CallMethod, value: unknown): string | un
       if (v.memory.availableBytes > v.memory.totalBytes || v.rootfs.availableBytes > v.rootfs.totalBytes || v.rootfs.usedBytes > v.rootfs.totalBytes) return 'metrics: a part exceeds its total';
       return undefined;
     }
+    case 'listening':
+      return Array.isArray(value) && value.length <= 256 && value.every((l: unknown) => isStr(l, 80)) ? undefined : 'listening: bad ports';
     case 'info': {
       const v = value as any;
       if (typeof v !== 'object' || v === null) return 'info: not an object';

@@ -26,11 +26,13 @@
  *   sync.add {name, hostDir, guestPath?, ignore?, gitignore?} -> SyncStatus          (running | paused)
  *   sync.remove {name, id? | hostDir?} -> {removed}, sync.list {name?} -> SyncStatus[]: workspace syncs
  *               (syncManager.ts; main.ts adds its table); subscribers get `sync.status` and `sync.removed`
+ *   vm.port.add, vm.port.remove, vm.port.auto, vm.port.list: port forwarding (portApi.ts)
  *
  * Progress of long operations arrives as `progress` notifications {token, step, total, message}.
  */
 import type { HandlerTable, RpcPeer } from '../common/rpc';
 import type { VmManager } from './vmManager';
+import { portApiHandlers } from './portApi';
 
 export function apiHandlers(manager: VmManager, subscribers: Set<RpcPeer>, info: () => unknown, shutdown: () => void): HandlerTable {
   const progressTo = (peer: RpcPeer, token: unknown) => (step: number, total: number, message: string) => {
@@ -50,6 +52,7 @@ export function apiHandlers(manager: VmManager, subscribers: Set<RpcPeer>, info:
     'vm.info': (p) => manager.info(p.name),
     'vm.attach': (p) => manager.attachInfo(p.name),
     'image.ensure': (p, peer) => manager.ensureImage(progressTo(peer, p.progressToken)),
+    ...portApiHandlers(manager),
     'service.info': () => info(),
     'service.subscribe': (_p, peer) => {
       subscribers.add(peer);

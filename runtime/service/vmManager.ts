@@ -24,6 +24,7 @@ import { SequencerByKey } from './sequencer';
 import { isProcessOf, killIfProcessOf } from './processes';
 import { WORKER_SCRIPT_NAME, WorkerHandle, readWorkerRecord } from './workerHandle';
 import { checkDiskSize, virtualSize } from './diskSize';
+import { DEFAULT_PORTS_CONFIG, type PortsConfig } from '../common/ports';
 
 export interface CreateParams {
   name: string;
@@ -211,7 +212,7 @@ export class VmManager {
     return {
       name,
       state,
-      config: { id: c.id, cpus: c.cpus, memoryMiB: c.memoryMiB, diskGiB: c.diskGiB, network: c.network, createdAt: c.createdAt, imageHash: c.image.hash },
+      config: { id: c.id, cpus: c.cpus, memoryMiB: c.memoryMiB, diskGiB: c.diskGiB, network: c.network, createdAt: c.createdAt, ports: c.ports, imageHash: c.image.hash },
       runtime,
       paths: {
         dir: this.dir(name),
@@ -542,6 +543,26 @@ export class VmManager {
       throw new SandboxError(ErrorCode.WrongState, wrongStateMessage(name, state, verb, allowed));
     }
     return state;
+  }
+
+  /**
+   * Changes a VM's port forwarding, in its queue: `change` gets the current configuration, the live
+   * worker (while running) and the state, applies what it must to the worker, and returns the new
+   * configuration, which is then written to vm.json (atomically). When `change` throws nothing is written.
+   */
+  changePorts(name: string, change: (ports: PortsConfig, worker: WorkerHandle | undefined, state: VmState) => Promise<PortsConfig>): Promise<VmInfo> {
+    const e = this.entry(name);
+    return this.sequencer.queue(name, async () => {
+      const state = this.stateOf(name);
+      const worker = state === 'running' || state === 'paused' ? e.worker : undefined;
+      const ports = await change(e.config.ports ?? { ...DEFAULT_PORTS_CONFIG, forwards: [] }, worker && !worker.isClosed ? worker : undefined, state);
+      const config: VmConfig = { ...e.config, ports };
+      await writeJsonAtomic(this.file(name, 'config'), config);
+      e.config = config;
+      if (worker && !worker.isClosed) worker.status = await worker.call<WorkerStatus>('worker.status').catch(() => worker.status);
+      this.publish(name);
+      return this.snapshot(name);
+    });
   }
 
   dispose(): void {

@@ -214,6 +214,11 @@ export class AgentLink {
   private adoptSessions(list: LiveSession[]): void {
     for (const { id, kind } of list) {
       if (this.sessions.has(id)) continue;
+      // A forwarded connection's host end died with the worker before: nothing can resume it.
+      if (kind === 'connect') {
+        this.sendRaw(encodeControl(id, { t: 'close' }));
+        continue;
+      }
       const session = new HostSession(id, this, IGNORED);
       session.resuming = true;
       session.started = true;

@@ -25,6 +25,8 @@ import { VmRunner } from './vmRunner';
 import { attachDataChannel, sessionHandlers } from './sessionRelay';
 import { DataChannel, looksLikeFrame } from './dataChannel';
 import { MetricsSampler, metricsHandlers } from './metrics';
+import { PortForwarder } from './portForwarder';
+import { portHandlers } from './portHandlers';
 
 function parseArgs(argv: string[]): { dir: string; restore: boolean; adopt?: number; bootTimeoutMs: number } {
   const dirIndex = argv.indexOf('--dir');
@@ -76,6 +78,7 @@ async function main(): Promise<void> {
   process.on('SIGPIPE', () => undefined);
 
   let runner: VmRunner | undefined;
+  let forwarder: PortForwarder | undefined;
   const peers = new Set<RpcPeer>();
   const dataChannels = new Set<DataChannel>();
   const server = net.createServer();
@@ -88,20 +91,26 @@ async function main(): Promise<void> {
     log(`agent channel: ${transport.transport} (${transport.reason})`);
     const vm = new VmRunner(args.dir, config, qemu, accel, log, transport);
     runner = vm;
+    const status = () => ({ ...vm.status(), ports: forwarder?.status() });
+    const publish = () => {
+      const s = status();
+      for (const peer of peers) peer.notify('worker.status', s);
+    };
     vm.onDidChangeStatus(() => {
-      const status = vm.status();
-      for (const peer of peers) peer.notify('worker.status', status);
+      forwarder?.vmStateChanged(vm.status().state);
+      publish();
     });
 
     fs.rmSync(file('workerSocket'), { force: true });
     const handlers = {
-      'worker.status': () => vm.status(),
+      'worker.status': () => status(),
       'worker.identify': () => ({ vmId: config.id, name, workerPid: process.pid }),
       'worker.pause': () => vm.pause(),
       'worker.resume': () => vm.resume(),
       'worker.save': () => vm.save(),
       'worker.stop': (p: { force?: boolean; stepMs?: number }) => vm.stop(!!p.force, p.stepMs),
       ...sessionHandlers(() => vm.agent),
+      ...portHandlers(() => forwarder),
       ...metricsHandlers(new MetricsSampler({ qemuPid: () => vm.qemuPid, state: () => vm.status().state, agent: () => vm.agent, diskFile: file('disk'), log })),
     };
     server.on('connection', (socket) => {
@@ -143,9 +152,12 @@ async function main(): Promise<void> {
     if (args.adopt !== undefined) await vm.adopt(args.adopt, Math.min(args.bootTimeoutMs, 30_000), previousEpoch(file('worker')), previousPasst(file('worker')));
     else await vm.start(args.restore, args.bootTimeoutMs);
     await recordWorker();
+    forwarder = new PortForwarder(config.ports!, { agent: () => vm.agent, state: () => vm.status().state, vmName: name, log });
+    forwarder.onDidChange(publish);
+    await forwarder.start();
     // The saved state is consumed: the disk moves on from here, so it can never be restored again.
     if (args.restore) for (const f of ['savedState', 'savedEpoch'] as const) fs.rmSync(file(f), { force: true });
-    report({ ok: true, status: vm.status() });
+    report({ ok: true, status: status() });
   } catch (err) {
     const e = asSandboxError(err);
     log(`failed to start: ${e.message}`);
@@ -157,8 +169,9 @@ async function main(): Promise<void> {
   }
 
   const exit = await runner.waitExit();
+  forwarder?.dispose();
   if (exit.error) log(exit.error);
-  const final = { ...runner.status(), exitError: exit.error };
+  const final = { ...runner.status(), ports: [], exitError: exit.error };
   for (const peer of peers) peer.notify('worker.exit', final);
   cleanup();
   // Session output already acknowledged to the guest (a save) must reach its clients first.

@@ -42,7 +42,7 @@ test('menus and welcome views use only known commands, views, context keys and i
   const views = new Set<string>(Object.values(View));
   const keys = new Set<string>(Object.values(ContextKey));
   const states = ['stopped', 'starting', 'running', 'paused', 'saving', 'saved', 'stopping'];
-  const itemContexts = new Set([...states.map(ItemContext.vm), ItemContext.terminal]);
+  const itemContexts = new Set<string>([...states.map(ItemContext.vm), ItemContext.terminal, ItemContext.port, ItemContext.forward, ItemContext.manualForward, ItemContext.failedManualForward]);
   const checkWhen = (when: string | undefined, where: string) => {
     for (const m of (when ?? '').matchAll(/\bsandboxvm\.[A-Za-z.]+/g)) {
       assert.ok(keys.has(m[0]) || views.has(m[0]), `${where}: unknown key ${m[0]}`);
@@ -51,6 +51,8 @@ test('menus and welcome views use only known commands, views, context keys and i
       for (const s of m[1].split('|')) assert.ok(itemContexts.has(`${s}Vm`), `${where}: unknown state ${s}`);
     }
     for (const m of (when ?? '').matchAll(/viewItem == (\w+)/g)) assert.ok(itemContexts.has(m[1]), `${where}: unknown item ${m[1]}`);
+    // Other item patterns must match some item this extension makes.
+    for (const m of (when ?? '').matchAll(/viewItem =~ \/(\^vm[^/]*)\//g)) assert.ok([...itemContexts].some((i) => new RegExp(m[1]).test(i)), `${where}: ${m[1]} matches no item`);
   };
   for (const [menu, items] of Object.entries<any[]>(c.menus)) {
     for (const item of items) {
