@@ -6,8 +6,11 @@
  */
 import { version } from '../../package.json';
 
-/** The service API's protocol. 1: version handshake (service.info), metrics, serial console. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * The service API's protocol. 1: version handshake (service.info), metrics, serial console.
+ * 2: network policy (vm.set), workspace syncs (sync.*), port forwards (vm.port.*), checkpoints.
+ */
+export const PROTOCOL_VERSION = 2;
 
 export const RUNTIME_VERSION: string = version;
 
