@@ -4,7 +4,8 @@
  *   the empty view (welcome with Create VM) -> Create VM through the wizard (name, CPUs, memory,
  *   disk) -> Start from the row's inline button, the VM running in the tree (its tooltip names the
  *   accelerator, probed through the packaged koffi) -> Open Terminal from the context menu,
- *   `uname -r` shows the guest kernel -> Save, Start (restore) with the terminal carrying on ->
+ *   `uname -r` shows the guest kernel -> a web server started in that terminal shows as a forwarded
+ *   port under the VM, and Open in Browser opens it -> Save, Start (restore) with the terminal carrying on ->
  *   Stop -> Delete (modal) -> the empty view again.
  *
  * Procedure, as root: make the user when missing (useradd; SANDBOXVM_JOURNEY_USER, default
@@ -32,6 +33,8 @@ const MEDIA = process.env.SANDBOXVM_JOURNEY_MEDIA ? path.resolve(process.env.SAN
 const USER = process.env.SANDBOXVM_JOURNEY_USER ?? 'sbvm-journey';
 const SHARED_CODE_SERVER = '/opt/sandboxvm-test/code-server';
 const VM = 'demo';
+/** The guest port the journey's web server listens on (unusual, so the host's same port is likely free). */
+const GUEST_PORT = 8642;
 const t0 = Date.now();
 
 function step(message: string): void {
@@ -225,6 +228,22 @@ async function journey(cs: CodeServer, page: Page): Promise<void> {
   await shot(page, 'terminal-uname');
   await media(page, 'open-terminal', { x: 0, y: 40, width: 1280, height: 740 });
   step(`guest kernel ${kernel}`);
+
+  // A web server in the guest: its port is forwarded to the host's 127.0.0.1, shows under the VM,
+  // and Open in Browser opens it.
+  await page.keyboard.type(`node -e "require('http').createServer((q, r) => r.end('hello from ' + require('os').hostname())).listen(${GUEST_PORT})" &\n`);
+  const portRow = page.locator('.monaco-list-row', { hasText: `${GUEST_PORT}/tcp` }).first();
+  await portRow.locator('.label-description', { hasText: '127.0.0.1' }).first().waitFor({ timeout: 60_000 });
+  const opened = page.context().waitForEvent('page', { timeout: 30_000 });
+  await (await inline(portRow, 'Open in Browser', 30_000)).click();
+  const tab = await opened;
+  await tab.locator('body', { hasText: 'hello from' }).first().waitFor({ timeout: 30_000 });
+  const served = (await tab.locator('body').innerText()).trim();
+  if (served !== `hello from ${VM}`) throw new Error(`the forwarded port served ${JSON.stringify(served)} at ${tab.url()}`);
+  step(`Open in Browser: ${tab.url()} says "${served}"`);
+  await tab.close();
+  await page.bringToFront();
+  await shot(page, 'port-forwarded');
 
   // VM details: the webview draws the CPU plot from live samples (a polyline inside its frames).
   await contextMenu(page, row, 'Show Details');
