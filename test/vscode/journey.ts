@@ -232,8 +232,8 @@ async function journey(cs: CodeServer, page: Page): Promise<void> {
   // A web server in the guest: its port is forwarded to the host's 127.0.0.1, shows under the VM,
   // and Open in Browser opens it.
   await page.keyboard.type(`node -e "require('http').createServer((q, r) => r.end('hello from ' + require('os').hostname())).listen(${GUEST_PORT})" &\n`);
-  const portRow = page.locator('.monaco-list-row', { hasText: `${GUEST_PORT}/tcp` }).first();
-  await portRow.locator('.label-description', { hasText: '127.0.0.1' }).first().waitFor({ timeout: 60_000 });
+  const portRow = page.locator('.monaco-list-row', { hasText: `${GUEST_PORT}/tcp -> 127.0.0.1:` }).first();
+  await portRow.waitFor({ timeout: 60_000 });
   const opened = page.context().waitForEvent('page', { timeout: 30_000 });
   await (await inline(portRow, 'Open in Browser', 30_000)).click();
   const tab = await opened;
