@@ -16,6 +16,7 @@ import { installBrokenPipeHandler } from './brokenPipe';
 import { boundedByTimeout } from './deadline';
 import { serialConsole } from './commands/console';
 import { stats } from './commands/stats';
+import { checkpoint, undo } from './commands/checkpoint';
 
 type Command = {
   run: (ctx: CommandContext) => Promise<number>;
@@ -45,6 +46,8 @@ const COMMANDS: Record<string, Command> = {
   attach: { run: sessions.attach, usage: 'attach <name> <id>      pick up a session a save cut off or a detach (Ctrl-C twice) left', maxArgs: 2 },
   shell: { run: sessions.shell, usage: 'shell <name> [-- <program> [args...]]   an interactive terminal', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } }, command: true },
   console: { run: serialConsole, usage: 'console <name>          the serial console (ttyS0), live from boot; Ctrl-] detaches' },
+  checkpoint: { run: checkpoint, usage: 'checkpoint create|list|apply|rename|delete <name> [checkpoint] [new name] [--json] [--discard-current]', options: { json: { type: 'boolean' }, 'discard-current': { type: 'boolean' } }, maxArgs: 4 },
+  undo: { run: undo, usage: 'undo <name>              back to the last undo point (exec --undo-point)' },
   image: { run: imageCommand, usage: 'image build              build (or find) the base image new VMs clone' },
   service: { run: serviceCommand, usage: 'service status|stop       the background service (VMs keep running when it stops)' },
 };

@@ -57,6 +57,12 @@ export const VM_FILES = {
   qemuSerialSocket: 'serial-qemu.sock',
   /** The worker's serial console for clients (runtime/worker/serialConsole.ts), owner-only. */
   serialSocket: 'serial.sock',
+  /** The checkpoint index (service/checkpointTree.ts), written atomically. */
+  checkpointIndex: 'checkpoints.json',
+  /** One folder per checkpoint: its frozen disk layer and, for running ones, its memory state (service/checkpointStore.ts). */
+  checkpoints: 'checkpoints',
+  /** The overlay a checkpoint operation prepares before it becomes disk.qcow2 (a rename). */
+  nextDisk: 'disk.next.qcow2',
 } as const;
 
 /** The files of a VM that runs (its worker's record and the sockets): none may outlive its QEMU. */

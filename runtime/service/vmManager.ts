@@ -24,6 +24,7 @@ import { SequencerByKey } from './sequencer';
 import { isProcessOf, killIfProcessOf } from './processes';
 import { WORKER_SCRIPT_NAME, WorkerHandle, readWorkerRecord } from './workerHandle';
 import { checkDiskSize, virtualSize } from './diskSize';
+import { Checkpoints } from './checkpoints';
 
 export interface CreateParams {
   name: string;
@@ -63,6 +64,31 @@ export class VmManager {
   private readonly entries = new Map<string, Entry>();
   private readonly sequencer = new SequencerByKey<string>();
   private readonly emitter = new EventEmitter();
+  /** Checkpoint operations (checkpoints.ts), run in this manager's per-VM queue. */
+  readonly checkpoints = new Checkpoints({
+    queue: (name, fn) => {
+      this.entry(name);
+      return this.sequencer.queue(name, fn);
+    },
+    dir: (name) => this.dir(name),
+    config: (name) => this.entry(name).config,
+    state: (name) => this.stateOf(name),
+    worker: (name) => this.workerOf(name),
+    turnOff: async (name) => {
+      await this.halt(name, this.entry(name), true);
+    },
+    boot: async (name) => {
+      await this.boot(name, this.entry(name), () => undefined);
+    },
+    pause: async (name) => {
+      const w = this.entry(name).worker!;
+      await w.call('worker.pause');
+      w.status = await w.call<WorkerStatus>('worker.status');
+    },
+    publish: (name) => this.publish(name),
+    snapshot: (name) => this.snapshot(name),
+    log: (m) => this.log(m),
+  });
 
   constructor(private readonly home: string, private readonly images: ImageProvider, private readonly log: (m: string) => void) {}
 
@@ -98,6 +124,7 @@ export class VmManager {
           const entry: Entry = { config };
           this.entries.set(name, entry);
           await this.adopt(name, entry);
+          if (existsSync(this.file(name, 'checkpointIndex'))) void this.checkpoints.recoverAtLoad(name);
         } catch (err) {
           this.log(`skipping ${this.dir(name)}: ${(err as Error).message}`);
         }

@@ -90,6 +90,8 @@ async function main(): Promise<void> {
       'worker.pause': () => vm.pause(),
       'worker.resume': () => vm.resume(),
       'worker.save': () => vm.save(),
+      'worker.checkpoint': (p: { layer: string; next: string; memory: string; epochFile: string }) => vm.checkpoint(p),
+      'worker.idle': () => vm.idle(),
       'worker.stop': (p: { force?: boolean; stepMs?: number }) => vm.stop(!!p.force, p.stepMs),
       ...sessionHandlers(() => vm.agent),
       ...metricsHandlers(new MetricsSampler({ qemuPid: () => vm.qemuPid, state: () => vm.status().state, agent: () => vm.agent, diskFile: file('disk'), log })),

@@ -59,6 +59,7 @@ export class VmRunner {
   private readonly startedAt = new Date().toISOString();
   private vsockActive = false;
   private serial?: SerialConsole;
+  private checkpointing?: Promise<unknown>;
 
   constructor(
     private readonly dir: string,
@@ -206,8 +207,9 @@ export class VmRunner {
     this.exitPromise = qmpClosed.then(() => waitGone(qemuPid)).then(() => this.onQemuExit(null, null));
     await this.qmp!.ready;
     const { status } = await this.qmp!.execute<{ status: string }>('query-status');
-    if (status !== 'running' && status !== 'paused') throw new SandboxError(ErrorCode.WorkerLost, `the orphaned QEMU is ${status}; cannot take it over`);
-    if (status === 'paused') {
+    // postmigrate: a checkpoint's memory write finished under a worker that died; held as paused (resume continues it).
+    if (status !== 'running' && status !== 'paused' && status !== 'postmigrate') throw new SandboxError(ErrorCode.WorkerLost, `the orphaned QEMU is ${status}; cannot take it over`);
+    if (status === 'paused' || status === 'postmigrate') {
       this.agent!.watchPaused = true;
       this.boot = { kind: 'adopt', readyMs: Date.now() - t0 };
       this.setState('paused');
@@ -320,6 +322,88 @@ export class VmRunner {
   }
 
   /**
+   * A running checkpoint (service/checkpointStore.ts has the design): with the vCPUs stopped,
+   * disk.qcow2 is renamed to `layer` and `next` (an empty overlay on `layer`, made by the service)
+   * to disk.qcow2, QEMU is moved onto it (blockdev-snapshot-sync, mode existing: QEMU keeps the
+   * old file open by fd), and the memory state is migrated to `memory` (written as .partial,
+   * fsynced, renamed). Then the VM goes on as it was (running, or paused). On a failure before the
+   * disk moved, nothing changed; after it, the disk stays moved (the service keeps the checkpoint
+   * with the disk only) and the error is thrown once the VM runs again.
+   */
+  checkpoint(p: { layer: string; next: string; memory: string; epochFile: string }): Promise<{ pausedMs: number; epoch?: string }> {
+    const op = this.takeCheckpoint(p);
+    this.checkpointing = op.catch(() => undefined);
+    return op;
+  }
+
+  /** Resolves when no checkpoint is being taken (a new service waits for this before it recovers the index). */
+  async idle(): Promise<void> {
+    await this.checkpointing;
+  }
+
+  private async takeCheckpoint(p: { layer: string; next: string; memory: string; epochFile: string }): Promise<{ pausedMs: number; epoch?: string }> {
+    this.requireState(['running', 'paused'], 'checkpoint');
+    const wasPaused = this.state === 'paused';
+    const disk = this.file('disk');
+    const partial = p.memory + '.partial';
+    const t0 = Date.now();
+    if (!wasPaused) await this.qmp!.execute('stop');
+    let failure: unknown;
+    try {
+      await fs.rename(disk, p.layer);
+      try {
+        await fs.rename(p.next, disk);
+        await this.qmp!.execute('blockdev-snapshot-sync', { device: 'root', 'snapshot-file': disk, format: 'qcow2', mode: 'existing' });
+      } catch (err) {
+        // QEMU still writes the old file: put the names back as they were.
+        if (!(await exists(p.next))) await fs.rename(disk, p.next).catch(() => undefined);
+        await fs.rename(p.layer, disk);
+        throw err;
+      }
+      try {
+        await this.migrateTo(partial);
+      } catch (err) {
+        failure = err;
+        await fs.rm(partial, { force: true });
+      }
+    } catch (err) {
+      if (!wasPaused) await this.qmp!.execute('cont').catch(() => undefined);
+      throw err;
+    }
+    // After a migration QEMU has let go of its images; `cont` takes them back (a paused VM's later `resume` does).
+    if (!wasPaused) {
+      await this.qmp!.execute('cont');
+      this.agent?.resetHeartbeat();
+      this.agent?.syncTime();
+    }
+    const pausedMs = Date.now() - t0;
+    if (failure) throw failure;
+    const fd = openSync(partial, 'r+');
+    fsyncSync(fd);
+    closeSync(fd);
+    const epoch = this.agent?.connected ? this.agent.currentEpoch : undefined;
+    if (epoch) await writeFileAtomic(p.epochFile, epoch);
+    await fs.rename(partial, p.memory);
+    this.log(`checkpoint: guest paused ${pausedMs} ms`);
+    return { pausedMs, epoch };
+  }
+
+  /** Writes the (stopped) VM's state to `file` with QEMU's migration stream; ENOSPC and the like throw. */
+  private async migrateTo(file: string): Promise<void> {
+    await this.qmp!.execute('migrate', { uri: `exec:cat > ${shellQuote(file)}` });
+    for (;;) {
+      const m = await this.qmp!.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
+      if (m.status === 'completed') return;
+      if (m.status === 'failed' || m.status === 'cancelled') {
+        const full = await fs.statfs(path.dirname(file)).then((s) => s.bavail === 0, () => false);
+        if (full) throw new SandboxError(ErrorCode.DiskFull, `writing the memory state failed: the disk holding ${path.dirname(file)} is full; free some space`);
+        throw new SandboxError(ErrorCode.Internal, `writing the memory state failed: ${m['error-desc'] ?? m.status}`);
+      }
+      await delay(10);
+    }
+  }
+
+  /**
    * Stops the VM. Graceful: the agent's shutdown, then ACPI powerdown, then kill, each after
    * STOP_STEP_MS and each fallback logged. Forced: kill at once, in any state while QEMU runs (a
    * graceful stop or a save under way included). Resolves when QEMU has exited.
@@ -403,6 +487,13 @@ async function readSavedEpoch(file: string): Promise<string | undefined> {
   } catch {
     return undefined;
   }
+}
+
+async function exists(file: string): Promise<boolean> {
+  return fs.access(file).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Resolves once `pid` is gone (an adopted QEMU is not our child: no exit event). */
