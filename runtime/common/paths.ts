@@ -35,7 +35,7 @@ export const SERVICE_FILES = {
 export const VM_FILES = {
   /** The VM's configuration (VmConfig), written atomically. */
   config: 'vm.json',
-  /** The qcow2 overlay on the base image: the VM's own disk. */
+  /** The qcow2 overlay on the base image: the VM's own disk (once checkpointed, the first checkpoint's frozen layer; common/activeDisk.ts). */
   disk: 'disk.qcow2',
   /** The saved running state (QEMU migration stream) while the VM is `saved`. */
   savedState: 'saved.state',
@@ -61,8 +61,8 @@ export const VM_FILES = {
   checkpointIndex: 'checkpoints.json',
   /** One folder per checkpoint: its frozen disk layer and, for running ones, its memory state (service/checkpointStore.ts). */
   checkpoints: 'checkpoints',
-  /** The overlay a checkpoint operation prepares before it becomes disk.qcow2 (a rename). */
-  nextDisk: 'disk.next.qcow2',
+  /** Disk layers made by checkpoints: the overlays on top of frozen layers (common/activeDisk.ts). */
+  layers: 'layers',
 } as const;
 
 /** The files of a VM that runs (its worker's record and the sockets): none may outlive its QEMU. */

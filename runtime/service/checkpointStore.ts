@@ -3,42 +3,43 @@
  *
  * Layout, in the VM's folder:
  *
- *   disk.qcow2                       the VM's disk: always the writable top overlay (QEMU's -drive)
- *   checkpoints.json                 the index (checkpointTree.ts): nodes, the current position, an operation under way
- *   checkpoints/<id>/disk.qcow2      the checkpoint's frozen layer: what disk.qcow2 was when it was taken
+ *   disk.qcow2                       the VM's first disk (overlay on the base image)
+ *   layers/<16 hex>.qcow2            disks made by checkpoint operations
+ *   checkpoints.json                 the index (checkpointTree.ts): the checkpoints with their
+ *                                    layers, the writable disk (`top`), the VM's position, an operation under way
  *   checkpoints/<id>/memory.state    running, paused and saved checkpoints: the QEMU migration stream
  *   checkpoints/<id>/epoch           beside it: the agent channel's epoch, so sessions are attachable after apply
  *
- * Every layer is a qcow2 overlay whose backing file is its parent checkpoint's layer (the first
- * one's is the base image), so the checkpoints are a tree of backing chains and disk.qcow2 is one
- * more leaf, on the layer of the current checkpoint.
+ * Every disk file is a qcow2 overlay whose backing file is its parent's (the first's is the base
+ * image), so checkpoints are a tree of backing chains and the writable disk is one more leaf, on the
+ * layer of the current checkpoint. **A file QEMU has open is never renamed**: QEMU reopens images
+ * by path (a checkpoint makes the old disk read-only, and that reopen goes through its path), so a
+ * layer stays where it was written and only the index says which file is which.
  *
- *  - create: disk.qcow2 is renamed into the new checkpoint's folder (frozen: nothing writes it
- *    again) and a fresh, empty disk.next.qcow2 made beforehand on top of it is renamed to
- *    disk.qcow2. A running VM is paused for this: its worker renames the files and moves QEMU onto
- *    the new overlay with QMP `blockdev-snapshot-sync` (mode `existing`; QEMU keeps the old file
- *    open by fd, so the renames under it are safe), writes the memory state with `migrate` to
- *    `exec:cat > memory.state.partial` (the same stream `save` writes), then `cont`s. The guest is
- *    paused for the migration: about the time of a save (~1 s for a 512 MiB guest under TCG),
- *    recorded per checkpoint as `pausedMs`. A saved VM's checkpoint hard-links saved.state.
- *  - apply: disk.qcow2 is replaced (rename) by a fresh overlay on the checkpoint's layer, so the
- *    disk reads exactly as it did; a checkpoint with memory hard-links its memory.state as
- *    saved.state (and its epoch as saved.epoch), and a running one is then restored like a saved VM.
- *    Applying never changes a layer, so a checkpoint can be applied any number of times; taking one
- *    after applying an older one makes a branch.
+ *  - create: the writable disk becomes the checkpoint's layer as it lies, and a new empty overlay
+ *    on it (layers/<new>.qcow2, made as .partial and renamed) becomes the writable disk. For a
+ *    running VM its worker stops the vCPUs, moves QEMU onto the new overlay with QMP
+ *    `blockdev-snapshot-sync` (mode `existing`), writes the memory state with `migrate` to
+ *    `exec:cat > memory.state.partial` (the stream `save` writes; fsynced, renamed), and `cont`s.
+ *    The guest is paused for the migration: about a save's time (~1 s for a 512 MiB guest under
+ *    TCG), recorded per checkpoint as `pausedMs`. A saved VM's checkpoint hard-links saved.state.
+ *  - apply: a new empty overlay on the checkpoint's layer becomes the writable disk (the old one is
+ *    deleted), so the disk reads exactly as it did; a checkpoint with memory hard-links its
+ *    memory.state as saved.state (its epoch as saved.epoch), and a running one is restored like a
+ *    saved VM. Applying never writes a layer, so a checkpoint applies any number of times; one
+ *    taken after applying an older one is a branch.
  *  - delete: the memory state goes at once. The layer goes when nothing sits on it; with one thing
- *    on it (a child's layer, or disk.qcow2) that layer is committed into it (`qemu-img commit -d`,
- *    which copies only the child's own data) and it is renamed into the child's place; with two or
- *    more it is kept, hidden, until one goes. A running QEMU has the current chain open, so layers
- *    in it are merged only once the VM is not running (the next checkpoint operation or listing
- *    then does it).
+ *    on it (a child's layer, or the writable disk) that one is committed into it (`qemu-img commit
+ *    -d`: copies only the child's own data) and the layer is renamed into the child's place; with
+ *    two or more it is kept, hidden, until one goes. A running QEMU has the current chain open, so
+ *    its layers are merged only once the VM is not running (the next checkpoint operation or list).
  *
- * Crash safety: an operation writes its intent (`pending`) to the index before its first file
- * change and clears it with its last; every step is a rename or makes a file nothing refers to yet.
- * `recover` reads the intent and finishes or undoes it from what the files say, so after a kill at
- * any point the VM boots and every listed checkpoint applies. One window is not covered: a worker
- * killed between its rename of disk.qcow2 and QMP's switch (microseconds, guest paused) leaves
- * QEMU writing into the new checkpoint's layer.
+ * Crash safety: an operation records its intent (`pending`, with the new disk's name) in the index
+ * before its first file change and clears it with its last; each step is a rename or makes a file
+ * nothing refers to yet. `recover` finishes or undoes it: a create is finished when its new disk
+ * exists, unless a running QEMU says it still writes the old one (`worker.activeDisk`); an apply
+ * is finished. Files the index does not name are removed. So after a kill at any point the VM
+ * boots and every listed checkpoint applies.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -47,9 +48,10 @@ import * as path from 'node:path';
 import { writeFileAtomic, writeJsonAtomic } from '../common/atomicWrite';
 import { ErrorCode, SandboxError } from '../common/errors';
 import { VM_FILES } from '../common/paths';
+import { activeDisk } from '../common/activeDisk';
 import { EMPTY_INDEX, nextReclaim, parseIndex, withoutNode, type CheckpointIndex, type CheckpointNode } from './checkpointTree';
 
-export const CHECKPOINT_FILES = { layer: 'disk.qcow2', memory: 'memory.state', epoch: 'epoch' } as const;
+export const CHECKPOINT_FILES = { memory: 'memory.state', epoch: 'epoch' } as const;
 
 export class CheckpointStore {
   constructor(
@@ -100,22 +102,33 @@ export class CheckpointStore {
     }
   }
 
-  /** Makes the checkpoint's folder and disk.next.qcow2, an empty overlay on the layer it will have (which need not exist yet). */
-  async prepare(id: string): Promise<void> {
-    await fs.mkdir(this.file('checkpoints'), { recursive: true, mode: 0o700 });
+  /** A fresh name for a disk under layers/ (relative to the VM's folder). */
+  newLayer(): string {
+    return `${VM_FILES.layers}/${randomBytes(8).toString('hex')}.qcow2`;
+  }
+
+  abs(relative: string): string {
+    return path.join(this.vmDir, relative);
+  }
+
+  /** The writable disk now (absolute). */
+  top(index: CheckpointIndex): string {
+    return this.abs(index.top ?? VM_FILES.disk);
+  }
+
+  /** Makes the checkpoint's folder (for its memory state). */
+  async makeFolder(id: string): Promise<void> {
     await fs.mkdir(this.folder(id), { recursive: true, mode: 0o700 });
-    await this.overlayOn(this.path(id, 'layer'));
   }
 
-  private async overlayOn(backing: string): Promise<void> {
-    await fs.rm(this.file('nextDisk'), { force: true });
-    await this.img(['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', backing, '-u', this.file('nextDisk'), `${this.diskGiB}G`]);
-  }
-
-  /** A VM without QEMU: disk.qcow2 becomes the layer of `id`, disk.next.qcow2 the disk. */
-  async freeze(id: string): Promise<void> {
-    await fs.rename(this.file('disk'), this.path(id, 'layer'));
-    await fs.rename(this.file('nextDisk'), this.file('disk'));
+  /** Makes `relative` an empty overlay on `backing` (absolute), complete or not at all. Idempotent. */
+  async overlay(relative: string, backing: string): Promise<void> {
+    if (existsSync(this.abs(relative))) return;
+    await fs.mkdir(this.file('layers'), { recursive: true, mode: 0o700 });
+    const partial = this.abs(relative) + '.partial';
+    await fs.rm(partial, { force: true });
+    await this.img(['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', backing, '-u', partial, `${this.diskGiB}G`]);
+    await fs.rename(partial, this.abs(relative));
   }
 
   /** A saved VM's checkpoint shares its saved state (hard links: no copy). */
@@ -124,12 +137,14 @@ export class CheckpointStore {
     if (existsSync(this.file('savedEpoch'))) await fs.copyFile(this.file('savedEpoch'), this.path(id, 'epoch'));
   }
 
-  /** apply's files: disk.qcow2 becomes an empty overlay on the layer of `node`; its memory state becomes saved.state. Idempotent. */
-  async switchTo(node: CheckpointNode): Promise<void> {
+  /**
+   * apply's files, once its intent is recorded: `top` (a new overlay on the layer of `node`) made,
+   * the saved state replaced by the checkpoint's. Idempotent. The index is the caller's.
+   */
+  async switchTo(node: CheckpointNode, top: string): Promise<void> {
     await fs.rm(this.file('savedState'), { force: true });
     await fs.rm(this.file('savedEpoch'), { force: true });
-    await this.overlayOn(this.path(node.id, 'layer'));
-    await fs.rename(this.file('nextDisk'), this.file('disk'));
+    await this.overlay(top, this.abs(node.layer));
     if (node.memory) {
       if (existsSync(this.path(node.id, 'epoch'))) await writeFileAtomic(this.file('savedEpoch'), await fs.readFile(this.path(node.id, 'epoch')));
       await linkOver(this.path(node.id, 'memory'), this.file('savedState'));
@@ -141,50 +156,53 @@ export class CheckpointStore {
    * and reclaims what deleted checkpoints no longer need. `vmActive`: QEMU runs on the disk.
    * Call it with the VM's queue held and no worker operation under way.
    */
-  async recover(vmActive: boolean): Promise<CheckpointIndex> {
+  async recover(vmActive: boolean, qemuDisk?: () => Promise<string | undefined>): Promise<CheckpointIndex> {
     let index = await this.read();
     const p = index.pending;
     if (p?.op === 'create') {
       const n = p.node;
-      if (!existsSync(this.path(n.id, 'layer'))) {
+      const running = vmActive && qemuDisk ? await qemuDisk().catch(() => undefined) : undefined;
+      const moved = existsSync(this.abs(p.top)) && (running === undefined || running === this.abs(p.top));
+      if (!moved) {
         this.log(`checkpoint ${n.id}: the create was cut short before the disk moved; undone`);
-        await fs.rm(this.file('nextDisk'), { force: true });
+        await fs.rm(this.abs(p.top), { force: true });
+        await fs.rm(this.abs(p.top) + '.partial', { force: true });
         await fs.rm(this.folder(n.id), { recursive: true, force: true });
+        index = { ...index, pending: undefined };
       } else {
-        if (!existsSync(this.file('disk'))) await fs.rename(this.file('nextDisk'), this.file('disk'));
-        await fs.rm(this.file('nextDisk'), { force: true });
         const node = { ...n };
         if (n.memory && !existsSync(this.path(n.id, 'memory'))) {
-          Object.assign(node, { memory: false, state: 'stopped', note: 'the running state was not written (cut short); applying it gives the disk only' });
+          Object.assign(node, { memory: false, state: 'stopped', note: 'its running state was not written (cut short): it holds the disk only' });
           await fs.rm(this.path(n.id, 'memory') + '.partial', { force: true });
         }
-        this.log(`checkpoint ${n.id}: the create was cut short after the disk moved; completed${node.note ? ' with the disk only' : ''}`);
-        index = { ...index, current: n.id, nodes: [...index.nodes, node] };
+        this.log(`checkpoint ${n.id}: the create was cut short after the disk moved; completed${node.memory ? '' : ' with the disk only'}`);
+        index = { ...index, current: n.id, top: p.top, nodes: [...index.nodes, node], pending: undefined };
       }
-      index = { ...index, pending: undefined };
       await this.write(index);
     } else if (p?.op === 'apply') {
       const node = index.nodes.find((n) => n.id === p.id)!;
       this.log(`checkpoint ${p.id}: the apply was cut short; completing it`);
-      await this.switchTo(node);
-      index = { ...index, current: p.id, pending: undefined };
+      await this.switchTo(node, p.top);
+      index = { ...index, current: p.id, top: p.top, pending: undefined };
       await this.write(index);
     }
     await this.dropOrphans(index);
     return this.reclaim(index, vmActive);
   }
 
+  /** Removes checkpoint folders and layers the index does not name (left by a crash). */
   private async dropOrphans(index: CheckpointIndex): Promise<void> {
-    let names: string[];
-    try {
-      names = readdirSync(this.file('checkpoints'));
-    } catch {
-      return;
-    }
-    for (const name of names) {
-      if (index.nodes.some((n) => n.id === name)) continue;
-      this.log(`removing ${this.folder(name)}: no checkpoint refers to it`);
-      await fs.rm(this.folder(name), { recursive: true, force: true });
+    const ids = new Set(index.nodes.map((n) => n.id));
+    const disks = new Set([this.top(index), ...index.nodes.map((n) => this.abs(n.layer))]);
+    const orphans = [
+      ...readdir(this.file('checkpoints')).filter((f) => !ids.has(f)).map((f) => this.folder(f)),
+      ...readdir(this.file('layers')).map((f) => path.join(this.file('layers'), f)).filter((f) => !disks.has(f)),
+    ];
+    if (!disks.has(this.file('disk'))) orphans.push(this.file('disk'));
+    for (const f of orphans) {
+      if (!existsSync(f)) continue;
+      this.log(`removing ${f}: no checkpoint refers to it`);
+      await fs.rm(f, { recursive: true, force: true });
     }
   }
 
@@ -192,8 +210,9 @@ export class CheckpointStore {
   async reclaim(index: CheckpointIndex, vmActive: boolean): Promise<CheckpointIndex> {
     for (let step = nextReclaim(index, vmActive); step; step = nextReclaim(index, vmActive)) {
       if (step.kind === 'merge') {
-        const target = step.into === 'disk' ? this.file('disk') : this.path(step.into!, 'layer');
-        const layer = this.path(step.id, 'layer');
+        const node = index.nodes.find((n) => n.id === step.id)!;
+        const target = step.into === 'disk' ? this.top(index) : this.abs(index.nodes.find((n) => n.id === step.into)!.layer);
+        const layer = this.abs(node.layer);
         // Commit the one dependent's own data into this layer, which then takes its place: the
         // dependent reads the same, only its data moved. A crash before the rename leaves both
         // consistent (the dependent still overrides what it wrote); after it, only the index is left to do.
@@ -203,6 +222,7 @@ export class CheckpointStore {
         }
         this.log(`checkpoint ${step.id}: merged into ${step.into === 'disk' ? 'the disk' : `checkpoint ${step.into}`}`);
       } else {
+        await fs.rm(this.abs(index.nodes.find((n) => n.id === step.id)!.layer), { force: true });
         this.log(`checkpoint ${step.id}: removed`);
       }
       await fs.rm(this.folder(step.id), { recursive: true, force: true });
@@ -213,22 +233,15 @@ export class CheckpointStore {
   }
 
   /** Bytes the checkpoint takes on the host (allocated blocks of its layer and memory state). */
-  sizeOf(id: string): number {
-    let total = 0;
-    for (const f of ['layer', 'memory'] as const) {
-      try {
-        total += statSync(this.path(id, f)).blocks * 512;
-      } catch {
-        // absent
-      }
-    }
-    return total;
+  sizeOf(index: CheckpointIndex, id: string): number {
+    const node = index.nodes.find((n) => n.id === id);
+    return node ? blocks(this.abs(node.layer)) + blocks(this.path(id, 'memory')) : 0;
   }
 
   /** True when disk.qcow2 holds no data of its own (nothing written since it was put on its checkpoint). */
   diskUnchanged(): Promise<boolean> {
     return new Promise((resolve) =>
-      execFile(this.qemuImg, ['map', '--output=json', '-U', this.file('disk')], { timeout: 60_000, maxBuffer: 64 * 2 ** 20 }, (err, out) => {
+      execFile(this.qemuImg, ['map', '--output=json', '-U', activeDisk(this.vmDir)], { timeout: 60_000, maxBuffer: 64 * 2 ** 20 }, (err, out) => {
         if (err) return resolve(false);
         try {
           resolve(!(JSON.parse(out) as { depth: number }[]).some((e) => e.depth === 0));
@@ -256,6 +269,22 @@ export class CheckpointStore {
         reject(new SandboxError(ErrorCode.Internal, `qemu-img ${args[0]} failed: ${stderr.trim() || err.message}`));
       }),
     );
+  }
+}
+
+function blocks(file: string): number {
+  try {
+    return statSync(file).blocks * 512;
+  } catch {
+    return 0;
+  }
+}
+
+function readdir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
   }
 }
 

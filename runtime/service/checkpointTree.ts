@@ -3,6 +3,7 @@
  * checkpoint up, naming, the tree as shown, and which deleted layers can be reclaimed now. No file
  * is touched here (checkpointStore.ts does the files); tests in test/unit/checkpoint-tree.test.ts.
  */
+import { LAYER_PATH } from '../common/activeDisk';
 import { ErrorCode, SandboxError } from '../common/errors';
 
 /** What applying a checkpoint returns the VM to: the state it was in when the checkpoint was taken. */
@@ -12,6 +13,8 @@ export interface CheckpointNode {
   /** 8 hex digits; the checkpoint's folder is `checkpoints/<id>`. */
   id: string;
   name: string;
+  /** Its frozen disk layer, relative to the VM's folder (what the disk was when it was taken; never written again). */
+  layer: string;
   /** The checkpoint whose layer this one's layer sits on; undefined: the base image. */
   parent?: string;
   createdAt: string;
@@ -29,12 +32,14 @@ export interface CheckpointNode {
 }
 
 /** An operation under way: recorded before its first file changes, cleared with its last (recovery reads it). */
-export type PendingOp = { op: 'create'; node: CheckpointNode } | { op: 'apply'; id: string };
+export type PendingOp = { op: 'create'; node: CheckpointNode; top: string } | { op: 'apply'; id: string; top: string };
 
 export interface CheckpointIndex {
   version: 1;
-  /** The checkpoint the VM's disk.qcow2 sits on (the VM's position in the tree); undefined: the base image. */
+  /** The checkpoint the VM's writable disk sits on (the VM's position in the tree); undefined: the base image. */
   current?: string;
+  /** The writable disk, relative to the VM's folder; undefined: disk.qcow2 (no checkpoint yet). */
+  top?: string;
   nodes: CheckpointNode[];
   pending?: PendingOp;
 }
@@ -53,18 +58,21 @@ export function parseIndex(text: string): CheckpointIndex {
   if (ids.size !== nodes.length) throw new Error('duplicate checkpoint ids');
   for (const n of nodes) if (n.parent !== undefined && !ids.has(n.parent)) throw new Error(`checkpoint ${n.id} has an unknown parent ${n.parent}`);
   if (raw.current !== undefined && !ids.has(raw.current)) throw new Error(`the current checkpoint ${raw.current} is unknown`);
+  if (raw.top !== undefined && !LAYER_PATH.test(raw.top)) throw new Error('malformed top layer');
   let pending: PendingOp | undefined;
   const p = raw.pending as PendingOp | undefined;
-  if (p?.op === 'create') pending = { op: 'create', node: checkNode(p.node) };
-  else if (p?.op === 'apply' && ids.has(p.id)) pending = { op: 'apply', id: p.id };
+  if (p !== undefined && !LAYER_PATH.test(p.top)) throw new Error('malformed pending operation');
+  if (p?.op === 'create') pending = { op: 'create', node: checkNode(p.node), top: p.top };
+  else if (p?.op === 'apply' && ids.has(p.id)) pending = { op: 'apply', id: p.id, top: p.top };
   else if (p !== undefined) throw new Error('malformed pending operation');
-  return { version: 1, current: raw.current, nodes, pending };
+  return { version: 1, current: raw.current, top: raw.top, nodes, pending };
 }
 
 function checkNode(n: CheckpointNode): CheckpointNode {
   if (!n || !ID.test(n.id) || typeof n.name !== 'string' || !STATES.includes(n.state) || typeof n.memory !== 'boolean' || typeof n.createdAt !== 'string') {
     throw new Error(`malformed checkpoint ${JSON.stringify(n)?.slice(0, 100)}`);
   }
+  if (typeof n.layer !== 'string' || !LAYER_PATH.test(n.layer)) throw new Error(`malformed layer of checkpoint ${n.id}`);
   if (n.parent !== undefined && !ID.test(n.parent)) throw new Error(`malformed parent of checkpoint ${n.id}`);
   return n;
 }
@@ -109,7 +117,7 @@ export function resolve(index: CheckpointIndex, vm: string, ref: unknown): Check
   return found;
 }
 
-/** What sits on the layer of `id`: its child checkpoints, and `'disk'` when the VM's own disk does. */
+/** What sits on the layer of `id`: its child checkpoints, and `'disk'` when the VM's writable disk does. */
 export function dependents(index: CheckpointIndex, id: string): string[] {
   const deps: string[] = index.nodes.filter((n) => n.parent === id).map((n) => n.id);
   if (index.current === id) deps.push('disk');

@@ -12,6 +12,7 @@ import type { VmConfig } from '../common/config';
 import { ErrorCode, SandboxError } from '../common/errors';
 import { wrongStateMessage } from '../common/stateMessages';
 import type { VmInfo, VmState } from '../common/status';
+import { VM_FILES } from '../common/paths';
 import { locateQemu } from '../qemu/locate';
 import { CheckpointStore } from './checkpointStore';
 import {
@@ -102,7 +103,13 @@ export class Checkpoints {
     const store = await this.store(name);
     const worker = this.host.worker(name);
     if (worker) await worker.call('worker.idle').catch(() => undefined);
-    return { store, index: await store.recover(this.active(name)) };
+    return { store, index: await store.recover(this.active(name), () => this.qemuDisk(name)) };
+  }
+
+  /** The file the VM's running QEMU writes, as QEMU says; undefined when it does not run or answer. */
+  private async qemuDisk(name: string): Promise<string | undefined> {
+    const worker = this.host.worker(name);
+    return worker ? worker.call<string>('worker.activeDisk') : undefined;
   }
 
   /** Recovers a VM's checkpoint index at service start (queued). Logs, never throws. */
@@ -117,8 +124,8 @@ export class Checkpoints {
   list(name: string): Promise<CheckpointList> {
     return this.host.queue(name, async () => {
       const { store, index } = await this.recovered(name);
-      const tree = view(index, (id) => store.sizeOf(id));
-      const totalBytes = index.nodes.reduce((sum, n) => sum + store.sizeOf(n.id), 0);
+      const tree = view(index, (id) => store.sizeOf(index, id));
+      const totalBytes = totalBytes_(store, index);
       const position = tree.length ? findCurrent(tree)?.id : undefined;
       return { vm: name, state: this.host.state(name), position, tree, totalBytes };
     });
@@ -144,35 +151,35 @@ export class Checkpoints {
     const memory = state !== 'stopped';
     if (state === 'running' || state === 'paused') await store.requireFree(this.host.config(name).memoryMiB * 2 ** 20 + MEMORY_HEADROOM, `checkpointing ${name}'s running state`);
     const id = store.newId(index);
-    const node: CheckpointNode = { id, name: chosen, parent: index.current, createdAt: new Date().toISOString(), state, memory, undo: undo || undefined };
-    await store.write({ ...index, pending: { op: 'create', node } });
+    const node: CheckpointNode = { id, name: chosen, layer: index.top ?? VM_FILES.disk, parent: index.current, createdAt: new Date().toISOString(), state, memory, undo: undo || undefined };
+    const top = store.newLayer();
+    await store.write({ ...index, pending: { op: 'create', node, top } });
     let pausedMs: number | undefined;
     try {
-      await store.prepare(id);
+      await store.makeFolder(id);
+      await store.overlay(top, store.top(index));
       if (state === 'running' || state === 'paused') {
         const r = await this.host.worker(name)!.call<{ pausedMs: number }>('worker.checkpoint', {
-          layer: store.path(id, 'layer'),
-          next: store.file('nextDisk'),
+          top: store.abs(top),
           memory: store.path(id, 'memory'),
           epochFile: store.path(id, 'epoch'),
         });
         pausedMs = r.pausedMs;
         node.pausedMs = pausedMs;
-      } else {
-        await store.freeze(id);
-        if (state === 'saved') await store.keepSavedState(id);
+      } else if (state === 'saved') {
+        await store.keepSavedState(id);
       }
-      await store.write({ ...index, current: id, nodes: [...index.nodes, node], pending: undefined });
+      await store.write({ ...index, current: id, top, nodes: [...index.nodes, node], pending: undefined });
     } catch (err) {
-      // Finish or undo from what the files say (the disk may have moved already).
-      const after = await store.recover(this.active(name)).catch(() => undefined);
+      // Finish or undo from what the files and QEMU say (the disk may have moved already).
+      const after = await store.recover(this.active(name), () => this.qemuDisk(name)).catch(() => undefined);
       const kept = after?.nodes.find((n) => n.id === id);
       this.host.log(`${name}: checkpoint ${id} failed (${(err as Error).message}); ${kept ? `kept with ${kept.memory ? 'its state' : 'the disk only'}` : 'nothing changed'}`);
       if (kept) throw new SandboxError((err as SandboxError).code ?? ErrorCode.Internal, `${(err as Error).message}; the checkpoint ${JSON.stringify(chosen)} was kept with the disk only`);
       throw err;
     }
     this.host.log(`${name}: checkpoint ${id} ${JSON.stringify(chosen)} of the ${state} VM${pausedMs !== undefined ? `, guest paused ${pausedMs} ms` : ''}`);
-    return { id, name: chosen, state, pausedMs, sizeBytes: store.sizeOf(id), elapsedMs: Date.now() - t0 };
+    return { id, name: chosen, state, pausedMs, sizeBytes: store.sizeOf({ ...index, nodes: [node] }, id), elapsedMs: Date.now() - t0 };
   }
 
   /**
@@ -196,10 +203,13 @@ export class Checkpoints {
         index = await store.read();
       }
       if (this.active(name)) await this.host.turnOff(name);
-      await store.write({ ...index, pending: { op: 'apply', id: target.id } });
-      await store.switchTo(target);
-      index = { ...index, current: target.id, pending: undefined };
+      const top = store.newLayer();
+      await store.write({ ...index, pending: { op: 'apply', id: target.id, top } });
+      await store.switchTo(target, top);
+      const old = store.top(index);
+      index = { ...index, current: target.id, top, pending: undefined };
       await store.write(index);
+      await fs.rm(old, { force: true });
       await store.reclaim(index, false);
       this.host.log(`${name}: applied checkpoint ${target.id} ${JSON.stringify(target.name)} (${target.state})`);
       if (target.state === 'running' || target.state === 'paused') {
@@ -219,7 +229,7 @@ export class Checkpoints {
       requireFreeName(index, name, chosen, node.id);
       const next = { ...index, nodes: index.nodes.map((n) => (n.id === node.id ? { ...n, name: chosen } : n)) };
       await store.write(next);
-      return find(view(next, (id) => store.sizeOf(id)), node.id)!;
+      return find(view(next, (id) => store.sizeOf(next, id)), node.id)!;
     });
   }
 
@@ -238,13 +248,13 @@ export class Checkpoints {
   }
 
   private async remove(name: string, store: CheckpointStore, index: CheckpointIndex, node: CheckpointNode): Promise<number> {
-    const before = totalBytes(store, index);
+    const before = totalBytes_(store, index);
     const next = { ...index, nodes: index.nodes.map((n) => (n.id === node.id ? { ...n, deleted: true, memory: false } : n)) };
     await store.write(next);
     for (const f of ['memory', 'epoch'] as const) await fs.rm(store.path(node.id, f), { force: true });
     const after = await store.reclaim(next, this.active(name));
     this.host.log(`${name}: deleted checkpoint ${node.id} ${JSON.stringify(node.name)}`);
-    return Math.max(0, before - totalBytes(store, after));
+    return Math.max(0, before - totalBytes_(store, after));
   }
 
   /** Undo points beyond `UNDO_KEEP`, oldest first, are deleted (never `justMade`). */
@@ -272,8 +282,9 @@ export class Checkpoints {
 /** How many undo points a VM keeps (the oldest go first). */
 export const UNDO_KEEP = 5;
 
-function totalBytes(store: CheckpointStore, index: CheckpointIndex): number {
-  return index.nodes.reduce((sum, n) => sum + store.sizeOf(n.id), 0);
+/** Bytes of every checkpoint's files (deleted ones still kept included). */
+function totalBytes_(store: CheckpointStore, index: CheckpointIndex): number {
+  return index.nodes.reduce((sum, n) => sum + store.sizeOf(index, n.id), 0);
 }
 
 function find(tree: CheckpointView[], id: string): CheckpointView | undefined {

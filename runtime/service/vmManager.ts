@@ -18,6 +18,7 @@ import { wrongStateMessage } from '../common/stateMessages';
 import { writeJsonAtomic } from '../common/atomicWrite';
 import { validateVmName } from '../common/names';
 import { RUNNING_VM_FILES, VM_FILES, vmsDir } from '../common/paths';
+import { activeDisk } from '../common/activeDisk';
 import type { VmInfo, VmState, WorkerRecord, WorkerStatus } from '../common/status';
 import { locateQemu } from '../qemu/locate';
 import { SequencerByKey } from './sequencer';
@@ -154,7 +155,7 @@ export class VmManager {
       const record = readWorkerRecord(this.dir(name));
       if (!existsSync(this.file(name, 'worker'))) return; // the worker exited cleanly
       const sockets = existsSync(this.file(name, 'agentSocket')) && existsSync(this.file(name, 'qmpSocket'));
-      if (record && sockets && isProcessOf(record.qemuPid, [this.file(name, 'disk')])) {
+      if (record && sockets && isProcessOf(record.qemuPid, [this.file(name, 'consoleLog')])) {
         entry.transient = 'starting';
         this.publish(name);
         try {
@@ -174,7 +175,7 @@ export class VmManager {
 
   /** Stops the QEMU of a worker that is gone, if it is still ours, and says what happened. */
   private reapDeadWorker(name: string, entry: Entry, record: WorkerRecord | undefined): void {
-    if (record && killIfProcessOf(record.qemuPid, [this.file(name, 'disk')])) {
+    if (record && killIfProcessOf(record.qemuPid, [this.file(name, 'consoleLog')])) {
       this.log(`${name}: killed QEMU ${record.qemuPid}, orphaned by its worker`);
     }
     entry.lastError = {
@@ -234,7 +235,7 @@ export class VmManager {
       runtime,
       paths: {
         dir: this.dir(name),
-        disk: this.file(name, 'disk'),
+        disk: activeDisk(this.dir(name)),
         consoleLog: this.file(name, 'consoleLog'),
         workerLog: this.file(name, 'workerLog'),
         savedState: state === 'saved' ? this.file(name, 'savedState') : undefined,
@@ -449,7 +450,7 @@ export class VmManager {
   /** Kills the QEMU that worker.json names (if it still is this VM's) and removes the worker's files. */
   private killRecordedQemu(name: string): void {
     const record = readWorkerRecord(this.dir(name));
-    if (record && killIfProcessOf(record.qemuPid, [this.file(name, 'disk')])) this.log(`${name}: killed QEMU ${record.qemuPid}`);
+    if (record && killIfProcessOf(record.qemuPid, [this.file(name, 'consoleLog')])) this.log(`${name}: killed QEMU ${record.qemuPid}`);
     for (const f of RUNNING_VM_FILES) rmSync(this.file(name, f), { force: true });
   }
 

@@ -16,6 +16,7 @@ import type { Socket } from 'node:net';
 import type { VmConfig } from '../common/config';
 import { ErrorCode, SandboxError } from '../common/errors';
 import { VM_FILES } from '../common/paths';
+import { activeDisk } from '../common/activeDisk';
 import type { VmState, WorkerStatus } from '../common/status';
 import type { AccelChoice } from '../accel/probe';
 import { buildQemuArgv, shellQuote } from '../qemu/argv';
@@ -140,7 +141,7 @@ export class VmRunner {
       memoryMiB: this.config.memoryMiB,
       kernel: this.config.image.kernel,
       initrd: this.config.image.initrd,
-      disk: this.file('disk'),
+      disk: activeDisk(this.dir),
       consoleLog: this.file('consoleLog'),
       hostname: this.config.name,
       network: this.config.network,
@@ -322,15 +323,14 @@ export class VmRunner {
   }
 
   /**
-   * A running checkpoint (service/checkpointStore.ts has the design): with the vCPUs stopped,
-   * disk.qcow2 is renamed to `layer` and `next` (an empty overlay on `layer`, made by the service)
-   * to disk.qcow2, QEMU is moved onto it (blockdev-snapshot-sync, mode existing: QEMU keeps the
-   * old file open by fd), and the memory state is migrated to `memory` (written as .partial,
-   * fsynced, renamed). Then the VM goes on as it was (running, or paused). On a failure before the
-   * disk moved, nothing changed; after it, the disk stays moved (the service keeps the checkpoint
-   * with the disk only) and the error is thrown once the VM runs again.
+   * A running checkpoint (service/checkpointStore.ts has the design): with the vCPUs stopped, QEMU
+   * moves onto `top` (an empty overlay on the disk it writes now, made by the service) with
+   * blockdev-snapshot-sync, mode existing, and the memory state is migrated to `memory` (written
+   * as .partial, fsynced, renamed). Then the VM goes on as it was (running, or paused). A failure
+   * before the switch changes nothing; after it, the error is thrown once the VM runs again (the
+   * service then keeps the checkpoint with the disk only).
    */
-  checkpoint(p: { layer: string; next: string; memory: string; epochFile: string }): Promise<{ pausedMs: number; epoch?: string }> {
+  checkpoint(p: { top: string; memory: string; epochFile: string }): Promise<{ pausedMs: number; epoch?: string }> {
     const op = this.takeCheckpoint(p);
     this.checkpointing = op.catch(() => undefined);
     return op;
@@ -341,34 +341,30 @@ export class VmRunner {
     await this.checkpointing;
   }
 
-  private async takeCheckpoint(p: { layer: string; next: string; memory: string; epochFile: string }): Promise<{ pausedMs: number; epoch?: string }> {
+  /** The file QEMU writes the disk to now (query-block). */
+  async activeDisk(): Promise<string | undefined> {
+    const blocks = await this.qmp!.execute<{ device: string; inserted?: { file: string } }[]>('query-block');
+    return blocks.find((b) => b.device === 'root')?.inserted?.file;
+  }
+
+  private async takeCheckpoint(p: { top: string; memory: string; epochFile: string }): Promise<{ pausedMs: number; epoch?: string }> {
     this.requireState(['running', 'paused'], 'checkpoint');
     const wasPaused = this.state === 'paused';
-    const disk = this.file('disk');
     const partial = p.memory + '.partial';
     const t0 = Date.now();
     if (!wasPaused) await this.qmp!.execute('stop');
     let failure: unknown;
     try {
-      await fs.rename(disk, p.layer);
-      try {
-        await fs.rename(p.next, disk);
-        await this.qmp!.execute('blockdev-snapshot-sync', { device: 'root', 'snapshot-file': disk, format: 'qcow2', mode: 'existing' });
-      } catch (err) {
-        // QEMU still writes the old file: put the names back as they were.
-        if (!(await exists(p.next))) await fs.rename(disk, p.next).catch(() => undefined);
-        await fs.rename(p.layer, disk);
-        throw err;
-      }
-      try {
-        await this.migrateTo(partial);
-      } catch (err) {
-        failure = err;
-        await fs.rm(partial, { force: true });
-      }
+      await this.qmp!.execute('blockdev-snapshot-sync', { device: 'root', 'snapshot-file': p.top, format: 'qcow2', mode: 'existing' });
     } catch (err) {
       if (!wasPaused) await this.qmp!.execute('cont').catch(() => undefined);
       throw err;
+    }
+    try {
+      await this.migrateTo(partial);
+    } catch (err) {
+      failure = err;
+      await fs.rm(partial, { force: true });
     }
     // After a migration QEMU has let go of its images; `cont` takes them back (a paused VM's later `resume` does).
     if (!wasPaused) {
@@ -390,7 +386,8 @@ export class VmRunner {
 
   /** Writes the (stopped) VM's state to `file` with QEMU's migration stream; ENOSPC and the like throw. */
   private async migrateTo(file: string): Promise<void> {
-    await this.qmp!.execute('migrate', { uri: `exec:cat > ${shellQuote(file)}` });
+    // Guest memory: readable by the owner only.
+    await this.qmp!.execute('migrate', { uri: `exec:umask 077 && cat > ${shellQuote(file)}` });
     for (;;) {
       const m = await this.qmp!.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
       if (m.status === 'completed') return;
@@ -487,13 +484,6 @@ async function readSavedEpoch(file: string): Promise<string | undefined> {
   } catch {
     return undefined;
   }
-}
-
-async function exists(file: string): Promise<boolean> {
-  return fs.access(file).then(
-    () => true,
-    () => false,
-  );
 }
 
 /** Resolves once `pid` is gone (an adopted QEMU is not our child: no exit event). */
