@@ -3,9 +3,10 @@
  * rename, delete, and undo points. Each runs in its VM's queue; the files are checkpointStore.ts's
  * (which has the storage design), the tree logic checkpointTree.ts's.
  *
- * Allowed states: create in running, paused, saved and stopped; apply, delete and rename in the
- * same (a running VM is turned off by apply, after its state was checkpointed unless
- * `discardCurrent`); list in any.
+ * Allowed states: create, apply and delete in running, paused, saved and stopped, checked when
+ * asked (a VM starting, stopping or saving is refused at once, not waited for) and again in the
+ * queue; apply turns a running VM off after its state was checkpointed unless `discardCurrent`.
+ * list and rename in any state.
  */
 import { promises as fs } from 'node:fs';
 import type { VmConfig } from '../common/config';
@@ -132,6 +133,7 @@ export class Checkpoints {
   }
 
   create(name: string, checkpointName?: string, undo = false): Promise<CreatedCheckpoint> {
+    this.requireState(name, 'checkpoint');
     return this.host.queue(name, async () => {
       this.requireState(name, 'checkpoint');
       const created = await this.take(name, checkpointName, undo);
@@ -189,6 +191,7 @@ export class Checkpoints {
    * it is a stopped VM whose disk has not changed since it was put on its checkpoint.
    */
   apply(name: string, ref: string, discardCurrent = false): Promise<AppliedCheckpoint> {
+    this.requireState(name, 'apply a checkpoint to');
     return this.host.queue(name, async () => {
       const t0 = Date.now();
       const state = this.requireState(name, 'apply a checkpoint to');
@@ -239,6 +242,7 @@ export class Checkpoints {
    * Returns the bytes freed now.
    */
   delete(name: string, ref: string): Promise<{ id: string; name: string; reclaimedBytes: number }> {
+    this.requireState(name, 'delete a checkpoint of');
     return this.host.queue(name, async () => {
       this.requireState(name, 'delete a checkpoint of');
       const { store, index } = await this.recovered(name);

@@ -73,7 +73,10 @@ export class VmManager {
     },
     dir: (name) => this.dir(name),
     config: (name) => this.entry(name).config,
-    state: (name) => this.stateOf(name),
+    state: (name) => {
+      this.entry(name);
+      return this.stateOf(name);
+    },
     worker: (name) => this.workerOf(name),
     turnOff: async (name) => {
       await this.halt(name, this.entry(name), true);
