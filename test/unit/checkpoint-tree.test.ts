@@ -47,7 +47,7 @@ test('parseIndex round-trips a valid index and rejects damaged ones', () => {
     ['bad state', { ...idx, current: undefined, nodes: [node(A, undefined, { state: 'weird' as never })] }],
     ['bad pending', { ...idx, pending: { op: 'apply', id: 'eeeeeeee', top: 'disk.qcow2' } }],
   ];
-  for (const [what, value] of bad) assert.throws(() => parseIndex(JSON.stringify(value)), undefined, what);
+  for (const [what, value] of bad) assert.throws(() => parseIndex(JSON.stringify(value)), Error, what);
 });
 
 test('resolve finds a checkpoint by name first, then by id; unknown and deleted ones are refused with the way to list', () => {

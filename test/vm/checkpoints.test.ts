@@ -109,7 +109,14 @@ describe('vm: checkpoints', { timeout: 3_600_000 }, () => {
       const sessions = await again.attach(VM);
       let out = '';
       let exit: number | null | undefined;
-      const events: SessionEvents = { onData: (_s, d) => (out += d.toString()), onExit: (r) => (exit = r.code) };
+      const events: SessionEvents = {
+        onData: (_s, d) => {
+          out += d.toString();
+        },
+        onExit: (r) => {
+          exit = r.code;
+        },
+      };
       const { session } = await sessions.attach(sessionId!, events, { stdout: 0, stderr: 0 });
       await session.write('hello\n');
       await waitFor('the session to answer', () => exit !== undefined, 60_000);
