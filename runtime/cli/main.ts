@@ -41,7 +41,7 @@ const COMMANDS: Record<string, Command> = {
   info: { run: inspect.info, usage: 'info <name> [--json]', options: { json: { type: 'boolean' } } },
   stats: { run: stats, usage: 'stats <name> [--json] [--count N]   live CPU, memory and disk figures, one line a second', options: { json: { type: 'boolean' }, count: { type: 'string' } } },
   logs: { run: inspect.logs, usage: 'logs <name> [-f]        the serial console log', options: { follow: { type: 'boolean', short: 'f' } } },
-  exec: { run: boundedByTimeout(sessions.exec), usage: 'exec <name> [--cwd DIR] [--env K=V] [--timeout 30s] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true }, timeout: { type: 'string' } }, command: true, maxArgs: Infinity },
+  exec: { run: boundedByTimeout(sessions.exec), usage: 'exec <name> [--cwd DIR] [--env K=V] [--timeout 30s] [--undo-point] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true }, timeout: { type: 'string' }, 'undo-point': { type: 'boolean' } }, command: true, maxArgs: Infinity },
   cp: { run: copy, usage: 'cp [-r] <src> <dst> [-q]  copy a file (-r: a folder); one side is <vm>:<path>', options: { quiet: { type: 'boolean', short: 'q' }, recursive: { type: 'boolean', short: 'r' } }, maxArgs: 2 },
   attach: { run: sessions.attach, usage: 'attach <name> <id>      pick up a session a save cut off or a detach (Ctrl-C twice) left', maxArgs: 2 },
   shell: { run: sessions.shell, usage: 'shell <name> [-- <program> [args...]]   an interactive terminal', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } }, command: true },
