@@ -7,6 +7,7 @@
  */
 import * as agent from './agent';
 import * as boot from './boot';
+import * as checkpoints from './checkpoints';
 import * as extension from './extension';
 import { cleanupAll, installSignalHandlers } from './lib/cleanup';
 import type { BenchModule, BenchOptions } from './lib/options';
@@ -16,6 +17,7 @@ const BENCHMARKS: Record<string, BenchModule> = {
   boot,
   agent,
   extension,
+  checkpoints,
 };
 
 const DEFAULT_RUNS = 5;
