@@ -113,6 +113,11 @@ export class Checkpoints {
     return worker ? worker.call<string>('worker.activeDisk') : undefined;
   }
 
+  /** Before a boot or restore (inside the VM's queue; no QEMU runs): settles an operation a crash cut short, so QEMU opens the right disk. */
+  async recoverBeforeBoot(name: string): Promise<void> {
+    await (await this.store(name)).recover(false);
+  }
+
   /** Recovers a VM's checkpoint index at service start (queued). Logs, never throws. */
   recoverAtLoad(name: string): Promise<void> {
     return this.host
@@ -173,8 +178,11 @@ export class Checkpoints {
       }
       await store.write({ ...index, current: id, top, nodes: [...index.nodes, node], pending: undefined });
     } catch (err) {
-      // Finish or undo from what the files and QEMU say (the disk may have moved already).
-      const after = await store.recover(this.active(name), () => this.qemuDisk(name)).catch(() => undefined);
+      // Finish or undo from what the files and QEMU say (the disk may have moved already). A
+      // worker that died leaves a QEMU that only its successor can ask: the intent stays for the
+      // next operation (or start) to settle.
+      const workerLost = (state === 'running' || state === 'paused') && !this.active(name);
+      const after = workerLost ? undefined : await store.recover(this.active(name), () => this.qemuDisk(name)).catch(() => undefined);
       const kept = after?.nodes.find((n) => n.id === id);
       this.host.log(`${name}: checkpoint ${id} failed (${(err as Error).message}); ${kept ? `kept with ${kept.memory ? 'its state' : 'the disk only'}` : 'nothing changed'}`);
       if (kept) throw new SandboxError((err as SandboxError).code ?? ErrorCode.Internal, `${(err as Error).message}; the checkpoint ${JSON.stringify(chosen)} was kept with the disk only`);

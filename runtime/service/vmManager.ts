@@ -336,6 +336,7 @@ export class VmManager {
   /** start's body, within the VM's queue. */
   private async boot(name: string, e: Entry, progress: Progress, bootTimeoutMs?: number): Promise<VmInfo> {
     this.requireState(name, ['stopped', 'saved'], 'start');
+    if (existsSync(this.file(name, 'checkpointIndex'))) await this.checkpoints.recoverBeforeBoot(name);
     const restore = this.stateOf(name) === 'saved';
     e.lastError = undefined;
     e.transient = 'starting';
