@@ -298,6 +298,7 @@ export class VmRunner {
     try {
       if (quiesced) await this.agent!.quiesce(SAVE_QUIESCE_MS);
       await this.qmp!.execute('stop');
+      await this.leavePostmigrate();
       await this.qmp!.execute('migrate', { uri: `exec:cat > ${shellQuote(tmp)}` });
       for (;;) {
         const m = await this.qmp!.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
@@ -352,7 +353,8 @@ export class VmRunner {
     const wasPaused = this.state === 'paused';
     const partial = p.memory + '.partial';
     const t0 = Date.now();
-    if (!wasPaused) await this.qmp!.execute('stop');
+    if (wasPaused) await this.leavePostmigrate();
+    else await this.qmp!.execute('stop');
     let failure: unknown;
     try {
       await this.qmp!.execute('blockdev-snapshot-sync', { device: 'root', 'snapshot-file': p.top, format: 'qcow2', mode: 'existing' });
@@ -384,8 +386,21 @@ export class VmRunner {
     return { pausedMs, epoch };
   }
 
+  /**
+   * A paused VM checkpointed stays in QEMU's `postmigrate` state, from which QEMU refuses another
+   * migration (a save, a checkpoint): `cont` then `stop` first (the guest runs for a moment, and
+   * the state written is from after it).
+   */
+  private async leavePostmigrate(): Promise<void> {
+    const { status } = await this.qmp!.execute<{ status: string }>('query-status');
+    if (status !== 'postmigrate') return;
+    await this.qmp!.execute('cont');
+    await this.qmp!.execute('stop');
+  }
+
   /** Writes the (stopped) VM's state to `file` with QEMU's migration stream; ENOSPC and the like throw. */
   private async migrateTo(file: string): Promise<void> {
+    await this.leavePostmigrate();
     // Guest memory: readable by the owner only.
     await this.qmp!.execute('migrate', { uri: `exec:umask 077 && cat > ${shellQuote(file)}` });
     for (;;) {
