@@ -130,3 +130,18 @@ test('undoPointsToPrune keeps the newest N undo points and touches nothing else'
   assert.deepEqual(undoPointsToPrune(idx, 5), []);
   assert.deepEqual(undoPointsToPrune(idx, 0).map((n) => n.id), [A, C, D]);
 });
+
+test('the CLI tree marks the VM under the checkpoint it sits on, or at the top without one', async () => {
+  const { treeText } = await import('../../runtime/cli/commands/checkpoint');
+  const idx = tree();
+  const text = treeText({ vm: 'dev', state: 'running', position: C, tree: view(idx, () => 2 ** 20), totalBytes: 4 * 2 ** 20 });
+  const lines = text.split('\n');
+  assert.equal(lines[0], 'dev (running): 4 checkpoints, 4.0 MiB');
+  assert.match(lines[1], /^└─ n-aaaaaaaa {2}\(stopped, 1\.0 MiB, /);
+  assert.match(lines[2], /^ {3}├─ n-bbbbbbbb/);
+  assert.match(lines[3], /^ {3}│ {2}└─ n-cccccccc/);
+  assert.equal(lines[4], '   │     └─ ▶ now (running)');
+  assert.match(lines[5], /^ {3}└─ n-dddddddd/);
+  const none = treeText({ vm: 'dev', state: 'stopped', position: undefined, tree: [], totalBytes: 0 });
+  assert.equal(none, 'dev (stopped): 0 checkpoints, 0 B\n└─ ▶ now (stopped)');
+});
