@@ -18,11 +18,16 @@
  *
  *  - create: the writable disk becomes the checkpoint's layer as it lies, and a new empty overlay
  *    on it (layers/<new>.qcow2, made as .partial and renamed) becomes the writable disk. For a
- *    running VM its worker stops the vCPUs, moves QEMU onto the new overlay with QMP
- *    `blockdev-snapshot-sync` (mode `existing`), writes the memory state with `migrate` to
- *    `exec:cat > memory.state.partial` (the stream `save` writes; fsynced, renamed), and `cont`s.
- *    The guest is paused for the migration: about a save's time (~1 s for a 512 MiB guest under
- *    TCG), recorded per checkpoint as `pausedMs`. A saved VM's checkpoint hard-links saved.state.
+ *    running VM its worker writes the memory state with a pre-copy `migrate` to
+ *    `exec:cat > memory.state.partial` (the stream `save` writes; fsynced, renamed) while the
+ *    guest runs, with `pause-before-switchover`: QEMU stops the vCPUs for the last pass and waits,
+ *    the worker moves QEMU onto the new overlay (QMP `blockdev-snapshot-sync`, mode `existing`),
+ *    lets the migration finish and `cont`s. Disk and memory are of the same instant; the guest is
+ *    paused for the last pass only (~20-40 ms for an idle 512 MiB guest under TCG, where a save
+ *    pauses it ~1 s), recorded per checkpoint as `pausedMs` (QEMU's STOP to RESUME). A guest
+ *    whose copy does not converge within 5 s is stopped for the rest; a QEMU that refuses the
+ *    live way is checkpointed stopped throughout (and a paused VM always is). A saved VM's
+ *    checkpoint hard-links saved.state.
  *  - apply: a new empty overlay on the checkpoint's layer becomes the writable disk (the old one is
  *    deleted), so the disk reads exactly as it did; a checkpoint with memory hard-links its
  *    memory.state as saved.state (its epoch as saved.epoch), and a running one is restored like a

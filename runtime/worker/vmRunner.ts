@@ -43,6 +43,9 @@ interface QemuExit {
   signal: NodeJS.Signals | null;
 }
 
+/** How long a live checkpoint lets the guest run while its memory is copied before stopping it for the rest. */
+const LIVE_COPY_MS = 5000;
+
 /** How long a save waits for sessions' clients to acknowledge the output they were given. */
 const SAVE_QUIESCE_MS = 2000;
 
@@ -207,7 +210,15 @@ export class VmRunner {
     const qmpClosed = new Promise<void>((resolve) => this.qmp!.onClose(() => resolve()));
     this.exitPromise = qmpClosed.then(() => waitGone(qemuPid)).then(() => this.onQemuExit(null, null));
     await this.qmp!.ready;
-    const { status } = await this.qmp!.execute<{ status: string }>('query-status');
+    let { status } = await this.qmp!.execute<{ status: string }>('query-status');
+    if (status === 'finish-migrate' || (await this.migrationActive())) {
+      // A live checkpoint whose worker died: cancelling it lets QEMU run the guest on (the service drops the half-written state).
+      this.log(`taking over: a checkpoint's migration was under way (QEMU ${status}); cancelling it`);
+      await this.qmp!.execute('migrate_cancel').catch(() => undefined);
+      await this.waitMigration('cancelled').catch(() => undefined);
+      await this.qmp!.execute('migrate-set-capabilities', { capabilities: [{ capability: 'pause-before-switchover', state: false }] }).catch(() => undefined);
+      ({ status } = await this.qmp!.execute<{ status: string }>('query-status'));
+    }
     // postmigrate: a checkpoint's memory write finished under a worker that died; held as paused (resume continues it).
     if (status !== 'running' && status !== 'paused' && status !== 'postmigrate') throw new SandboxError(ErrorCode.WorkerLost, `the orphaned QEMU is ${status}; cannot take it over`);
     if (status === 'paused' || status === 'postmigrate') {
@@ -352,6 +363,13 @@ export class VmRunner {
     this.requireState(['running', 'paused'], 'checkpoint');
     const wasPaused = this.state === 'paused';
     const partial = p.memory + '.partial';
+    if (!wasPaused) {
+      const live = await this.liveCheckpoint(p.top, partial).catch((err: Error) => {
+        this.log(`checkpoint: the live way failed (${err.message}); pausing for the whole write instead`);
+        return undefined;
+      });
+      if (live) return this.finishCheckpoint(p, partial, live.pausedMs, live.failure);
+    }
     const t0 = Date.now();
     if (wasPaused) await this.leavePostmigrate();
     else await this.qmp!.execute('stop');
@@ -374,7 +392,93 @@ export class VmRunner {
       this.agent?.resetHeartbeat();
       this.agent?.syncTime();
     }
-    const pausedMs = Date.now() - t0;
+    return this.finishCheckpoint(p, partial, Date.now() - t0, failure);
+  }
+
+  /**
+   * A running checkpoint with the guest running while its memory is copied: QEMU's pre-copy
+   * migration with `pause-before-switchover`, so QEMU stops the vCPUs for the last pass and waits;
+   * then the disk moves (blockdev-snapshot-sync) while they are stopped, the rest of the memory
+   * and the devices are written, and the guest goes on. Disk and memory are of the same instant
+   * (the stop), and the guest is paused only for the last pass. `pausedMs` is from QEMU's STOP and
+   * RESUME events. Rejects, with the VM running and nothing moved, when QEMU cannot do it (the
+   * caller then pauses for the whole write); a failure after the disk moved is returned as
+   * `failure` (the VM runs on).
+   */
+  private async liveCheckpoint(top: string, partial: string): Promise<{ pausedMs: number; failure?: unknown }> {
+    const qmp = this.qmp!;
+    const stamp = (e: { timestamp?: { seconds: number; microseconds: number } }) => (e.timestamp ? e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000 : Date.now());
+    let stoppedAt: number | undefined;
+    let resumedAt: number | undefined;
+    const off = qmp.onEvent((e) => {
+      if (e.event === 'STOP') stoppedAt = stamp(e);
+      if (e.event === 'RESUME') resumedAt = stamp(e);
+    });
+    await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'pause-before-switchover', state: true }] });
+    let moved = false;
+    try {
+      // The default limit (32 MiB/s) is for a network; this is a local file.
+      await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 4 * 2 ** 30, 'downtime-limit': 50 });
+      await qmp.execute('migrate', { uri: `exec:umask 077 && cat > ${shellQuote(partial)}` });
+      // A guest that dirties memory faster than it is written never lets the copy converge: after
+      // LIVE_COPY_MS it is stopped, and the rest is written while it waits (as without the live way).
+      const converge = setTimeout(() => void qmp.execute('stop').catch(() => undefined), LIVE_COPY_MS);
+      try {
+        await this.waitMigration('pre-switchover');
+      } finally {
+        clearTimeout(converge);
+      }
+      const t0 = Date.now();
+      try {
+        await qmp.execute('blockdev-snapshot-sync', { device: 'root', 'snapshot-file': top, format: 'qcow2', mode: 'existing' });
+        moved = true;
+      } catch (err) {
+        await qmp.execute('migrate_cancel').catch(() => undefined);
+        await this.waitMigration('cancelled').catch(() => undefined);
+        throw err;
+      }
+      let failure: unknown;
+      try {
+        await qmp.execute('migrate-continue', { state: 'pre-switchover' });
+        await this.waitMigration('completed');
+      } catch (err) {
+        failure = err;
+        await fs.rm(partial, { force: true });
+      }
+      await qmp.execute('cont');
+      this.agent?.resetHeartbeat();
+      this.agent?.syncTime();
+      const pausedMs = stoppedAt !== undefined && resumedAt !== undefined ? Math.round(resumedAt - stoppedAt) : Date.now() - t0;
+      return { pausedMs, failure };
+    } catch (err) {
+      if (moved) throw err;
+      await fs.rm(partial, { force: true });
+      const { status } = await qmp.execute<{ status: string }>('query-status');
+      if (status !== 'running') await qmp.execute('cont').catch(() => undefined);
+      throw err;
+    } finally {
+      off();
+      await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'pause-before-switchover', state: false }] }).catch(() => undefined);
+    }
+  }
+
+  private async migrationActive(): Promise<boolean> {
+    const m = await this.qmp!.execute<{ status?: string }>('query-migrate').catch(() => ({ status: undefined }));
+    return m.status === 'active' || m.status === 'pre-switchover' || m.status === 'device' || m.status === 'setup';
+  }
+
+  /** Polls query-migrate until `status` (failed or cancelled otherwise reject, unless that is what is awaited). */
+  private async waitMigration(status: string): Promise<void> {
+    for (;;) {
+      const m = await this.qmp!.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
+      if (m.status === status) return;
+      if (m.status === 'failed' || m.status === 'cancelled') throw new SandboxError(ErrorCode.Internal, `writing the memory state failed: ${m['error-desc'] ?? m.status}`);
+      await delay(5);
+    }
+  }
+
+  /** The end of a running checkpoint, once the VM goes on: the memory state made durable and named, the epoch beside it. */
+  private async finishCheckpoint(p: { memory: string; epochFile: string }, partial: string, pausedMs: number, failure: unknown): Promise<{ pausedMs: number; epoch?: string }> {
     if (failure) throw failure;
     const fd = openSync(partial, 'r+');
     fsyncSync(fd);

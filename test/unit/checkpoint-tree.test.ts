@@ -16,6 +16,7 @@ import {
   type CheckpointIndex,
   type CheckpointNode,
 } from '../../runtime/service/checkpointTree';
+import { treeText } from '../../runtime/cli/commands/checkpoint';
 
 let clock = 0;
 function node(id: string, parent?: string, extra: Partial<CheckpointNode> = {}): CheckpointNode {
@@ -131,8 +132,7 @@ test('undoPointsToPrune keeps the newest N undo points and touches nothing else'
   assert.deepEqual(undoPointsToPrune(idx, 0).map((n) => n.id), [A, C, D]);
 });
 
-test('the CLI tree marks the VM under the checkpoint it sits on, or at the top without one', async () => {
-  const { treeText } = await import('../../runtime/cli/commands/checkpoint');
+test('the CLI tree marks the VM under the checkpoint it sits on, or at the top without one', () => {
   const idx = tree();
   const text = treeText({ vm: 'dev', state: 'running', position: C, tree: view(idx, () => 2 ** 20), totalBytes: 4 * 2 ** 20 });
   const lines = text.split('\n');

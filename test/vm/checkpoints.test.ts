@@ -14,8 +14,10 @@
  *  4. A chain of 20 checkpoints (16 running, 4 stopped: a guest file and the counter differ at
  *     each) applied in random order: the file and, for running ones, the counter match every
  *     time; `qemu-img check` is clean after.
- *  5. A crash: the service is killed (SIGKILL) while it takes a running checkpoint; the next
- *     service recovers the index: the VM runs, the list is consistent, and every checkpoint listed applies.
+ *  5. exec --undo-point pauses the guest well under a second; undo brings the deleted file back.
+ *  6. A crash: the service (twice) or the worker is killed (SIGKILL) while a running checkpoint is
+ *     taken; the next service recovers the index: the VM runs, no operation is left pending, and
+ *     the new checkpoint, when listed, applies, as does the one before it.
  */
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
@@ -219,19 +221,36 @@ describe('vm: checkpoints', { timeout: 3_600_000 }, () => {
     await home.ok(['start', VM]);
   });
 
-  test('the service killed mid-checkpoint: the next one recovers a consistent list and a usable VM', async () => {
-    for (const delayMs of [300, 900]) {
-      const pid = home.servicePid()!;
+  test('exec --undo-point and undo: a running checkpoint in well under a second, and back to it', async () => {
+    const before = await fileHash();
+    const r = await home.cli(['exec', VM, '--undo-point', '--', 'sh', '-c', 'rm /root/data; sync']);
+    assert.equal(r.code, 0, r.stderr);
+    const paused = Number(/guest paused (\d+) ms/.exec(r.stderr)?.[1]);
+    assert.ok(paused < 1000, `the guest was paused ${paused} ms`);
+    assert.equal((await home.cli(['exec', VM, '--', 'test', '-e', '/root/data'])).code, 1);
+    assert.match(await home.ok(['undo', VM]), /Undone: ck is back at "undo point 1" and running/);
+    assert.equal(await fileHash(), before);
+  });
+
+  test('the service or the worker killed mid-checkpoint: the next service recovers a consistent list and a usable VM', async () => {
+    for (const [victim, delayMs] of [['service', 300], ['service', 900], ['worker', 500]] as const) {
+      const pid = victim === 'service' ? home.servicePid()! : JSON.parse(fs.readFileSync(path.join(home.vmDir(VM), 'worker.json'), 'utf8')).workerPid;
+      await home.ok(['checkpoint', 'create', VM, `before-crash-${delayMs}`]);
       const creating = home.cli(['checkpoint', 'create', VM, `crash-${delayMs}`]);
       await new Promise((r) => setTimeout(r, delayMs));
       process.kill(pid, 'SIGKILL');
       await creating; // fails or succeeds: either is fine
+      if (victim === 'worker') await waitFor('a new worker to take QEMU over', async () => ((await state()) === 'starting' ? undefined : true), 120_000);
+      if ((await state()) === 'paused') await home.ok(['resume', VM]);
       const tree = await list(); // a new service, which recovers
       const names = flat(tree.tree).map((c) => c.name);
       assert.equal((await state()), 'running', 'the VM runs on');
       assert.equal((await sh('echo alive')).trim(), 'alive');
       if (names.includes(`crash-${delayMs}`)) {
         await home.ok(['checkpoint', 'apply', VM, `crash-${delayMs}`, '--discard-current']);
+        if ((await state()) !== 'running') await home.ok(['start', VM]);
+        assert.equal((await sh('echo back')).trim(), 'back');
+        await home.ok(['checkpoint', 'apply', VM, `before-crash-${delayMs}`, '--discard-current']);
         if ((await state()) !== 'running') await home.ok(['start', VM]);
         assert.equal((await sh('echo back')).trim(), 'back');
       }
