@@ -233,10 +233,23 @@ describe('vm: checkpoints', { timeout: 3_600_000 }, () => {
   });
 
   test('the service or the worker killed mid-checkpoint: the next service recovers a consistent list and a usable VM', async () => {
-    for (const [victim, delayMs] of [['service', 300], ['service', 900], ['worker', 500]] as const) {
+    const indexFile = path.join(home.vmDir(VM), 'checkpoints.json');
+    const pending = () => {
+      try {
+        return JSON.parse(fs.readFileSync(indexFile, 'utf8')).pending !== undefined;
+      } catch {
+        return false; // being replaced
+      }
+    };
+    for (const [victim, delayMs] of [['service', 0], ['service', 120], ['worker', 60]] as const) {
       const pid = victim === 'service' ? home.servicePid()! : JSON.parse(fs.readFileSync(path.join(home.vmDir(VM), 'worker.json'), 'utf8')).workerPid;
       await home.ok(['checkpoint', 'create', VM, `before-crash-${delayMs}`]);
       const creating = home.cli(['checkpoint', 'create', VM, `crash-${delayMs}`]);
+      // Kill once the operation has recorded its intent (it is under way), after `delayMs` more.
+      const deadline = Date.now() + 60_000;
+      let seen = false;
+      while (!(seen = pending()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+      assert.ok(seen, 'the checkpoint was under way');
       await new Promise((r) => setTimeout(r, delayMs));
       process.kill(pid, 'SIGKILL');
       await creating; // fails or succeeds: either is fine
