@@ -166,11 +166,14 @@ export class Checkpoints {
       await store.makeFolder(id);
       await store.overlay(top, store.top(index));
       if (state === 'running' || state === 'paused') {
-        const r = await this.host.worker(name)!.call<{ pausedMs: number }>('worker.checkpoint', {
-          top: store.abs(top),
-          memory: store.path(id, 'memory'),
-          epochFile: store.path(id, 'epoch'),
-        });
+        const worker = this.host.worker(name);
+        const lost = () => new SandboxError(ErrorCode.WorkerLost, `${name}'s worker exited while the checkpoint was taken; the VM is taken over and the checkpoint settled at the next operation (see \`sandboxvm checkpoint list ${name}\`)`);
+        if (!worker) throw lost();
+        const r = await worker
+          .call<{ pausedMs: number }>('worker.checkpoint', { top: store.abs(top), memory: store.path(id, 'memory'), epochFile: store.path(id, 'epoch') })
+          .catch((err) => {
+            throw worker.isClosed ? lost() : err;
+          });
         pausedMs = r.pausedMs;
         node.pausedMs = pausedMs;
       } else if (state === 'saved') {
