@@ -59,7 +59,7 @@ export const VM_FILES = {
   serialSocket: 'serial.sock',
   /** The checkpoint index (service/checkpointTree.ts), written atomically. */
   checkpointIndex: 'checkpoints.json',
-  /** One folder per checkpoint: its frozen disk layer and, for running ones, its memory state (service/checkpointStore.ts). */
+  /** One folder per checkpoint: the memory state of running, paused and saved ones (service/checkpointStore.ts). */
   checkpoints: 'checkpoints',
   /** Disk layers made by checkpoints: the overlays on top of frozen layers (common/activeDisk.ts). */
   layers: 'layers',

@@ -96,7 +96,9 @@ async function main(): Promise<void> {
       'worker.activeDisk': () => vm.activeDisk(),
       'worker.stop': (p: { force?: boolean; stepMs?: number }) => vm.stop(!!p.force, p.stepMs),
       ...sessionHandlers(() => vm.agent),
-      ...metricsHandlers(new MetricsSampler({ qemuPid: () => vm.qemuPid, state: () => vm.status().state, agent: () => vm.agent, diskFile: activeDisk(args.dir), log })),
+      ...metricsHandlers(new MetricsSampler({ qemuPid: () => vm.qemuPid, state: () => vm.status().state, agent: () => vm.agent, get diskFile() {
+          return activeDisk(args.dir); // moves with each checkpoint
+        }, log })),
     };
     server.on('connection', (socket) => {
       // The first bytes tell a data channel (a frame) from a JSON-RPC connection.
