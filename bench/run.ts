@@ -7,6 +7,7 @@
  */
 import * as agent from './agent';
 import * as boot from './boot';
+import * as checkpoints from './checkpoints';
 import * as extension from './extension';
 import * as network from './network';
 import * as sync from './sync';
@@ -22,6 +23,7 @@ const BENCHMARKS: Record<string, BenchModule> = {
   network,
   sync,
   ports,
+  checkpoints,
 };
 
 const DEFAULT_RUNS = 5;

@@ -19,6 +19,7 @@ import { stats } from './commands/stats';
 import { PULL_OPTIONS, pullCommand } from './commands/pull';
 import { sync } from './commands/sync';
 import { port, PORT_USAGE } from './commands/ports';
+import { checkpoint, undo } from './commands/checkpoint';
 
 type Command = {
   run: (ctx: CommandContext) => Promise<number>;
@@ -44,7 +45,7 @@ const COMMANDS: Record<string, Command> = {
   info: { run: inspect.info, usage: 'info <name> [--json]', options: { json: { type: 'boolean' } } },
   stats: { run: stats, usage: 'stats <name> [--json] [--count N]   live CPU, memory and disk figures, one line a second', options: { json: { type: 'boolean' }, count: { type: 'string' } } },
   logs: { run: inspect.logs, usage: 'logs <name> [-f]        the serial console log', options: { follow: { type: 'boolean', short: 'f' } } },
-  exec: { run: boundedByTimeout(sessions.exec), usage: 'exec <name> [--cwd DIR] [--env K=V] [--timeout 30s] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true }, timeout: { type: 'string' } }, command: true, maxArgs: Infinity },
+  exec: { run: boundedByTimeout(sessions.exec), usage: 'exec <name> [--cwd DIR] [--env K=V] [--timeout 30s] [--undo-point] -- <command> [args...]', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true }, timeout: { type: 'string' }, 'undo-point': { type: 'boolean' } }, command: true, maxArgs: Infinity },
   cp: { run: copy, usage: 'cp [-r] <src> <dst> [-q]  copy a file (-r: a folder); one side is <vm>:<path>', options: { quiet: { type: 'boolean', short: 'q' }, recursive: { type: 'boolean', short: 'r' } }, maxArgs: 2 },
   attach: { run: sessions.attach, usage: 'attach <name> <id>      pick up a session a save cut off or a detach (Ctrl-C twice) left', maxArgs: 2 },
   shell: { run: sessions.shell, usage: 'shell <name> [-- <program> [args...]]   an interactive terminal', options: { cwd: { type: 'string' }, env: { type: 'string', multiple: true } }, command: true },
@@ -52,6 +53,8 @@ const COMMANDS: Record<string, Command> = {
   console: { run: serialConsole, usage: 'console <name>          the serial console (ttyS0), live from boot; Ctrl-] detaches' },
   sync: { run: sync, usage: 'sync <name> [dir] [--to PATH] [--ignore PAT]... | sync list [name] [--json] | sync stop <name> [id|dir]   keep a folder synced into the VM', options: { to: { type: 'string' }, ignore: { type: 'string', multiple: true }, 'no-gitignore': { type: 'boolean' }, 'no-wait': { type: 'boolean' }, json: { type: 'boolean' } }, maxArgs: 3 },
   port: { run: port, usage: PORT_USAGE, options: { address: { type: 'string' }, json: { type: 'boolean' } }, maxArgs: 3 },
+  checkpoint: { run: checkpoint, usage: 'checkpoint create|list|apply|rename|delete <name> [checkpoint] [new name] [--json] [--discard-current]', options: { json: { type: 'boolean' }, 'discard-current': { type: 'boolean' } }, maxArgs: 4 },
+  undo: { run: undo, usage: 'undo <name>              back to the last undo point (exec --undo-point)' },
   image: { run: imageCommand, usage: 'image build              build (or find) the base image new VMs clone' },
   service: { run: serviceCommand, usage: 'service status|stop       the background service (VMs keep running when it stops)' },
 };

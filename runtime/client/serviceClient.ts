@@ -8,6 +8,8 @@ import * as path from 'node:path';
 import type { MessageConnection } from 'vscode-jsonrpc/node';
 import type { CreateParams, SetParams } from '../service/vmManager';
 import type { HostStatus } from '../service/hostStatus';
+import type { AppliedCheckpoint, CheckpointList, CreatedCheckpoint } from '../service/checkpoints';
+import type { CheckpointView } from '../service/checkpointTree';
 import { ErrorCode, SandboxError } from '../common/errors';
 import { SERVICE_FILES, dataHome } from '../common/paths';
 import { call, connectSocket } from '../common/rpc';
@@ -143,6 +145,27 @@ export class ServiceClient {
   /** Every VM's forwards (or one VM's) with their state. */
   listPorts(name?: string): Promise<PortList[]> {
     return call(this.connection, 'vm.port.list', { name });
+  }
+  /** Checkpoints (service/checkpoints.ts): create of a running, paused, saved or stopped VM. */
+  createCheckpoint(name: string, checkpoint?: string, options: { undo?: boolean } = {}): Promise<CreatedCheckpoint> {
+    return call(this.connection, 'vm.checkpoint.create', { name, checkpoint, undo: options.undo });
+  }
+  listCheckpoints(name: string): Promise<CheckpointList> {
+    return call(this.connection, 'vm.checkpoint.list', { name });
+  }
+  /** Returns the VM to `checkpoint` (name or id); the state left is checkpointed first unless `discardCurrent`. */
+  applyCheckpoint(name: string, checkpoint: string, options: { discardCurrent?: boolean } = {}): Promise<AppliedCheckpoint> {
+    return call(this.connection, 'vm.checkpoint.apply', { name, checkpoint, discardCurrent: options.discardCurrent });
+  }
+  renameCheckpoint(name: string, checkpoint: string, newName: string): Promise<CheckpointView> {
+    return call(this.connection, 'vm.checkpoint.rename', { name, checkpoint, newName });
+  }
+  deleteCheckpoint(name: string, checkpoint: string): Promise<{ id: string; name: string; reclaimedBytes: number }> {
+    return call(this.connection, 'vm.checkpoint.delete', { name, checkpoint });
+  }
+  /** Applies the newest undo point (exec --undo-point), discarding what happened since. */
+  undo(name: string): Promise<AppliedCheckpoint & { checkpoint: string }> {
+    return call(this.connection, 'vm.undo', { name });
   }
   ensureImage(onProgress?: ProgressListener): Promise<{ hash: string; kernel: string; initrd: string; disk: string }> {
     return this.withProgress('image.ensure', {}, onProgress);

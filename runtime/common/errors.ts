@@ -6,6 +6,7 @@
  */
 export const enum ErrorCode {
   UnknownVm = 'UnknownVm',
+  UnknownCheckpoint = 'UnknownCheckpoint',
   BadName = 'BadName',
   DuplicateName = 'DuplicateName',
   WrongState = 'WrongState',

@@ -35,7 +35,7 @@ export const SERVICE_FILES = {
 export const VM_FILES = {
   /** The VM's configuration (VmConfig), written atomically. */
   config: 'vm.json',
-  /** The qcow2 overlay on the base image: the VM's own disk. */
+  /** The qcow2 overlay on the base image: the VM's own disk (once checkpointed, the first checkpoint's frozen layer; common/activeDisk.ts). */
   disk: 'disk.qcow2',
   /** The saved running state (QEMU migration stream) while the VM is `saved`. */
   savedState: 'saved.state',
@@ -63,6 +63,12 @@ export const VM_FILES = {
   passtLog: 'passt.log',
   /** A folder: what `sandboxvm pull` remembers per host folder, and its quarantine (runtime/sync/pull/pullState.ts). */
   pull: 'pull',
+  /** The checkpoint index (service/checkpointTree.ts), written atomically. */
+  checkpointIndex: 'checkpoints.json',
+  /** One folder per checkpoint: the memory state of running, paused and saved ones (service/checkpointStore.ts). */
+  checkpoints: 'checkpoints',
+  /** Disk layers made by checkpoints: the overlays on top of frozen layers (common/activeDisk.ts). */
+  layers: 'layers',
 } as const;
 
 /** The files of a VM that runs (its worker's record and the sockets): none may outlive its QEMU. */

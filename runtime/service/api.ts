@@ -17,6 +17,13 @@
  *   vm.list     {} -> VmInfo[]                                                            (never waits on a guest)
  *   vm.info     {name} -> VmInfo                                                          (never waits on a guest)
  *   vm.attach   {name} -> {socket}: the worker socket to open sessions on                (running)
+ *   vm.checkpoint.create {name, checkpoint?, undo?} -> CreatedCheckpoint                   (running | paused | saved | stopped)
+ *   vm.checkpoint.list   {name} -> CheckpointList: the tree, the position, sizes             (any)
+ *   vm.checkpoint.apply  {name, checkpoint, discardCurrent?} -> AppliedCheckpoint           (running | paused | saved | stopped)
+ *               the state left is checkpointed first unless discardCurrent
+ *   vm.checkpoint.rename {name, checkpoint, newName} -> CheckpointView                     (any)
+ *   vm.checkpoint.delete {name, checkpoint} -> {id, name, reclaimedBytes}                  (running | paused | saved | stopped)
+ *   vm.undo     {name} -> AppliedCheckpoint & {checkpoint}: applies the newest undo point  (running | paused | saved | stopped)
  *   image.ensure {progressToken?} -> {hash, kernel, initrd, disk}: builds the base image if missing
  *   host.status, image.build, image.cancel: see imageApi.ts (main.ts adds its table)
  *   service.info {} -> {pid, home, version, protocol}: also the handshake a client compares itself with (common/version.ts)
@@ -51,6 +58,12 @@ export function apiHandlers(manager: VmManager, subscribers: Set<RpcPeer>, info:
     'vm.list': () => manager.list(),
     'vm.info': (p) => manager.info(p.name),
     'vm.attach': (p) => manager.attachInfo(p.name),
+    'vm.checkpoint.create': (p) => manager.checkpoints.create(p.name, p.checkpoint, !!p.undo),
+    'vm.checkpoint.list': (p) => manager.checkpoints.list(p.name),
+    'vm.checkpoint.apply': (p) => manager.checkpoints.apply(p.name, p.checkpoint, !!p.discardCurrent),
+    'vm.checkpoint.rename': (p) => manager.checkpoints.rename(p.name, p.checkpoint, p.newName),
+    'vm.checkpoint.delete': (p) => manager.checkpoints.delete(p.name, p.checkpoint),
+    'vm.undo': (p) => manager.checkpoints.undo(p.name),
     'image.ensure': (p, peer) => manager.ensureImage(progressTo(peer, p.progressToken)),
     ...portApiHandlers(manager),
     'service.info': () => info(),

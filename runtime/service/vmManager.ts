@@ -18,6 +18,7 @@ import { wrongStateMessage } from '../common/stateMessages';
 import { writeJsonAtomic } from '../common/atomicWrite';
 import { validateVmName } from '../common/names';
 import { RUNNING_VM_FILES, VM_FILES, vmsDir } from '../common/paths';
+import { activeDisk } from '../common/activeDisk';
 import type { VmInfo, VmState, WorkerRecord, WorkerStatus } from '../common/status';
 import { locateQemu } from '../qemu/locate';
 import { SequencerByKey } from './sequencer';
@@ -25,6 +26,7 @@ import { isProcessOf, killIfProcessOf } from './processes';
 import { WORKER_SCRIPT_NAME, WorkerHandle, readWorkerRecord } from './workerHandle';
 import { checkDiskSize, virtualSize } from './diskSize';
 import { DEFAULT_PORTS_CONFIG, type PortsConfig } from '../common/ports';
+import { Checkpoints } from './checkpoints';
 
 export interface CreateParams {
   name: string;
@@ -71,6 +73,34 @@ export class VmManager {
   private readonly entries = new Map<string, Entry>();
   private readonly sequencer = new SequencerByKey<string>();
   private readonly emitter = new EventEmitter();
+  /** Checkpoint operations (checkpoints.ts), run in this manager's per-VM queue. */
+  readonly checkpoints = new Checkpoints({
+    queue: (name, fn) => {
+      this.entry(name);
+      return this.sequencer.queue(name, fn);
+    },
+    dir: (name) => this.dir(name),
+    config: (name) => this.entry(name).config,
+    state: (name) => {
+      this.entry(name);
+      return this.stateOf(name);
+    },
+    worker: (name) => this.workerOf(name),
+    turnOff: async (name) => {
+      await this.halt(name, this.entry(name), true);
+    },
+    boot: async (name) => {
+      await this.boot(name, this.entry(name), () => undefined);
+    },
+    pause: async (name) => {
+      const w = this.entry(name).worker!;
+      await w.call('worker.pause');
+      w.status = await w.call<WorkerStatus>('worker.status');
+    },
+    publish: (name) => this.publish(name),
+    snapshot: (name) => this.snapshot(name),
+    log: (m) => this.log(m),
+  });
 
   constructor(private readonly home: string, private readonly images: ImageProvider, private readonly log: (m: string) => void) {}
 
@@ -106,6 +136,7 @@ export class VmManager {
           const entry: Entry = { config };
           this.entries.set(name, entry);
           await this.adopt(name, entry);
+          if (existsSync(this.file(name, 'checkpointIndex'))) void this.checkpoints.recoverAtLoad(name);
         } catch (err) {
           this.log(`skipping ${this.dir(name)}: ${(err as Error).message}`);
         }
@@ -135,7 +166,7 @@ export class VmManager {
       const record = readWorkerRecord(this.dir(name));
       if (!existsSync(this.file(name, 'worker'))) return; // the worker exited cleanly
       const sockets = existsSync(this.file(name, 'agentSocket')) && existsSync(this.file(name, 'qmpSocket'));
-      if (record && sockets && isProcessOf(record.qemuPid, [this.file(name, 'disk')])) {
+      if (record && sockets && isProcessOf(record.qemuPid, [this.file(name, 'consoleLog')])) {
         entry.transient = 'starting';
         this.publish(name);
         try {
@@ -155,7 +186,7 @@ export class VmManager {
 
   /** Stops the QEMU of a worker that is gone, if it is still ours, and says what happened. */
   private reapDeadWorker(name: string, entry: Entry, record: WorkerRecord | undefined): void {
-    if (record && killIfProcessOf(record.qemuPid, [this.file(name, 'disk')])) {
+    if (record && killIfProcessOf(record.qemuPid, [this.file(name, 'consoleLog')])) {
       this.log(`${name}: killed QEMU ${record.qemuPid}, orphaned by its worker`);
     }
     if (record?.passtPid && killIfProcessOf(record.passtPid, ['passt', this.file(name, 'passtLog')])) this.log(`${name}: killed passt ${record.passtPid}, orphaned by its worker`);
@@ -216,7 +247,7 @@ export class VmManager {
       runtime,
       paths: {
         dir: this.dir(name),
-        disk: this.file(name, 'disk'),
+        disk: activeDisk(this.dir(name)),
         consoleLog: this.file(name, 'consoleLog'),
         workerLog: this.file(name, 'workerLog'),
         savedState: state === 'saved' ? this.file(name, 'savedState') : undefined,
@@ -341,6 +372,7 @@ export class VmManager {
   /** start's body, within the VM's queue. */
   private async boot(name: string, e: Entry, progress: Progress, bootTimeoutMs?: number): Promise<VmInfo> {
     this.requireState(name, ['stopped', 'saved'], 'start');
+    if (existsSync(this.file(name, 'checkpointIndex'))) await this.checkpoints.recoverBeforeBoot(name);
     const restore = this.stateOf(name) === 'saved';
     e.lastError = undefined;
     e.transient = 'starting';
@@ -458,7 +490,7 @@ export class VmManager {
   /** Kills the QEMU that worker.json names (if it still is this VM's) and removes the worker's files. */
   private killRecordedQemu(name: string): void {
     const record = readWorkerRecord(this.dir(name));
-    if (record && killIfProcessOf(record.qemuPid, [this.file(name, 'disk')])) this.log(`${name}: killed QEMU ${record.qemuPid}`);
+    if (record && killIfProcessOf(record.qemuPid, [this.file(name, 'consoleLog')])) this.log(`${name}: killed QEMU ${record.qemuPid}`);
     if (record?.passtPid && killIfProcessOf(record.passtPid, ['passt', this.file(name, 'passtLog')])) this.log(`${name}: killed passt ${record.passtPid}`);
     for (const f of RUNNING_VM_FILES) rmSync(this.file(name, f), { force: true });
   }

@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { parseVmConfig } from '../common/config';
 import { asSandboxError } from '../common/errors';
 import { VM_FILES } from '../common/paths';
+import { activeDisk } from '../common/activeDisk';
 import { serveSocket, type RpcPeer } from '../common/rpc';
 import type { WorkerRecord } from '../common/status';
 import { writeJsonAtomic } from '../common/atomicWrite';
@@ -108,10 +109,15 @@ async function main(): Promise<void> {
       'worker.pause': () => vm.pause(),
       'worker.resume': () => vm.resume(),
       'worker.save': () => vm.save(),
+      'worker.checkpoint': (p: { top: string; memory: string; epochFile: string }) => vm.checkpoint(p),
+      'worker.idle': () => vm.idle(),
+      'worker.activeDisk': () => vm.activeDisk(),
       'worker.stop': (p: { force?: boolean; stepMs?: number }) => vm.stop(!!p.force, p.stepMs),
       ...sessionHandlers(() => vm.agent),
       ...portHandlers(() => forwarder),
-      ...metricsHandlers(new MetricsSampler({ qemuPid: () => vm.qemuPid, state: () => vm.status().state, agent: () => vm.agent, diskFile: file('disk'), log })),
+      ...metricsHandlers(new MetricsSampler({ qemuPid: () => vm.qemuPid, state: () => vm.status().state, agent: () => vm.agent, get diskFile() {
+          return activeDisk(args.dir); // moves with each checkpoint
+        }, log })),
     };
     server.on('connection', (socket) => {
       // The first bytes tell a data channel (a frame) from a JSON-RPC connection.

@@ -16,6 +16,7 @@ import type { Socket } from 'node:net';
 import type { VmConfig } from '../common/config';
 import { ErrorCode, SandboxError } from '../common/errors';
 import { VM_FILES } from '../common/paths';
+import { activeDisk } from '../common/activeDisk';
 import type { VmState, WorkerStatus } from '../common/status';
 import type { AccelChoice } from '../accel/probe';
 import { buildQemuArgv, shellQuote } from '../qemu/argv';
@@ -45,6 +46,9 @@ interface QemuExit {
   signal: NodeJS.Signals | null;
 }
 
+/** How long a live checkpoint lets the guest run while its memory is copied before stopping it for the rest. */
+const LIVE_COPY_MS = 5000;
+
 /** How long a save waits for sessions' clients to acknowledge the output they were given. */
 const SAVE_QUIESCE_MS = 2000;
 
@@ -64,6 +68,7 @@ export class VmRunner {
   private serial?: SerialConsole;
   /** passt's pid (network policy `internet`): spawned here, or the dead worker's (adopt). */
   private passtPid?: number;
+  private checkpointing?: Promise<unknown>;
 
   constructor(
     private readonly dir: string,
@@ -151,7 +156,7 @@ export class VmRunner {
       memoryMiB: this.config.memoryMiB,
       kernel: this.config.image.kernel,
       initrd: this.config.image.initrd,
-      disk: this.file('disk'),
+      disk: activeDisk(this.dir),
       consoleLog: this.file('consoleLog'),
       hostname: this.config.name,
       network: this.config.network,
@@ -249,9 +254,18 @@ export class VmRunner {
     const qmpClosed = new Promise<void>((resolve) => this.qmp!.onClose(() => resolve()));
     this.exitPromise = qmpClosed.then(() => waitGone(qemuPid)).then(() => this.onQemuExit(null, null));
     await this.qmp!.ready;
-    const { status } = await this.qmp!.execute<{ status: string }>('query-status');
-    if (status !== 'running' && status !== 'paused') throw new SandboxError(ErrorCode.WorkerLost, `the orphaned QEMU is ${status}; cannot take it over`);
-    if (status === 'paused') {
+    let { status } = await this.qmp!.execute<{ status: string }>('query-status');
+    if (status === 'finish-migrate' || (await this.migrationActive())) {
+      // A live checkpoint whose worker died: cancelling it lets QEMU run the guest on (the service drops the half-written state).
+      this.log(`taking over: a checkpoint's migration was under way (QEMU ${status}); cancelling it`);
+      await this.qmp!.execute('migrate_cancel').catch(() => undefined);
+      await this.waitMigration('cancelled').catch(() => undefined);
+      await this.qmp!.execute('migrate-set-capabilities', { capabilities: [{ capability: 'pause-before-switchover', state: false }] }).catch(() => undefined);
+      ({ status } = await this.qmp!.execute<{ status: string }>('query-status'));
+    }
+    // postmigrate: a checkpoint's memory write finished under a worker that died; held as paused (resume continues it).
+    if (status !== 'running' && status !== 'paused' && status !== 'postmigrate') throw new SandboxError(ErrorCode.WorkerLost, `the orphaned QEMU is ${status}; cannot take it over`);
+    if (status === 'paused' || status === 'postmigrate') {
       this.agent!.watchPaused = true;
       this.boot = { kind: 'adopt', readyMs: Date.now() - t0 };
       this.setState('paused');
@@ -339,6 +353,7 @@ export class VmRunner {
     try {
       if (quiesced) await this.agent!.quiesce(SAVE_QUIESCE_MS);
       await this.qmp!.execute('stop');
+      await this.leavePostmigrate();
       await this.qmp!.execute('migrate', { uri: `exec:cat > ${shellQuote(tmp)}` });
       for (;;) {
         const m = await this.qmp!.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
@@ -361,6 +376,191 @@ export class VmRunner {
     this.intent = 'save';
     await this.qmp!.execute('quit').catch(() => undefined);
     await this.exitPromise;
+  }
+
+  /**
+   * A running checkpoint (service/checkpointStore.ts has the design): with the vCPUs stopped, QEMU
+   * moves onto `top` (an empty overlay on the disk it writes now, made by the service) with
+   * blockdev-snapshot-sync, mode existing, and the memory state is migrated to `memory` (written
+   * as .partial, fsynced, renamed). Then the VM goes on as it was (running, or paused). A failure
+   * before the switch changes nothing; after it, the error is thrown once the VM runs again (the
+   * service then keeps the checkpoint with the disk only).
+   */
+  checkpoint(p: { top: string; memory: string; epochFile: string }): Promise<{ pausedMs: number; epoch?: string }> {
+    const op = this.takeCheckpoint(p);
+    this.checkpointing = op.catch(() => undefined);
+    return op;
+  }
+
+  /** Resolves when no checkpoint is being taken (a new service waits for this before it recovers the index). */
+  async idle(): Promise<void> {
+    await this.checkpointing;
+  }
+
+  /** The file QEMU writes the disk to now (query-block). */
+  async activeDisk(): Promise<string | undefined> {
+    const blocks = await this.qmp!.execute<{ device: string; inserted?: { file: string } }[]>('query-block');
+    return blocks.find((b) => b.device === 'root')?.inserted?.file;
+  }
+
+  private async takeCheckpoint(p: { top: string; memory: string; epochFile: string }): Promise<{ pausedMs: number; epoch?: string }> {
+    this.requireState(['running', 'paused'], 'checkpoint');
+    const wasPaused = this.state === 'paused';
+    const partial = p.memory + '.partial';
+    if (!wasPaused) {
+      const live = await this.liveCheckpoint(p.top, partial).catch((err: Error) => {
+        this.log(`checkpoint: the live way failed (${err.message}); pausing for the whole write instead`);
+        return undefined;
+      });
+      if (live) return this.finishCheckpoint(p, partial, live.pausedMs, live.failure);
+    }
+    const t0 = Date.now();
+    if (wasPaused) await this.leavePostmigrate();
+    else await this.qmp!.execute('stop');
+    let failure: unknown;
+    try {
+      await this.qmp!.execute('blockdev-snapshot-sync', { device: 'root', 'snapshot-file': p.top, format: 'qcow2', mode: 'existing' });
+    } catch (err) {
+      if (!wasPaused) await this.qmp!.execute('cont').catch(() => undefined);
+      throw err;
+    }
+    try {
+      await this.migrateTo(partial);
+    } catch (err) {
+      failure = err;
+      await fs.rm(partial, { force: true });
+    }
+    // After a migration QEMU has let go of its images; `cont` takes them back (a paused VM's later `resume` does).
+    if (!wasPaused) {
+      await this.qmp!.execute('cont');
+      this.agent?.resetHeartbeat();
+      this.agent?.syncTime();
+    }
+    return this.finishCheckpoint(p, partial, Date.now() - t0, failure);
+  }
+
+  /**
+   * A running checkpoint with the guest running while its memory is copied: QEMU's pre-copy
+   * migration with `pause-before-switchover`, so QEMU stops the vCPUs for the last pass and waits;
+   * then the disk moves (blockdev-snapshot-sync) while they are stopped, the rest of the memory
+   * and the devices are written, and the guest goes on. Disk and memory are of the same instant
+   * (the stop), and the guest is paused only for the last pass. `pausedMs` is from QEMU's STOP and
+   * RESUME events. Rejects, with the VM running and nothing moved, when QEMU cannot do it (the
+   * caller then pauses for the whole write); a failure after the disk moved is returned as
+   * `failure` (the VM runs on).
+   */
+  private async liveCheckpoint(top: string, partial: string): Promise<{ pausedMs: number; failure?: unknown }> {
+    const qmp = this.qmp!;
+    const stamp = (e: { timestamp?: { seconds: number; microseconds: number } }) => (e.timestamp ? e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000 : Date.now());
+    let stoppedAt: number | undefined;
+    let resumedAt: number | undefined;
+    const off = qmp.onEvent((e) => {
+      if (e.event === 'STOP') stoppedAt = stamp(e);
+      if (e.event === 'RESUME') resumedAt = stamp(e);
+    });
+    await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'pause-before-switchover', state: true }] });
+    let moved = false;
+    try {
+      // The default limit (32 MiB/s) is for a network; this is a local file.
+      await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 4 * 2 ** 30, 'downtime-limit': 50 });
+      await qmp.execute('migrate', { uri: `exec:umask 077 && cat > ${shellQuote(partial)}` });
+      // A guest that dirties memory faster than it is written never lets the copy converge: after
+      // LIVE_COPY_MS it is stopped, and the rest is written while it waits (as without the live way).
+      const converge = setTimeout(() => void qmp.execute('stop').catch(() => undefined), LIVE_COPY_MS);
+      try {
+        await this.waitMigration('pre-switchover');
+      } finally {
+        clearTimeout(converge);
+      }
+      const t0 = Date.now();
+      try {
+        await qmp.execute('blockdev-snapshot-sync', { device: 'root', 'snapshot-file': top, format: 'qcow2', mode: 'existing' });
+        moved = true;
+      } catch (err) {
+        await qmp.execute('migrate_cancel').catch(() => undefined);
+        await this.waitMigration('cancelled').catch(() => undefined);
+        throw err;
+      }
+      let failure: unknown;
+      try {
+        await qmp.execute('migrate-continue', { state: 'pre-switchover' });
+        await this.waitMigration('completed');
+      } catch (err) {
+        failure = err;
+        await fs.rm(partial, { force: true });
+      }
+      await qmp.execute('cont');
+      this.agent?.resetHeartbeat();
+      this.agent?.syncTime();
+      const pausedMs = stoppedAt !== undefined && resumedAt !== undefined ? Math.round(resumedAt - stoppedAt) : Date.now() - t0;
+      return { pausedMs, failure };
+    } catch (err) {
+      if (moved) throw err;
+      await fs.rm(partial, { force: true });
+      const { status } = await qmp.execute<{ status: string }>('query-status');
+      if (status !== 'running') await qmp.execute('cont').catch(() => undefined);
+      throw err;
+    } finally {
+      off();
+      await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'pause-before-switchover', state: false }] }).catch(() => undefined);
+    }
+  }
+
+  private async migrationActive(): Promise<boolean> {
+    const m = await this.qmp!.execute<{ status?: string }>('query-migrate').catch(() => ({ status: undefined }));
+    return m.status === 'active' || m.status === 'pre-switchover' || m.status === 'device' || m.status === 'setup';
+  }
+
+  /** Polls query-migrate until `status` (failed or cancelled otherwise reject, unless that is what is awaited). */
+  private async waitMigration(status: string): Promise<void> {
+    for (;;) {
+      const m = await this.qmp!.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
+      if (m.status === status) return;
+      if (m.status === 'failed' || m.status === 'cancelled') throw new SandboxError(ErrorCode.Internal, `writing the memory state failed: ${m['error-desc'] ?? m.status}`);
+      await delay(5);
+    }
+  }
+
+  /** The end of a running checkpoint, once the VM goes on: the memory state made durable and named, the epoch beside it. */
+  private async finishCheckpoint(p: { memory: string; epochFile: string }, partial: string, pausedMs: number, failure: unknown): Promise<{ pausedMs: number; epoch?: string }> {
+    if (failure) throw failure;
+    const fd = openSync(partial, 'r+');
+    fsyncSync(fd);
+    closeSync(fd);
+    const epoch = this.agent?.connected ? this.agent.currentEpoch : undefined;
+    if (epoch) await writeFileAtomic(p.epochFile, epoch);
+    await fs.rename(partial, p.memory);
+    this.log(`checkpoint: guest paused ${pausedMs} ms`);
+    return { pausedMs, epoch };
+  }
+
+  /**
+   * A paused VM checkpointed stays in QEMU's `postmigrate` state, from which QEMU refuses another
+   * migration (a save, a checkpoint): `cont` then `stop` first (the guest runs for a moment, and
+   * the state written is from after it).
+   */
+  private async leavePostmigrate(): Promise<void> {
+    const { status } = await this.qmp!.execute<{ status: string }>('query-status');
+    if (status !== 'postmigrate') return;
+    await this.qmp!.execute('cont');
+    await this.qmp!.execute('stop');
+  }
+
+  /** Writes the (stopped) VM's state to `file` with QEMU's migration stream; ENOSPC and the like throw. */
+  private async migrateTo(file: string): Promise<void> {
+    await this.leavePostmigrate();
+    // Guest memory: readable by the owner only.
+    await this.qmp!.execute('migrate', { uri: `exec:umask 077 && cat > ${shellQuote(file)}` });
+    for (;;) {
+      const m = await this.qmp!.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
+      if (m.status === 'completed') return;
+      if (m.status === 'failed' || m.status === 'cancelled') {
+        const full = await fs.statfs(path.dirname(file)).then((s) => s.bavail === 0, () => false);
+        if (full) throw new SandboxError(ErrorCode.DiskFull, `writing the memory state failed: the disk holding ${path.dirname(file)} is full; free some space`);
+        throw new SandboxError(ErrorCode.Internal, `writing the memory state failed: ${m['error-desc'] ?? m.status}`);
+      }
+      await delay(10);
+    }
   }
 
   /**

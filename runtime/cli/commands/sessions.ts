@@ -74,6 +74,11 @@ export async function exec(ctx: CommandContext): Promise<number> {
   const argv = ctx.rest.length > 0 ? ctx.rest : ctx.positionals.slice(1);
   if (argv.length === 0) throw new SandboxError(ErrorCode.BadArgument, `exec needs a command: sandboxvm exec ${name} -- <command> [args...]`);
   const timeoutMs = parseTimeout(ctx.options.timeout);
+  if (ctx.options['undo-point']) {
+    // A running checkpoint first; `sandboxvm undo` goes back to it (old ones are pruned).
+    const point = await (await ctx.client()).createCheckpoint(name, undefined, { undo: true });
+    process.stderr.write(`sandboxvm: undo point ${JSON.stringify(point.name)} (guest paused ${point.pausedMs ?? 0} ms); \`sandboxvm undo ${name}\` returns to it\n`);
+  }
   const sessions = await (await ctx.client()).attach(name);
   const session = await sessions.open(
     { kind: 'exec', argv, env: parseEnv(ctx.options.env), cwd: ctx.options.cwd as string | undefined, timeoutMs },
