@@ -32,6 +32,10 @@ export const Command = {
   openFolder: 'sandboxvm.vm.openFolder',
   goToFile: 'sandboxvm.vm.goToFile',
   findInFolder: 'sandboxvm.vm.findInFolder',
+  syncFolder: 'sandboxvm.sync.start',
+  stopSync: 'sandboxvm.sync.stop',
+  revealSyncFolder: 'sandboxvm.sync.revealFolder',
+  pullFolder: 'sandboxvm.vm.pullFolder',
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 
@@ -71,6 +75,7 @@ export const ItemContext = {
   vm: (state: string) => `${state}Vm`,
   terminal: 'vmTerminal',
   port: 'vmPort',
+  sync: 'vmSync',
 } as const;
 
 /** Webview panels' view types. */

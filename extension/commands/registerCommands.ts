@@ -25,6 +25,8 @@ import { stopVm, turnOffVm } from './stopVm';
 import { setNetworkPolicy } from './setNetworkPolicy';
 import { openFolderInVm } from '../guestFs/openFolderInVm';
 import { findInVmFolder, goToFileInVm } from '../guestFs/guestSearch';
+import { revealSyncFolder, stopSync, syncFolder } from '../sync/syncFolder';
+import { pullFolder } from '../sync/pullFolder';
 
 type Handler = (deps: CommandDeps, ...args: any[]) => Promise<unknown>;
 
@@ -55,6 +57,10 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.openFolder]: openFolderInVm,
     [Command.goToFile]: goToFileInVm,
     [Command.findInFolder]: findInVmFolder,
+    [Command.syncFolder]: syncFolder,
+    [Command.stopSync]: stopSync,
+    [Command.revealSyncFolder]: revealSyncFolder,
+    [Command.pullFolder]: (d, ...a) => pullFolder(d, home(), ...a),
   };
   return Object.entries(table).map(([id, handler]) =>
     vscode.commands.registerCommand(id, async (...args: unknown[]) => {
