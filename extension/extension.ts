@@ -135,6 +135,10 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
       const newest = open.at(-1);
       if (grew && newest && treeView.visible) void treeView.reveal({ kind: 'terminal', vm, terminalId: newest.id }, { select: false, focus: false, expand: true }).then(undefined, () => undefined);
     }),
+    // A new sync shows under its VM: reveal it (expands the VM) when the view is open.
+    syncs.onDidChange((c) => {
+      if (c?.kind === 'added' && treeView.visible) void treeView.reveal(tree.syncNode(c.vm, c.id), { select: false, focus: false }).then(undefined, () => undefined);
+    }),
     registerTerminalProfile(model, terminals, () => connection.client()),
     createStatusBar(model, () => connection.ensure()),
     createSyncStatusBar(syncs),

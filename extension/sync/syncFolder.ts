@@ -88,7 +88,6 @@ export async function syncFolder(deps: CommandDeps, target?: VmTarget, options: 
     for (const w of final.warnings) deps.log.warn(`sync ${name}: ${w}`);
     const seconds = ((final.firstSyncMs ?? 0) / 1000).toFixed(1);
     deps.log.info(`sync ${added.id}: ${hostDir} -> ${vm}:${final.guestPath} in sync (${final.files} file(s), ${formatBytes(final.bytes)} in ${seconds} s${final.equal ? `, ${final.equal} already there` : ''})`);
-    void vscode.window.setStatusBarMessage(`$(check) ${name} is in sync with ${vm}:${final.guestPath}`, 5000);
     return final;
   });
 }

@@ -50,7 +50,8 @@ export function syncWords(s: SyncStatus): string {
 }
 
 /**
- * The tree item of `s`: the host folder's name, `→ <guest path> · <state>`, an icon by state, and a
+ * The tree item of `s`: the host folder's name, `<state> → <guest path>` (the state first: a narrow
+ * view cuts the end off), an icon by state, and a
  * tooltip with both paths, the state and the last error seen (`lastError`, which may be older than
  * the current state).
  */
@@ -63,7 +64,7 @@ export function syncItemLook(s: SyncStatus, lastError?: { message: string; at: n
   for (const w of s.warnings.slice(0, 5)) lines.push(`Skipped: ${w}`);
   return {
     label: baseName(s.hostDir),
-    description: `→ ${s.guestPath} · ${syncWords(s)}`,
+    description: `${syncWords(s)} → ${s.guestPath}`,
     icon,
     color: s.state === 'error' ? 'problemsWarningIcon.foreground' : undefined,
     tooltip: lines.join('\n'),
@@ -85,11 +86,11 @@ function ago(ms: number): string {
 /** The outcome of a pull as one notification's text: written, held back, conflicts, refused. */
 export function pullSentence(vm: string, s: PullSummary): string {
   const names = (items: { path: string }[]) => items.slice(0, 3).map((i) => i.path).join(', ') + (items.length > 3 ? ` and ${items.length - 3} more` : '');
-  const parts = [`${s.written} written`];
+  const parts = [`${plural(s.written, 'file')} written`];
   if (s.unchanged > 0) parts.push(`${s.unchanged} unchanged`);
   if (s.removed > 0) parts.push(`${s.removed} removed`);
   let text = `Pulled ${vm}:${s.guestPath} into ${baseName(s.hostRoot)}: ${parts.join(', ')}.`;
-  if (s.heldBack.length > 0) text += ` Held back ${s.heldBack.length} that could run programs on this machine (${names(s.heldBack)}); review them to allow.`;
+  if (s.heldBack.length > 0) text += ` Held back ${plural(s.heldBack.length, 'file')} that could run programs on this machine (${names(s.heldBack)}); review ${s.heldBack.length === 1 ? 'it' : 'them'} to allow.`;
   if (s.conflicts.length > 0) text += ` ${s.conflicts.length} conflict${s.conflicts.length === 1 ? '' : 's'} (${names(s.conflicts)}): your version is kept, the guest's is beside it.`;
   if (s.refused.length > 0) text += ` Refused ${s.refused.length} (${names(s.refused)}); see the details.`;
   return text;

@@ -67,7 +67,8 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
     }));
   }
 
-  private syncNode(vm: string, id: string): SyncNode {
+  /** The node of a sync (the same object each time, as `TreeView.reveal` needs). */
+  syncNode(vm: string, id: string): SyncNode {
     let n = this.syncNodes.get(`${vm}/${id}`);
     if (!n) this.syncNodes.set(`${vm}/${id}`, (n = { kind: 'sync', vm, id }));
     return n;

@@ -25,14 +25,14 @@ test("the window's folders' syncs are shown before others", () => {
 test("a sync's tree item: the host folder's name, the guest path and its state; errors and the last error in the tooltip", () => {
   const now = 1_000_000;
   const inSync = syncItemLook(status({ hostDir: '/home/me/app', lastSyncAt: now - 2000 }), undefined, now);
-  assert.deepEqual([inSync.label, inSync.description, inSync.icon], ['app', '→ /root/app · in sync', 'check']);
+  assert.deepEqual([inSync.label, inSync.description, inSync.icon], ['app', 'in sync → /root/app', 'check']);
   assert.match(inSync.tooltip, /Host folder: \/home\/me\/app\nIn dev: \/root\/app\nNow: in sync\nLast in sync: just now/);
   const busy = syncItemLook(status({ state: 'syncing', files: 3, totalFiles: 4, bytes: 1024, totalBytes: 4096, message: 'syncing 1 file(s)' }), undefined, now);
-  assert.equal(busy.description, '→ /root/app · syncing 1 file');
+  assert.equal(busy.description, 'syncing 1 file → /root/app');
   assert.equal(busy.icon, 'sync~spin');
   assert.match(busy.tooltip, /Progress: 3 of 4 files, 1\.0 KiB of 4\.0 KiB/);
   const broken = syncItemLook(status({ state: 'error', message: 'cannot reach the guest agent; retrying' }), undefined, now);
-  assert.deepEqual([broken.description, broken.icon], ['→ /root/app · cannot reach the guest agent', 'warning']);
+  assert.deepEqual([broken.description, broken.icon], ['cannot reach the guest agent → /root/app', 'warning']);
   const recovered = syncItemLook(status({}), { message: 'no space left on the guest disk; retrying', at: now - 120_000 }, now);
   assert.match(recovered.tooltip, /Last error \(2 min ago\): no space left on the guest disk$/m);
 });
@@ -46,7 +46,7 @@ test('a pull reads as one sentence: written, held back and conflicts named', () 
   };
   assert.equal(
     pullSentence('dev', summary),
-    "Pulled dev:/root/app into app: 2 written, 5 unchanged. Held back 1 that could run programs on this machine (.vscode/tasks.json); review them to allow. 1 conflict (README.md): your version is kept, the guest's is beside it.",
+    "Pulled dev:/root/app into app: 2 files written, 5 unchanged. Held back 1 file that could run programs on this machine (.vscode/tasks.json); review it to allow. 1 conflict (README.md): your version is kept, the guest's is beside it.",
   );
-  assert.equal(pullSentence('dev', { ...summary, heldBack: [], conflicts: [], unchanged: 0 }), 'Pulled dev:/root/app into app: 2 written.');
+  assert.equal(pullSentence('dev', { ...summary, heldBack: [], conflicts: [], unchanged: 0 }), 'Pulled dev:/root/app into app: 2 files written.');
 });

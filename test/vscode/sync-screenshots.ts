@@ -82,6 +82,22 @@ async function main(): Promise<void> {
     await page.waitForTimeout(300);
     await shot(page, 'after-an-edit');
 
+    // The guest folder swapped for a file: the next change cannot land, and the sync says so.
+    await home.ok(['exec', VM, '--', 'sh', '-c', 'rm -rf /root/workspace && echo in-the-way > /root/workspace']);
+    fs.appendFileSync(path.join(ws, 'README.md'), 'And another.\n');
+    const broken = page.locator('.monaco-list-row', { hasText: /→/ }).filter({ hasNotText: /in sync|syncing/ }).first();
+    await broken.waitFor({ timeout: 60_000 }).then(async () => {
+      step(`sync row in error: ${(await broken.innerText()).replace(/\s+/g, ' ')}`);
+      step(`status bar: ${(await page.locator('.statusbar-item', { hasText: /sync/ }).allInnerTexts()).join(' | ')}`);
+      await shot(page, 'sync-error');
+      await broken.hover();
+      await page.locator('.monaco-hover').first().waitFor({ timeout: 10_000 }).catch(() => undefined);
+      step(`tooltip: ${(await page.locator('.monaco-hover').first().innerText().catch(() => '(none)')).replace(/\n/g, ' / ')}`);
+      await shot(page, 'sync-error-tooltip');
+    }, () => step('the sync did not report an error within 60 s'));
+    await home.ok(['exec', VM, '--', 'rm', '-f', '/root/workspace']);
+    await page.keyboard.press('Escape');
+
     await home.ok(['exec', VM, '--', 'sh', '-c', 'mkdir -p /root/results/.vscode && echo "build ok" > /root/results/report.txt && echo \'{"version":"2.0.0","tasks":[]}\' > /root/results/.vscode/tasks.json']);
     await page.keyboard.press('F1');
     await page.keyboard.type('>Pull Folder from VM', { delay: 30 });
@@ -104,9 +120,11 @@ async function main(): Promise<void> {
     await shot(page, 'pull-review-held-back');
     await page.keyboard.press('Escape');
 
-    await row(/in sync|syncing/).hover();
-    await row(/in sync|syncing/).locator('.action-label[aria-label="Stop Syncing"]').click();
-    await page.locator('.monaco-list-row', { hasText: /in sync|syncing/ }).first().waitFor({ state: 'detached', timeout: 30_000 });
+    const syncRow = row(/→ \/root\/workspace/);
+    step(`before Stop Syncing: ${(await tree.allInnerTexts()).map((t) => t.replace(/\s+/g, ' ')).join(' | ')}`);
+    await syncRow.hover();
+    await syncRow.locator('.action-label[aria-label="Stop Syncing"]').click();
+    await page.locator('.monaco-list-row', { hasText: /→ \/root\/workspace/ }).first().waitFor({ state: 'detached', timeout: 30_000 });
     step(`after Stop Syncing: ${(await tree.allInnerTexts()).map((t) => t.replace(/\s+/g, ' ')).join(' | ')}`);
     await shot(page, 'after-stop');
   } finally {

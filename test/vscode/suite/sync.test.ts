@@ -86,7 +86,7 @@ suite('vscode: workspace sync and pull', function () {
     const child = await until('the sync under its VM', () => syncChild(id), api.tree.onDidChangeTreeData, 30_000);
     const item = api.tree.getTreeItem(child);
     assert.equal(item.label, 'sync-suite');
-    assert.equal(item.description, `→ ${GUEST} · in sync`);
+    assert.equal(item.description, `in sync → ${GUEST}`);
     assert.equal((item.iconPath as vscode.ThemeIcon).id, 'check');
     assert.equal(item.contextValue, 'vmSync');
     assert.match(String(item.tooltip), new RegExp(`Host folder: ${hostDir}\\nIn ${VM}: ${GUEST}`));
@@ -123,19 +123,26 @@ suite('vscode: workspace sync and pull', function () {
     assert.ok((await guestBytes(`${GUEST}/src/data.bin`))?.equals(files['src/data.bin']), 'the guest keeps the synced files');
   });
 
-  test('a guest path that is a file, or a host folder that is missing: one sentence, no sync', async () => {
+  test('a guest path that is a file, a missing host folder, a stopped VM: one sentence each, no sync', async () => {
     await guestExec('echo not-a-folder > /root/sync-suite-file');
+    const stopped = 'sync-suite-stopped';
+    if (!api.model.get(stopped)) await vscode.commands.executeCommand(Command.create, undefined, { name: stopped, cpus: 1, memory: '512M', disk: '10G' });
     const errors: string[] = [];
     const sub = api.notifications.onDidShowError((m) => errors.push(m));
     try {
       assert.equal(await vscode.commands.executeCommand(Command.syncFolder, VM, { hostDir, guestPath: '/root/sync-suite-file' }), undefined);
       assert.equal(await vscode.commands.executeCommand(Command.syncFolder, VM, { hostDir: path.join(hostDir, 'missing'), guestPath: GUEST }), undefined);
+      assert.equal(await vscode.commands.executeCommand(Command.syncFolder, stopped, { hostDir, guestPath: GUEST }), undefined);
+      assert.equal(await vscode.commands.executeCommand(Command.pullFolder, stopped, { guestPath: GUEST, hostFolder: hostDir }), undefined);
     } finally {
       sub.dispose();
+      await vscode.commands.executeCommand(Command.delete, stopped, { confirm: false });
     }
     assert.deepEqual(errors, [
       `The guest path /root/sync-suite-file in ${VM} is a file; give a folder (it is made if missing).`,
       `The folder ${path.join(hostDir, 'missing')} does not exist on this machine.`,
+      `The VM ${stopped} is stopped; start it first.`,
+      `The VM ${stopped} is stopped; start it first.`,
     ]);
     assert.equal((await (await api.syncs.client()).list(VM)).length, 0, 'no sync was started');
   });
