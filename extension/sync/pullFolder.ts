@@ -143,7 +143,7 @@ async function pickHostFolder(vm: string, guestPath: string): Promise<string | u
   const folders = (vscode.workspace.workspaceFolders ?? []).filter((f) => f.uri.scheme === 'file');
   const choose = { label: '$(folder-opened) Choose a Folder...', dir: undefined as string | undefined };
   const items = [
-    ...folders.map((f) => ({ label: `$(new-folder) ${f.name}/${base}`, description: 'a folder in the workspace', dir: path.join(f.uri.fsPath, base) })),
+    ...folders.map((f) => ({ label: `$(new-folder) ${f.name}/${base}`, description: fs.existsSync(path.join(f.uri.fsPath, base)) ? 'a folder in the workspace' : 'a new folder in the workspace', dir: path.join(f.uri.fsPath, base) })),
     ...folders.map((f) => ({ label: `$(root-folder) ${f.name}`, description: 'the workspace folder itself', dir: f.uri.fsPath })),
     choose,
   ];

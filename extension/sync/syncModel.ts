@@ -90,33 +90,6 @@ export class SyncModel implements vscode.Disposable {
     return vm === undefined ? all : all.filter((s) => s.vm === vm);
   }
 
-  /**
-   * Resolves with the first `probe` result that is not undefined, checked now and on every change;
-   * rejects with `signal`'s reason when it aborts.
-   */
-  waitFor<T>(probe: () => T | undefined, signal?: AbortSignal): Promise<T> {
-    const now = probe();
-    if (now !== undefined) return Promise.resolve(now);
-    return new Promise((resolve, reject) => {
-      const done = () => {
-        sub.dispose();
-        signal?.removeEventListener('abort', onAbort);
-      };
-      const onAbort = () => {
-        done();
-        reject(signal?.reason);
-      };
-      const sub = this.onDidChange(() => {
-        const v = probe();
-        if (v === undefined) return;
-        done();
-        resolve(v);
-      });
-      signal?.addEventListener('abort', onAbort);
-      if (signal?.aborted) onAbort();
-    });
-  }
-
   dispose(): void {
     this.subscriptions.forEach((s) => s.dispose());
     this.changed.dispose();

@@ -94,7 +94,7 @@ async function main(): Promise<void> {
       await page.locator('.monaco-hover').first().waitFor({ timeout: 10_000 }).catch(() => undefined);
       step(`tooltip: ${(await page.locator('.monaco-hover').first().innerText().catch(() => '(none)')).replace(/\n/g, ' / ')}`);
       await shot(page, 'sync-error-tooltip');
-    }, () => step('the sync did not report an error within 60 s'));
+    }, async () => step(`the sync did not report an error within 60 s; the guest has: ${(await home.ok(['exec', VM, '--', 'sh', '-c', 'ls -ld /root/workspace; tail -n 1 /root/workspace/README.md 2>&1; true'])).replace(/\n/g, ' / ')}; the row reads ${(await row(/→ \/root\/workspace/).innerText()).replace(/\s+/g, ' ')}`));
     await home.ok(['exec', VM, '--', 'rm', '-f', '/root/workspace']);
     await page.keyboard.press('Escape');
 
