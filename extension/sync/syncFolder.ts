@@ -177,7 +177,7 @@ export async function stopSync(deps: CommandDeps, target?: SyncTarget): Promise<
   const status = syncs.get(which.vm, which.id);
   const result = await (await syncs.client()).remove(which.vm, { id: which.id });
   const name = status ? path.basename(status.hostDir) : which.id;
-  void vscode.window.setStatusBarMessage(`$(debug-stop) Stopped syncing ${name} to ${which.vm}; the guest keeps its files`, 5000);
+  void vscode.window.setStatusBarMessage(`$(debug-disconnect) Stopped syncing ${name} to ${which.vm}; the guest keeps its files`, 5000);
   return result;
 }
 

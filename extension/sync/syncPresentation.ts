@@ -42,10 +42,13 @@ export interface SyncItemLook {
 
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
-/** What a sync is doing, in a few words: 'in sync', 'syncing 12 files', or its error. */
+/** What a sync is doing, in a few words: 'in sync', 'syncing 12 files', 'comparing', or its error (the tooltip has the full message). */
 export function syncWords(s: SyncStatus): string {
   if (s.state === 'in-sync') return 'in sync';
   if (s.state === 'syncing') return s.totalFiles > 0 ? `syncing ${plural(Math.max(0, s.totalFiles - s.files), 'file')}` : 'syncing';
+  if (s.state === 'scanning') return 'comparing';
+  if (s.state === 'connecting') return 'connecting';
+  if (s.state === 'waiting') return 'waiting for the VM';
   return s.message.replace(/; retrying$/, '');
 }
 
@@ -57,7 +60,7 @@ export function syncWords(s: SyncStatus): string {
  */
 export function syncItemLook(s: SyncStatus, lastError?: { message: string; at: number }, now = Date.now()): SyncItemLook {
   const icon = s.state === 'error' ? 'warning' : s.state === 'in-sync' ? 'check' : s.state === 'waiting' ? 'debug-pause' : 'sync~spin';
-  const lines = [`Host folder: ${s.hostDir}`, `In ${s.vm}: ${s.guestPath}`, `Now: ${syncWords(s)}${s.state === 'error' ? ' (it retries by itself)' : ''}`];
+  const lines = [`Host folder: ${s.hostDir}`, `In ${s.vm}: ${s.guestPath}`, `Now: ${s.state === 'syncing' || s.state === 'in-sync' ? syncWords(s) : s.message.replace(/; retrying$/, '')}${s.state === 'error' ? ' (it retries by itself)' : ''}`];
   if (s.state === 'syncing' && s.totalBytes > 0) lines.push(`Progress: ${s.files} of ${plural(s.totalFiles, 'file')}, ${formatBytes(s.bytes)} of ${formatBytes(s.totalBytes)}`);
   if (s.lastSyncAt !== undefined) lines.push(`Last in sync: ${ago(now - s.lastSyncAt)}`);
   if (lastError && s.state !== 'error') lines.push(`Last error (${ago(now - lastError.at)}): ${lastError.message.replace(/; retrying$/, '')}`);
