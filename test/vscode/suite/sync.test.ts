@@ -7,7 +7,7 @@
  * editor reaches the guest; Stop Syncing removes the child. A guest path that is a file, and a host
  * folder that does not exist, each show one sentence and start nothing. Then Pull Folder from VM
  * of a guest folder holding a normal file and a `.vscode/tasks.json`: the file is written, the
- * tasks file is reported held back and is not written.
+ * tasks file is reported held back and is not written; pulled again allowing it, it is written.
  */
 /// <reference types="mocha" />
 import * as assert from 'node:assert/strict';
@@ -157,5 +157,10 @@ suite('vscode: workspace sync and pull', function () {
     assert.ok(!fs.existsSync(path.join(into, '.vscode', 'tasks.json')), 'the held-back file is not written');
     assert.equal(summary.conflicts.length, 0);
     assert.equal(summary.written, 1);
+    // What Review Held-Back Files does with the user's pick: the same pull again, allowing it.
+    const allowed = await vscode.commands.executeCommand<PullSummary | undefined>(Command.pullFolder, VM, { guestPath: '/root/pull-suite', hostFolder: into, allow: ['.vscode/tasks.json'] });
+    assert.deepEqual(allowed?.heldBack, []);
+    assert.match(fs.readFileSync(path.join(into, '.vscode', 'tasks.json'), 'utf8'), /"runOn":"folderOpen"/);
+    assert.equal(allowed?.written, 1, 'only the allowed file is written the second time');
   });
 });
