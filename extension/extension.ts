@@ -28,6 +28,7 @@ import { bindContextKeys } from './ui/contextKeys';
 import { Notifications } from './ui/notifications';
 import { createStatusBar } from './ui/statusBar';
 import { createSyncStatusBar } from './sync/syncStatusBar';
+import { SyncModel } from './sync/syncModel';
 
 export interface SandboxVmsApi {
   readonly model: VmModel;
@@ -41,6 +42,7 @@ export interface SandboxVmsApi {
   readonly serialConsoles: SerialConsoles;
   readonly details: DetailsPanels;
   readonly guestFs: GuestFs;
+  readonly syncs: SyncModel;
 }
 
 const settings = () => vscode.workspace.getConfiguration(SECTION);
@@ -82,10 +84,11 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
   const metrics = new MetricsStore(connection, (m) => log.info(m));
   const serialConsoles = new SerialConsoles(async (vm) => (await connection.client()).console(vm, { waitMs: model.get(vm)?.state === 'starting' ? 60_000 : 0 }), (m) => log.info(m));
   const details = new DetailsPanels(context.extensionUri, model, metrics);
-  const tree = new VmTreeProvider(model, terminals, () => connection.ensure(), metrics);
+  const syncs = new SyncModel(connection, (m) => log.warn(m));
+  const tree = new VmTreeProvider(model, terminals, () => connection.ensure(), metrics, syncs);
   const treeView = vscode.window.createTreeView(View.machines, { treeDataProvider: tree, showCollapseAll: false });
   const guestFs = registerGuestFs(model, () => connection.client(), async (vm) => (await connection.client()).attach(vm), (m) => log.info(`guest files: ${m}`));
-  const deps: CommandDeps = { connection, model, host, terminals, notify, log, settings, serialConsoles, details };
+  const deps: CommandDeps = { connection, model, host, terminals, notify, log, settings, serialConsoles, details, syncs };
 
   const terminalCounts = new Map<string, number>();
   let lastSize = model.size;
@@ -105,6 +108,7 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     serialConsoles,
     details,
     guestFs,
+    syncs,
     tree,
     treeView,
     host,
@@ -131,16 +135,20 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
       const newest = open.at(-1);
       if (grew && newest && treeView.visible) void treeView.reveal({ kind: 'terminal', vm, terminalId: newest.id }, { select: false, focus: false, expand: true }).then(undefined, () => undefined);
     }),
+    // A new sync shows under its VM: reveal it (expands the VM) when the view is open.
+    syncs.onDidChange((c) => {
+      if (c?.kind === 'added' && treeView.visible) void treeView.reveal(tree.syncNode(c.vm, c.id), { select: false, focus: false }).then(undefined, () => undefined);
+    }),
     registerTerminalProfile(model, terminals, () => connection.client()),
     createStatusBar(model, () => connection.ensure()),
-    createSyncStatusBar(connection, (m) => log.warn(m)),
+    createSyncStatusBar(syncs),
     ...registerCommands(deps, home),
     vscode.workspace.onDidChangeConfiguration((e) => {
       if (e.affectsConfiguration(`${SECTION}.${Setting.dataDirectory}`)) log.warn('the data directory changed: reload the window to use it');
     }),
   );
   if (treeView.visible || terminals.saved().length > 0) connection.ensure();
-  return { model, connection, terminals, tree, treeView, notifications: notify, host, metrics, serialConsoles, details, guestFs };
+  return { model, connection, terminals, tree, treeView, notifications: notify, host, metrics, serialConsoles, details, guestFs, syncs };
 }
 
 export function deactivate(): void {

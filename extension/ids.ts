@@ -36,6 +36,10 @@ export const Command = {
   stopForwarding: 'sandboxvm.port.stopForwarding',
   openPortInBrowser: 'sandboxvm.port.openInBrowser',
   copyPortAddress: 'sandboxvm.port.copyAddress',
+  syncFolder: 'sandboxvm.sync.start',
+  stopSync: 'sandboxvm.sync.stop',
+  revealSyncFolder: 'sandboxvm.sync.revealFolder',
+  pullFolder: 'sandboxvm.vm.pullFolder',
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 
@@ -80,6 +84,7 @@ export const ItemContext = {
   forward: 'vmForward',
   manualForward: 'vmForwardManual',
   failedManualForward: 'vmFailedForwardManual',
+  sync: 'vmSync',
 } as const;
 
 /** Webview panels' view types. */

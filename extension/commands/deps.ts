@@ -6,6 +6,7 @@ import type { DetailsPanels } from '../details/detailsPanel';
 import type { ServiceConnection } from '../model/serviceConnection';
 import type { HostState } from '../model/hostState';
 import type { VmModel } from '../model/vmModel';
+import type { SyncModel } from '../sync/syncModel';
 import type { TerminalManager } from '../terminals/terminalManager';
 import type { Notifications } from '../ui/notifications';
 
@@ -20,4 +21,6 @@ export interface CommandDeps {
   settings: () => vscode.WorkspaceConfiguration;
   serialConsoles: SerialConsoles;
   details: DetailsPanels;
+  /** The service's workspace syncs (optional so older callers and tests need not build one). */
+  syncs?: SyncModel;
 }

@@ -26,6 +26,8 @@ import { setNetworkPolicy } from './setNetworkPolicy';
 import { openFolderInVm } from '../guestFs/openFolderInVm';
 import { findInVmFolder, goToFileInVm } from '../guestFs/guestSearch';
 import { copyPortAddress, forwardPort, openPortInBrowser, stopForwarding } from '../ports/portCommands';
+import { revealSyncFolder, stopSync, syncFolder } from '../sync/syncFolder';
+import { pullFolder } from '../sync/pullFolder';
 
 type Handler = (deps: CommandDeps, ...args: any[]) => Promise<unknown>;
 
@@ -60,6 +62,10 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.stopForwarding]: stopForwarding,
     [Command.openPortInBrowser]: openPortInBrowser,
     [Command.copyPortAddress]: copyPortAddress,
+    [Command.syncFolder]: syncFolder,
+    [Command.stopSync]: stopSync,
+    [Command.revealSyncFolder]: revealSyncFolder,
+    [Command.pullFolder]: (d, ...a) => pullFolder(d, home(), ...a),
   };
   return Object.entries(table).map(([id, handler]) =>
     vscode.commands.registerCommand(id, async (...args: unknown[]) => {

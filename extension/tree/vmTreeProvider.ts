@@ -12,6 +12,8 @@ import type { TerminalManager } from '../terminals/terminalManager';
 import { Command, ItemContext } from '../ids';
 import { vmLook, type LiveFigures } from './vmPresentation';
 import { forwardKey, forwardLooks } from '../ports/portPresentation';
+import type { SyncModel } from '../sync/syncModel';
+import { syncItemLook } from '../sync/syncPresentation';
 
 export interface VmNode {
   readonly kind: 'vm';
@@ -30,7 +32,12 @@ export interface PortNode {
   /** Where it is forwarded on the host, when it is. */
   readonly hostPort?: number;
 }
-export type Node = VmNode | TerminalNode | PortNode;
+export interface SyncNode {
+  readonly kind: 'sync';
+  readonly vm: string;
+  readonly id: string;
+}
+export type Node = VmNode | TerminalNode | PortNode | SyncNode;
 
 /** The shortest time between two re-renders of a VM's item for a changed CPU figure alone. */
 const SAMPLE_RENDER_MS = 5_000;
@@ -43,7 +50,10 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
   private readonly shown = new Map<string, { description: string; ports: string; firedAt: number; timer?: NodeJS.Timeout }>();
   private readonly subscriptions: vscode.Disposable[] = [];
 
-  constructor(private readonly model: VmModel, private readonly terminals: TerminalManager, private readonly onFirstRender: () => void, private readonly metrics?: MetricsStore) {
+  /** Sync nodes by `vm/id`, so a status change re-renders just that item. */
+  private readonly syncNodes = new Map<string, SyncNode>();
+
+  constructor(private readonly model: VmModel, private readonly terminals: TerminalManager, private readonly onFirstRender: () => void, private readonly metrics?: MetricsStore, private readonly syncs?: SyncModel) {
     this.subscriptions.push(
       model.onDidChange((change) => {
         const node = change && this.nodes.get(change.name);
@@ -52,6 +62,20 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
       terminals.onDidChange((vm) => this.fire(this.nodes.get(vm))),
     );
     if (metrics) this.subscriptions.push(metrics.onDidChange((vm) => this.sampled(vm)));
+    if (syncs) this.subscriptions.push(syncs.onDidChange((c) => {
+      if (!c) return this.fire(undefined);
+      if (c.kind === 'removed') this.syncNodes.delete(`${c.vm}/${c.id}`);
+      const own = this.syncNodes.get(`${c.vm}/${c.id}`);
+      if (c.kind === 'changed' && own) this.changed.fire(own);
+      else this.fire(this.nodes.get(c.vm));
+    }));
+  }
+
+  /** The node of a sync (the same object each time, as `TreeView.reveal` needs). */
+  syncNode(vm: string, id: string): SyncNode {
+    let n = this.syncNodes.get(`${vm}/${id}`);
+    if (!n) this.syncNodes.set(`${vm}/${id}`, (n = { kind: 'sync', vm, id }));
+    return n;
   }
 
   /** Re-renders a VM's item (or, with no node, the whole tree). */
@@ -107,7 +131,8 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
     }
     if (element.kind === 'vm') {
       const terminals: Node[] = this.terminals.of(element.name).map((g) => ({ kind: 'terminal', vm: element.name, terminalId: g.id }));
-      return [...terminals, ...this.ports(element.name).map((p): Node => ({ kind: 'port', vm: element.name, port: p.port, hostPort: p.hostPort }))];
+      const syncs: Node[] = (this.syncs?.list(element.name) ?? []).map((s) => this.syncNode(element.name, s.id));
+      return [...terminals, ...syncs, ...this.ports(element.name).map((p): Node => ({ kind: 'port', vm: element.name, port: p.port, hostPort: p.hostPort }))];
     }
     return [];
   }
@@ -142,6 +167,19 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
       item.command = { command: Command.focusTerminal, title: 'Show Terminal', arguments: [element] };
       return item;
     }
+    if (element.kind === 'sync') {
+      const status = this.syncs?.get(element.vm, element.id);
+      if (!status) return new vscode.TreeItem('sync (stopped)');
+      const look = syncItemLook(status, this.syncs?.lastError(element.vm, element.id));
+      const item = new vscode.TreeItem(look.label, vscode.TreeItemCollapsibleState.None);
+      item.id = `sync:${this.model.get(element.vm)?.config.id ?? element.vm}:${element.id}`;
+      item.iconPath = new vscode.ThemeIcon(look.icon, look.color ? new vscode.ThemeColor(look.color) : undefined);
+      item.description = look.description;
+      item.tooltip = look.tooltip;
+      item.contextValue = ItemContext.sync;
+      item.accessibilityInformation = { label: `Sync of ${look.label} ${look.description.replace('→', 'to')}` };
+      return item;
+    }
     if (element.kind === 'port') {
       const key = forwardKey({ port: element.port, hostPort: element.hostPort });
       const look = this.ports(element.vm).find((p) => forwardKey(p) === key);
@@ -156,7 +194,7 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
     const info = this.model.get(element.name);
     if (!info) return new vscode.TreeItem(element.name);
     const look = vmLook(info, Date.now(), this.live(element.name));
-    const hasChildren = this.terminals.of(element.name).length > 0 || this.ports(element.name).length > 0;
+    const hasChildren = this.terminals.of(element.name).length > 0 || this.ports(element.name).length > 0 || (this.syncs?.list(element.name).length ?? 0) > 0;
     const item = new vscode.TreeItem(look.label, hasChildren ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
     item.id = `vm:${info.config.id}`;
     item.iconPath = new vscode.ThemeIcon(look.icon, look.color ? new vscode.ThemeColor(look.color) : undefined);
