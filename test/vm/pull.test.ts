@@ -135,7 +135,8 @@ describe('vm: pull from a hostile guest', { timeout: 3_600_000 }, () => {
     assert.ok(quarantined.startsWith(home.vmDir(VM)), `the quarantine is in the VM's directory: ${quarantined}`);
     assert.equal(fs.readFileSync(quarantined, 'utf8'), '#!/bin/sh\ntouch /tmp/pwned\n');
     const freeAfter = fs.statfsSync(base).bavail * fs.statfsSync(base).bsize;
-    assert.ok(freeBefore - freeAfter < 64 * 2 ** 20, `the host's free space fell by ${freeBefore - freeAfter} bytes`);
+    // Other writers share the disk (this guest's own overlay grows too): a pull of the 1 TiB file would take far more.
+    assert.ok(freeBefore - freeAfter < 512 * 2 ** 20, `the host's free space fell by ${freeBefore - freeAfter} bytes`);
     // The human summary says the same in sentences.
     const text = await home.cli(['pull', VM, '/root/h', dest]);
     assert.equal(text.code, 3);
