@@ -3,8 +3,9 @@
  * When the shell exits its code is shown and the next key closes the terminal; when the VM stops
  * or the session is cut off, one plain line says so. When the VM is saved the guest keeps the
  * shell: the terminal says so, waits, and attaches the same shell again once the VM runs (the
- * output it printed meanwhile comes first). Sessions are opened with keepOnDisconnect: when the
- * window reloads the guest keeps the shell, and a new terminal attaches it (`attachExisting`).
+ * output it printed meanwhile comes first; what is typed from the start until then follows it).
+ * Sessions are opened with keepOnDisconnect: when the window reloads the guest keeps the shell, and
+ * a new terminal attaches it (`attachExisting`).
  */
 import { StringDecoder } from 'node:string_decoder';
 import * as vscode from 'vscode';
@@ -24,6 +25,8 @@ export interface PtyOptions {
 const HELD_ELSEWHERE_MS = 15_000;
 /** How long a closed terminal waits to learn why it closed before closing its guest session. */
 const CLOSE_REASON_MS = 3000;
+/** How much of what is typed while the shell comes back after a restore is held for it. */
+const MAX_TYPEAHEAD_CHARS = 4096;
 /** How much of what the terminal showed `transcript` keeps. */
 const TRANSCRIPT_CHARS = 64 * 1024;
 
@@ -55,6 +58,13 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
   private session?: Session;
   /** Set while the VM is saved and the shell waits in the guest. */
   private waiting?: vscode.Disposable;
+  /**
+   * What is typed once the saved VM runs again and before its shell is attached (the user sees the
+   * VM running and types at once): sent to the shell when it is back. Typing while the VM is still
+   * saved goes nowhere.
+   */
+  private typeahead?: string[];
+  private typeaheadChars = 0;
   private ended = false;
 
   /** The guest session ended for good; the tab stays open to say why. */
@@ -196,6 +206,7 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
         this.waiting = undefined;
         return this.finish({ code: null, signal: null, error: info ? `${vm} was turned off, and the shell with it` : `${vm} was deleted` });
       }
+      if (info.state === 'starting' || info.state === 'running') this.typeahead ??= [];
       if (info.state !== 'running' || !info.runtime?.agent.connected) return;
       this.waiting?.dispose();
       this.waiting = undefined;
@@ -211,6 +222,7 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
       const session = await this.attachWithNotice(this.sessions, id, `\x1b[2m${vm} is running again; the shell is back.\x1b[0m\r\n`);
       this.session = session;
       if (this.dims) void session.resize(this.dims.columns, this.dims.rows).catch(() => undefined);
+      for (const data of this.takeTypeahead()) session.write(data).catch(() => undefined);
       this.startEmitter.fire(id);
     } catch (err) {
       this.sessions?.dispose();
@@ -218,9 +230,17 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
     }
   }
 
+  private takeTypeahead(): string[] {
+    const typed = this.typeahead ?? [];
+    this.typeahead = undefined;
+    this.typeaheadChars = 0;
+    return typed;
+  }
+
   private finish(r: SessionExit): void {
     if (this.ended) return;
     this.ended = true;
+    this.takeTypeahead();
     this.options.log(`terminal on ${this.options.vm}${this.session ? ` (session ${this.session.id})` : ''} ended: ${r.error ?? `code ${r.code} signal ${r.signal}`}`);
     this.emit(this.decoder.end() + dim(`${endMessage(this.options.vm, r)} Press any key to close the terminal.`));
     this.exitEmitter.fire(r);
@@ -229,6 +249,12 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
 
   handleInput(data: string): void {
     if (this.ended) return this.close();
+    if (this.typeahead) {
+      if (this.typeaheadChars + data.length > MAX_TYPEAHEAD_CHARS) return;
+      this.typeahead.push(data);
+      this.typeaheadChars += data.length;
+      return;
+    }
     if (this.waiting) return;
     this.session?.write(data).catch(() => undefined);
   }

@@ -101,6 +101,25 @@ suite('vscode: Sandbox VMs view, commands and terminals', function () {
     g.terminal!.dispose();
   });
 
+  test('save and start: what is typed once the VM runs again, before the shell is back, reaches the shell', async () => {
+    await vscode.commands.executeCommand(Command.openTerminal, VM);
+    const g = api.terminals.of(VM).at(-1)!;
+    let out = '';
+    g.pty.onDidWrite((d) => (out += d));
+    await until('the guest session', () => g.pty.sessionId, (l: () => void) => g.pty.onDidWrite(l), 30_000);
+    await vscode.commands.executeCommand(Command.save, VM);
+    await until('the saved message', () => (out.includes(`${VM} was saved.`) ? true : undefined), (l: () => void) => g.pty.onDidWrite(l), 60_000);
+    const started = vscode.commands.executeCommand(Command.start, VM);
+    // A user types as soon as the VM shows as running, before the terminal has its shell again.
+    await api.model.waitFor(VM, (i) => i?.state === 'running', 120_000);
+    g.terminal!.sendText('echo "typeahead-$((6*7))"');
+    await started;
+    await until('the output of what was typed', () => (out.includes('typeahead-42\r\n') ? true : undefined), (l: () => void) => g.pty.onDidWrite(l), 30_000).catch((err) => {
+      throw new Error(`${err.message}; the terminal shows ${JSON.stringify(out.slice(-600))}`);
+    });
+    g.terminal!.dispose();
+  });
+
   test('kill -9 of the worker: the open terminal carries on with the same shell', async () => {
     await vscode.commands.executeCommand(Command.openTerminal, VM);
     const g = api.terminals.of(VM).at(-1)!;
