@@ -5,7 +5,8 @@
  *   disk) -> Start from the row's inline button, the VM running in the tree (its tooltip names the
  *   accelerator, probed through the packaged koffi) -> Open Terminal from the context menu,
  *   `uname -r` shows the guest kernel -> a web server started in that terminal shows as a forwarded
- *   port under the VM, and Open in Browser opens it -> Save, Start (restore) with the terminal carrying on ->
+ *   port under the VM, and Open in Browser opens it -> Sync Workspace Folder to VM from the
+ *   palette, an edit saved in VS Code shows in the guest's terminal -> Save, Start (restore) with the terminal carrying on ->
  *   Stop -> Delete (modal) -> the empty view again.
  *
  * Procedure, as root: make the user when missing (useradd; SANDBOXVM_JOURNEY_USER, default
@@ -245,6 +246,37 @@ async function journey(cs: CodeServer, page: Page): Promise<void> {
   await page.bringToFront();
   await shot(page, 'port-forwarded');
 
+  // Sync the workspace folder into the VM from the palette, edit a file of it in VS Code, and see
+  // the edit in the guest's terminal.
+  const notes = path.join(cs.workspace, 'notes.txt');
+  fs.writeFileSync(notes, 'written before the sync\n');
+  const owner = fs.statSync(cs.workspace);
+  fs.chownSync(notes, owner.uid, owner.gid);
+  await runCommand(page, 'Sandbox VMs: Sync Workspace Folder to VM');
+  await page.locator('.quick-input-widget', { hasText: 'The folder in the guest' }).first().waitFor({ timeout: 30_000 });
+  await shot(page, 'sync-guest-path');
+  await page.keyboard.press('Enter');
+  await page.locator('.monaco-list-row', { hasText: /in sync/ }).first().waitFor({ timeout: 120_000 });
+  step('the workspace folder is in sync with /root/workspace');
+  await shot(page, 'sync-in-sync');
+  await page.keyboard.press('Control+P');
+  await page.locator('.quick-input-widget input').fill('notes.txt');
+  await page.locator('.quick-input-list .monaco-list-row', { hasText: 'notes.txt' }).first().waitFor({ timeout: 30_000 });
+  await page.keyboard.press('Enter');
+  const editor = page.locator('.monaco-editor .view-lines', { hasText: 'written before the sync' }).first();
+  await editor.waitFor({ timeout: 30_000 });
+  await editor.click();
+  await page.keyboard.press('Control+End');
+  await page.keyboard.type('edited on the host\n');
+  await page.keyboard.press('Control+S');
+  await page.locator('.tabs-container .tab.dirty', { hasText: 'notes.txt' }).first().waitFor({ state: 'detached', timeout: 30_000 });
+  const savedAt = Date.now();
+  await page.locator('.xterm').first().click();
+  await page.keyboard.type('cat /root/workspace/notes.txt\n');
+  await page.locator('.xterm-rows', { hasText: 'edited on the host' }).first().waitFor({ timeout: 30_000 });
+  step(`the edit saved in VS Code shows in the guest's terminal ${Date.now() - savedAt} ms after the save`);
+  await shot(page, 'sync-edit-in-guest');
+
   // VM details: the webview draws the CPU plot from live samples (a polyline inside its frames).
   await contextMenu(page, row, 'Show Details');
   const webview = page.frameLocator('iframe.webview').frameLocator('iframe#active-frame');
@@ -287,6 +319,14 @@ async function journey(cs: CodeServer, page: Page): Promise<void> {
   await shot(page, 'walkthrough-done');
   step(`walkthrough: ${done} of 3 steps complete`);
   if (done !== 3) throw new Error(`the walkthrough shows ${done} of 3 steps complete after the journey ran their commands`);
+}
+
+/** Runs a command from the palette (F1) by its title. */
+async function runCommand(page: Page, title: string): Promise<void> {
+  await page.keyboard.press('F1');
+  await page.locator('.quick-input-widget input').fill(`>${title}`);
+  await page.locator('.quick-input-list .monaco-list-row', { hasText: title }).first().waitFor({ timeout: 15_000 });
+  await page.keyboard.press('Enter');
 }
 
 /** Opens the extension's walkthrough, as the Welcome page offers it to a new user. */
