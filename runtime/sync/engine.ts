@@ -11,9 +11,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { SessionClient } from '../client/sessionClient';
-import { SyncChannel } from './channel';
+import { SyncChannel, type GuestFailure } from './channel';
 import { baseRules, type IgnoreRules } from './ignore';
-import { forgetSubtree, planSync, sameEntry, type SyncPlan } from './plan';
+import { planSync, sameEntry, type SyncPlan } from './plan';
 import { pushPlan } from './push';
 import { entryOf, linkStaysInside, scanTree } from './scan';
 import type { SyncSpec, SyncStatus } from './types';
@@ -22,6 +22,8 @@ import type { TreeEntry } from './wire';
 
 /** Between attempts after a failure: doubles from the first to the last. */
 const RETRY_MS = [500, 1000, 2000, 5000];
+/** States an error stays shown through: only `in-sync` (or `waiting`) clears it. */
+const BUSY = new Set(['connecting', 'scanning', 'syncing']);
 
 export interface EngineHost {
   /** A session client on the VM's current worker; rejects when the VM is not running. */
@@ -65,6 +67,10 @@ export class SyncEngine {
   }
 
   private publish(patch: Partial<SyncStatus>): void {
+    if (this.status.state === 'error' && (patch.state === undefined || BUSY.has(patch.state))) {
+      const { state: _state, message: _message, ...progress } = patch;
+      patch = progress;
+    }
     this.status = { ...this.status, ...patch };
     this.onStatus(this.status);
   }
@@ -126,7 +132,10 @@ export class SyncEngine {
     const scan = await scanTree(root, baseRules(this.spec.ignore, true), { gitignore: this.spec.gitignore });
     this.rules = scan.rules;
     this.watcher.setDirs(scan.dirs);
-    const guest = await channel.manifest(scan.rules.sources.map((g) => ({ base: g.base, patterns: [...g.patterns] })));
+    const guest = await channel.manifest(scan.rules.sources.map((g) => ({ base: g.base, patterns: [...g.patterns] }))).catch((err: Error) => {
+      if (String(err?.message).includes(`${this.spec.guestPath} is not a directory`)) throw new Error(`the guest folder ${this.spec.guestPath} is no longer a folder (something else is in its place); remove that in the guest and the sync starts again by itself`);
+      throw err;
+    });
     this.model = guest;
     const plan = planSync(scan.entries, guest);
     const count = plan.files.length + plan.links.length + plan.dirs.length + plan.removes.length;
@@ -134,7 +143,7 @@ export class SyncEngine {
     const t0 = Date.now();
     const pushed = await pushPlan(channel, root, plan, this.model, (p) => this.publish({ files: p.files, bytes: p.bytes, message: `syncing ${p.totalFiles - p.files} file(s)` }));
     for (const p of pushed.changed) this.pending.add(p);
-    this.reportFailures(channel);
+    this.throwIfFailed(pushed.failed);
     this.publish({ state: 'in-sync', message: 'in sync', files: pushed.files, bytes: pushed.bytes, lastSyncAt: Date.now(), firstSyncMs: Date.now() - t0 });
     // Follow changes until the session ends.
     for (;;) {
@@ -227,16 +236,18 @@ export class SyncEngine {
     this.publish({ state: 'syncing', message: `syncing ${plan.files.length || n} ${plan.files.length ? 'file(s)' : 'change(s)'}`, files: 0, totalFiles: plan.files.length, bytes: 0, totalBytes: plan.bytes });
     const pushed = await pushPlan(channel, this.spec.hostDir, plan, this.model);
     for (const p of pushed.changed) this.pending.add(p);
-    this.reportFailures(channel);
+    this.throwIfFailed(pushed.failed);
     if (this.status.state === 'syncing') this.publish({ state: 'in-sync', message: 'in sync', files: pushed.files, bytes: pushed.bytes, lastSyncAt: Date.now() });
   }
 
-  private reportFailures(channel: SyncChannel): void {
-    const failed = channel.failures.splice(0);
+  /**
+   * Ends the session when the guest could not apply something: the run loop shows why as an
+   * error and tries again (a full comparison) after a pause or at the next change, until it works.
+   */
+  private throwIfFailed(failed: GuestFailure[]): void {
     if (failed.length === 0) return;
-    for (const f of failed) forgetSubtree(this.model, f.path);
     const first = failed[0];
-    this.publish({ state: 'error', message: `cannot write ${first.path} in the guest: ${first.message}${failed.length > 1 ? ` (and ${failed.length - 1} more)` : ''}` });
+    throw new Error(`cannot write ${this.spec.guestPath}/${first.path} in the guest: ${first.message}${failed.length > 1 ? ` (and ${failed.length - 1} more)` : ''}; fix that in the guest and the sync tries again by itself`);
   }
 
   /** Stops syncing; what the guest has stays. */

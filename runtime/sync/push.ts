@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { SyncChannel } from './channel';
+import type { GuestFailure, SyncChannel } from './channel';
 import { entryOf } from './scan';
 import { forgetSubtree, type SyncPlan } from './plan';
 import { encodeHeader, type TreeEntry } from './wire';
@@ -34,10 +34,12 @@ export interface PushResult {
   bytes: number;
   /** Paths that changed while being read: to send again. */
   changed: string[];
+  /** What the guest could not apply (forgotten from `model`). */
+  failed: GuestFailure[];
 }
 
 export async function pushPlan(channel: SyncChannel, root: string, plan: SyncPlan, model: Map<string, TreeEntry>, onProgress?: (p: PushProgress) => void): Promise<PushResult> {
-  const result: PushResult = { files: 0, bytes: 0, changed: [] };
+  const result: PushResult = { files: 0, bytes: 0, changed: [], failed: [] };
   const progress: PushProgress = { files: 0, totalFiles: plan.files.length, bytes: 0, totalBytes: plan.bytes };
   let parts: Buffer[] = [];
   let partBytes = 0;
@@ -150,6 +152,7 @@ export async function pushPlan(channel: SyncChannel, root: string, plan: SyncPla
   await Promise.all(inFlight);
   if (failure) throw failure;
   await Promise.all(acks);
-  for (const fail of channel.failures.splice(0)) forgetSubtree(model, fail.path);
+  result.failed = channel.failures.splice(0);
+  for (const fail of result.failed) forgetSubtree(model, fail.path);
   return result;
 }
