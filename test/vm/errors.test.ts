@@ -60,7 +60,7 @@ describe('vm: errors', { timeout: 600_000 }, () => {
     await fails(['rm', '--', 'service'], /no VM named service; see `sandboxvm list`/);
     const r = await home.cli(['exec', 'up', 'ls', '-la']);
     assert.equal(r.code, 2);
-    assert.match(r.stderr, /^sandboxvm: exec has no option -l \(it takes --cwd, --env, --timeout\); the command goes after `--`: sandboxvm exec up -- ls -la\n/);
+    assert.match(r.stderr, /^sandboxvm: exec has no option -l \(it takes --cwd, --env, --timeout, --undo-point\); the command goes after `--`: sandboxvm exec up -- ls -la\n/);
     await fails(['exec', 'up', '--timeout', '8d', '--', 'true'], /--timeout 8d is past the limit of 7 days/);
     await fails(['exec', 'up', '--timeout', 'soon', '--', 'true'], /invalid --timeout "soon"/);
     const extra = await home.cli(['start', 'down', 'up']);
