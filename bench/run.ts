@@ -10,6 +10,7 @@ import * as boot from './boot';
 import * as extension from './extension';
 import * as network from './network';
 import * as sync from './sync';
+import * as workspace from './workspace';
 import { cleanupAll, installSignalHandlers } from './lib/cleanup';
 import type { BenchModule, BenchOptions } from './lib/options';
 import { log } from './lib/output';
@@ -20,6 +21,7 @@ const BENCHMARKS: Record<string, BenchModule> = {
   extension,
   network,
   sync,
+  workspace,
 };
 
 const DEFAULT_RUNS = 5;
