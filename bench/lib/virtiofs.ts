@@ -17,9 +17,15 @@ import { delay, mustRun } from './proc';
 export const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 export const VIRTIOFS_TAG = 'hostfs';
 
-/** QEMU arguments for a peer with `memoryMiB` of memory that mounts the folder served on `socket`. */
+/**
+ * QEMU arguments for a peer with `memoryMiB` of memory that mounts the folder served on `socket`.
+ * libvhost-user refuses legacy virtio devices, and microvm's virtio-mmio transports are legacy by
+ * default: `force-legacy=false` makes all of the peer's virtio-mmio devices modern (disk, console
+ * and network too, where the runtime's VM has them legacy).
+ */
 export function virtiofsArgs(socket: string, memoryMiB: number): string[] {
   return [
+    '-global', 'virtio-mmio.force-legacy=false',
     '-object', `memory-backend-memfd,id=vfsmem,size=${memoryMiB}M,share=on`,
     '-machine', 'memory-backend=vfsmem',
     '-chardev', `socket,id=vfs,path=${socket}`,
