@@ -51,8 +51,11 @@ export interface SyncBenchHooks {
   bench?: string;
   /** Guest packages (default: sshd, qemu-guest-agent, rsync). */
   extraPackages?: string;
-  /** After the change latencies, the VM running: changes the host tree; the sync is then waited for. */
-  afterChanges?(tree: string): Promise<void>;
+  /**
+   * After the change latencies, the VM running: changes the host tree and returns a guest shell
+   * command (run in the synced folder) and the output it gives once the sync has caught up.
+   */
+  afterChanges?(tree: string): Promise<{ command: string; expect: string }>;
   /** Paths (relative to the tree) the rsync and tar peers leave out, so they copy what the first sync copied. */
   peerExcludes?: string[];
   /** More QEMU arguments for the peer VM (made in its directory `dir`). */
@@ -139,10 +142,14 @@ export async function run({ runs }: BenchOptions, hooks: SyncBenchHooks = {}): P
   }
   log(`runtime: ${describe('one change visible in the guest', latencies)}`);
   if (hooks.afterChanges) {
-    const wall = Date.now();
-    await hooks.afterChanges(tree);
-    await delay(1000);
-    await until('the sync after the setup', (s) => s.state === 'in-sync' && (s.lastSyncAt ?? 0) >= wall, 900_000);
+    const { command, expect } = await hooks.afterChanges(tree);
+    const deadline = Date.now() + 900_000;
+    for (let said = ''; said !== expect; ) {
+      if (Date.now() > deadline) throw new Error(`the guest never caught up with the host's changes: ${command} says ${said}, not ${expect}`);
+      await delay(2000);
+      const r = await runCli(['exec', VM, '--', 'sh', '-c', `cd ${GUEST_SYNC} && ${command}`], home, { timeoutMs: 120_000 });
+      said = r.stdout.trim();
+    }
   }
   await syncs.remove(VM);
   const pids: [number, string][] = [];

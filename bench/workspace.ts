@@ -49,6 +49,10 @@ export async function run(options: BenchOptions): Promise<void> {
         await mustRun('git', [...git, 'add', '-A'], { timeoutMs: 300_000 });
         await mustRun('git', [...git, 'commit', '-q', '-m', 'tree'], { timeoutMs: 300_000 });
         log('host: the tree is a git repository now; waiting for its .git to sync');
+        // Every file of .git but the lock files (ignored by the sync): their count and bytes.
+        const command = "find .git -type f ! -name '*.lock' -printf '%s\\n' | awk '{ n++; s += $1 } END { print n, s }'";
+        const host = await mustRun('sh', ['-c', `cd '${tree}' && ${command}`]);
+        return { command, expect: host.stdout.trim() };
       },
       peerArgs: async (dir, tree, memoryMiB) => {
         virtiofsd = new Virtiofsd(path.join(dir, 'virtiofsd.sock'), tree);
