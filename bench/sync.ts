@@ -149,6 +149,7 @@ export async function run({ runs }: BenchOptions, hooks: SyncBenchHooks = {}): P
       await delay(2000);
       const r = await runCli(['exec', VM, '--', 'sh', '-c', `cd ${GUEST_SYNC} && ${command}`], home, { timeoutMs: 120_000 });
       said = r.stdout.trim();
+      log(`guest: ${command} says ${said || r.stderr.trim()} (the host: ${expect})`);
     }
   }
   await syncs.remove(VM);

@@ -44,7 +44,7 @@ export async function run(options: BenchOptions): Promise<void> {
       extraPackages: 'openssh-server qemu-guest-agent rsync git',
       peerExcludes: ['.git'],
       afterChanges: async (tree) => {
-        const git = ['-C', tree, '-c', 'user.name=bench', '-c', 'user.email=bench@localhost'];
+        const git = ['-C', tree, '-c', 'user.name=bench', '-c', 'user.email=bench@localhost', '-c', 'gc.auto=0'];
         await mustRun('git', [...git, 'init', '-q'], { timeoutMs: 120_000 });
         await mustRun('git', [...git, 'add', '-A'], { timeoutMs: 300_000 });
         await mustRun('git', [...git, 'commit', '-q', '-m', 'tree'], { timeoutMs: 300_000 });
