@@ -12,6 +12,7 @@ import * as extension from './extension';
 import * as network from './network';
 import * as sync from './sync';
 import * as ports from './ports';
+import * as workspace from './workspace';
 import { cleanupAll, installSignalHandlers } from './lib/cleanup';
 import type { BenchModule, BenchOptions } from './lib/options';
 import { log } from './lib/output';
@@ -24,6 +25,7 @@ const BENCHMARKS: Record<string, BenchModule> = {
   sync,
   ports,
   checkpoints,
+  workspace,
 };
 
 const DEFAULT_RUNS = 5;

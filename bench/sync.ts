@@ -45,7 +45,36 @@ const GUEST_RSYNC = '/root/rsync-tree';
 const GUEST_TAR = '/root/tar-tree';
 const BOOT_TIMEOUT_MS = 180_000;
 
-export async function run({ runs }: BenchOptions): Promise<void> {
+/** What bench/workspace.ts adds to this benchmark's run, on the same guests. */
+export interface SyncBenchHooks {
+  /** The name in the result lines (default 'sync'). */
+  bench?: string;
+  /** Guest packages (default: sshd, qemu-guest-agent, rsync). */
+  extraPackages?: string;
+  /**
+   * After the change latencies, the VM running: changes the host tree and returns a guest shell
+   * command (run in the synced folder) and the output it gives once the sync has caught up.
+   */
+  afterChanges?(tree: string): Promise<{ command: string; expect: string }>;
+  /** Paths (relative to the tree) the rsync and tar peers leave out, so they copy what the first sync copied. */
+  peerExcludes?: string[];
+  /** More QEMU arguments for the peer VM (made in its directory `dir`). */
+  peerArgs?(dir: string, tree: string, memoryMiB: number): Promise<string[]>;
+  /** On the peer VM, after the sync figures: `guestTree` is the runtime's synced copy (the peer boots an overlay of its disk). */
+  onPeer?(ctx: { ssh: Ssh; tree: string; guestTree: string; dir: string; results: SyncFigures }): Promise<void>;
+}
+
+export interface SyncFigures {
+  firstSync: number;
+  rsyncFirst: number;
+  tarFirst: number;
+  latencies: number[];
+  rsyncChanges: number[];
+}
+
+export async function run({ runs }: BenchOptions, hooks: SyncBenchHooks = {}): Promise<void> {
+  const benchName = hooks.bench ?? 'sync';
+  const excludes = (hooks.peerExcludes ?? []).map((p) => `--exclude='${p.replace(/'/g, '')}'`).join(' ');
   const changes = Math.max(20, runs * 4);
   const qemu = await locateQemu();
   const accel = probeAccelerator();
@@ -54,7 +83,7 @@ export async function run({ runs }: BenchOptions): Promise<void> {
   if (others.length > 0) log(`warning: ${others.length} other QEMU process(es) share the CPUs; figures will be noisy`);
 
   const home = await tempHome();
-  process.env.SANDBOXVM_EXTRA_PACKAGES = EXTRA_PACKAGES;
+  process.env.SANDBOXVM_EXTRA_PACKAGES = hooks.extraPackages ?? EXTRA_PACKAGES;
   const client = await connectService(home);
   const tree = path.join(home, 'tree');
   const hashes = generateTree(tree, { files: FILES, bytes: BYTES, seed: 1 });
@@ -112,6 +141,17 @@ export async function run({ runs }: BenchOptions): Promise<void> {
     latencies.push(now() - t);
   }
   log(`runtime: ${describe('one change visible in the guest', latencies)}`);
+  if (hooks.afterChanges) {
+    const { command, expect } = await hooks.afterChanges(tree);
+    const deadline = Date.now() + 900_000;
+    for (let said = ''; said !== expect; ) {
+      if (Date.now() > deadline) throw new Error(`the guest never caught up with the host's changes: ${command} says ${said}, not ${expect}`);
+      await delay(2000);
+      const r = await runCli(['exec', VM, '--', 'sh', '-c', `cd ${GUEST_SYNC} && ${command}`], home, { timeoutMs: 120_000 });
+      said = r.stdout.trim();
+      log(`guest: ${command} says ${said || r.stderr.trim()} (the host: ${expect})`);
+    }
+  }
   await syncs.remove(VM);
   const pids: [number, string][] = [];
   if (info.runtime?.workerPid) pids.push([info.runtime.workerPid, 'worker.js']);
@@ -124,7 +164,8 @@ export async function run({ runs }: BenchOptions): Promise<void> {
   const dir = path.join(home, 'peer');
   await fsp.mkdir(dir);
   const sshPort = await freePort();
-  const spec: PeerQemuSpec = { ...specFromConfig(qemu, accel.accel, template, info.paths.disk, dir, VM), sshPort };
+  const base = specFromConfig(qemu, accel.accel, template, info.paths.disk, dir, VM);
+  const spec: PeerQemuSpec = { ...base, sshPort, extraArgs: hooks.peerArgs ? await hooks.peerArgs(dir, tree, base.memoryMiB) : [] };
   const vm = new PeerQemu(spec);
   const ssh = new Ssh(key, sshPort, dir);
   const sshCommand = ['ssh', ...ssh.options(), '-p', String(sshPort)].join(' ');
@@ -136,11 +177,12 @@ export async function run({ runs }: BenchOptions): Promise<void> {
     died.catch(() => undefined);
     await ssh.waitReady(180_000, died);
     await delay(3000);
-    const rsync = () => runProc('rsync', ['-a', '--delete', '-e', sshCommand, `${tree}/`, `${TARGET}:${GUEST_RSYNC}/`], { timeoutMs: 900_000, match: 'rsync' });
+    const rsyncExcludes = (hooks.peerExcludes ?? []).map((p) => `--exclude=${p}`);
+    const rsync = () => runProc('rsync', ['-a', '--delete', ...rsyncExcludes, '-e', sshCommand, `${tree}/`, `${TARGET}:${GUEST_RSYNC}/`], { timeoutMs: 900_000, match: 'rsync' });
     const first = await rsync();
     if (first.code !== 0) throw new Error(`rsync failed: ${first.stderr.trim()}`);
     log(`peer: rsync -a over ssh, first sync ${(first.ms / 1000).toFixed(2)} s`);
-    const tar = await runProc('sh', ['-c', `tar -C '${tree}' -cf - . | ${sshCommand} ${TARGET} 'mkdir -p ${GUEST_TAR} && tar -C ${GUEST_TAR} -xf -'`], { timeoutMs: 900_000, match: 'sh' });
+    const tar = await runProc('sh', ['-c', `tar -C '${tree}' ${excludes} -cf - . | ${sshCommand} ${TARGET} 'mkdir -p ${GUEST_TAR} && tar -C ${GUEST_TAR} -xf -'`], { timeoutMs: 900_000, match: 'sh' });
     if (tar.code !== 0) throw new Error(`tar over ssh failed: ${tar.stderr.trim()}`);
     log(`peer: tar | ssh tar x, first sync ${(tar.ms / 1000).toFixed(2)} s`);
     const rsyncChanges: number[] = [];
@@ -155,10 +197,11 @@ export async function run({ runs }: BenchOptions): Promise<void> {
     const count = await mustRun('ssh', [...ssh.sshArgs(), TARGET, `find ${GUEST_RSYNC} -type f | wc -l`]);
     if (Number(count.stdout.trim()) !== FILES) throw new Error(`rsync left ${count.stdout.trim()} files, not ${FILES}`);
 
-    emit({ bench: 'sync', metric: 'first_sync_s', unit: 's', value: firstSync, peer: 'rsync-ssh', peer_value: first.ms / 1000 });
-    emit({ bench: 'sync', metric: 'first_sync_s', unit: 's', value: firstSync, peer: 'tar-ssh', peer_value: tar.ms / 1000 });
-    emit({ bench: 'sync', metric: 'change_visible_ms', unit: 'ms', value: median(latencies), peer: 'rsync-ssh', peer_value: median(rsyncChanges) });
-    emit({ bench: 'sync', metric: 'change_visible_p95_ms', unit: 'ms', value: percentile(latencies, 95), peer: 'rsync-ssh', peer_value: percentile(rsyncChanges, 95) });
+    emit({ bench: benchName, metric: 'first_sync_s', unit: 's', value: firstSync, peer: 'rsync-ssh', peer_value: first.ms / 1000 });
+    emit({ bench: benchName, metric: 'first_sync_s', unit: 's', value: firstSync, peer: 'tar-ssh', peer_value: tar.ms / 1000 });
+    emit({ bench: benchName, metric: 'change_visible_ms', unit: 'ms', value: median(latencies), peer: 'rsync-ssh', peer_value: median(rsyncChanges) });
+    emit({ bench: benchName, metric: 'change_visible_p95_ms', unit: 'ms', value: percentile(latencies, 95), peer: 'rsync-ssh', peer_value: percentile(rsyncChanges, 95) });
+    await hooks.onPeer?.({ ssh, tree, guestTree: GUEST_SYNC, dir, results: { firstSync, rsyncFirst: first.ms / 1000, tarFirst: tar.ms / 1000, latencies, rsyncChanges } });
   } finally {
     await vm.dispose();
   }

@@ -28,6 +28,8 @@ export const QGA_PORT_NAME = 'org.qemu.guest_agent.0';
 export interface PeerQemuSpec extends RawQemuSpec {
   /** Host port forwarded to the guest's sshd. */
   sshPort: number;
+  /** More QEMU arguments, appended (bench/lib/virtiofs.ts). */
+  extraArgs?: string[];
 }
 
 /** rawArgv (the worker's argv for this directory) with the port forward and the QGA port added. */
@@ -42,6 +44,7 @@ export function peerArgv(spec: PeerQemuSpec): string[] {
     '-device', `virtserialport,bus=qgaserial.0,chardev=qga,name=${QGA_PORT_NAME}`,
     '-chardev', 'socket,id=raw,fd=6,server=off',
     '-device', `virtserialport,bus=qgaserial.0,chardev=raw,name=${RAW_PORT_NAME}`,
+    ...(spec.extraArgs ?? []),
   );
   return argv;
 }
