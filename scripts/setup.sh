@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 demo=1
 [ "${1:-}" = "--no-demo" ] && demo=0
 
-packages=(qemu-system-x86 qemu-utils busybox-static mmdebstrap e2fsprogs fakeroot fakechroot ca-certificates gcc libc6-dev passt rsync)
+packages=(qemu-system-x86 qemu-utils busybox-static mmdebstrap e2fsprogs fakeroot fakechroot ca-certificates gcc libc6-dev passt rsync openssh-client git)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
