@@ -5,6 +5,7 @@
  * line-based tool on the host), at most 255 bytes per name (NAME_MAX) and 4,000 bytes in all
  * (below PATH_MAX once joined to the folder). Pure.
  */
+import { linkStaysInside } from '../../client/copyPlan';
 
 export const MAX_NAME_BYTES = 255;
 export const MAX_PATH_BYTES = 4000;
@@ -52,15 +53,5 @@ export function foldName(name: string): string {
  * are checked on the host by the writer.)
  */
 export function linkTextStaysInside(linkRel: string, target: string): boolean {
-  if (target.length === 0 || target.length > 4096 || target.includes('\0') || target.startsWith('/') || target.includes('\\')) return false;
-  let depth = linkRel.split('/').length - 1;
-  let descending = false;
-  for (const part of target.split('/')) {
-    if (part === '' || part === '.') continue;
-    if (part === '..') {
-      if (descending || depth === 0) return false;
-      depth--;
-    } else descending = true;
-  }
-  return true;
+  return target.length <= 4096 && !target.includes('\\') && linkStaysInside(linkRel, target);
 }
