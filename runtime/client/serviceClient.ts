@@ -21,6 +21,7 @@ import { SerialClient, type SerialClientOptions } from './serialClient';
 import type { VmMetrics } from '../worker/metrics';
 import { meetService } from './serviceVersion';
 import type { ServiceIdentity } from '../common/version';
+import type { ExportedVm, ImportedVm } from '../transfer/transfers';
 
 /** A metrics sample of one VM, as the service forwards it. */
 export type VmMetricsEvent = VmMetrics & { name: string };
@@ -166,6 +167,30 @@ export class ServiceClient {
   /** Applies the newest undo point (exec --undo-point), discarding what happened since. */
   undo(name: string): Promise<AppliedCheckpoint & { checkpoint: string }> {
     return call(this.connection, 'vm.undo', { name });
+  }
+  /**
+   * Writes the archive of a stopped or saved VM (vm.export) to `target.path` (absolute; the service
+   * writes it) or `target.socket` (a streamSocket.ts socket). `signal` cancels it (Cancelled).
+   */
+  exportVm(name: string, target: { path?: string; socket?: string }, onProgress?: ProgressListener, signal?: AbortSignal): Promise<ExportedVm> {
+    return this.cancellable('vm.export', { name, ...target }, onProgress, signal);
+  }
+  /** Makes a new VM from an archive (vm.import) at `source.path` or streamed through `source.socket`; `name` renames it. */
+  importVm(source: { path?: string; socket?: string }, name?: string, onProgress?: ProgressListener, signal?: AbortSignal): Promise<ImportedVm> {
+    return this.cancellable('vm.import', { ...source, name }, onProgress, signal);
+  }
+  private async cancellable<T>(method: string, params: Record<string, unknown>, onProgress?: ProgressListener, signal?: AbortSignal): Promise<T> {
+    const token = randomUUID();
+    if (onProgress) this.progress.set(token, onProgress);
+    const cancel = () => void call(this.connection, 'vm.transfer.cancel', { progressToken: token }).catch(() => undefined);
+    signal?.addEventListener('abort', cancel, { once: true });
+    try {
+      if (signal?.aborted) throw new SandboxError(ErrorCode.Cancelled, `${method} was cancelled`);
+      return await call<T>(this.connection, method, { ...params, progressToken: token });
+    } finally {
+      signal?.removeEventListener('abort', cancel);
+      this.progress.delete(token);
+    }
   }
   ensureImage(onProgress?: ProgressListener): Promise<{ hash: string; kernel: string; initrd: string; disk: string }> {
     return this.withProgress('image.ensure', {}, onProgress);

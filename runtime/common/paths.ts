@@ -69,6 +69,8 @@ export const VM_FILES = {
   checkpoints: 'checkpoints',
   /** Disk layers made by checkpoints: the overlays on top of frozen layers (common/activeDisk.ts). */
   layers: 'layers',
+  /** An imported VM's own copy of its base image (base.qcow2, vmlinuz, initrd.img), when no local image had its bytes (runtime/transfer). */
+  image: 'image',
 } as const;
 
 /** The files of a VM that runs (its worker's record and the sockets): none may outlive its QEMU. */

@@ -34,6 +34,9 @@
  *   sync.remove {name, id? | hostDir?} -> {removed}, sync.list {name?} -> SyncStatus[]: workspace syncs
  *               (syncManager.ts; main.ts adds its table); subscribers get `sync.status` and `sync.removed`
  *   vm.port.add, vm.port.remove, vm.port.auto, vm.port.list: port forwarding (portApi.ts)
+ *   vm.export {name, path | socket, progressToken?} -> ExportedVm                      (stopped | saved)
+ *   vm.import {path | socket, name?, progressToken?} -> ImportedVm: a new VM from an archive
+ *   vm.transfer.cancel {progressToken}: cancels that export or import (runtime/transfer/transfers.ts)
  *
  * Progress of long operations arrives as `progress` notifications {token, step, total, message}.
  */
@@ -66,6 +69,7 @@ export function apiHandlers(manager: VmManager, subscribers: Set<RpcPeer>, info:
     'vm.undo': (p) => manager.checkpoints.undo(p.name),
     'image.ensure': (p, peer) => manager.ensureImage(progressTo(peer, p.progressToken)),
     ...portApiHandlers(manager),
+    ...manager.transfers.handlers(progressTo),
     'service.info': () => info(),
     'service.subscribe': (_p, peer) => {
       subscribers.add(peer);

@@ -27,6 +27,8 @@ import { WORKER_SCRIPT_NAME, WorkerHandle, readWorkerRecord } from './workerHand
 import { checkDiskSize, virtualSize } from './diskSize';
 import { DEFAULT_PORTS_CONFIG, type PortsConfig } from '../common/ports';
 import { Checkpoints } from './checkpoints';
+import { Transfers } from '../transfer/transfers';
+import { imageCacheDir } from '../common/paths';
 
 export interface CreateParams {
   name: string;
@@ -98,6 +100,29 @@ export class VmManager {
       w.status = await w.call<WorkerStatus>('worker.status');
     },
     publish: (name) => this.publish(name),
+    snapshot: (name) => this.snapshot(name),
+    log: (m) => this.log(m),
+  });
+  /** Export and import (runtime/transfer/transfers.ts), run in this manager's per-VM queue. */
+  readonly transfers = new Transfers({
+    home: () => this.home,
+    vmsDir: () => vmsDir(this.home),
+    imageCacheDir: () => imageCacheDir(),
+    queue: (name, fn) => this.sequencer.queue(name, fn),
+    dir: (name) => this.dir(name),
+    config: (name) => this.entry(name).config,
+    state: (name) => {
+      this.entry(name);
+      return this.stateOf(name);
+    },
+    exists: (name) => this.entries.has(name) || existsSync(this.dir(name)),
+    recoverCheckpoints: async (name) => {
+      if (existsSync(this.file(name, 'checkpointIndex'))) await this.checkpoints.recoverBeforeBoot(name);
+    },
+    register: (name, config) => {
+      this.entries.set(name, { config });
+      this.publish(name);
+    },
     snapshot: (name) => this.snapshot(name),
     log: (m) => this.log(m),
   });

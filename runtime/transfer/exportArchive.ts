@@ -1,0 +1,219 @@
+/**
+ * Writes a stopped or saved VM as one archive (manifest.ts has the layout): the whole backing
+ * chain it needs to run (base image, its own layers, every checkpoint's layer), the checkpoint
+ * index and memory states, the saved state. Layers are kept as layers, not flattened: an archive
+ * of a VM with N checkpoints holds the base image once, and each layer only what it changed. Each
+ * layer's backing name is rewritten to its parent's name inside the archive while it streams
+ * (qcow2Header.ts), so an unpacked archive is a working chain (`qemu-img info --backing-chain`).
+ *
+ * Two passes over the files: the first hashes every entry (the manifest comes first and lists
+ * sizes and sha256), the second streams them. Memory holds one chunk at a time. The caller holds
+ * the VM's queue, so the files do not change between the passes.
+ */
+import { createHash } from 'node:crypto';
+import { promises as fs, statSync } from 'node:fs';
+import * as path from 'node:path';
+import type { VmConfig } from '../common/config';
+import { ErrorCode, SandboxError } from '../common/errors';
+import { VM_FILES } from '../common/paths';
+import { parseIndex } from '../service/checkpointTree';
+import { CHECKPOINT_FILES } from '../service/checkpointStore';
+import { ARCHIVE_FORMAT, ARCHIVE_VERSION, MANIFEST_NAME, layerEntryName, type Manifest, type ManifestEntry } from './manifest';
+import { HEADER_BYTES, Qcow2Error, withBacking } from './qcow2Header';
+import { END_MARKER, fileHeader, padding } from './tarWriter';
+
+const CHUNK = 1024 * 1024;
+
+export interface ExportSource {
+  vmDir: string;
+  config: VmConfig;
+  state: 'stopped' | 'saved';
+  /** Shown in the manifest. */
+  exporter: string;
+}
+
+/** One file of the archive as planned: where it comes from, and for a layer the backing name it gets. */
+interface Planned {
+  name: string;
+  file: string;
+  backing?: string;
+  sameAs?: string;
+}
+
+export interface ExportProgress {
+  (bytes: number, total: number, message: string): void;
+}
+
+export interface ExportResult {
+  bytes: number;
+  entries: number;
+  /** Bytes of the entries (without tar headers). */
+  payloadBytes: number;
+}
+
+/** The files of the VM's archive, in archive order (parents before children). */
+export async function planExport(src: ExportSource): Promise<Planned[]> {
+  const out: Planned[] = [
+    { name: 'image/vmlinuz', file: src.config.image.kernel },
+    { name: 'image/initrd.img', file: src.config.image.initrd },
+    { name: 'disks/base.qcow2', file: src.config.image.disk },
+  ];
+  const indexFile = path.join(src.vmDir, VM_FILES.checkpointIndex);
+  const indexText = await fs.readFile(indexFile, 'utf8').catch((err) => {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  });
+  const sibling = (layer: string | undefined) => (layer === undefined ? 'base.qcow2' : path.posix.basename(layerEntryName(layer)));
+  const inodes = new Map<string, string>();
+  const memory = (name: string, file: string) => {
+    const st = statSync(file);
+    const key = `${st.dev}:${st.ino}`;
+    out.push({ name, file, sameAs: inodes.get(key) });
+    if (!inodes.has(key)) inodes.set(key, name);
+  };
+  if (indexText === undefined) {
+    out.push({ name: 'disks/disk.qcow2', file: path.join(src.vmDir, VM_FILES.disk), backing: 'base.qcow2' });
+  } else {
+    const index = parseIndex(indexText);
+    if (index.pending) throw new SandboxError(ErrorCode.Internal, 'a checkpoint operation is still pending; try the export again');
+    const byId = new Map(index.nodes.map((n) => [n.id, n]));
+    const done = new Set<string>();
+    const addNode = (id: string) => {
+      if (done.has(id)) return;
+      const n = byId.get(id)!;
+      if (n.parent !== undefined) addNode(n.parent);
+      done.add(id);
+      out.push({ name: layerEntryName(n.layer), file: path.join(src.vmDir, n.layer), backing: sibling(n.parent === undefined ? undefined : byId.get(n.parent)!.layer) });
+    };
+    for (const n of index.nodes) addNode(n.id);
+    const top = index.top ?? VM_FILES.disk;
+    out.push({ name: layerEntryName(top), file: path.join(src.vmDir, top), backing: sibling(index.current === undefined ? undefined : byId.get(index.current)!.layer) });
+    out.push({ name: VM_FILES.checkpointIndex, file: indexFile });
+    if (src.state === 'saved') memory('saved.state', path.join(src.vmDir, VM_FILES.savedState));
+    for (const n of index.nodes) {
+      if (!n.memory) continue;
+      const folder = path.join(src.vmDir, VM_FILES.checkpoints, n.id);
+      memory(`checkpoints/${n.id}/memory.state`, path.join(folder, CHECKPOINT_FILES.memory));
+      const epoch = path.join(folder, CHECKPOINT_FILES.epoch);
+      if (await exists(epoch)) out.push({ name: `checkpoints/${n.id}/epoch`, file: epoch });
+    }
+  }
+  if (src.state === 'saved') {
+    if (!out.some((p) => p.name === 'saved.state')) memory('saved.state', path.join(src.vmDir, VM_FILES.savedState));
+    const epoch = path.join(src.vmDir, VM_FILES.savedEpoch);
+    if (await exists(epoch)) out.push({ name: 'saved.epoch', file: epoch });
+  }
+  return out;
+}
+
+/** The bytes of a planned entry, in chunks; a layer's first chunk has its backing name rewritten. */
+async function* chunks(p: Planned, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  const handle = await fs.open(p.file, 'r');
+  try {
+    let position = 0;
+    for (let first = true; ; first = false) {
+      if (signal?.aborted) throw cancelled();
+      const size = first && p.backing ? HEADER_BYTES : CHUNK;
+      const buf = Buffer.allocUnsafe(size);
+      const { bytesRead } = await handle.read(buf, 0, size, position);
+      if (bytesRead === 0) return;
+      position += bytesRead;
+      let piece: Buffer = buf.subarray(0, bytesRead);
+      if (first && p.backing) {
+        try {
+          piece = withBacking(piece, p.backing);
+        } catch (err) {
+          if (err instanceof Qcow2Error) throw new SandboxError(ErrorCode.Internal, `${p.file} cannot be exported: ${err.message}`);
+          throw err;
+        }
+      }
+      yield piece;
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+function cancelled(): SandboxError {
+  return new SandboxError(ErrorCode.Cancelled, 'the export was cancelled');
+}
+
+async function exists(file: string): Promise<boolean> {
+  return fs.access(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+/**
+ * Writes the archive of `src` to `sink` (awaited per chunk: backpressure). Returns its size.
+ * Progress counts the hashing pass and the writing pass as one total (twice the payload).
+ */
+export async function writeArchive(src: ExportSource, sink: (chunk: Buffer) => Promise<void>, progress: ExportProgress = () => undefined, signal?: AbortSignal): Promise<ExportResult> {
+  const plan = await planExport(src);
+  const sizes = await Promise.all(plan.map((p) => fs.stat(p.file).then((s) => s.size)));
+  const payload = plan.reduce((sum, p, i) => sum + (p.sameAs ? 0 : sizes[i]), 0);
+  const total = payload * 2;
+  let done = 0;
+  let lastReport = 0;
+  const report = (message: string, force = false) => {
+    if (force || Date.now() - lastReport >= 200) {
+      lastReport = Date.now();
+      progress(done, total, message);
+    }
+  };
+  const entries: ManifestEntry[] = [];
+  for (const p of plan) {
+    if (p.sameAs) {
+      const twin = entries.find((e) => e.name === p.sameAs)!;
+      entries.push({ name: p.name, size: twin.size, sha256: twin.sha256, sameAs: twin.name });
+      continue;
+    }
+    const hash = createHash('sha256');
+    let size = 0;
+    for await (const c of chunks(p, signal)) {
+      hash.update(c);
+      size += c.length;
+      done += c.length;
+      report(`checking ${p.name}`);
+    }
+    entries.push({ name: p.name, size, sha256: hash.digest('hex') });
+  }
+  const c = src.config;
+  const manifest: Manifest = {
+    format: ARCHIVE_FORMAT,
+    version: ARCHIVE_VERSION,
+    exportedAt: new Date().toISOString(),
+    exporter: src.exporter,
+    vm: { name: c.name, cpus: c.cpus, memoryMiB: c.memoryMiB, diskGiB: c.diskGiB, network: c.network, ports: c.ports, createdAt: c.createdAt, state: src.state, imageHash: c.image.hash },
+    entries,
+  };
+  const manifestBytes = Buffer.from(JSON.stringify(manifest, null, 2) + '\n');
+  let written = 0;
+  const put = async (b: Buffer) => {
+    await sink(b);
+    written += b.length;
+  };
+  await put(fileHeader(MANIFEST_NAME, manifestBytes.length));
+  await put(manifestBytes);
+  await put(padding(manifestBytes.length));
+  for (const [i, p] of plan.entries()) {
+    if (p.sameAs) continue;
+    const e = entries[i];
+    await put(fileHeader(e.name, e.size));
+    const hash = createHash('sha256');
+    let size = 0;
+    for await (const c of chunks(p, signal)) {
+      hash.update(c);
+      size += c.length;
+      done += c.length;
+      await put(c);
+      report(`writing ${p.name}`);
+    }
+    if (size !== e.size || hash.digest('hex') !== e.sha256) throw new SandboxError(ErrorCode.Internal, `${p.file} changed during the export; try again`);
+    await put(padding(size));
+  }
+  await put(END_MARKER);
+  report('done', true);
+  return { bytes: written, entries: entries.length, payloadBytes: payload };
+}
