@@ -40,6 +40,8 @@ export const Command = {
   stopSync: 'sandboxvm.sync.stop',
   revealSyncFolder: 'sandboxvm.sync.revealFolder',
   pullFolder: 'sandboxvm.vm.pullFolder',
+  exportVm: 'sandboxvm.vm.export',
+  importVm: 'sandboxvm.vm.import',
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 

@@ -28,6 +28,8 @@ import { findInVmFolder, goToFileInVm } from '../guestFs/guestSearch';
 import { copyPortAddress, forwardPort, openPortInBrowser, stopForwarding } from '../ports/portCommands';
 import { revealSyncFolder, stopSync, syncFolder } from '../sync/syncFolder';
 import { pullFolder } from '../sync/pullFolder';
+import { exportVm } from '../transfer/exportVm';
+import { importVm } from '../transfer/importVm';
 
 type Handler = (deps: CommandDeps, ...args: any[]) => Promise<unknown>;
 
@@ -66,6 +68,8 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.stopSync]: stopSync,
     [Command.revealSyncFolder]: revealSyncFolder,
     [Command.pullFolder]: (d, ...a) => pullFolder(d, home(), ...a),
+    [Command.exportVm]: exportVm,
+    [Command.importVm]: importVm,
   };
   return Object.entries(table).map(([id, handler]) =>
     vscode.commands.registerCommand(id, async (...args: unknown[]) => {
