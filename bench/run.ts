@@ -9,6 +9,7 @@ import * as agent from './agent';
 import * as boot from './boot';
 import * as checkpoints from './checkpoints';
 import * as extension from './extension';
+import * as exportBench from './export';
 import * as network from './network';
 import * as sync from './sync';
 import * as ports from './ports';
@@ -26,6 +27,7 @@ const BENCHMARKS: Record<string, BenchModule> = {
   ports,
   checkpoints,
   workspace,
+  export: exportBench,
 };
 
 const DEFAULT_RUNS = 5;
