@@ -149,10 +149,18 @@ async function exists(file: string): Promise<boolean> {
  * Writes the archive of `src` to `sink` (awaited per chunk: backpressure). Returns its size.
  * Progress counts the hashing pass and the writing pass as one total (twice the payload).
  */
-export async function writeArchive(src: ExportSource, sink: (chunk: Buffer) => Promise<void>, progress: ExportProgress = () => undefined, signal?: AbortSignal): Promise<ExportResult> {
+export async function writeArchive(
+  src: ExportSource,
+  sink: (chunk: Buffer) => Promise<void>,
+  progress: ExportProgress = () => undefined,
+  signal?: AbortSignal,
+  /** Called with the payload's size before anything is read or written (a free-space check throws here). */
+  beforeWrite: (payloadBytes: number) => void = () => undefined,
+): Promise<ExportResult> {
   const plan = await planExport(src);
   const sizes = await Promise.all(plan.map((p) => fs.stat(p.file).then((s) => s.size)));
   const payload = plan.reduce((sum, p, i) => sum + (p.sameAs ? 0 : sizes[i]), 0);
+  beforeWrite(payload);
   const total = payload * 2;
   let done = 0;
   let lastReport = 0;

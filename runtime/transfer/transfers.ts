@@ -23,6 +23,7 @@ import { locateQemu } from '../qemu/locate';
 import { writeArchive } from './exportArchive';
 import { importArchive } from './importArchive';
 import { TRANSFER_SOCKET } from './streamSocket';
+import { ensureHostRoom } from '../client/hostRoom';
 
 /** What the VM manager lends export and import. */
 export interface TransferHost {
@@ -118,7 +119,9 @@ export class Transfers {
       if (state !== 'stopped' && state !== 'saved') throw new SandboxError(ErrorCode.WrongState, wrongStateMessage(name, state, 'export', ['stopped', 'saved']));
       await this.host.recoverCheckpoints(name);
       const src = { vmDir: this.host.dir(name), config: this.host.config(name), state, exporter: `sandboxvm ${RUNTIME_VERSION}` } as const;
-      const result = target.kind === 'file' ? await this.toFile(target.path, (sink) => writeArchive(src, sink, progress, signal)) : await this.toSocket(target.path, (sink) => writeArchive(src, sink, progress, signal));
+      const room = (bytes: number) => target.kind === 'file' && ensureHostRoom(path.dirname(target.path), bytes, `exporting ${name}`);
+      const write = (sink: (b: Buffer) => Promise<void>) => writeArchive(src, sink, progress, signal, room);
+      const result = target.kind === 'file' ? await this.toFile(target.path, write) : await this.toSocket(target.path, write);
       this.host.log(`${name}: exported (${state}) to ${target.kind === 'file' ? target.path : 'a stream'}: ${result.bytes} bytes in ${Date.now() - t0} ms`);
       return { name, path: target.kind === 'file' ? target.path : undefined, bytes: result.bytes, entries: result.entries, elapsedMs: Date.now() - t0 };
     });
@@ -129,6 +132,7 @@ export class Transfers {
     const t0 = Date.now();
     const source = this.destination(p);
     const qemu = await locateQemu();
+    await this.sweepStaleImports();
     let stream: NodeJS.ReadableStream & { destroy(): void };
     if (source.kind === 'file') {
       await fs.access(source.path).catch(() => {
@@ -154,6 +158,17 @@ export class Transfers {
       return { info: this.host.snapshot(name), archiveName: r.manifest.vm.name, reusedImage: r.reusedImage, bytesWritten: r.bytesWritten, elapsedMs: Date.now() - t0 };
     } finally {
       stream.destroy();
+    }
+  }
+
+  /** Removes staging folders of imports whose service died mid-way (their pid is gone). */
+  private async sweepStaleImports(): Promise<void> {
+    const names = await fs.readdir(this.host.vmsDir()).catch(() => [] as string[]);
+    for (const n of names) {
+      const m = /^\.[a-z0-9-]+\.importing-(\d+)-\d+$/.exec(n);
+      if (!m || Number(m[1]) === process.pid || alive(Number(m[1]))) continue;
+      this.host.log(`removing ${n}: an import its service did not finish`);
+      await fs.rm(path.join(this.host.vmsDir(), n), { recursive: true, force: true });
     }
   }
 
@@ -210,6 +225,15 @@ export class Transfers {
     } finally {
       socket.destroy();
     }
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
