@@ -103,7 +103,7 @@ describe('vm: export and import', { timeout: 3_600_000 }, () => {
   });
 
   test('a saved VM streamed through a pipe restores running with a process and its memory intact', async () => {
-    await home.ok(['start', SRC], { timeoutMs: 300_000 });
+    if ((await state(SRC)) !== 'running') await home.ok(['start', SRC], { timeoutMs: 300_000 });
     const pid = Number((await sh(SRC, `rm -f /root/count.out; setsid sh -c '${COUNTER.replace(/'/g, `'\\''`)}' </dev/null >/dev/null 2>&1 & sleep 0.5; cat /root/counter.pid`)).trim());
     await sh(SRC, 'for i in 1 2 3; do kill -USR1 $(cat /root/counter.pid); sleep 0.3; done');
     assert.deepEqual(await counter(SRC), { pid, value: 3 });
