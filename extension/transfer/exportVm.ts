@@ -1,4 +1,4 @@
-/** Export VM...: a stopped or saved VM to one archive file (save dialog, cancellable progress). */
+/** Export VM...: a VM to one archive file (save dialog, cancellable progress); a running one through a checkpoint. */
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
@@ -10,7 +10,7 @@ import { withTransferProgress } from './transferProgress';
 
 /** Returns what was written, or undefined when the user dismissed a dialog. `file` skips the dialog (tests). */
 export async function exportVm(deps: CommandDeps, target?: VmTarget, file?: string): Promise<ExportedVm | undefined> {
-  const name = await pickVm(deps.model, target, ['stopped', 'saved'], 'export');
+  const name = await pickVm(deps.model, target, ['running', 'paused', 'stopped', 'saved'], 'export');
   if (!name) return undefined;
   if (file === undefined) {
     const uri = await vscode.window.showSaveDialog({

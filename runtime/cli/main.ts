@@ -56,7 +56,7 @@ const COMMANDS: Record<string, Command> = {
   port: { run: port, usage: PORT_USAGE, options: { address: { type: 'string' }, json: { type: 'boolean' } }, maxArgs: 3 },
   checkpoint: { run: checkpoint, usage: 'checkpoint create|list|apply|rename|delete <name> [checkpoint] [new name] [--json] [--discard-current]', options: { json: { type: 'boolean' }, 'discard-current': { type: 'boolean' } }, maxArgs: 4 },
   undo: { run: undo, usage: 'undo <name>              back to the last undo point (exec --undo-point)' },
-  export: { run: exportCommand, usage: 'export <name> <file|->   the VM (stopped or saved) as one archive: disks, checkpoints, saved state', maxArgs: 2 },
+  export: { run: exportCommand, usage: 'export <name> <file|->   the VM as one archive: disks, checkpoints, saved state (a running VM: through a checkpoint)', maxArgs: 2 },
   import: { run: importCommand, usage: 'import <file|-> [--name <new name>]   a new VM from an archive', options: { name: { type: 'string' } } },
   image: { run: imageCommand, usage: 'image build              build (or find) the base image new VMs clone' },
   service: { run: serviceCommand, usage: 'service status|stop       the background service (VMs keep running when it stops)' },

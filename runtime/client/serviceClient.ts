@@ -169,7 +169,7 @@ export class ServiceClient {
     return call(this.connection, 'vm.undo', { name });
   }
   /**
-   * Writes the archive of a stopped or saved VM (vm.export) to `target.path` (absolute; the service
+   * Writes the archive of a VM (vm.export; a running one through a checkpoint) to `target.path` (absolute; the service
    * writes it) or `target.socket` (a streamSocket.ts socket). `signal` cancels it (Cancelled).
    */
   exportVm(name: string, target: { path?: string; socket?: string }, onProgress?: ProgressListener, signal?: AbortSignal): Promise<ExportedVm> {

@@ -34,7 +34,7 @@
  *   sync.remove {name, id? | hostDir?} -> {removed}, sync.list {name?} -> SyncStatus[]: workspace syncs
  *               (syncManager.ts; main.ts adds its table); subscribers get `sync.status` and `sync.removed`
  *   vm.port.add, vm.port.remove, vm.port.auto, vm.port.list: port forwarding (portApi.ts)
- *   vm.export {name, path | socket, progressToken?} -> ExportedVm                      (stopped | saved)
+ *   vm.export {name, path | socket, progressToken?} -> ExportedVm   (running | paused: through a checkpoint | saved | stopped)
  *   vm.import {path | socket, name?, progressToken?} -> ImportedVm: a new VM from an archive
  *   vm.transfer.cancel {progressToken}: cancels that export or import (runtime/transfer/transfers.ts)
  *

@@ -119,6 +119,10 @@ export class VmManager {
     recoverCheckpoints: async (name) => {
       if (existsSync(this.file(name, 'checkpointIndex'))) await this.checkpoints.recoverBeforeBoot(name);
     },
+    checkpoint: (name, label) => this.checkpoints.create(name, label),
+    deleteCheckpoint: async (name, id) => {
+      await this.checkpoints.delete(name, id);
+    },
     register: (name, config) => {
       this.entries.set(name, { config });
       this.publish(name);

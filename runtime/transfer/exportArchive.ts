@@ -10,7 +10,7 @@
  * sizes and sha256), the second streams them. Memory holds one chunk at a time. The caller holds
  * the VM's queue, so the files do not change between the passes.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs, statSync } from 'node:fs';
 import * as path from 'node:path';
 import type { VmConfig } from '../common/config';
@@ -30,12 +30,27 @@ export interface ExportSource {
   state: 'stopped' | 'saved';
   /** Shown in the manifest. */
   exporter: string;
+  /** A running VM, exported through a checkpoint just taken (its disk and memory at that instant). */
+  frozen?: FrozenView;
+}
+
+/**
+ * A running VM as the archive shows it: checkpoint `checkpoint` applied and saved. Its layer and
+ * memory state are frozen (never written again), so they are read while the guest runs on; the
+ * VM's own writable disk is not exported, `topFile` (an empty overlay on the checkpoint's layer,
+ * made outside the VM's folder) stands for it.
+ */
+export interface FrozenView {
+  checkpoint: string;
+  topFile: string;
 }
 
 /** One file of the archive as planned: where it comes from, and for a layer the backing name it gets. */
 interface Planned {
   name: string;
   file: string;
+  /** The entry's bytes when they are not the file's (a frozen view's index). */
+  data?: Buffer;
   backing?: string;
   sameAs?: string;
 }
@@ -74,8 +89,16 @@ export async function planExport(src: ExportSource): Promise<Planned[]> {
   if (indexText === undefined) {
     out.push({ name: 'disks/disk.qcow2', file: path.join(src.vmDir, VM_FILES.disk), backing: 'base.qcow2' });
   } else {
-    const index = parseIndex(indexText);
+    let index = parseIndex(indexText);
     if (index.pending) throw new SandboxError(ErrorCode.Internal, 'a checkpoint operation is still pending; try the export again');
+    const frozen = src.frozen;
+    if (frozen) {
+      if (!index.nodes.some((n) => n.id === frozen.checkpoint && n.memory)) throw new SandboxError(ErrorCode.Internal, `the checkpoint taken for the export (${frozen.checkpoint}) is gone; try again`);
+      let top: string;
+      do top = `${VM_FILES.layers}/${randomBytes(8).toString('hex')}.qcow2`;
+      while (index.nodes.some((n) => n.layer === top));
+      index = { ...index, current: frozen.checkpoint, top };
+    }
     const byId = new Map(index.nodes.map((n) => [n.id, n]));
     const done = new Set<string>();
     const addNode = (id: string) => {
@@ -87,9 +110,13 @@ export async function planExport(src: ExportSource): Promise<Planned[]> {
     };
     for (const n of index.nodes) addNode(n.id);
     const top = index.top ?? VM_FILES.disk;
-    out.push({ name: layerEntryName(top), file: path.join(src.vmDir, top), backing: sibling(index.current === undefined ? undefined : byId.get(index.current)!.layer) });
-    out.push({ name: VM_FILES.checkpointIndex, file: indexFile });
-    if (src.state === 'saved') memory('saved.state', path.join(src.vmDir, VM_FILES.savedState));
+    out.push({ name: layerEntryName(top), file: frozen ? frozen.topFile : path.join(src.vmDir, top), backing: sibling(index.current === undefined ? undefined : byId.get(index.current)!.layer) });
+    out.push(frozen ? { name: VM_FILES.checkpointIndex, file: indexFile, data: Buffer.from(JSON.stringify(index, null, 2) + '\n') } : { name: VM_FILES.checkpointIndex, file: indexFile });
+    const savedFrom = frozen ? path.join(src.vmDir, VM_FILES.checkpoints, frozen.checkpoint) : undefined;
+    if (savedFrom) {
+      memory('saved.state', path.join(savedFrom, CHECKPOINT_FILES.memory));
+      if (await exists(path.join(savedFrom, CHECKPOINT_FILES.epoch))) out.push({ name: 'saved.epoch', file: path.join(savedFrom, CHECKPOINT_FILES.epoch) });
+    } else if (src.state === 'saved') memory('saved.state', path.join(src.vmDir, VM_FILES.savedState));
     for (const n of index.nodes) {
       if (!n.memory) continue;
       const folder = path.join(src.vmDir, VM_FILES.checkpoints, n.id);
@@ -98,7 +125,7 @@ export async function planExport(src: ExportSource): Promise<Planned[]> {
       if (await exists(epoch)) out.push({ name: `checkpoints/${n.id}/epoch`, file: epoch });
     }
   }
-  if (src.state === 'saved') {
+  if (src.state === 'saved' && !src.frozen) {
     if (!out.some((p) => p.name === 'saved.state')) memory('saved.state', path.join(src.vmDir, VM_FILES.savedState));
     const epoch = path.join(src.vmDir, VM_FILES.savedEpoch);
     if (await exists(epoch)) out.push({ name: 'saved.epoch', file: epoch });
@@ -108,6 +135,10 @@ export async function planExport(src: ExportSource): Promise<Planned[]> {
 
 /** The bytes of a planned entry, in chunks; a layer's first chunk has its backing name rewritten. */
 async function* chunks(p: Planned, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  if (p.data) {
+    yield p.data;
+    return;
+  }
   const handle = await fs.open(p.file, 'r');
   try {
     let position = 0;
@@ -158,7 +189,7 @@ export async function writeArchive(
   beforeWrite: (payloadBytes: number) => void = () => undefined,
 ): Promise<ExportResult> {
   const plan = await planExport(src);
-  const sizes = await Promise.all(plan.map((p) => fs.stat(p.file).then((s) => s.size)));
+  const sizes = await Promise.all(plan.map((p) => (p.data ? p.data.length : fs.stat(p.file).then((s) => s.size))));
   const payload = plan.reduce((sum, p, i) => sum + (p.sameAs ? 0 : sizes[i]), 0);
   beforeWrite(payload);
   const total = payload * 2;
@@ -193,7 +224,7 @@ export async function writeArchive(
     version: ARCHIVE_VERSION,
     exportedAt: new Date().toISOString(),
     exporter: src.exporter,
-    vm: { name: c.name, cpus: c.cpus, memoryMiB: c.memoryMiB, diskGiB: c.diskGiB, network: c.network, ports: c.ports, createdAt: c.createdAt, state: src.state, imageHash: c.image.hash },
+    vm: { name: c.name, cpus: c.cpus, memoryMiB: c.memoryMiB, diskGiB: c.diskGiB, network: c.network, ports: c.ports, createdAt: c.createdAt, state: src.frozen ? 'saved' : src.state, imageHash: c.image.hash },
     entries,
   };
   const manifestBytes = Buffer.from(JSON.stringify(manifest, null, 2) + '\n');

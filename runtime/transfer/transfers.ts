@@ -4,14 +4,16 @@
  * client listens on in the service's home (`socket`: the CLI's `-`, piped to its stdout or from
  * its stdin; streamSocket.ts).
  *
- * Allowed states: export of a stopped or saved VM, in its queue for the whole export (nothing
- * changes its files meanwhile); a running or paused VM is refused with the way out (save or stop
- * it). A file export is written to `.<file>.partial-<pid>-<time>` beside the target, fsynced and
+ * Allowed states: export in any of running, paused, saved, stopped, in the VM's queue for the whole
+ * export (nothing changes its files meanwhile); a running or paused VM is exported through a
+ * checkpoint (see `export`). A file export is written to `.<file>.partial-<pid>-<time>` beside the target, fsynced and
  * renamed, so an interrupted export leaves nothing under the target's name. Import makes a new
  * VM (importArchive.ts); a name in use is refused.
  */
+import { execFile } from 'node:child_process';
 import { createReadStream, promises as fs } from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { VmConfig } from '../common/config';
 import { ErrorCode, SandboxError } from '../common/errors';
@@ -20,7 +22,9 @@ import type { VmInfo, VmState } from '../common/status';
 import type { HandlerTable, RpcPeer } from '../common/rpc';
 import { RUNTIME_VERSION } from '../common/version';
 import { locateQemu } from '../qemu/locate';
-import { writeArchive } from './exportArchive';
+import { VM_FILES } from '../common/paths';
+import { parseIndex } from '../service/checkpointTree';
+import { writeArchive, type ExportSource, type FrozenView } from './exportArchive';
 import { importArchive } from './importArchive';
 import { TRANSFER_SOCKET } from './streamSocket';
 import { ensureHostRoom } from '../client/hostRoom';
@@ -37,6 +41,11 @@ export interface TransferHost {
   exists(name: string): boolean;
   /** Settles a checkpoint operation a crash cut short (no QEMU runs). */
   recoverCheckpoints(name: string): Promise<void>;
+  /** Takes a checkpoint (queued); returns its id. */
+  checkpoint(name: string, label: string): Promise<{ id: string }>;
+  /** Deletes a checkpoint (queued). */
+  deleteCheckpoint(name: string, id: string): Promise<void>;
+
   /** Makes an imported VM known (its folder is in place). */
   register(name: string, config: VmConfig): void;
   snapshot(name: string): VmInfo;
@@ -105,26 +114,48 @@ export class Transfers {
     }
   }
 
-  /** Writes the archive of a stopped or saved VM to `path` or `socket`. */
-  export(p: ExportParams, progress: Progress, signal: AbortSignal): Promise<ExportedVm> {
+  /**
+   * Writes the archive of a VM to `path` or `socket`. A stopped or saved VM is exported as it is; a
+   * running or paused one through a checkpoint taken first (the guest paused ~30 ms, as for an
+   * undo point): the archive holds that instant as a saved VM, the guest runs on meanwhile, and
+   * the checkpoint is deleted afterwards (its layer merges when the VM next stops).
+   */
+  async export(p: ExportParams, progress: Progress, signal: AbortSignal): Promise<ExportedVm> {
     const name = p.name;
-    this.host.state(name);
     const target = this.destination(p);
-    return this.host.queue(name, async () => {
-      const t0 = Date.now();
-      const state = this.host.state(name);
-      if (state === 'running' || state === 'paused') {
-        throw new SandboxError(ErrorCode.WrongState, `${name} is ${state}: save it (\`sandboxvm save ${name}\`) or stop it (\`sandboxvm stop ${name}\`), then export it`);
-      }
-      if (state !== 'stopped' && state !== 'saved') throw new SandboxError(ErrorCode.WrongState, wrongStateMessage(name, state, 'export', ['stopped', 'saved']));
-      await this.host.recoverCheckpoints(name);
-      const src = { vmDir: this.host.dir(name), config: this.host.config(name), state, exporter: `sandboxvm ${RUNTIME_VERSION}` } as const;
-      const room = (bytes: number) => target.kind === 'file' && ensureHostRoom(path.dirname(target.path), bytes, `exporting ${name}`);
-      const write = (sink: (b: Buffer) => Promise<void>) => writeArchive(src, sink, progress, signal, room);
-      const result = target.kind === 'file' ? await this.toFile(target.path, write) : await this.toSocket(target.path, write);
-      this.host.log(`${name}: exported (${state}) to ${target.kind === 'file' ? target.path : 'a stream'}: ${result.bytes} bytes in ${Date.now() - t0} ms`);
-      return { name, path: target.kind === 'file' ? target.path : undefined, bytes: result.bytes, entries: result.entries, elapsedMs: Date.now() - t0 };
-    });
+    const before = this.host.state(name);
+    let frozen: FrozenView | undefined;
+    let frozenDir: string | undefined;
+    if (before === 'running' || before === 'paused') {
+      progress(0, 0, 'taking a checkpoint of the running VM');
+      const c = await this.host.checkpoint(name, `export ${new Date().toISOString().slice(0, 19).replace('T', ' ')}`);
+      frozenDir = await fs.mkdtemp(path.join(os.tmpdir(), 'sandboxvm-export-'));
+      frozen = { checkpoint: c.id, topFile: path.join(frozenDir, 'top.qcow2') };
+    }
+    try {
+      return await this.host.queue(name, async () => {
+        const t0 = Date.now();
+        const state = this.host.state(name);
+        if (frozen) {
+          await this.emptyOverlay(name, frozen);
+        } else if (state === 'running' || state === 'paused') {
+          throw new SandboxError(ErrorCode.WrongState, `${name} started while its export waited; export it again`);
+        } else if (state !== 'stopped' && state !== 'saved') {
+          throw new SandboxError(ErrorCode.WrongState, wrongStateMessage(name, state, 'export', ['running', 'paused', 'stopped', 'saved']));
+        } else {
+          await this.host.recoverCheckpoints(name);
+        }
+        const src: ExportSource = { vmDir: this.host.dir(name), config: this.host.config(name), state: frozen || state === 'saved' ? 'saved' : 'stopped', exporter: `sandboxvm ${RUNTIME_VERSION}`, frozen };
+        const room = (bytes: number) => target.kind === 'file' && ensureHostRoom(path.dirname(target.path), bytes, `exporting ${name}`);
+        const write = (sink: (b: Buffer) => Promise<void>) => writeArchive(src, sink, progress, signal, room);
+        const result = target.kind === 'file' ? await this.toFile(target.path, write) : await this.toSocket(target.path, write);
+        this.host.log(`${name}: exported (${frozen ? `${before}, through checkpoint ${frozen.checkpoint}` : state}) to ${target.kind === 'file' ? target.path : 'a stream'}: ${result.bytes} bytes in ${Date.now() - t0} ms`);
+        return { name, path: target.kind === 'file' ? target.path : undefined, bytes: result.bytes, entries: result.entries, elapsedMs: Date.now() - t0 };
+      });
+    } finally {
+      if (frozenDir) await fs.rm(frozenDir, { recursive: true, force: true });
+      if (frozen) await this.host.deleteCheckpoint(name, frozen.checkpoint).catch((err) => this.host.log(`${name}: deleting the export's checkpoint ${frozen!.checkpoint} failed: ${(err as Error).message}`));
+    }
   }
 
   /** Reads an archive from `path` or `socket` into a new VM. */
@@ -159,6 +190,19 @@ export class Transfers {
     } finally {
       stream.destroy();
     }
+  }
+
+  /** Makes the frozen view's top (outside the VM's folder) an empty overlay on its checkpoint's layer. In the VM's queue. */
+  private async emptyOverlay(name: string, frozen: FrozenView): Promise<void> {
+    const index = parseIndex(await fs.readFile(path.join(this.host.dir(name), VM_FILES.checkpointIndex), 'utf8'));
+    const layer = index.nodes.find((n) => n.id === frozen.checkpoint)?.layer;
+    if (!layer) throw new SandboxError(ErrorCode.Internal, `the checkpoint taken for the export (${frozen.checkpoint}) is gone; try again`);
+    const img = (await locateQemu()).img;
+    await new Promise<void>((resolve, reject) =>
+      execFile(img, ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', path.join(this.host.dir(name), layer), '-u', frozen.topFile, `${this.host.config(name).diskGiB}G`], { timeout: 60_000 }, (err, _o, stderr) =>
+        err ? reject(new SandboxError(ErrorCode.Internal, `qemu-img create failed: ${stderr.trim() || err.message}`)) : resolve(),
+      ),
+    );
   }
 
   /** Removes staging folders of imports whose service died mid-way (their pid is gone). */

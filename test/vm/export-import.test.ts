@@ -12,8 +12,11 @@
  *     no staging folder) nor a transfer socket: an archive cut at several offsets, a flipped byte,
  *     a manifest of a newer version, an entry `../../x` (in the manifest, and in the tar only), an
  *     entry that is a symlink, a qcow2 whose backing file is /etc/passwd, an oversized claimed
- *     size, a name that exists, and the export of a running VM. The crafted archives are small
+ *     size, a name that exists. The crafted archives are small
  *     (1 MiB disks); a well-formed one imports, so each refusal is the one change made to it.
+ *  4. A running VM (the saved one restored, its counter bumped to 5, a file written) is exported
+ *     while it runs (through a checkpoint, deleted after): it runs on, the copy restores with the
+ *     file, without what the source wrote after, and the same process at 5.
  */
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
@@ -252,12 +255,30 @@ describe('vm: export and import', { timeout: 3_600_000 }, () => {
     await refused(craft('huge.tar', goodParts(), (m) => (m.entries[3].size = 2 ** 40)), /entry "disks\/disk\.qcow2" claims 1099511627776 bytes, more than a layer of this VM can hold/);
   });
 
-  test('a name that exists is refused; so is the export of a running VM', async () => {
+  test('a name that exists is refused', async () => {
     await refused(craft('dup.tar', goodParts()), /a VM named src already exists; import under another name/, ['--name', SRC]);
-    await home.ok(['start', SRC], { timeoutMs: 300_000 });
-    const r = await home.cli(['export', SRC, path.join(work, 'running.tar')]);
-    assert.notEqual(r.code, 0);
-    assert.match(r.stderr.trim(), /^sandboxvm: src is running: save it \(`sandboxvm save src`\) or stop it \(`sandboxvm stop src`\), then export it$/);
-    assert.equal(fs.readdirSync(work).some((f) => f.includes('running.tar')), false);
+  });
+
+  test('a running VM is exported through a checkpoint: it runs on, the copy restores that instant with its process', async () => {
+    if ((await state(SRC)) !== 'running') await home.ok(['start', SRC], { timeoutMs: 300_000 });
+    const { pid, value } = await counter(SRC);
+    assert.equal(value, 3, 'the counter restored with the saved source');
+    await sh(SRC, 'for i in 1 2; do kill -USR1 $(cat /root/counter.pid); sleep 0.3; done');
+    const before = await newData(SRC, '/root/before');
+    const file = path.join(work, 'running.tar');
+    const r = await home.cli(['export', SRC, file], { timeoutMs: 600_000 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await state(SRC), 'running', 'the source runs on');
+    await newData(SRC, '/root/after');
+    const ckpts = JSON.parse(await home.ok(['checkpoint', 'list', SRC, '--json']));
+    assert.equal(JSON.stringify(ckpts.tree).includes('"export '), false, 'the export\'s checkpoint is deleted');
+
+    assert.match(await home.ok(['import', file, '--name', 'live']), /Imported live \(exported as src\): saved/);
+    fs.rmSync(file);
+    await home.ok(['start', 'live'], { timeoutMs: 300_000 });
+    assert.equal(await hashOf('live', '/root/before'), before);
+    assert.equal((await sh('live', 'test -e /root/after && echo yes || echo no')).trim(), 'no', 'what the source wrote after the export is not in the copy');
+    assert.deepEqual(await counter('live'), { pid, value: 5 });
+    await home.ok(['rm', '--force', 'live']);
   });
 });
