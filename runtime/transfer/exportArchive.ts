@@ -21,6 +21,7 @@ import { CHECKPOINT_FILES } from '../service/checkpointStore';
 import { ARCHIVE_FORMAT, ARCHIVE_VERSION, MANIFEST_NAME, layerEntryName, type Manifest, type ManifestEntry } from './manifest';
 import { HEADER_BYTES, Qcow2Error, withBacking } from './qcow2Header';
 import { END_MARKER, fileHeader, padding } from './tarWriter';
+import { imageFileSha256 } from './imageHashes';
 
 const CHUNK = 1024 * 1024;
 
@@ -51,6 +52,8 @@ interface Planned {
   file: string;
   /** The entry's bytes when they are not the file's (a frozen view's index). */
   data?: Buffer;
+  /** A base image file: read-only once published, its hash is remembered (imageHashes.ts). */
+  image?: boolean;
   backing?: string;
   sameAs?: string;
 }
@@ -69,9 +72,9 @@ export interface ExportResult {
 /** The files of the VM's archive, in archive order (parents before children). */
 export async function planExport(src: ExportSource): Promise<Planned[]> {
   const out: Planned[] = [
-    { name: 'image/vmlinuz', file: src.config.image.kernel },
-    { name: 'image/initrd.img', file: src.config.image.initrd },
-    { name: 'disks/base.qcow2', file: src.config.image.disk },
+    { name: 'image/vmlinuz', file: src.config.image.kernel, image: true },
+    { name: 'image/initrd.img', file: src.config.image.initrd, image: true },
+    { name: 'disks/base.qcow2', file: src.config.image.disk, image: true },
   ];
   const indexFile = path.join(src.vmDir, VM_FILES.checkpointIndex);
   const indexText = await fs.readFile(indexFile, 'utf8').catch((err) => {
@@ -206,6 +209,11 @@ export async function writeArchive(
     if (p.sameAs) {
       const twin = entries.find((e) => e.name === p.sameAs)!;
       entries.push({ name: p.name, size: twin.size, sha256: twin.sha256, sameAs: twin.name });
+      continue;
+    }
+    if (p.image) {
+      entries.push({ name: p.name, size: sizes[plan.indexOf(p)], sha256: await imageFileSha256(p.file) });
+      done += sizes[plan.indexOf(p)];
       continue;
     }
     const hash = createHash('sha256');

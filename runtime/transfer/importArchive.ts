@@ -21,7 +21,7 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
-import { createReadStream, existsSync, promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { VmConfig } from '../common/config';
 import { ErrorCode, SandboxError } from '../common/errors';
@@ -32,6 +32,7 @@ import { parseIndex, type CheckpointIndex } from '../service/checkpointTree';
 import { readTar, TarError, type TarEntry } from '../sync/pull/tarFeed';
 import { entryKind, layerEntryName, MANIFEST_NAME, MAX_MANIFEST_BYTES, parseManifest, type Manifest, type ManifestEntry } from './manifest';
 import { HEADER_BYTES, parseQcow2Header, Qcow2Error } from './qcow2Header';
+import { imageFileSha256 } from './imageHashes';
 
 export interface ImportOptions {
   vmsDir: string;
@@ -209,19 +210,9 @@ async function localImage(cacheDir: string, manifest: Manifest): Promise<{ kerne
     if (size !== e.size) return undefined;
   }
   for (const [file, name] of want) {
-    if ((await sha256File(file)) !== manifest.entries.find((x) => x.name === name)!.sha256) return undefined;
+    if ((await imageFileSha256(file)) !== manifest.entries.find((x) => x.name === name)!.sha256) return undefined;
   }
   return files;
-}
-
-function sha256File(file: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const hash = createHash('sha256');
-    createReadStream(file, { highWaterMark: 1024 * 1024 })
-      .on('data', (d) => hash.update(d))
-      .on('error', reject)
-      .on('end', () => resolve(hash.digest('hex')));
-  });
 }
 
 async function checkEpochs(dir: string, manifest: Manifest): Promise<void> {
