@@ -72,7 +72,9 @@ export async function importArchive(source: AsyncIterable<Buffer>, opts: ImportO
       throw asArchiveError(err);
     }
   };
-  const first = await next();
+  const first = await next().catch((err) => {
+    throw err instanceof SandboxError && /damaged/.test(err.message) ? refuse('not a sandboxvm VM archive: it is not a tar stream') : err;
+  });
   if (!first || first.name !== MANIFEST_NAME || first.type !== '0') throw refuse('not a sandboxvm VM archive: it does not start with manifest.json');
   if (first.size > MAX_MANIFEST_BYTES) throw refuse(`not a usable VM archive: its manifest claims ${first.size} bytes (at most ${MAX_MANIFEST_BYTES})`);
   const manifest = parseManifest((await readAll(first.body)).toString('utf8'));

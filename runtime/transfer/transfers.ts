@@ -166,9 +166,8 @@ export class Transfers {
     await this.sweepStaleImports();
     let stream: NodeJS.ReadableStream & { destroy(): void };
     if (source.kind === 'file') {
-      await fs.access(source.path).catch(() => {
-        throw new SandboxError(ErrorCode.BadArgument, `cannot read ${source.path}: no such file`);
-      });
+      const st = await fs.stat(source.path).catch(() => undefined);
+      if (!st?.isFile()) throw new SandboxError(ErrorCode.BadArgument, `cannot read ${source.path}: ${st ? 'it is not a file' : 'no such file'}`);
       stream = createReadStream(source.path, { highWaterMark: 1024 * 1024 });
     } else {
       stream = await connect(source.path);

@@ -1,6 +1,7 @@
 /**
  * unit: the VM archive's manifest parser (runtime/transfer/manifest.ts), the qcow2 header reader
- * (qcow2Header.ts) and the tar records (tarWriter.ts) read back through the pull's strict reader.
+ * (qcow2Header.ts), the tar records (tarWriter.ts) read back through the pull's strict reader, and
+ * import's refusals that come before anything is written (importArchive.ts).
  */
 import { describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
@@ -12,6 +13,7 @@ import { ARCHIVE_VERSION, entryKind, maxEntryBytes, parseManifest } from '../../
 import { parseQcow2Header, withBacking, Qcow2Error } from '../../runtime/transfer/qcow2Header';
 import { END_MARKER, fileHeader, padding } from '../../runtime/transfer/tarWriter';
 import { readTar } from '../../runtime/sync/pull/tarFeed';
+import { importArchive } from '../../runtime/transfer/importArchive';
 
 const SHA = 'a'.repeat(64);
 const base = () => ({
@@ -143,5 +145,27 @@ describe('unit: archive tar records', () => {
     assert.equal(huge[124], 0x80);
     const it = readTar((async function* () { yield huge; })())[Symbol.asyncIterator]();
     assert.equal((await it.next()).value?.size, 10 * 2 ** 30);
+  });
+});
+
+describe('unit: import refuses before writing', () => {
+  const feed = (b: Buffer) => (async function* () { yield b; })();
+  const attempt = async (b: Buffer, pattern: RegExp) => {
+    const vmsDir = fs.mkdtempSync(path.join(os.tmpdir(), 'imp-'));
+    try {
+      await assert.rejects(importArchive(feed(b), { vmsDir, imageCacheDir: vmsDir, qemuImg: '/nonexistent', exists: () => false }), pattern);
+      assert.deepEqual(fs.readdirSync(vmsDir), [], 'nothing written');
+    } finally {
+      fs.rmSync(vmsDir, { recursive: true, force: true });
+    }
+  };
+  const tar = (name: string, body: Buffer) => Buffer.concat([fileHeader(name, body.length), body, padding(body.length), END_MARKER]);
+
+  test('junk, an empty stream, another first entry, a newer version', async () => {
+    await attempt(Buffer.from('not a tar at all '.repeat(64)), /not a sandboxvm VM archive: it is not a tar stream; nothing was imported/);
+    await attempt(Buffer.alloc(0), /the archive is truncated/);
+    await attempt(tar('readme.txt', Buffer.from('hi')), /does not start with manifest\.json/);
+    const m = JSON.stringify({ format: 'sandboxvm-vm-archive', version: 7 });
+    await attempt(tar('manifest.json', Buffer.from(m)), /archive version 7\); this sandboxvm reads archive version 1/);
   });
 });
