@@ -27,6 +27,7 @@ import { WORKER_SCRIPT_NAME, WorkerHandle, readWorkerRecord } from './workerHand
 import { checkDiskSize, virtualSize } from './diskSize';
 import { DEFAULT_PORTS_CONFIG, type PortsConfig } from '../common/ports';
 import { Checkpoints } from './checkpoints';
+import { diskUsage } from './diskUsage';
 
 export interface CreateParams {
   name: string;
@@ -253,6 +254,7 @@ export class VmManager {
         savedState: state === 'saved' ? this.file(name, 'savedState') : undefined,
       },
       lastError: e.lastError,
+      disk: diskUsage(this.dir(name), c.image.disk),
     };
   }
 
