@@ -20,6 +20,7 @@ import { PULL_OPTIONS, pullCommand } from './commands/pull';
 import { sync } from './commands/sync';
 import { port, PORT_USAGE } from './commands/ports';
 import { checkpoint, undo } from './commands/checkpoint';
+import { compact, imagePrune, unknownImageAction } from './commands/disk';
 
 type Command = {
   run: (ctx: CommandContext) => Promise<number>;
@@ -55,7 +56,8 @@ const COMMANDS: Record<string, Command> = {
   port: { run: port, usage: PORT_USAGE, options: { address: { type: 'string' }, json: { type: 'boolean' } }, maxArgs: 3 },
   checkpoint: { run: checkpoint, usage: 'checkpoint create|list|apply|rename|delete <name> [checkpoint] [new name] [--json] [--discard-current]', options: { json: { type: 'boolean' }, 'discard-current': { type: 'boolean' } }, maxArgs: 4 },
   undo: { run: undo, usage: 'undo <name>              back to the last undo point (exec --undo-point)' },
-  image: { run: imageCommand, usage: 'image build              build (or find) the base image new VMs clone' },
+  compact: { run: compact, usage: 'compact <name> [--json]  give back host space the disk no longer uses (fstrim when running, a rewrite when stopped)', options: { json: { type: 'boolean' } } },
+  image: { run: imageCommand, usage: 'image build | image prune [--dry-run] [--json]   build the base image; remove images nothing uses', options: { 'dry-run': { type: 'boolean' }, json: { type: 'boolean' } } },
   service: { run: serviceCommand, usage: 'service status|stop       the background service (VMs keep running when it stops)' },
 };
 
@@ -63,7 +65,8 @@ const ALIASES: Record<string, string> = { ls: 'list', remove: 'rm', delete: 'rm'
 
 async function imageCommand(ctx: CommandContext): Promise<number> {
   const action = ctx.positionals[0] ?? 'build';
-  if (action !== 'build') throw new SandboxError(ErrorCode.BadArgument, `unknown image action ${action}: use build`);
+  if (action === 'prune') return imagePrune(ctx);
+  if (action !== 'build') unknownImageAction(action);
   const bar = new ProgressBar('Base image');
   let image;
   try {

@@ -16,6 +16,8 @@ import { call, connectSocket } from '../common/rpc';
 import type { VmInfo } from '../common/status';
 import type { ForwardStatus } from '../common/ports';
 import type { PortList } from '../service/portApi';
+import type { CompactResult } from '../service/compact';
+import type { GcResult } from '../image/imageGc';
 import { SessionClient } from './sessionClient';
 import { SerialClient, type SerialClientOptions } from './serialClient';
 import type { VmMetrics } from '../worker/metrics';
@@ -167,8 +169,16 @@ export class ServiceClient {
   undo(name: string): Promise<AppliedCheckpoint & { checkpoint: string }> {
     return call(this.connection, 'vm.undo', { name });
   }
+  /** Gives back the host space the VM's disk no longer uses (vm.compact): fstrim when running, a rewrite when stopped or saved. */
+  compact(name: string, onProgress?: ProgressListener): Promise<CompactResult> {
+    return this.withProgress('vm.compact', { name }, onProgress);
+  }
   ensureImage(onProgress?: ProgressListener): Promise<{ hash: string; kernel: string; initrd: string; disk: string }> {
     return this.withProgress('image.ensure', {}, onProgress);
+  }
+  /** Removes base images, templates and stage-1 folders nothing uses (image.prune; imageGc.ts). */
+  pruneImages(options: { dryRun?: boolean; explicit?: boolean } = {}): Promise<GcResult> {
+    return call(this.connection, 'image.prune', { ...options });
   }
   /** QEMU, the base image and what building it needs (host.status; builds nothing). */
   hostStatus(): Promise<HostStatus> {

@@ -24,6 +24,8 @@
  *   vm.checkpoint.rename {name, checkpoint, newName} -> CheckpointView                     (any)
  *   vm.checkpoint.delete {name, checkpoint} -> {id, name, reclaimedBytes}                  (running | paused | saved | stopped)
  *   vm.undo     {name} -> AppliedCheckpoint & {checkpoint}: applies the newest undo point  (running | paused | saved | stopped)
+ *   vm.compact  {name, progressToken?} -> CompactResult: the host space the disk no longer uses given back (running | stopped | saved)
+ *               running: fstrim in the guest; stopped/saved: the writable disk rewritten (compact.ts)
  *   image.ensure {progressToken?} -> {hash, kernel, initrd, disk}: builds the base image if missing
  *   host.status, image.build, image.cancel: see imageApi.ts (main.ts adds its table)
  *   service.info {} -> {pid, home, version, protocol}: also the handshake a client compares itself with (common/version.ts)
@@ -40,6 +42,7 @@
 import type { HandlerTable, RpcPeer } from '../common/rpc';
 import type { VmManager } from './vmManager';
 import { portApiHandlers } from './portApi';
+import { compactVm } from './compact';
 
 export function apiHandlers(manager: VmManager, subscribers: Set<RpcPeer>, info: () => unknown, shutdown: () => void): HandlerTable {
   const progressTo = (peer: RpcPeer, token: unknown) => (step: number, total: number, message: string) => {
@@ -64,6 +67,7 @@ export function apiHandlers(manager: VmManager, subscribers: Set<RpcPeer>, info:
     'vm.checkpoint.rename': (p) => manager.checkpoints.rename(p.name, p.checkpoint, p.newName),
     'vm.checkpoint.delete': (p) => manager.checkpoints.delete(p.name, p.checkpoint),
     'vm.undo': (p) => manager.checkpoints.undo(p.name),
+    'vm.compact': (p, peer) => compactVm(manager, p.name, progressTo(peer, p.progressToken)),
     'image.ensure': (p, peer) => manager.ensureImage(progressTo(peer, p.progressToken)),
     ...portApiHandlers(manager),
     'service.info': () => info(),

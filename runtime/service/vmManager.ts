@@ -28,6 +28,7 @@ import { checkDiskSize, virtualSize } from './diskSize';
 import { DEFAULT_PORTS_CONFIG, type PortsConfig } from '../common/ports';
 import { Checkpoints } from './checkpoints';
 import { diskUsage } from './diskUsage';
+import { registerImageUse } from '../image/imageGc';
 
 export interface CreateParams {
   name: string;
@@ -304,6 +305,7 @@ export class VmManager {
       const qemu = await locateQemu();
       const image = await this.images(progress);
       checkDiskSize(diskGiB, await virtualSize(qemu.img, image.disk));
+      await registerImageUse(image.disk, this.dir(name));
       await fsp.mkdir(vmsDir(this.home), { recursive: true, mode: 0o700 });
       const staging = path.join(vmsDir(this.home), `.${name}.creating-${process.pid}-${Date.now()}`);
       await fsp.mkdir(staging, { mode: 0o700 });
@@ -597,6 +599,22 @@ export class VmManager {
       this.publish(name);
       return this.snapshot(name);
     });
+  }
+
+  /** Runs `fn` in the VM's queue, after the operations on it before (compact.ts). Throws UnknownVm. */
+  queued<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    this.entry(name);
+    return this.sequencer.queue(name, fn);
+  }
+
+  /** The VM's configuration (vm.json as loaded). Throws UnknownVm. */
+  configOf(name: string): VmConfig {
+    return this.entry(name).config;
+  }
+
+  /** Publishes the VM's snapshot again (after a change the manager did not make itself, e.g. its disk usage). */
+  publishVm(name: string): void {
+    this.publish(name);
   }
 
   dispose(): void {
