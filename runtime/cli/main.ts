@@ -34,7 +34,7 @@ type Command = {
 
 const COMMANDS: Record<string, Command> = {
   create: { run: lifecycle.create, usage: 'create <name> [--cpus N] [--memory 1G] [--disk 10G] [--network isolated|internet|host]', options: { cpus: { type: 'string' }, memory: { type: 'string' }, disk: { type: 'string' }, network: { type: 'string' }, 'no-network': { type: 'boolean' } } },
-  set: { run: lifecycle.set, usage: 'set <name> --network isolated|internet|host   change a stopped VM (next start)', options: { network: { type: 'string' } } },
+  set: { run: lifecycle.set, usage: 'set <name> [--network isolated|internet|host] [--undo-points N] [--undo-disk SIZE]   network: a stopped VM (next start); undo-point limits: any time', options: { network: { type: 'string' }, 'undo-points': { type: 'string' }, 'undo-disk': { type: 'string' } } },
   start: { run: lifecycle.start, usage: 'start <name>            boot, or restore a saved VM' },
   stop: { run: lifecycle.stop, usage: 'stop <name> [--force]   graceful (agent, ACPI, kill); --force turns it off at once', options: { force: { type: 'boolean', short: 'f' } } },
   pause: { run: lifecycle.simple('pause', 'is paused'), usage: 'pause <name>' },

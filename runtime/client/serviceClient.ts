@@ -149,8 +149,8 @@ export class ServiceClient {
     return call(this.connection, 'vm.port.list', { name });
   }
   /** Checkpoints (service/checkpoints.ts): create of a running, paused, saved or stopped VM. */
-  createCheckpoint(name: string, checkpoint?: string, options: { undo?: boolean } = {}): Promise<CreatedCheckpoint> {
-    return call(this.connection, 'vm.checkpoint.create', { name, checkpoint, undo: options.undo });
+  createCheckpoint(name: string, checkpoint?: string, options: { undo?: boolean; undoMaxCount?: number; undoMaxDiskMiB?: number } = {}): Promise<CreatedCheckpoint> {
+    return call(this.connection, 'vm.checkpoint.create', { name, checkpoint, undo: options.undo, undoMaxCount: options.undoMaxCount, undoMaxDiskMiB: options.undoMaxDiskMiB });
   }
   listCheckpoints(name: string): Promise<CheckpointList> {
     return call(this.connection, 'vm.checkpoint.list', { name });

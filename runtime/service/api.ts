@@ -4,7 +4,7 @@
  *
  *   vm.create   {name, cpus?, memoryMiB?, diskGiB?, network?, progressToken?} -> VmInfo   (name must be new)
  *               network: 'isolated' | 'internet' | 'host' (default internet; true/false from older clients)
- *   vm.set      {name, network?} -> VmInfo                                                (stopped)
+ *   vm.set      {name, network?, undoMaxCount?, undoMaxDiskMiB?} -> VmInfo               (network: stopped; undo limits: any)
  *   vm.start    {name, progressToken?, bootTimeoutMs?} -> VmInfo                          (stopped | saved)
  *   vm.stop     {name, force?} -> VmInfo                                                  (running | paused | saved)
  *               force: not queued; kills QEMU at once, also while starting (the start fails: turned off)
@@ -17,7 +17,11 @@
  *   vm.list     {} -> VmInfo[]                                                            (never waits on a guest)
  *   vm.info     {name} -> VmInfo                                                          (never waits on a guest)
  *   vm.attach   {name} -> {socket}: the worker socket to open sessions on                (running)
- *   vm.checkpoint.create {name, checkpoint?, undo?} -> CreatedCheckpoint                   (running | paused | saved | stopped)
+ *   vm.checkpoint.create {name, checkpoint?, undo?, undoMaxCount?, undoMaxDiskMiB?} -> CreatedCheckpoint   (running | paused | saved | stopped)
+ *               undo: an undo point; older ones beyond undoMaxCount (1-1000) or undoMaxDiskMiB MiB of
+ *               undo points are deleted, oldest first, never the newest (`pruned` lists them). A VM's own
+ *               limits (vm.set) win over these; without either: 10 and 2048 MiB. The extension passes its
+ *               sandboxvm.undoPoints.maxCount / sandboxvm.undoPoints.maxDiskMiB settings here.
  *   vm.checkpoint.list   {name} -> CheckpointList: the tree, the position, sizes             (any)
  *   vm.checkpoint.apply  {name, checkpoint, discardCurrent?} -> AppliedCheckpoint           (running | paused | saved | stopped)
  *               the state left is checkpointed first unless discardCurrent
@@ -61,7 +65,7 @@ export function apiHandlers(manager: VmManager, subscribers: Set<RpcPeer>, info:
     'vm.list': () => manager.list(),
     'vm.info': (p) => manager.info(p.name),
     'vm.attach': (p) => manager.attachInfo(p.name),
-    'vm.checkpoint.create': (p) => manager.checkpoints.create(p.name, p.checkpoint, !!p.undo),
+    'vm.checkpoint.create': (p) => manager.checkpoints.create(p.name, p.checkpoint, !!p.undo, p.undoMaxCount !== undefined || p.undoMaxDiskMiB !== undefined ? { maxCount: p.undoMaxCount, maxDiskMiB: p.undoMaxDiskMiB } : undefined),
     'vm.checkpoint.list': (p) => manager.checkpoints.list(p.name),
     'vm.checkpoint.apply': (p) => manager.checkpoints.apply(p.name, p.checkpoint, !!p.discardCurrent),
     'vm.checkpoint.rename': (p) => manager.checkpoints.rename(p.name, p.checkpoint, p.newName),
