@@ -374,12 +374,13 @@ async function acquireLock(cacheDir: string, signal?: AbortSignal): Promise<() =
 }
 
 /**
- * Takes the build lock as acquireLock does, waiting at most `waitMs` for a live holder; undefined
- * when it is still held then (image GC: a build under way is never raced).
+ * Takes the build lock as acquireLock does (a dead holder's lock is broken), waiting for a live
+ * holder up to `waitMs` (at least 2 s); undefined when it is still held then (image GC: a build
+ * under way is never raced).
  */
 export async function tryBuildLock(cacheDir: string, waitMs: number): Promise<(() => Promise<void>) | undefined> {
   const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), waitMs);
+  const timer = setTimeout(() => controller.abort(), Math.max(waitMs, 2000));
   try {
     return await acquireLock(cacheDir, controller.signal);
   } catch (err) {
