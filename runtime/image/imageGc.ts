@@ -180,6 +180,14 @@ export async function registerImageUse(imageDisk: string, vmDir: string): Promis
   if (!statOf(imageDisk)) throw new SandboxError(ErrorCode.Internal, `the base image ${imageDisk} was removed meanwhile; try again`);
 }
 
+/** Drops the references `vmDir` has in any image of the cache (its VM is removed). Never throws. */
+export async function dropImageUses(cacheDir: string, vmDir: string): Promise<void> {
+  const name = `${key16(path.resolve(vmDir))}.json`;
+  for (const image of list(cacheDir)) {
+    if (image.startsWith('base-')) await fs.rm(path.join(cacheDir, image, 'refs', name), { force: true }).catch(() => undefined);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The collection
 

@@ -14,7 +14,7 @@
  * Frozen checkpoint layers are not rewritten. Runs in the VM's queue.
  */
 import { spawn, execFile } from 'node:child_process';
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import { activeDisk } from '../common/activeDisk';
 import { ErrorCode, SandboxError } from '../common/errors';
 import { wrongStateMessage } from '../common/stateMessages';
@@ -146,9 +146,15 @@ function output(file: string, args: string[]): Promise<string> {
   );
 }
 
+/**
+ * Where util-linux's setpriv is, qemu-img runs under `setpriv --pdeathsig KILL`: killed with the
+ * service, it cannot hold the disk's lock (and so block the VM's start) after a kill -9 of it.
+ */
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((f) => existsSync(f));
+
 function convert(file: string, args: string[], onPercent: (pct: number) => void): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = SETPRIV ? spawn(SETPRIV, ['--pdeathsig', 'KILL', '--', file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stdout.setEncoding('utf8');
     child.stdout.on('data', (chunk: string) => {

@@ -28,7 +28,7 @@ import { checkDiskSize, virtualSize } from './diskSize';
 import { DEFAULT_PORTS_CONFIG, type PortsConfig } from '../common/ports';
 import { Checkpoints } from './checkpoints';
 import { diskUsage } from './diskUsage';
-import { registerImageUse } from '../image/imageGc';
+import { dropImageUses, registerImageUse } from '../image/imageGc';
 
 export interface CreateParams {
   name: string;
@@ -552,6 +552,7 @@ export class VmManager {
       }
       const trash = path.join(vmsDir(this.home), `.${name}.removing-${Date.now()}`);
       await fsp.rename(this.dir(name), trash);
+      await dropImageUses(path.dirname(path.dirname(e.config.image.disk)), this.dir(name));
       this.entries.delete(name);
       await fsp.rm(trash, { recursive: true, force: true });
       this.log(`removed ${name}`);
