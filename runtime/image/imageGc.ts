@@ -191,10 +191,11 @@ export async function dropImageUses(cacheDir: string, vmDir: string): Promise<vo
 // ---------------------------------------------------------------------------------------------
 // The collection
 
+/** Bytes removing `p` frees: files linked elsewhere too (nlink > 1) free nothing. */
 function bytesOf(p: string): number {
   const st = statOf(p);
   if (!st) return 0;
-  if (!st.isDirectory()) return st.blocks * 512;
+  if (!st.isDirectory()) return st.nlink > 1 ? 0 : st.blocks * 512;
   return list(p).reduce((sum, f) => sum + bytesOf(path.join(p, f)), 0);
 }
 
