@@ -200,19 +200,22 @@ export function view(index: CheckpointIndex, sizeOf: (id: string) => number): Ch
 
 /**
  * The undo points to delete, oldest first: those beyond the newest `keep`, then, while the ones
- * left take more than `disk.maxBytes` (each one's size from `disk.sizeOf`), the oldest of them;
- * the disk budget never takes the newest one. Sizes change as layers merge, so a caller deletes
- * the first and asks again.
+ * left cost more than `disk.maxBytes`, the oldest of them; the disk budget never takes the newest.
+ *
+ * What undo points cost: each one's files (`disk.sizeOf`: layer and memory state) except the
+ * oldest one's layer (`disk.layerOf`), which holds what the VM wrote before its first undo point:
+ * deleting undo points merges that data forward, it never frees it. Sizes change as layers merge,
+ * so a caller deletes the first and asks again.
  */
-export function undoPointsToPrune(index: CheckpointIndex, keep: number, disk?: { maxBytes: number; sizeOf: (id: string) => number }): CheckpointNode[] {
+export function undoPointsToPrune(index: CheckpointIndex, keep: number, disk?: { maxBytes: number; sizeOf: (id: string) => number; layerOf?: (id: string) => number }): CheckpointNode[] {
   const undo = live(index)
     .filter((n) => n.undo)
     .sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   const cut = Math.max(0, undo.length - keep);
   if (!disk) return undo.slice(0, cut);
-  let total = undo.slice(cut).reduce((sum, n) => sum + disk.sizeOf(n.id), 0);
+  const cost = (from: number) => undo.slice(from).reduce((sum, n) => sum + disk.sizeOf(n.id), 0) - (disk.layerOf?.(undo[from].id) ?? 0);
   let end = cut;
-  while (total > disk.maxBytes && end < undo.length - 1) total -= disk.sizeOf(undo[end++].id);
+  while (end < undo.length - 1 && cost(end) > disk.maxBytes) end++;
   return undo.slice(0, end);
 }
 

@@ -288,8 +288,8 @@ export class Checkpoints {
   }
 
   /**
-   * Deletes undo points, oldest first, until at most `maxCount` are left and they take at most
-   * `maxDiskMiB` (never `justMade`). Sizes are measured again after each delete (a layer merged
+   * Deletes undo points, oldest first, until at most `maxCount` are left and they cost at most
+   * `maxDiskMiB` (undoPointsToPrune says how that is counted; never `justMade`). Sizes are measured again after each delete (a layer merged
    * into its child moves its data there). Returns what went and the bytes each freed.
    */
   private async pruneUndo(name: string, justMade: string, limits: UndoLimits): Promise<PrunedUndoPoint[]> {
@@ -300,7 +300,7 @@ export class Checkpoints {
     const pruned: PrunedUndoPoint[] = [];
     for (let round = 0; round < 1000; round++) {
       const idx = index;
-      const old = undoPointsToPrune(idx, maxCount, { maxBytes, sizeOf: (id) => store.sizeOf(idx, id) }).find((n) => n.id !== justMade);
+      const old = undoPointsToPrune(idx, maxCount, { maxBytes, sizeOf: (id) => store.sizeOf(idx, id), layerOf: (id) => store.layerSizeOf(idx, id) }).find((n) => n.id !== justMade);
       if (!old) break;
       pruned.push({ id: old.id, name: old.name, reclaimedBytes: await this.remove(name, store, index, old) });
       index = await store.read();

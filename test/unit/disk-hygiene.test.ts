@@ -46,6 +46,21 @@ test('undo pruning by disk drops the oldest until the rest fit, never the newest
   assert.deepEqual(undoPointsToPrune(idx, 10, { maxBytes: 450 * MiB, sizeOf }).map((n) => n.id), ['aaaaaaa1']);
 });
 
+test('undo pruning by disk does not charge the oldest undo point for what the VM wrote before it', () => {
+  // a's layer holds 1 GiB written before the first undo point; every memory state is 100 MiB.
+  const layers: Record<string, number> = { aaaaaaa1: 1024 * MiB, ccccccc3: 20 * MiB, ddddddd4: 20 * MiB, eeeeeee5: 20 * MiB };
+  const sizeOf = (id: string) => layers[id] + 100 * MiB;
+  const layerOf = (id: string) => layers[id];
+  const idx = indexOf([node('aaaaaaa1', 1), node('ccccccc3', 3), node('ddddddd4', 4), node('eeeeeee5', 5)]);
+  // Cost: 4 x 100 memory + 3 x 20 layers = 460 MiB.
+  assert.deepEqual(undoPointsToPrune(idx, 10, { maxBytes: 460 * MiB, sizeOf, layerOf }), []);
+  // 400 MiB: a goes (then c's layer is the oldest: 3 x 100 + 2 x 20 = 340).
+  assert.deepEqual(undoPointsToPrune(idx, 10, { maxBytes: 400 * MiB, sizeOf, layerOf }).map((n) => n.id), ['aaaaaaa1']);
+  assert.deepEqual(undoPointsToPrune(idx, 10, { maxBytes: 340 * MiB, sizeOf, layerOf }).map((n) => n.id), ['aaaaaaa1']);
+  // Charging every layer, the same budget would take c too (c, d, e: 360 MiB).
+  assert.deepEqual(undoPointsToPrune(idx, 10, { maxBytes: 340 * MiB, sizeOf }).map((n) => n.id), ['aaaaaaa1', 'ccccccc3']);
+});
+
 test('undo limits are checked: whole numbers in range, or one sentence', () => {
   assert.deepEqual(parseUndoLimits({ maxCount: 3, maxDiskMiB: 512 }, UNDO_LIMITS), { maxCount: 3, maxDiskMiB: 512 });
   assert.equal(parseUndoLimits(undefined, UNDO_LIMITS), undefined);
