@@ -10,8 +10,8 @@
  *     leaves the old disk working (the VM boots, the file is intact) and the leftover goes at
  *     the next compact.
  *  3. Undo points past both budgets: with the VM's limit of 3 (the client asking for 50), five
- *     undo points leave three; then with 300 MiB, undo points holding 40 MB each are pruned to
- *     the budget. Each time the newest stays, the ones kept are the newest, and space came back.
+ *     undo points leave three; then with 400 MiB, undo points holding 40 MB and a memory state
+ *     each are pruned to two by the budget. Each time the newest stays, the ones kept are the newest, and space came back.
  *  4. Image GC with a temporary image cache (the real image hard-linked in as the current one,
  *     plus an "old" image, an overlay on it): a VM whose disk is rebased onto the old image keeps
  *     it through `image prune`; once the VM is removed, prune removes it and says the bytes.
@@ -124,7 +124,8 @@ describe('vm: disk hygiene', { timeout: 3_600_000 }, () => {
       const made: string[] = [];
       let reclaimed = 0;
       const undoPoint = async (label: string, write: number) => {
-        if (write) await sh(`head -c ${write} /dev/urandom > /root/${label} && sync`);
+        // The page cache is part of the memory state: dropped, so each one's size is its own data and a bare memory state.
+        if (write) await sh(`head -c ${write} /dev/urandom > /root/${label} && sync && echo 3 > /proc/sys/vm/drop_caches`);
         const usage0 = (await info()).disk.checkpointsBytes as number;
         const t0 = Date.now();
         // The client asks for 50 and 100,000 MiB: the VM's own limits win.
@@ -147,18 +148,25 @@ describe('vm: disk hygiene', { timeout: 3_600_000 }, () => {
       }
       const countFreed = reclaimed;
       assert.ok(countFreed > 20 * MiB, `pruning by count gave back ${countFreed} bytes`);
-      // The disk: a 300 MiB budget over undo points that hold 40 MB of new data each.
-      await home.ok(['set', VM, '--undo-disk', '300M']);
-      for (let i = 1; i <= 3; i++) {
-        const r = await undoPoint(`d${i}`, 40_000_000);
-        assert.ok(r.undo.length <= 3);
-        assert.ok(r.undo.length === 1 || r.bytes <= 300 * MiB, `${r.bytes} bytes of undo points over the 300 MiB budget`);
+      // The disk: a 400 MiB budget over undo points that hold 40 MB of new data and a ~135 MiB
+      // memory state each: two fit (the oldest one's layer is not charged), three do not.
+      await home.ok(['set', VM, '--undo-disk', '400M']);
+      const layerBytes = (name: string) => {
+        const index = JSON.parse(fs.readFileSync(path.join(home.vmDir(VM), 'checkpoints.json'), 'utf8')) as { nodes: { name: string; layer: string; deleted?: boolean }[] };
+        return blocks(path.join(home.vmDir(VM), index.nodes.find((n) => n.name === name && !n.deleted)!.layer));
+      };
+      let r;
+      for (let i = 1; i <= 4; i++) {
+        r = await undoPoint(`d${i}`, 40_000_000);
+        const cost = r.bytes - layerBytes(r.undo[0].name);
+        assert.ok(r.undo.length === 1 || cost <= 400 * MiB, `${cost} bytes of undo points over the 400 MiB budget`);
       }
+      assert.equal(r!.undo.length, 2, 'the disk budget, not the count of 3, bounds them');
       assert.ok(reclaimed > countFreed, 'pruning by disk gave back space too');
       // Undo still returns to the newest.
-      await sh('rm /root/d3; sync');
+      await sh('rm /root/d4; sync');
       await client.undo(VM);
-      assert.equal((await sh('ls /root/d3 >/dev/null && echo back')).trim(), 'back');
+      assert.equal((await sh('ls /root/d4 >/dev/null && echo back')).trim(), 'back');
     } finally {
       client.dispose();
     }
