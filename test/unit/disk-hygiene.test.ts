@@ -249,3 +249,18 @@ test('fstrim and qemu-img convert output parsers', () => {
   assert.equal(parseConvertProgress('    (0.00/100%)\r    (42.17/100%)\r'), 42.17);
   assert.equal(parseConvertProgress('nothing'), undefined);
 });
+
+test('the tree tooltip and the details panel say the disk use', async () => {
+  const { vmLook } = await import('../../extension/tree/vmPresentation');
+  const { detailsStatus } = await import('../../extension/details/detailsMessages');
+  const info = {
+    name: 'dev',
+    state: 'stopped',
+    config: { id: 'x', cpus: 1, memoryMiB: 512, diskGiB: 10, network: 'internet', createdAt: '2026-01-01T00:00:00Z', imageHash: 'a'.repeat(64) },
+    paths: { dir: '/d', disk: '/d/disk.qcow2', consoleLog: '/d/console.log', workerLog: '/d/worker.log' },
+    disk: { totalBytes: 700 * MiB, diskBytes: 100 * MiB, checkpointsBytes: 600 * MiB, savedStateBytes: 0, sharedBaseBytes: 250 * MiB },
+  } as const;
+  assert.ok(vmLook(info as never).tooltip.replace(/\\/g, '').includes('- Disk use: 700.0 MiB on the host (checkpoints 600.0 MiB); the base image (250.0 MiB) is shared'));
+  assert.equal(detailsStatus(info as never).diskUse, '700.0 MiB on the host (checkpoints 600.0 MiB); the base image (250.0 MiB) is shared');
+  assert.doesNotMatch(vmLook({ ...info, disk: undefined } as never).tooltip, /Disk use/);
+});
