@@ -7,6 +7,7 @@
  *  - it is the current recipe's image (the caller names it);
  *  - a VM disk in a known home has it in its backing chain (qcow2 headers read here, no qemu-img):
  *    every home that ever ran a service on this cache is recorded in `homes/` (registerHome);
+ *    or a running QEMU has it open (Linux: /proc/<pid>/fd; a running VM holds its chain open);
  *  - a reference in its `refs/` folder is live: each VM created registers one naming its folder
  *    (registerImageUse), and a reference is live while that folder has a disk whose chain holds
  *    the image, or while it is younger than REF_GRACE_MS (a VM being created has no disk yet);
@@ -199,6 +200,29 @@ function bytesOf(p: string): number {
   return list(p).reduce((sum, f) => sum + bytesOf(path.join(p, f)), 0);
 }
 
+/**
+ * Files QEMU processes of this user have open (Linux: /proc/<pid>/fd), as dev:ino keys: a running
+ * VM holds its whole backing chain open, so a VM in a home this cache has never heard of is seen.
+ */
+function openByQemu(): Set<string> {
+  const keys = new Set<string>();
+  for (const pid of list('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    let comm = '';
+    try {
+      comm = readFileSync(`/proc/${pid}/comm`, 'utf8');
+    } catch {
+      continue;
+    }
+    if (!comm.startsWith('qemu')) continue;
+    for (const fd of list(`/proc/${pid}/fd`)) {
+      const st = statOf(`/proc/${pid}/fd/${fd}`);
+      if (st?.isFile()) keys.add(fileKey(st));
+    }
+  }
+  return keys;
+}
+
 function knownHomes(cacheDir: string, extra: readonly string[]): string[] {
   const homes = new Set(extra.map((h) => path.resolve(h)));
   for (const f of list(path.join(cacheDir, 'homes'))) {
@@ -285,6 +309,8 @@ async function collect(cacheDir: string, opts: GcOptions, result: GcResult): Pro
     }
     for (const vm of list(vms)) for (const k of usedBy(path.join(vms, vm))) if (!vmUse.has(k)) vmUse.set(k, path.join(vms, vm));
   }
+
+  for (const k of openByQemu()) if (!vmUse.has(k)) vmUse.set(k, 'a running QEMU');
 
   // Templates: kept when for the current image or used by a VM; their base images with them.
   const templateUse = new Map<string, string>(); // base hash16 -> template folder

@@ -13,6 +13,8 @@ import { collectImages, readBackingFile, registerHome, registerImageUse, REF_GRA
 import { diskUsage } from '../../runtime/service/diskUsage';
 import { parseConvertProgress, parseFstrim } from '../../runtime/service/compact';
 import { parseUndoLimits, UNDO_LIMITS } from '../../runtime/common/config';
+import { vmLook } from '../../extension/tree/vmPresentation';
+import { detailsStatus } from '../../extension/details/detailsMessages';
 
 const MiB = 2 ** 20;
 
@@ -250,9 +252,7 @@ test('fstrim and qemu-img convert output parsers', () => {
   assert.equal(parseConvertProgress('nothing'), undefined);
 });
 
-test('the tree tooltip and the details panel say the disk use', async () => {
-  const { vmLook } = await import('../../extension/tree/vmPresentation');
-  const { detailsStatus } = await import('../../extension/details/detailsMessages');
+test('the tree tooltip and the details panel say the disk use', () => {
   const info = {
     name: 'dev',
     state: 'stopped',
