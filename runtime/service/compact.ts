@@ -21,7 +21,7 @@ import { wrongStateMessage } from '../common/stateMessages';
 import type { VmState } from '../common/status';
 import { SessionClient } from '../client/sessionClient';
 import { locateQemu } from '../qemu/locate';
-import { diskUsage } from './diskUsage';
+import { measure } from './diskUsage';
 import type { Progress, VmManager } from './vmManager';
 
 export interface CompactResult {
@@ -50,7 +50,7 @@ export function compactVm(host: CompactHost, name: string, progress: Progress): 
       throw new SandboxError(ErrorCode.WrongState, wrongStateMessage(name, state, 'compact', ['running', 'stopped', 'saved']));
     }
     const dir = host.snapshot(name).paths.dir;
-    const total = () => diskUsage(dir, host.configOf(name).image.disk).totalBytes;
+    const total = () => measure(dir, host.configOf(name).image.disk).totalBytes;
     const beforeBytes = total();
     let trimmedBytes: number | undefined;
     if (state === 'running') {

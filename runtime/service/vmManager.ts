@@ -27,7 +27,7 @@ import { WORKER_SCRIPT_NAME, WorkerHandle, readWorkerRecord } from './workerHand
 import { checkDiskSize, virtualSize } from './diskSize';
 import { DEFAULT_PORTS_CONFIG, type PortsConfig } from '../common/ports';
 import { Checkpoints } from './checkpoints';
-import { diskUsage } from './diskUsage';
+import { diskUsage, forgetDiskUsage } from './diskUsage';
 import { dropImageUses, registerImageUse } from '../image/imageGc';
 
 export interface CreateParams {
@@ -222,6 +222,7 @@ export class VmManager {
   }
 
   private publish(name: string): void {
+    forgetDiskUsage(this.dir(name));
     const info = this.entries.has(name) ? this.snapshot(name) : undefined;
     if (info) this.emitter.emit('vm', info);
   }

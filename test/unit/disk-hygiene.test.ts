@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { undoPointsToPrune, type CheckpointIndex, type CheckpointNode } from '../../runtime/service/checkpointTree';
 import { collectImages, readBackingFile, registerHome, registerImageUse, REF_GRACE_MS } from '../../runtime/image/imageGc';
-import { diskUsage } from '../../runtime/service/diskUsage';
+import { measure as diskUsage } from '../../runtime/service/diskUsage';
 import { parseConvertProgress, parseFstrim } from '../../runtime/service/compact';
 import { parseUndoLimits, UNDO_LIMITS } from '../../runtime/common/config';
 import { vmLook } from '../../extension/tree/vmPresentation';
@@ -263,4 +263,18 @@ test('the tree tooltip and the details panel say the disk use', () => {
   assert.ok(vmLook(info as never).tooltip.replace(/\\/g, '').includes('- Disk use: 700.0 MiB on the host (checkpoints 600.0 MiB); the base image (250.0 MiB) is shared'));
   assert.equal(detailsStatus(info as never).diskUse, '700.0 MiB on the host (checkpoints 600.0 MiB); the base image (250.0 MiB) is shared');
   assert.doesNotMatch(vmLook({ ...info, disk: undefined } as never).tooltip, /Disk use/);
+});
+
+test('disk usage is cached for a few seconds per VM, and forgotten on demand', async () => {
+  const { diskUsage: cached, forgetDiskUsage } = await import('../../runtime/service/diskUsage.js');
+  const d = tmp('sbx-duc-');
+  fs.writeFileSync(path.join(d, 'disk.qcow2'), Buffer.alloc(MiB, 1));
+  const a = cached(d, path.join(d, 'none'));
+  fs.writeFileSync(path.join(d, 'disk.qcow2'), Buffer.alloc(2 * MiB, 1));
+  assert.equal(cached(d, path.join(d, 'none')).diskBytes, a.diskBytes, 'served from the cache');
+  assert.equal(cached(d, path.join(d, 'none'), Date.now() + 6000).diskBytes, 2 * MiB, 'measured again once old');
+  fs.writeFileSync(path.join(d, 'disk.qcow2'), Buffer.alloc(3 * MiB, 1));
+  forgetDiskUsage(d);
+  assert.equal(cached(d, path.join(d, 'none')).diskBytes, 3 * MiB, 'measured again once forgotten');
+  fs.rmSync(d, { recursive: true, force: true });
 });

@@ -8,7 +8,7 @@
  *  2. Compact of a stopped VM rewrites its disk (progress shown, bytes reported); a file's hash
  *     is the same after the VM boots again; a `kill -9` of the service in the middle of a compact
  *     leaves the old disk working (the VM boots, the file is intact) and the leftover goes at
- *     the next compact.
+ *     the next compact; a saved VM compacted restores onto the rewritten disk.
  *  3. Undo points past both budgets: with the VM's limit of 3 (the client asking for 50), five
  *     undo points leave three; then with 400 MiB, undo points holding 40 MB and a memory state
  *     each are pruned to two by the budget. Each time the newest stays, the ones kept are the newest, and space came back.
@@ -112,7 +112,13 @@ describe('vm: disk hygiene', { timeout: 3_600_000 }, () => {
       await home.ok(['compact', VM]);
       assert.ok(!fs.existsSync(tmp), 'the next compact removes the leftover');
     }
+    // A saved VM: the rewrite keeps the guest's bytes, so its saved state restores onto it.
     await home.ok(['start', VM]);
+    await home.ok(['save', VM]);
+    const saved = JSON.parse(await home.ok(['compact', VM, '--json']));
+    assert.equal(saved.method, 'rewrite');
+    await home.ok(['start', VM]);
+    assert.equal((await sh('sha256sum /root/keep | cut -d" " -f1')).trim(), hash, 'restored onto the rewritten disk');
     assert.equal((await sh('rm -f /root/keep; mount -o remount,discard /; echo ok')).trim(), 'ok');
   });
 
