@@ -10,8 +10,8 @@
  *     leaves the old disk working (the VM boots, the file is intact) and the leftover goes at
  *     the next compact; a saved VM compacted restores onto the rewritten disk.
  *  3. Undo points past both budgets: with the VM's limit of 3 (the client asking for 50), five
- *     undo points leave three; then with 400 MiB, undo points holding 40 MB and a memory state
- *     each are pruned to two by the budget. Each time the newest stays, the ones kept are the newest, and space came back.
+ *     undo points leave three; then undo points holding 40 MB and a memory state (m) each, under
+ *     a budget of 2.5 (m + 45 MiB), are pruned to two by the budget. Each time the newest stays, the ones kept are the newest, and space came back.
  *  4. Image GC with a temporary image cache (the real image hard-linked in as the current one,
  *     plus an "old" image, an overlay on it): a VM whose disk is rebased onto the old image keeps
  *     it through `image prune`; once the VM is removed, prune removes it and says the bytes.
@@ -131,7 +131,7 @@ describe('vm: disk hygiene', { timeout: 3_600_000 }, () => {
       let reclaimed = 0;
       const undoPoint = async (label: string, write: number) => {
         // The page cache is part of the memory state: dropped, so each one's size is its own data and a bare memory state.
-        if (write) await sh(`head -c ${write} /dev/urandom > /root/${label} && sync && echo 3 > /proc/sys/vm/drop_caches`);
+        await sh(`${write ? `head -c ${write} /dev/urandom > /root/${label} && ` : ''}sync && echo 3 > /proc/sys/vm/drop_caches`);
         const usage0 = (await info()).disk.checkpointsBytes as number;
         const t0 = Date.now();
         // The client asks for 50 and 100,000 MiB: the VM's own limits win.
@@ -144,19 +144,22 @@ describe('vm: disk hygiene', { timeout: 3_600_000 }, () => {
         console.log(`undo point ${c.name}: ${Date.now() - t0} ms, ${(c.sizeBytes / MiB).toFixed(1)} MiB; checkpoints ${(usage0 / MiB).toFixed(0)} -> ${(((await info()).disk.checkpointsBytes as number) / MiB).toFixed(0)} MiB; kept ${undo.map((v) => `${v.name} ${(v.sizeBytes / MiB).toFixed(0)} MiB`).join(', ')}; pruned ${(c.pruned ?? []).map((p) => `${p.name} (${(p.reclaimedBytes / MiB).toFixed(0)} MiB freed)`).join(', ') || 'none'}`);
         assert.equal(undo[undo.length - 1].name, label, 'the newest is kept');
         assert.deepEqual(undo.map((v) => v.name), made.slice(made.length - undo.length), 'the ones kept are the newest');
-        return { undo, bytes: undo.reduce((s, v) => s + v.sizeBytes, 0), pruned: c.pruned ?? [] };
+        return { undo, bytes: undo.reduce((s, v) => s + v.sizeBytes, 0), pruned: c.pruned ?? [], size: c.sizeBytes };
       };
       // The count: five undo points, three kept.
+      let memoryBytes = 0;
       for (let i = 1; i <= 5; i++) {
         const r = await undoPoint(`c${i}`, 0);
         assert.equal(r.undo.length, Math.min(i, 3));
         assert.equal(r.pruned.length, i > 3 ? 1 : 0);
+        memoryBytes = r.size; // an undo point with no new data: its memory state, nearly all of it
       }
       const countFreed = reclaimed;
       assert.ok(countFreed > 20 * MiB, `pruning by count gave back ${countFreed} bytes`);
-      // The disk: a 400 MiB budget over undo points that hold 40 MB of new data and a ~135 MiB
-      // memory state each: two fit (the oldest one's layer is not charged), three do not.
-      await home.ok(['set', VM, '--undo-disk', '400M']);
+      // The disk: undo points that hold 40 MB of new data and a memory state (m) each, and a budget
+      // of 2.5 (m + 45 MiB): two fit (2m + one layer: the oldest one's is not charged), three do not.
+      const budgetMiB = Math.ceil((2.5 * (memoryBytes + 45 * MiB)) / MiB);
+      await home.ok(['set', VM, '--undo-disk', `${budgetMiB}M`]);
       const layerBytes = (name: string) => {
         const index = JSON.parse(fs.readFileSync(path.join(home.vmDir(VM), 'checkpoints.json'), 'utf8')) as { nodes: { name: string; layer: string; deleted?: boolean }[] };
         return blocks(path.join(home.vmDir(VM), index.nodes.find((n) => n.name === name && !n.deleted)!.layer));
@@ -165,7 +168,7 @@ describe('vm: disk hygiene', { timeout: 3_600_000 }, () => {
       for (let i = 1; i <= 4; i++) {
         r = await undoPoint(`d${i}`, 40_000_000);
         const cost = r.bytes - layerBytes(r.undo[0].name);
-        assert.ok(r.undo.length === 1 || cost <= 400 * MiB, `${cost} bytes of undo points over the 400 MiB budget`);
+        assert.ok(r.undo.length === 1 || cost <= budgetMiB * MiB, `${cost} bytes of undo points over the ${budgetMiB} MiB budget`);
       }
       assert.equal(r!.undo.length, 2, 'the disk budget, not the count of 3, bounds them');
       assert.ok(reclaimed > countFreed, 'pruning by disk gave back space too');
