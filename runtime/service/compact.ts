@@ -46,6 +46,9 @@ export function compactVm(host: CompactHost, name: string, progress: Progress): 
   return host.queued(name, async () => {
     const t0 = Date.now();
     const state: VmState = host.stateOf(name);
+    if (state === 'paused') {
+      throw new SandboxError(ErrorCode.WrongState, `cannot compact ${name} while it is paused: its guest cannot trim, and QEMU has the disk open; resume it (\`sandboxvm resume ${name}\`) or stop it first`);
+    }
     if (state !== 'running' && state !== 'stopped' && state !== 'saved') {
       throw new SandboxError(ErrorCode.WrongState, wrongStateMessage(name, state, 'compact', ['running', 'stopped', 'saved']));
     }

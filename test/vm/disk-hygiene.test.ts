@@ -74,6 +74,14 @@ describe('vm: disk hygiene', { timeout: 3_600_000 }, () => {
     assert.ok(r.reclaimedBytes > 250 * MB, `compact reclaimed ${r.reclaimedBytes}`);
     assert.ok(kept - after > 250 * MB);
     await sh('mount -o remount,discard /');
+    await home.ok(['pause', VM]);
+    const paused = await home.cli(['compact', VM]);
+    assert.equal(paused.code, 1);
+    assert.match(paused.stderr, /cannot compact dh while it is paused/);
+    await home.ok(['resume', VM]);
+    const unknown = await home.cli(['compact', 'nosuch']);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /no VM named nosuch/);
     const text = await home.ok(['info', VM]);
     assert.match(text, /Disk usage: +[\d.]+ [KMG]iB \(disk [\d.]+ [KMG]iB, checkpoints [\d.]+ [KMG]?i?B\); base image [\d.]+ MiB shared, not counted/);
   });
@@ -179,6 +187,15 @@ describe('vm: disk hygiene', { timeout: 3_600_000 }, () => {
     } finally {
       client.dispose();
     }
+    // A stopped VM with checkpoints: the rewrite is of its writable layer, on its checkpoint's layer.
+    await home.ok(['stop', VM]);
+    const top = await disk();
+    assert.match(top, /layers\/[0-9a-f]{16}\.qcow2$/);
+    const backingBefore = JSON.parse(spawnSync('qemu-img', ['info', '--output=json', top], { encoding: 'utf8' }).stdout)['full-backing-filename'];
+    assert.equal(JSON.parse(await home.ok(['compact', VM, '--json'])).method, 'rewrite');
+    assert.equal(JSON.parse(spawnSync('qemu-img', ['info', '--output=json', top], { encoding: 'utf8' }).stdout)['full-backing-filename'], backingBefore);
+    await home.ok(['start', VM]);
+    assert.equal((await sh('ls /root/d4 >/dev/null && echo still')).trim(), 'still');
     const bad = await home.cli(['set', VM, '--undo-points', '0x']);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /invalid undo points "0x": use a whole number/);
