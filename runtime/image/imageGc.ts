@@ -8,11 +8,12 @@
  *  - a VM disk in a known home has it in its backing chain (qcow2 headers read here, no qemu-img):
  *    every home that ever ran a service on this cache is recorded in `homes/` (registerHome);
  *    or a running QEMU has it open (Linux: /proc/<pid>/fd; a running VM holds its chain open);
- *  - a reference in its `refs/` folder is live: each VM created registers one naming its folder
- *    (registerImageUse), and a reference is live while that folder has a disk whose chain holds
- *    the image, or while it is younger than REF_GRACE_MS (a VM being created has no disk yet);
+ *  - a reference to it is live: each VM created registers one naming its folder
+ *    (registerImageUse: `refs/<hash16>/<key>.json`, beside the image, whose folder is never
+ *    modified once published), and a reference is live while that folder has a disk whose chain
+ *    holds the image, or while it is younger than REF_GRACE_MS (a VM being created has no disk yet);
  *  - a template kept (below) is built on it;
- *  - it was made before references existed (no `refs/` folder) and the GC was not asked for
+ *  - it was made before references existed (no `refs/<hash16>` folder) and the GC was not asked for
  *    explicitly (`sandboxvm image prune`): then only the disk scan of known homes protects it.
  * Templates (`templates/<id>/template.json`: `{"baseImage": "<hash>"}`) are removed when they are
  * not for the current image and no VM disk has one of their disks in its chain.
@@ -153,6 +154,11 @@ function key16(text: string): string {
   return createHash('sha256').update(text).digest('hex').slice(0, 16);
 }
 
+/** The folder of the references to base image `hash16` (kept beside the image: its folder is never modified). */
+export function refsDir(cacheDir: string, hash16: string): string {
+  return path.join(cacheDir, 'refs', hash16);
+}
+
 /** Records that `home` uses this cache (the service does at start), so GC scans its VMs. Never throws. */
 export async function registerHome(cacheDir: string, home: string): Promise<void> {
   try {
@@ -171,7 +177,8 @@ export async function registerHome(cacheDir: string, home: string): Promise<void
  * it meanwhile): the caller asks for the image again.
  */
 export async function registerImageUse(imageDisk: string, vmDir: string): Promise<void> {
-  const refs = path.join(path.dirname(imageDisk), 'refs');
+  const image = path.dirname(imageDisk);
+  const refs = refsDir(path.dirname(image), path.basename(image).replace(/^base-/, ''));
   try {
     await fs.mkdir(refs, { recursive: true, mode: 0o755 });
     await writeJsonAtomic(path.join(refs, `${key16(path.resolve(vmDir))}.json`), { vmDir: path.resolve(vmDir), at: new Date().toISOString() });
@@ -184,8 +191,8 @@ export async function registerImageUse(imageDisk: string, vmDir: string): Promis
 /** Drops the references `vmDir` has in any image of the cache (its VM is removed). Never throws. */
 export async function dropImageUses(cacheDir: string, vmDir: string): Promise<void> {
   const name = `${key16(path.resolve(vmDir))}.json`;
-  for (const image of list(cacheDir)) {
-    if (image.startsWith('base-')) await fs.rm(path.join(cacheDir, image, 'refs', name), { force: true }).catch(() => undefined);
+  for (const image of list(path.join(cacheDir, 'refs'))) {
+    await fs.rm(path.join(cacheDir, 'refs', image, name), { force: true }).catch(() => undefined);
   }
 }
 
@@ -242,8 +249,7 @@ interface RefRecord {
   mtimeMs: number;
 }
 
-function readRefs(baseDir: string): RefRecord[] | undefined {
-  const dir = path.join(baseDir, 'refs');
+function readRefs(dir: string): RefRecord[] | undefined {
   if (!statOf(dir)?.isDirectory()) return undefined;
   return list(dir)
     .filter((f) => f.endsWith('.json'))
@@ -373,7 +379,7 @@ async function collect(cacheDir: string, opts: GcOptions, result: GcResult): Pro
       keepIt(`template ${templateUse.get(m[1])} is built on it`);
       continue;
     }
-    const refs = readRefs(dir);
+    const refs = readRefs(refsDir(cacheDir, m[1]));
     if (refs === undefined && !opts.explicit) {
       keepIt('made before images recorded their VMs and no VM in a known home uses it; `sandboxvm image prune` removes it');
       continue;
@@ -392,17 +398,24 @@ async function collect(cacheDir: string, opts: GcOptions, result: GcResult): Pro
     const trash = path.join(cacheDir, `.trash-${name}-${process.pid}`);
     await remove(dir, refs === undefined ? 'no VM in a known home uses it' : 'no VM uses it any more', async () => {
       await fs.rename(dir, trash);
-      // A VM registered meanwhile (its reference landed in the folder before the rename): put it back.
-      const late = (readRefs(trash) ?? []).filter((r) => now - r.mtimeMs < grace || r.mtimeMs >= now);
+      // A VM registered meanwhile (a create writes its reference, then checks the image is there):
+      // put it back. A create that checked after the rename failed and made nothing.
+      const late = (readRefs(refsDir(cacheDir, m[1])) ?? []).filter((r) => now - r.mtimeMs < grace || r.mtimeMs >= now);
       if (late.length > 0) {
         await fs.rename(trash, dir);
         keepIt(`${late[0].vmDir ?? 'a VM'} registered while it was being removed`);
         return false;
       }
       await fs.rm(trash, { recursive: true, force: true });
+      await fs.rm(refsDir(cacheDir, m[1]), { recursive: true, force: true });
       await fs.rm(path.join(cacheDir, `build-${m[1]}.log`), { force: true });
       return true;
     });
+  }
+
+  // References to images that are gone (a create that found its image removed wrote one).
+  if (!opts.dryRun) {
+    for (const h of list(path.join(cacheDir, 'refs'))) if (!statOf(path.join(cacheDir, `base-${h}`))) await fs.rm(refsDir(cacheDir, h), { recursive: true, force: true });
   }
 
   if (!opts.explicit) return;

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { undoPointsToPrune, type CheckpointIndex, type CheckpointNode } from '../../runtime/service/checkpointTree';
-import { collectImages, readBackingFile, registerHome, registerImageUse, REF_GRACE_MS } from '../../runtime/image/imageGc';
+import { collectImages, readBackingFile, refsDir, registerHome, registerImageUse, REF_GRACE_MS } from '../../runtime/image/imageGc';
 import { measure as diskUsage } from '../../runtime/service/diskUsage';
 import { parseConvertProgress, parseFstrim } from '../../runtime/service/compact';
 import { parseUndoLimits, UNDO_LIMITS } from '../../runtime/common/config';
@@ -95,7 +95,7 @@ function fakeImage(cache: string, hash16: string, opts: { refs?: boolean; stage1
   for (const f of ['vmlinuz', 'initrd.img']) fs.writeFileSync(path.join(dir, f), 'x');
   fs.writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify({ stage1Hash: opts.stage1 ?? 'f'.repeat(64) }));
   fs.writeFileSync(path.join(cache, `build-${hash16}.log`), 'log');
-  if (opts.refs) fs.mkdirSync(path.join(dir, 'refs'));
+  if (opts.refs) fs.mkdirSync(refsDir(cache, hash16), { recursive: true });
   return dir;
 }
 
@@ -139,12 +139,12 @@ test('image GC: current, used, referenced, templates and old images, automatic a
   // Referenced by a VM that is gone (an old reference): goes.
   const orphaned = fakeImage(cache, '4444444444444444');
   await registerImageUse(path.join(orphaned, 'base.qcow2'), path.join(homeB, 'vms', 'gone'));
-  for (const f of fs.readdirSync(path.join(orphaned, 'refs'))) age(path.join(orphaned, 'refs', f), OLD);
+  for (const f of fs.readdirSync(refsDir(cache, '4444444444444444'))) age(path.join(refsDir(cache, '4444444444444444'), f), OLD);
   // A reference to a VM whose disk now stands on another image (rebased): goes too.
   const rebased = fakeImage(cache, '5555555555555555');
   await registerImageUse(path.join(rebased, 'base.qcow2'), path.join(homeB, 'vms', 'moved'));
   fakeQcow2(path.join(homeB, 'vms', 'moved', 'disk.qcow2'), path.join(current, 'base.qcow2'));
-  for (const f of fs.readdirSync(path.join(rebased, 'refs'))) age(path.join(rebased, 'refs', f), OLD);
+  for (const f of fs.readdirSync(refsDir(cache, '5555555555555555'))) age(path.join(refsDir(cache, '5555555555555555'), f), OLD);
   // A fresh reference without a disk yet (a VM being created): kept.
   const creating = fakeImage(cache, '6666666666666666');
   await registerImageUse(path.join(creating, 'base.qcow2'), path.join(homeB, 'vms', 'new'));
@@ -178,7 +178,8 @@ test('image GC: current, used, referenced, templates and old images, automatic a
 
   const auto = await collectImages({ cacheDir: cache, currentHash: '1'.repeat(64), explicit: false });
   assert.deepEqual(auto.removed.map((r) => path.basename(r.path)).sort(), ['base-4444444444444444', 'base-5555555555555555', 'base-aaaaaaaaaaaaaaaa', 't2']);
-  for (const gone of [orphaned, rebased, tpl2Image, tpl2, path.join(cache, 'build-4444444444444444.log')]) assert.ok(!exists(gone), `${gone} removed`);
+  for (const gone of [orphaned, rebased, tpl2Image, tpl2, path.join(cache, 'build-4444444444444444.log'), refsDir(cache, '4444444444444444')]) assert.ok(!exists(gone), `${gone} removed`);
+  for (const image of fs.readdirSync(cache).filter((f) => f.startsWith('base-'))) assert.deepEqual(fs.readdirSync(path.join(cache, image)).sort(), ['base.qcow2', 'initrd.img', 'manifest.json', 'vmlinuz'], 'a published image folder is never written');
   for (const kept of [current, used, referenced, creating, legacy, legacyUsed, tplImage, tpl, tpl3, path.join(cache, 'stage1-cccccccccccccccc')]) assert.ok(exists(kept), `${kept} kept`);
   const why = (p: string) => auto.kept.find((k) => k.path === p)?.reason ?? '';
   assert.match(why(used), /used by .*vms\/dev/);
@@ -193,7 +194,7 @@ test('image GC: current, used, referenced, templates and old images, automatic a
 
   // Once the VM is gone and its reference is old, the image goes.
   fs.rmSync(path.join(homeB, 'vms', 'web'), { recursive: true });
-  for (const f of fs.readdirSync(path.join(referenced, 'refs'))) age(path.join(referenced, 'refs', f), OLD);
+  for (const f of fs.readdirSync(refsDir(cache, '3333333333333333'))) age(path.join(refsDir(cache, '3333333333333333'), f), OLD);
   const later = await collectImages({ cacheDir: cache, currentHash: '1'.repeat(64), explicit: false });
   assert.ok(later.removed.some((r) => r.path === referenced) && !exists(referenced));
   for (const d of [cache, homeA, homeB]) fs.rmSync(d, { recursive: true, force: true });
@@ -212,6 +213,8 @@ test('image GC skips while a live build holds the lock, and registering on a rem
   assert.ok(!fs.existsSync(old));
   assert.ok(!fs.existsSync(path.join(cache, 'build.lock')), 'the lock is released');
   await assert.rejects(registerImageUse(path.join(old, 'base.qcow2'), path.join(cache, 'vm')), /base image .* (removed|may have just been removed)/);
+  await collectImages({ cacheDir: cache, explicit: false });
+  assert.ok(!fs.existsSync(refsDir(cache, 'bbbbbbbbbbbbbbbb')), 'the reference to the removed image goes at the next GC');
   fs.rmSync(cache, { recursive: true, force: true });
 });
 
