@@ -18,7 +18,8 @@ export async function compact(ctx: CommandContext): Promise<number> {
     return 0;
   }
   const how = r.method === 'trim' ? 'trimmed in the guest (fstrim)' : 'disk rewritten';
-  ctx.out(`${name}: ${how}; reclaimed ${formatBytes(r.reclaimedBytes)} (${formatBytes(r.beforeBytes)} -> ${formatBytes(r.afterBytes)} on the host) in ${(r.elapsedMs / 1000).toFixed(1)} s`);
+  const hint = r.method === 'rewrite' ? `; blocks the guest freed without discard come back when it is compacted while running (fstrim)` : '';
+  ctx.out(`${name}: ${how}; reclaimed ${formatBytes(r.reclaimedBytes)} (${formatBytes(r.beforeBytes)} -> ${formatBytes(r.afterBytes)} on the host) in ${(r.elapsedMs / 1000).toFixed(1)} s${hint}`);
   return 0;
 }
 
