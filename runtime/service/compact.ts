@@ -124,7 +124,7 @@ async function rewrite(disk: string, progress: Progress): Promise<void> {
   if (backing) args.push('-B', backing, '-F', info['backing-filename-format'] ?? 'qcow2');
   progress(0, 100, 'compacting the disk');
   try {
-    await convert(qemuImg, [...args, disk, tmp], (pct) => progress(Math.floor(pct), 100, 'compacting the disk'));
+    await convert(qemuImg, [...args, disk, tmp], (pct) => progress(Math.min(99, Math.floor(pct)), 100, 'compacting the disk'));
     await output(qemuImg, ['check', '-q', tmp]);
     const h = await fs.open(tmp, 'r+');
     try {
