@@ -59,6 +59,9 @@ export const Setting = {
   qemuPath: 'qemuPath',
   workspaceVm: 'workspaceVm',
   autoForwardPorts: 'ports.autoForward',
+  /** Passed to vm.checkpoint.create {undo: true} as undoMaxCount / undoMaxDiskMiB. */
+  undoMaxCount: 'undoPoints.maxCount',
+  undoMaxDiskMiB: 'undoPoints.maxDiskMiB',
 } as const;
 
 export const ContextKey = {

@@ -190,6 +190,7 @@
     if (disk) fact(dl, 'Disk (guest /)', meter(disk.rootfs.usedBytes, disk.rootfs.totalBytes, `${bytes(disk.rootfs.usedBytes)} used of ${bytes(disk.rootfs.totalBytes)}`));
     const overlay = latestWith('overlayBytes');
     if (overlay) fact(dl, 'Disk file (host)', `${bytes(overlay.overlayBytes)} allocated (a linked clone of the base image)`);
+    if (status.diskUse) fact(dl, 'Disk use (host)', status.diskUse);
     root.appendChild(dl);
 
     const theme = document.body.classList.contains('vscode-light') ? 'light' : document.body.classList.contains('vscode-high-contrast') ? 'high-contrast' : 'dark';

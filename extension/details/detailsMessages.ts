@@ -7,6 +7,7 @@
 import { AGENT_SILENT_MS, heartbeatAgeMs, type VmInfo } from '../../runtime/common/status';
 import type { VmMetricsEvent } from '../../runtime/client/serviceClient';
 import { formatMemory } from '../tree/vmPresentation';
+import { diskUseText } from '../tree/diskUse';
 
 export interface DetailsStatus {
   name: string;
@@ -28,6 +29,8 @@ export interface DetailsStatus {
   kernel?: string;
   hostname?: string;
   lastError?: string;
+  /** The VM's files on the host (diskUse.ts). */
+  diskUse?: string;
 }
 
 /** A sample as the webview plots it (the figures it needs, nothing from the guest it would render as markup). */
@@ -65,6 +68,7 @@ export function detailsStatus(info: VmInfo): DetailsStatus {
     cpus: c.cpus,
     memoryMiB: c.memoryMiB,
   };
+  if (info.disk) status.diskUse = diskUseText(info.disk);
   if (up && rt) {
     const started = Date.parse(rt.startedAt);
     if (Number.isFinite(started)) status.startedAt = started;

@@ -5,6 +5,7 @@
 import { AGENT_SILENT_MS, heartbeatAgeMs, type VmInfo, type VmState } from '../../runtime/common/status';
 import type { GuestSummary } from '../../runtime/worker/metrics';
 import { NETWORK_POLICY_DESCRIPTIONS } from '../../runtime/common/config';
+import { diskUseText } from './diskUse';
 
 /** What the tree knows of a VM beyond its snapshot while the view is visible (the metrics store's latest). */
 export interface LiveFigures {
@@ -99,6 +100,7 @@ export function vmLook(info: VmInfo, now = Date.now(), live?: LiveFigures): VmLo
   const lines = [`**${md(info.name)}**: ${md(words[0].toLowerCase())}`, ''];
   lines.push(`- ${cpus}, ${formatMemory(info.config.memoryMiB)} memory, ${info.config.diskGiB} GiB disk`);
   lines.push(`- Network: ${md(info.config.network)} (${md(NETWORK_POLICY_DESCRIPTIONS[info.config.network] ?? 'unknown policy')})`);
+  if (info.disk) lines.push(`- Disk use: ${md(diskUseText(info.disk))}`);
   if (rt && (info.state === 'running' || info.state === 'paused')) {
     lines.push(`- Up ${formatDuration(now - Date.parse(rt.startedAt))}${rt.boot ? ` (${rt.boot.kind === 'restore' ? 'restored' : rt.boot.kind === 'adopt' ? 'taken over' : 'booted'} in ${(rt.boot.readyMs / 1000).toFixed(1)} s)` : ''}`);
     lines.push(`- Accelerator: ${md(rt.accel.toUpperCase())} (${md(rt.accelReason)})`);

@@ -3,6 +3,7 @@ import { heartbeatAgeMs, type VmInfo } from '../common/status';
 import type { GuestInfo } from '../client/guestFiles';
 import { NETWORK_POLICY_DESCRIPTIONS } from '../common/config';
 import { describeForward, inactiveForwards } from '../common/ports';
+import { formatBytes } from './progress';
 
 export function formatMiB(mib: number): string {
   return mib >= 1024 && mib % 1024 === 0 ? `${mib / 1024}G` : `${mib}M`;
@@ -38,6 +39,13 @@ export function networkSummary(vm: VmInfo): string {
   return `${policy} (${NETWORK_POLICY_DESCRIPTIONS[policy] ?? 'unknown'}${backend})`;
 }
 
+/** "312.4 MiB (disk 10.2 MiB, checkpoints 302.2 MiB, saved state 0 B); base image 251.8 MiB shared, not counted". */
+export function diskUsageText(d: NonNullable<VmInfo['disk']>): string {
+  const parts = [`disk ${formatBytes(d.diskBytes)}`, `checkpoints ${formatBytes(d.checkpointsBytes)}`];
+  if (d.savedStateBytes > 0) parts.push(`saved state ${formatBytes(d.savedStateBytes)}`);
+  return `${formatBytes(d.totalBytes)} (${parts.join(', ')}); base image ${formatBytes(d.sharedBaseBytes)} shared, not counted`;
+}
+
 export function infoText(vm: VmInfo, guest?: GuestInfo): string {
   const r = vm.runtime;
   const lines: [string, string][] = [
@@ -50,6 +58,7 @@ export function infoText(vm: VmInfo, guest?: GuestInfo): string {
     ['Network', networkSummary(vm)],
     ['Created', vm.config.createdAt],
   ];
+  if (vm.disk) lines.splice(lines.length - 2, 0, ['Disk usage', diskUsageText(vm.disk)]);
   if (r) {
     lines.push(
       ['Accelerator', `${r.accel} (${r.accelReason})`],

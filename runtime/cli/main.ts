@@ -21,6 +21,7 @@ import { sync } from './commands/sync';
 import { port, PORT_USAGE } from './commands/ports';
 import { checkpoint, undo } from './commands/checkpoint';
 import { exportCommand, importCommand } from './commands/transfer';
+import { compact, imagePrune, unknownImageAction } from './commands/disk';
 
 type Command = {
   run: (ctx: CommandContext) => Promise<number>;
@@ -34,7 +35,7 @@ type Command = {
 
 const COMMANDS: Record<string, Command> = {
   create: { run: lifecycle.create, usage: 'create <name> [--cpus N] [--memory 1G] [--disk 10G] [--network isolated|internet|host]', options: { cpus: { type: 'string' }, memory: { type: 'string' }, disk: { type: 'string' }, network: { type: 'string' }, 'no-network': { type: 'boolean' } } },
-  set: { run: lifecycle.set, usage: 'set <name> --network isolated|internet|host   change a stopped VM (next start)', options: { network: { type: 'string' } } },
+  set: { run: lifecycle.set, usage: 'set <name> [--network isolated|internet|host] [--undo-points N] [--undo-disk SIZE]   network: a stopped VM (next start); undo-point limits: any time', options: { network: { type: 'string' }, 'undo-points': { type: 'string' }, 'undo-disk': { type: 'string' } } },
   start: { run: lifecycle.start, usage: 'start <name>            boot, or restore a saved VM' },
   stop: { run: lifecycle.stop, usage: 'stop <name> [--force]   graceful (agent, ACPI, kill); --force turns it off at once', options: { force: { type: 'boolean', short: 'f' } } },
   pause: { run: lifecycle.simple('pause', 'is paused'), usage: 'pause <name>' },
@@ -58,7 +59,8 @@ const COMMANDS: Record<string, Command> = {
   undo: { run: undo, usage: 'undo <name>              back to the last undo point (exec --undo-point)' },
   export: { run: exportCommand, usage: 'export <name> <file|->   the VM as one archive: disks, checkpoints, saved state (a running VM: through a checkpoint)', maxArgs: 2 },
   import: { run: importCommand, usage: 'import <file|-> [--name <new name>]   a new VM from an archive', options: { name: { type: 'string' } } },
-  image: { run: imageCommand, usage: 'image build              build (or find) the base image new VMs clone' },
+  compact: { run: compact, usage: 'compact <name> [--json]  give back host space the disk no longer uses (fstrim when running, a rewrite when stopped)', options: { json: { type: 'boolean' } } },
+  image: { run: imageCommand, usage: 'image build | image prune [--dry-run] [--json]   build the base image; remove images nothing uses', options: { 'dry-run': { type: 'boolean' }, json: { type: 'boolean' } } },
   service: { run: serviceCommand, usage: 'service status|stop       the background service (VMs keep running when it stops)' },
 };
 
@@ -66,7 +68,8 @@ const ALIASES: Record<string, string> = { ls: 'list', remove: 'rm', delete: 'rm'
 
 async function imageCommand(ctx: CommandContext): Promise<number> {
   const action = ctx.positionals[0] ?? 'build';
-  if (action !== 'build') throw new SandboxError(ErrorCode.BadArgument, `unknown image action ${action}: use build`);
+  if (action === 'prune') return imagePrune(ctx);
+  if (action !== 'build') unknownImageAction(action);
   const bar = new ProgressBar('Base image');
   let image;
   try {

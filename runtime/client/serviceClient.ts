@@ -16,6 +16,8 @@ import { call, connectSocket } from '../common/rpc';
 import type { VmInfo } from '../common/status';
 import type { ForwardStatus } from '../common/ports';
 import type { PortList } from '../service/portApi';
+import type { CompactResult } from '../service/compact';
+import type { GcResult } from '../image/imageGc';
 import { SessionClient } from './sessionClient';
 import { SerialClient, type SerialClientOptions } from './serialClient';
 import type { VmMetrics } from '../worker/metrics';
@@ -148,8 +150,8 @@ export class ServiceClient {
     return call(this.connection, 'vm.port.list', { name });
   }
   /** Checkpoints (service/checkpoints.ts): create of a running, paused, saved or stopped VM. */
-  createCheckpoint(name: string, checkpoint?: string, options: { undo?: boolean } = {}): Promise<CreatedCheckpoint> {
-    return call(this.connection, 'vm.checkpoint.create', { name, checkpoint, undo: options.undo });
+  createCheckpoint(name: string, checkpoint?: string, options: { undo?: boolean; undoMaxCount?: number; undoMaxDiskMiB?: number } = {}): Promise<CreatedCheckpoint> {
+    return call(this.connection, 'vm.checkpoint.create', { name, checkpoint, undo: options.undo, undoMaxCount: options.undoMaxCount, undoMaxDiskMiB: options.undoMaxDiskMiB });
   }
   listCheckpoints(name: string): Promise<CheckpointList> {
     return call(this.connection, 'vm.checkpoint.list', { name });
@@ -192,8 +194,16 @@ export class ServiceClient {
       this.progress.delete(token);
     }
   }
+  /** Gives back the host space the VM's disk no longer uses (vm.compact): fstrim when running, a rewrite when stopped or saved. */
+  compact(name: string, onProgress?: ProgressListener): Promise<CompactResult> {
+    return this.withProgress('vm.compact', { name }, onProgress);
+  }
   ensureImage(onProgress?: ProgressListener): Promise<{ hash: string; kernel: string; initrd: string; disk: string }> {
     return this.withProgress('image.ensure', {}, onProgress);
+  }
+  /** Removes base images, templates and stage-1 folders nothing uses (image.prune; imageGc.ts). */
+  pruneImages(options: { dryRun?: boolean; explicit?: boolean } = {}): Promise<GcResult> {
+    return call(this.connection, 'image.prune', { ...options });
   }
   /** QEMU, the base image and what building it needs (host.status; builds nothing). */
   hostStatus(): Promise<HostStatus> {

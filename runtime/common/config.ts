@@ -17,6 +17,25 @@ export interface VmConfig {
   createdAt: string;
   /** Port forwarding (runtime/common/ports.ts); missing: automatic forwarding on, no manual forwards. */
   ports?: PortsConfig;
+  /** Undo-point limits of this VM (`sandboxvm set --undo-points/--undo-disk`); missing: the client's, else the defaults (service/checkpointTree.ts). */
+  undoPoints?: UndoLimits;
+}
+
+/** At most `maxCount` undo points and `maxDiskMiB` MiB of them; the oldest go first, never the newest. */
+export interface UndoLimits {
+  maxCount?: number;
+  maxDiskMiB?: number;
+}
+
+/** Undo limits given by a user or read from vm.json, checked: whole numbers within `limits`, or BadArgument. */
+export function parseUndoLimits(value: unknown, limits: { maxCount: readonly [number, number]; maxDiskMiB: readonly [number, number] }): UndoLimits | undefined {
+  if (value === undefined || value === null) return undefined;
+  const v = value as UndoLimits;
+  if (typeof v !== 'object') throw new SandboxError(ErrorCode.BadArgument, 'undo-point limits must be an object');
+  const out: UndoLimits = {};
+  if (v.maxCount !== undefined) out.maxCount = checkRange(v.maxCount, limits.maxCount as [number, number], 'the undo-point count');
+  if (v.maxDiskMiB !== undefined) out.maxDiskMiB = checkRange(v.maxDiskMiB, limits.maxDiskMiB as [number, number], 'the undo-point disk budget', ' MiB');
+  return out;
 }
 
 /**
@@ -40,6 +59,7 @@ export const NETWORK_POLICY_DESCRIPTIONS: Record<NetworkPolicy, string> = {
 
 export const DEFAULTS = { cpus: 1, memoryMiB: 1024, diskGiB: 10, network: 'internet' } as const;
 export const LIMITS = { cpus: [1, 64], memoryMiB: [128, 256 * 1024], diskGiB: [1, 4096] } as const;
+export const UNDO_LIMITS = { maxCount: [1, 1000], maxDiskMiB: [1, 16 * 1024 * 1024] } as const;
 
 const SIZE = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i;
 
@@ -99,6 +119,15 @@ export function migrateNetwork(stored: unknown): NetworkPolicy {
   throw new Error(`vm.json: network ${JSON.stringify(stored)} is not isolated, internet or host`);
 }
 
+/** vm.json's undo limits; malformed ones are dropped (the defaults apply) rather than hiding the VM. */
+function storedUndoLimits(value: unknown): UndoLimits | undefined {
+  try {
+    return parseUndoLimits(value, UNDO_LIMITS);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Validates a vm.json read from disk: nothing in a VM's directory is trusted blindly. */
 export function parseVmConfig(text: string, expectedName: string): VmConfig {
   const c = JSON.parse(text) as VmConfig;
@@ -111,5 +140,5 @@ export function parseVmConfig(text: string, expectedName: string): VmConfig {
     if (typeof c.image?.[key] !== 'string') throw new Error(`vm.json: image.${key} missing`);
   }
   if (typeof c.id !== 'string') throw new Error('vm.json: id missing');
-  return { ...c, network: migrateNetwork((c as { network?: unknown }).network), ports: parsePortsConfig(c.ports) };
+  return { ...c, network: migrateNetwork((c as { network?: unknown }).network), ports: parsePortsConfig(c.ports), undoPoints: storedUndoLimits(c.undoPoints) };
 }

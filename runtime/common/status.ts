@@ -69,10 +69,26 @@ export interface WorkerStatus {
 export interface VmInfo {
   name: string;
   state: VmState;
-  config: Pick<VmConfig, 'id' | 'cpus' | 'memoryMiB' | 'diskGiB' | 'network' | 'createdAt' | 'ports'> & { imageHash: string };
+  config: Pick<VmConfig, 'id' | 'cpus' | 'memoryMiB' | 'diskGiB' | 'network' | 'createdAt' | 'ports' | 'undoPoints'> & { imageHash: string };
   runtime?: WorkerStatus;
   paths: { dir: string; disk: string; consoleLog: string; workerLog: string; savedState?: string };
   lastError?: WireError;
+  /** Host bytes the VM's files take (service/diskUsage.ts); from stat alone, so always cheap. */
+  disk?: DiskUsage;
+}
+
+/** A VM's files on the host, in allocated bytes (service/diskUsage.ts says what each counts). */
+export interface DiskUsage {
+  /** disk + checkpoints + savedState: what removing the VM frees. */
+  totalBytes: number;
+  /** The writable disk (top layer). */
+  diskBytes: number;
+  /** Checkpoints' layers and memory states. */
+  checkpointsBytes: number;
+  /** saved.state while saved (not when it is a checkpoint's memory too). */
+  savedStateBytes: number;
+  /** The base image, shared with every VM on it: not in totalBytes. */
+  sharedBaseBytes: number;
 }
 
 /** A worker's record in its VM directory (worker.json): how a new service finds and checks it. */

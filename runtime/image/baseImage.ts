@@ -29,6 +29,10 @@ export { REQUIRED_TOOLS, findExecutable, imageBuildPrerequisites, toolPath, type
 export interface BaseImage {
   /** The stage-2 recipe hash (full sha256 hex); the directory is named after its first 16 chars. */
   hash: string;
+  /** The stage-1 recipe hash (full sha256 hex). */
+  stage1?: string;
+  /** Set when this call built it (the service then collects images nothing uses: imageGc.ts). */
+  built?: boolean;
   dir: string;
   kernel: string;
   initrd: string;
@@ -369,6 +373,24 @@ async function acquireLock(cacheDir: string, signal?: AbortSignal): Promise<() =
   }
 }
 
+/**
+ * Takes the build lock as acquireLock does (a dead holder's lock is broken), waiting for a live
+ * holder up to `waitMs` (at least 2 s); undefined when it is still held then (image GC: a build
+ * under way is never raced).
+ */
+export async function tryBuildLock(cacheDir: string, waitMs: number): Promise<(() => Promise<void>) | undefined> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), Math.max(waitMs, 2000));
+  try {
+    return await acquireLock(cacheDir, controller.signal);
+  } catch (err) {
+    if ((err as SandboxError).code === ErrorCode.Cancelled) return undefined;
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running a stage
 
@@ -586,7 +608,7 @@ async function build(
     for (const f of BASE_FILES) await fs.chmod(path.join(tmp, f), 0o444);
     await publish(tmp, bDir, BASE_FILES);
     await log.write(`\ndone: ${bDir}\n`);
-    return describe(bDir, hashes.stage2);
+    return { ...describe(bDir, hashes.stage2), stage1: hashes.stage1, built: true };
   } catch (err) {
     await log.write(`\nFAILED: ${(err as Error)?.stack ?? String(err)}\n`).catch(() => undefined);
     for (const t of tmpDirs) await fs.rm(t, { recursive: true, force: true }).catch(() => undefined);

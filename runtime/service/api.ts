@@ -4,7 +4,7 @@
  *
  *   vm.create   {name, cpus?, memoryMiB?, diskGiB?, network?, progressToken?} -> VmInfo   (name must be new)
  *               network: 'isolated' | 'internet' | 'host' (default internet; true/false from older clients)
- *   vm.set      {name, network?} -> VmInfo                                                (stopped)
+ *   vm.set      {name, network?, undoMaxCount?, undoMaxDiskMiB?} -> VmInfo               (network: stopped; undo limits: any)
  *   vm.start    {name, progressToken?, bootTimeoutMs?} -> VmInfo                          (stopped | saved)
  *   vm.stop     {name, force?} -> VmInfo                                                  (running | paused | saved)
  *               force: not queued; kills QEMU at once, also while starting (the start fails: turned off)
@@ -17,13 +17,19 @@
  *   vm.list     {} -> VmInfo[]                                                            (never waits on a guest)
  *   vm.info     {name} -> VmInfo                                                          (never waits on a guest)
  *   vm.attach   {name} -> {socket}: the worker socket to open sessions on                (running)
- *   vm.checkpoint.create {name, checkpoint?, undo?} -> CreatedCheckpoint                   (running | paused | saved | stopped)
+ *   vm.checkpoint.create {name, checkpoint?, undo?, undoMaxCount?, undoMaxDiskMiB?} -> CreatedCheckpoint   (running | paused | saved | stopped)
+ *               undo: an undo point; older ones beyond undoMaxCount (1-1000) or undoMaxDiskMiB MiB of
+ *               undo points are deleted, oldest first, never the newest (`pruned` lists them). A VM's own
+ *               limits (vm.set) win over these; without either: 10 and 2048 MiB. The extension passes its
+ *               sandboxvm.undoPoints.maxCount / sandboxvm.undoPoints.maxDiskMiB settings here.
  *   vm.checkpoint.list   {name} -> CheckpointList: the tree, the position, sizes             (any)
  *   vm.checkpoint.apply  {name, checkpoint, discardCurrent?} -> AppliedCheckpoint           (running | paused | saved | stopped)
  *               the state left is checkpointed first unless discardCurrent
  *   vm.checkpoint.rename {name, checkpoint, newName} -> CheckpointView                     (any)
  *   vm.checkpoint.delete {name, checkpoint} -> {id, name, reclaimedBytes}                  (running | paused | saved | stopped)
  *   vm.undo     {name} -> AppliedCheckpoint & {checkpoint}: applies the newest undo point  (running | paused | saved | stopped)
+ *   vm.compact  {name, progressToken?} -> CompactResult: the host space the disk no longer uses given back (running | stopped | saved)
+ *               running: fstrim in the guest; stopped/saved: the writable disk rewritten (compact.ts)
  *   image.ensure {progressToken?} -> {hash, kernel, initrd, disk}: builds the base image if missing
  *   host.status, image.build, image.cancel: see imageApi.ts (main.ts adds its table)
  *   service.info {} -> {pid, home, version, protocol}: also the handshake a client compares itself with (common/version.ts)
@@ -43,6 +49,7 @@
 import type { HandlerTable, RpcPeer } from '../common/rpc';
 import type { VmManager } from './vmManager';
 import { portApiHandlers } from './portApi';
+import { compactVm } from './compact';
 
 export function apiHandlers(manager: VmManager, subscribers: Set<RpcPeer>, info: () => unknown, shutdown: () => void): HandlerTable {
   const progressTo = (peer: RpcPeer, token: unknown) => (step: number, total: number, message: string) => {
@@ -61,12 +68,13 @@ export function apiHandlers(manager: VmManager, subscribers: Set<RpcPeer>, info:
     'vm.list': () => manager.list(),
     'vm.info': (p) => manager.info(p.name),
     'vm.attach': (p) => manager.attachInfo(p.name),
-    'vm.checkpoint.create': (p) => manager.checkpoints.create(p.name, p.checkpoint, !!p.undo),
+    'vm.checkpoint.create': (p) => manager.checkpoints.create(p.name, p.checkpoint, !!p.undo, p.undoMaxCount !== undefined || p.undoMaxDiskMiB !== undefined ? { maxCount: p.undoMaxCount, maxDiskMiB: p.undoMaxDiskMiB } : undefined),
     'vm.checkpoint.list': (p) => manager.checkpoints.list(p.name),
     'vm.checkpoint.apply': (p) => manager.checkpoints.apply(p.name, p.checkpoint, !!p.discardCurrent),
     'vm.checkpoint.rename': (p) => manager.checkpoints.rename(p.name, p.checkpoint, p.newName),
     'vm.checkpoint.delete': (p) => manager.checkpoints.delete(p.name, p.checkpoint),
     'vm.undo': (p) => manager.checkpoints.undo(p.name),
+    'vm.compact': (p, peer) => compactVm(manager, p.name, progressTo(peer, p.progressToken)),
     'image.ensure': (p, peer) => manager.ensureImage(progressTo(peer, p.progressToken)),
     ...portApiHandlers(manager),
     ...manager.transfers.handlers(progressTo),

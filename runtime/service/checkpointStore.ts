@@ -243,6 +243,12 @@ export class CheckpointStore {
     return node ? blocks(this.abs(node.layer)) + blocks(this.path(id, 'memory')) : 0;
   }
 
+  /** Bytes of the checkpoint's disk layer alone. */
+  layerSizeOf(index: CheckpointIndex, id: string): number {
+    const node = index.nodes.find((n) => n.id === id);
+    return node ? blocks(this.abs(node.layer)) : 0;
+  }
+
   /** True when disk.qcow2 holds no data of its own (nothing written since it was put on its checkpoint). */
   diskUnchanged(): Promise<boolean> {
     return new Promise((resolve) =>

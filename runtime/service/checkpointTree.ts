@@ -198,10 +198,26 @@ export function view(index: CheckpointIndex, sizeOf: (id: string) => number): Ch
   return roots;
 }
 
-/** Undo points beyond the newest `keep`, oldest first: the ones to delete. */
-export function undoPointsToPrune(index: CheckpointIndex, keep: number): CheckpointNode[] {
+/**
+ * The undo points to delete, oldest first: those beyond the newest `keep`, then, while the ones
+ * left cost more than `disk.maxBytes`, the oldest of them; the disk budget never takes the newest.
+ *
+ * What undo points cost: each one's files (`disk.sizeOf`: layer and memory state) except the
+ * oldest one's layer (`disk.layerOf`), which holds what the VM wrote before its first undo point:
+ * deleting undo points merges that data forward, it never frees it. Sizes change as layers merge,
+ * so a caller deletes the first and asks again.
+ */
+export function undoPointsToPrune(index: CheckpointIndex, keep: number, disk?: { maxBytes: number; sizeOf: (id: string) => number; layerOf?: (id: string) => number }): CheckpointNode[] {
   const undo = live(index)
     .filter((n) => n.undo)
     .sort((a, b) => a.createdAt.localeCompare(b.createdAt));
-  return undo.slice(0, Math.max(0, undo.length - keep));
+  const cut = Math.max(0, undo.length - keep);
+  if (!disk) return undo.slice(0, cut);
+  const cost = (from: number) => undo.slice(from).reduce((sum, n) => sum + disk.sizeOf(n.id), 0) - (disk.layerOf?.(undo[from].id) ?? 0);
+  let end = cut;
+  while (end < undo.length - 1 && cost(end) > disk.maxBytes) end++;
+  return undo.slice(0, end);
 }
+
+/** Undo-point limits when neither the VM (vm.json `undoPoints`) nor the client sets them. */
+export const UNDO_DEFAULTS = { maxCount: 10, maxDiskMiB: 2048 } as const;

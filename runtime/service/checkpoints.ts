@@ -9,7 +9,7 @@
  * list and rename in any state.
  */
 import { promises as fs } from 'node:fs';
-import type { VmConfig } from '../common/config';
+import { UNDO_LIMITS, parseUndoLimits, type UndoLimits, type VmConfig } from '../common/config';
 import { ErrorCode, SandboxError } from '../common/errors';
 import { wrongStateMessage } from '../common/stateMessages';
 import type { VmInfo, VmState } from '../common/status';
@@ -22,6 +22,7 @@ import {
   requireFreeName,
   resolve,
   undoPointsToPrune,
+  UNDO_DEFAULTS,
   validateCheckpointName,
   view,
   type CheckpointIndex,
@@ -67,6 +68,15 @@ export interface CreatedCheckpoint {
   pausedMs?: number;
   sizeBytes: number;
   elapsedMs: number;
+  /** Undo points: the older ones deleted to stay within the limits (count and disk). */
+  pruned?: PrunedUndoPoint[];
+}
+
+export interface PrunedUndoPoint {
+  id: string;
+  name: string;
+  /** Bytes freed on the host by deleting it. */
+  reclaimedBytes: number;
 }
 
 export interface AppliedCheckpoint {
@@ -137,12 +147,17 @@ export class Checkpoints {
     });
   }
 
-  create(name: string, checkpointName?: string, undo = false): Promise<CreatedCheckpoint> {
+  /**
+   * `limits` (undo points only): the client's budget, used unless the VM has its own (vm.json
+   * `undoPoints`); then UNDO_DEFAULTS. Checked before anything is done.
+   */
+  create(name: string, checkpointName?: string, undo = false, limits?: UndoLimits): Promise<CreatedCheckpoint> {
     this.requireState(name, 'checkpoint');
+    const asked = parseUndoLimits(limits, UNDO_LIMITS);
     return this.host.queue(name, async () => {
       this.requireState(name, 'checkpoint');
       const created = await this.take(name, checkpointName, undo);
-      if (undo) await this.pruneUndo(name, created.id);
+      if (undo) created.pruned = await this.pruneUndo(name, created.id, { ...asked, ...this.host.config(name).undoPoints });
       this.host.publish(name);
       return created;
     });
@@ -272,15 +287,26 @@ export class Checkpoints {
     return Math.max(0, before - totalBytes_(store, after));
   }
 
-  /** Undo points beyond `UNDO_KEEP`, oldest first, are deleted (never `justMade`). */
-  private async pruneUndo(name: string, justMade: string): Promise<void> {
+  /**
+   * Deletes undo points, oldest first, until at most `maxCount` are left and they cost at most
+   * `maxDiskMiB` (undoPointsToPrune says how that is counted; never `justMade`). Sizes are measured again after each delete (a layer merged
+   * into its child moves its data there). Returns what went and the bytes each freed.
+   */
+  private async pruneUndo(name: string, justMade: string, limits: UndoLimits): Promise<PrunedUndoPoint[]> {
+    const maxCount = limits.maxCount ?? UNDO_DEFAULTS.maxCount;
+    const maxBytes = (limits.maxDiskMiB ?? UNDO_DEFAULTS.maxDiskMiB) * 2 ** 20;
     const store = await this.store(name);
     let index = await store.read();
-    for (const old of undoPointsToPrune(index, UNDO_KEEP)) {
-      if (old.id === justMade) continue;
-      await this.remove(name, store, index, old);
+    const pruned: PrunedUndoPoint[] = [];
+    for (let round = 0; round < 1000; round++) {
+      const idx = index;
+      const old = undoPointsToPrune(idx, maxCount, { maxBytes, sizeOf: (id) => store.sizeOf(idx, id), layerOf: (id) => store.layerSizeOf(idx, id) }).find((n) => n.id !== justMade);
+      if (!old) break;
+      pruned.push({ id: old.id, name: old.name, reclaimedBytes: await this.remove(name, store, index, old) });
       index = await store.read();
     }
+    if (pruned.length) this.host.log(`${name}: pruned ${pruned.length} undo point(s), ${pruned.reduce((s, p) => s + p.reclaimedBytes, 0)} bytes freed`);
+    return pruned;
   }
 
   /** Applies the newest undo point, discarding the state since (that is what undo asks for). */
@@ -294,8 +320,8 @@ export class Checkpoints {
   }
 }
 
-/** How many undo points a VM keeps (the oldest go first). */
-export const UNDO_KEEP = 5;
+/** How many undo points a VM keeps by default (the oldest go first). */
+export const UNDO_KEEP = UNDO_DEFAULTS.maxCount;
 
 /** Bytes of every checkpoint's files (deleted ones still kept included). */
 function totalBytes_(store: CheckpointStore, index: CheckpointIndex): number {

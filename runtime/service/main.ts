@@ -19,6 +19,8 @@ import { VmManager, type ImageProvider } from './vmManager';
 import { MetricsHub } from './metricsHub';
 import { SyncManager } from './syncManager';
 import { serviceIdentity } from '../common/version';
+import { collectAfterBuild, imageGcHandlers } from './imageGcApi';
+import { registerHome } from '../image/imageGc';
 
 const home = dataHome();
 const socketPath = path.join(home, SERVICE_FILES.socket);
@@ -40,6 +42,7 @@ const imageRecipe = (): ImageRecipe => ({ cacheDir: imageCacheDir(), agentDir: p
 
 const images: ImageProvider = async (progress, signal) => {
   const image = await ensureBaseImage({ ...imageRecipe(), onProgress: (p) => progress(p.step, p.total, p.message), signal });
+  if (image.built) collectAfterBuild(imageCacheDir(), image, home, log);
   return { hash: image.hash, kernel: image.kernel, initrd: image.initrd, disk: image.disk };
 };
 
@@ -58,6 +61,7 @@ async function main(): Promise<void> {
   }
   fs.rmSync(socketPath, { force: true });
 
+  await registerHome(imageCacheDir(), home);
   const manager = new VmManager(home, images, log);
   await manager.load();
   const subscribers = new Set<RpcPeer>();
@@ -77,7 +81,7 @@ async function main(): Promise<void> {
   const metrics = new MetricsHub(manager, log);
   const syncs = new SyncManager(home, manager, subscribers, log);
   await syncs.load();
-  const handlers = { ...apiHandlers(manager, subscribers, () => serviceIdentity(home), shutdown), ...metrics.handlers(), ...syncs.handlers(), ...imageHandlers(imageRecipe, images) };
+  const handlers = { ...apiHandlers(manager, subscribers, () => serviceIdentity(home), shutdown), ...metrics.handlers(), ...syncs.handlers(), ...imageHandlers(imageRecipe, images), ...imageGcHandlers(imageRecipe, home, log) };
   server.on('connection', (socket) => serveSocket(socket, handlers, log));
   const oldUmask = process.umask(0o177);
   await new Promise<void>((resolve, reject) => {

@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { promises as fsp, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
-import { DEFAULTS, LIMITS, checkRange, migrateNetwork, parseNetworkPolicy, parseVmConfig, type NetworkPolicy, type VmConfig } from '../common/config';
+import { DEFAULTS, LIMITS, UNDO_LIMITS, checkRange, migrateNetwork, parseNetworkPolicy, parseUndoLimits, parseVmConfig, type NetworkPolicy, type UndoLimits, type VmConfig } from '../common/config';
 import { ErrorCode, SandboxError, asSandboxError, type WireError } from '../common/errors';
 import { wrongStateMessage } from '../common/stateMessages';
 import { writeJsonAtomic } from '../common/atomicWrite';
@@ -29,6 +29,8 @@ import { DEFAULT_PORTS_CONFIG, type PortsConfig } from '../common/ports';
 import { Checkpoints } from './checkpoints';
 import { Transfers } from '../transfer/transfers';
 import { imageCacheDir } from '../common/paths';
+import { diskUsage, forgetDiskUsage } from './diskUsage';
+import { dropImageUses, registerImageUse } from '../image/imageGc';
 
 export interface CreateParams {
   name: string;
@@ -43,6 +45,9 @@ export interface CreateParams {
 export interface SetParams {
   name: string;
   network?: NetworkPolicy;
+  /** Undo-point limits (any state; 0 clears the VM's own, so the client's or the defaults apply). */
+  undoMaxCount?: number;
+  undoMaxDiskMiB?: number;
 }
 
 export interface Progress {
@@ -246,6 +251,7 @@ export class VmManager {
   }
 
   private publish(name: string): void {
+    forgetDiskUsage(this.dir(name));
     const info = this.entries.has(name) ? this.snapshot(name) : undefined;
     if (info) this.emitter.emit('vm', info);
   }
@@ -272,7 +278,7 @@ export class VmManager {
     return {
       name,
       state,
-      config: { id: c.id, cpus: c.cpus, memoryMiB: c.memoryMiB, diskGiB: c.diskGiB, network: c.network, createdAt: c.createdAt, ports: c.ports, imageHash: c.image.hash },
+      config: { id: c.id, cpus: c.cpus, memoryMiB: c.memoryMiB, diskGiB: c.diskGiB, network: c.network, createdAt: c.createdAt, ports: c.ports, imageHash: c.image.hash, undoPoints: c.undoPoints },
       runtime,
       paths: {
         dir: this.dir(name),
@@ -282,6 +288,7 @@ export class VmManager {
         savedState: state === 'saved' ? this.file(name, 'savedState') : undefined,
       },
       lastError: e.lastError,
+      disk: diskUsage(this.dir(name), c.image.disk),
     };
   }
 
@@ -331,6 +338,7 @@ export class VmManager {
       const qemu = await locateQemu();
       const image = await this.images(progress);
       checkDiskSize(diskGiB, await virtualSize(qemu.img, image.disk));
+      await registerImageUse(image.disk, this.dir(name));
       await fsp.mkdir(vmsDir(this.home), { recursive: true, mode: 0o700 });
       const staging = path.join(vmsDir(this.home), `.${name}.creating-${process.pid}-${Date.now()}`);
       await fsp.mkdir(staging, { mode: 0o700 });
@@ -370,18 +378,19 @@ export class VmManager {
     const e = this.entry(p.name);
     const name = e.config.name;
     const network = p.network === undefined ? undefined : parseNetworkPolicy(p.network);
+    const undoPoints = undoLimitsAfter(e.config.undoPoints, p);
     return this.sequencer.queue(name, async () => {
-      const state = this.stateOf(name);
+      const state = network === undefined ? 'stopped' : this.stateOf(name);
       if (state === 'saved') {
         throw new SandboxError(ErrorCode.WrongState, `cannot change ${name}'s network policy while it is saved: the saved state has its network device in it; start it and stop it (\`sandboxvm start ${name}\`, then \`sandboxvm stop ${name}\`), or discard the saved state with \`sandboxvm stop ${name}\`, then set the policy`);
       }
       if (state !== 'stopped') {
         throw new SandboxError(ErrorCode.WrongState, `cannot change ${name}'s network policy while it is ${state}: stop it first (\`sandboxvm stop ${name}\`); the policy takes effect at its next start`);
       }
-      const config: VmConfig = { ...e.config, ...(network !== undefined ? { network } : {}) };
+      const config: VmConfig = { ...e.config, ...(network !== undefined ? { network } : {}), undoPoints };
       await writeJsonAtomic(this.file(name, 'config'), config);
       e.config = config;
-      this.log(`${name}: network policy ${config.network}`);
+      this.log(`${name}: network policy ${config.network}${undoPoints ? `, undo points ${JSON.stringify(undoPoints)}` : ''}`);
       this.publish(name);
       return this.snapshot(name);
     });
@@ -573,6 +582,7 @@ export class VmManager {
       }
       const trash = path.join(vmsDir(this.home), `.${name}.removing-${Date.now()}`);
       await fsp.rename(this.dir(name), trash);
+      await dropImageUses(path.dirname(path.dirname(e.config.image.disk)), this.dir(name));
       this.entries.delete(name);
       await fsp.rm(trash, { recursive: true, force: true });
       this.log(`removed ${name}`);
@@ -626,9 +636,36 @@ export class VmManager {
     });
   }
 
+  /** Runs `fn` in the VM's queue, after the operations on it before (compact.ts). Throws UnknownVm. */
+  queued<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    this.entry(name);
+    return this.sequencer.queue(name, fn);
+  }
+
+  /** The VM's configuration (vm.json as loaded). Throws UnknownVm. */
+  configOf(name: string): VmConfig {
+    return this.entry(name).config;
+  }
+
+  /** Publishes the VM's snapshot again (after a change the manager did not make itself, e.g. its disk usage). */
+  publishVm(name: string): void {
+    this.publish(name);
+  }
+
   dispose(): void {
     for (const e of this.entries.values()) e.worker?.dispose();
   }
+}
+
+/** The VM's undo limits after vm.set: given ones replace, 0 clears one, the rest stay. Throws BadArgument. */
+function undoLimitsAfter(now: UndoLimits | undefined, p: SetParams): UndoLimits | undefined {
+  const next: UndoLimits = { ...now };
+  for (const [key, value] of [['maxCount', p.undoMaxCount], ['maxDiskMiB', p.undoMaxDiskMiB]] as const) {
+    if (value === 0) delete next[key];
+    else if (value !== undefined) next[key] = value;
+  }
+  const parsed = parseUndoLimits(next, UNDO_LIMITS);
+  return parsed && Object.keys(parsed).length > 0 ? parsed : undefined;
 }
 
 /** How long stop --force waits for a worker to say it killed QEMU before killing both itself. */

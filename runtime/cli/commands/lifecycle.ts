@@ -40,11 +40,20 @@ function networkOption(value: unknown, none: boolean): NetworkPolicy | undefined
 /** `set <vm> --network <policy>`: a stopped VM's configuration, used from its next start. */
 export async function set(ctx: CommandContext): Promise<number> {
   const name = ctx.name();
-  if (ctx.options.network === undefined) throw new SandboxError(ErrorCode.BadArgument, `nothing to set: give --network isolated, internet or host (e.g. sandboxvm set ${name} --network host)`);
-  const network = parseNetworkPolicy(ctx.options.network);
+  const o = ctx.options;
+  if (o.network === undefined && o['undo-points'] === undefined && o['undo-disk'] === undefined) {
+    throw new SandboxError(ErrorCode.BadArgument, `nothing to set: give --network isolated, internet or host, --undo-points N or --undo-disk SIZE (e.g. sandboxvm set ${name} --network host)`);
+  }
+  const network = o.network === undefined ? undefined : parseNetworkPolicy(o.network);
+  const undoMaxCount = o['undo-points'] === undefined ? undefined : parseInteger(String(o['undo-points']), 'undo points');
+  const undoMaxDiskMiB = o['undo-disk'] === undefined ? undefined : parseSizeMiB(String(o['undo-disk']), 'undo-point disk budget');
   const client = await ctx.client();
-  await client.set({ name, network });
-  ctx.out(`${name}: network policy ${network} (${NETWORK_POLICY_DESCRIPTIONS[network]}), from its next start.`);
+  const info = await client.set({ name, network, undoMaxCount, undoMaxDiskMiB });
+  if (network) ctx.out(`${name}: network policy ${network} (${NETWORK_POLICY_DESCRIPTIONS[network]}), from its next start.`);
+  if (undoMaxCount !== undefined || undoMaxDiskMiB !== undefined) {
+    const u = info.config.undoPoints;
+    ctx.out(`${name}: keeps at most ${u?.maxCount ?? 'the default number of'} undo points and ${u?.maxDiskMiB !== undefined ? `${u.maxDiskMiB} MiB` : 'the default disk budget'} of them (0 restores a default).`);
+  }
   return 0;
 }
 
