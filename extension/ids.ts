@@ -40,6 +40,12 @@ export const Command = {
   stopSync: 'sandboxvm.sync.stop',
   revealSyncFolder: 'sandboxvm.sync.revealFolder',
   pullFolder: 'sandboxvm.vm.pullFolder',
+  createCheckpoint: 'sandboxvm.checkpoint.create',
+  applyCheckpoint: 'sandboxvm.checkpoint.apply',
+  renameCheckpoint: 'sandboxvm.checkpoint.rename',
+  deleteCheckpoint: 'sandboxvm.checkpoint.delete',
+  undo: 'sandboxvm.vm.undo',
+  undoLastTaskRun: 'sandboxvm.task.undoLastRun',
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 
@@ -57,6 +63,8 @@ export const Setting = {
   qemuPath: 'qemuPath',
   workspaceVm: 'workspaceVm',
   autoForwardPorts: 'ports.autoForward',
+  undoPointsMaxCount: 'undoPoints.maxCount',
+  undoPointsMaxDiskMiB: 'undoPoints.maxDiskMiB',
 } as const;
 
 export const ContextKey = {
@@ -85,6 +93,12 @@ export const ItemContext = {
   manualForward: 'vmForwardManual',
   failedManualForward: 'vmFailedForwardManual',
   sync: 'vmSync',
+  /** The checkpoint tree's items (extension/checkpoints/checkpointItems.ts; menus: `viewItem =~ /^vmCheckpoint(Undo)?$/` for the actions on one). */
+  checkpoints: 'vmCheckpoints',
+  checkpoint: 'vmCheckpoint',
+  undoPoint: 'vmCheckpointUndo',
+  undoPoints: 'vmUndoPoints',
+  now: 'vmCheckpointNow',
 } as const;
 
 /** Webview panels' view types. */

@@ -28,6 +28,7 @@ import { findInVmFolder, goToFileInVm } from '../guestFs/guestSearch';
 import { copyPortAddress, forwardPort, openPortInBrowser, stopForwarding } from '../ports/portCommands';
 import { revealSyncFolder, stopSync, syncFolder } from '../sync/syncFolder';
 import { pullFolder } from '../sync/pullFolder';
+import { applyCheckpoint, createCheckpoint, deleteCheckpoint, renameCheckpoint, undoLastTaskRun, undoVm } from '../checkpoints/checkpointCommands';
 
 type Handler = (deps: CommandDeps, ...args: any[]) => Promise<unknown>;
 
@@ -66,6 +67,12 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.stopSync]: stopSync,
     [Command.revealSyncFolder]: revealSyncFolder,
     [Command.pullFolder]: (d, ...a) => pullFolder(d, home(), ...a),
+    [Command.createCheckpoint]: createCheckpoint,
+    [Command.applyCheckpoint]: applyCheckpoint,
+    [Command.renameCheckpoint]: renameCheckpoint,
+    [Command.deleteCheckpoint]: deleteCheckpoint,
+    [Command.undo]: undoVm,
+    [Command.undoLastTaskRun]: undoLastTaskRun,
   };
   return Object.entries(table).map(([id, handler]) =>
     vscode.commands.registerCommand(id, async (...args: unknown[]) => {
