@@ -19,6 +19,8 @@ export interface TaskRun {
   command: string;
   exitCode: number;
   undoPoint?: CreatedCheckpoint;
+  /** The end of what the command printed. */
+  output: string;
 }
 
 export class VmTasks implements vscode.TaskProvider, vscode.Disposable {

@@ -4,6 +4,7 @@
  * output streamed, keys typed passed to it, and the command's exit status as the task's. Closing
  * the task's terminal ends the command in the guest.
  */
+import { StringDecoder } from 'node:string_decoder';
 import * as vscode from 'vscode';
 import type { Session, SessionClient } from '../../runtime/client/sessionClient';
 import type { CreatedCheckpoint } from '../../runtime/service/checkpoints';
@@ -17,9 +18,10 @@ export interface TaskRunDeps {
   /** The VM's state now (undefined: no such VM). */
   state(vm: string): string | undefined;
   /** Told when a run ends: its exit code, and the undo point taken before it. */
-  finished(run: { vm: string; command: string; exitCode: number; undoPoint?: CreatedCheckpoint }): void;
+  finished(run: { vm: string; command: string; exitCode: number; undoPoint?: CreatedCheckpoint; output: string }): void;
 }
 
+const TRANSCRIPT_CHARS = 16 * 1024;
 const dim = (text: string) => `\x1b[2m${text}\x1b[0m\r\n`;
 const crlf = (text: string) => text.replace(/\r?\n/g, '\r\n');
 
@@ -32,6 +34,8 @@ export class VmTaskTerminal implements vscode.Pseudoterminal {
   private session?: Session;
   private dimensions?: vscode.TerminalDimensions;
   private closed = false;
+  /** The end of what the command printed (TRANSCRIPT_CHARS), for the run's report. */
+  private transcript = '';
 
   constructor(private readonly def: VmTaskDefinition, private readonly deps: TaskRunDeps) {}
 
@@ -59,9 +63,17 @@ export class VmTaskTerminal implements vscode.Pseudoterminal {
     if (this.closed) return 130;
     this.writeEmitter.fire(dim(`> ${command}  (in ${vm})`));
     this.sessions = await this.deps.connect(vm);
+    const utf8 = new StringDecoder('utf8');
     this.session = await this.sessions.open(
       { kind: 'pty', argv: ['/bin/sh', '-c', command], cwd: this.def.cwd, env: { TERM: 'xterm-256color', ...this.def.env }, cols: this.dimensions?.columns ?? 80, rows: this.dimensions?.rows ?? 24 },
-      { onData: (_stream, data) => this.writeEmitter.fire(data.toString('utf8')), onExit: () => undefined },
+      {
+        onData: (_stream, data) => {
+          const text = utf8.write(data);
+          this.transcript = (this.transcript + text).slice(-TRANSCRIPT_CHARS);
+          this.writeEmitter.fire(text);
+        },
+        onExit: () => undefined,
+      },
     );
     if (this.closed) void this.session.close().catch(() => undefined);
     const r = await this.session.exited;
@@ -69,7 +81,7 @@ export class VmTaskTerminal implements vscode.Pseudoterminal {
     this.writeEmitter.fire(
       '\r\n' + dim(r.error ? `The command ended: ${r.error}` : r.signal ? `The command was ended by ${r.signal}.` : `The command exited with code ${code}.`),
     );
-    this.deps.finished({ vm, command, exitCode: code, undoPoint: point });
+    this.deps.finished({ vm, command, exitCode: code, undoPoint: point, output: this.transcript });
     return code;
   }
 
