@@ -100,6 +100,7 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
   const deps: CommandDeps = { connection, model, host, terminals, notify, log, settings, serialConsoles, details, syncs, checkpoints: { model: checkpoints, branch: checkpointBranch, lastTaskRun: () => { const r = tasks.lastRun(); return r?.undoPoint && { vm: r.vm, checkpoint: r.undoPoint.id }; } } };
 
   const terminalCounts = new Map<string, number>();
+  const checkpointsShown = new Map<string, boolean>();
   let lastSize = model.size;
   const updateMessage = () => {
     treeView.message =
@@ -149,6 +150,13 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     // A new sync shows under its VM: reveal it (expands the VM) when the view is open.
     syncs.onDidChange((c) => {
       if (c?.kind === 'added' && treeView.visible) void treeView.reveal(tree.syncNode(c.vm, c.id), { select: false, focus: false }).then(undefined, () => undefined);
+    }),
+    // A VM's first checkpoint: reveal its Checkpoints item (expands the VM) when the view is open.
+    checkpoints.onDidChange((vm) => {
+      const had = checkpointsShown.get(vm);
+      const group = checkpointBranch.groupOf(vm);
+      checkpointsShown.set(vm, !!group);
+      if (group && had === false && treeView.visible) void treeView.reveal(group, { select: false, focus: false, expand: true }).then(undefined, () => undefined);
     }),
     registerTerminalProfile(model, terminals, () => connection.client()),
     createStatusBar(model, () => connection.ensure()),

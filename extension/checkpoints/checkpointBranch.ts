@@ -24,6 +24,8 @@ interface Built {
 export class CheckpointBranch {
   private readonly built = new Map<string, Built>();
   private readonly nodes = new Map<string, CheckpointNode>();
+  /** VMs whose "Checkpoints" item the tree was last given. */
+  private readonly shown = new Set<string>();
 
   /** A VM's checkpoint list changed (its name); the tree then calls `changed`. */
   readonly onDidChange: vscode.Event<string>;
@@ -37,9 +39,8 @@ export class CheckpointBranch {
    * it needs rendering again, undefined when the VM's item does (the group came or went).
    */
   changed(vm: string): CheckpointNode | undefined {
-    const had = (this.built.get(vm)?.roots.length ?? 0) > 0;
     this.built.delete(vm);
-    return had && this.has(vm) ? this.node(vm, 'group') : undefined;
+    return this.shown.has(vm) && this.has(vm) ? this.node(vm, 'group') : undefined;
   }
 
   private build(vm: string): Built | undefined {
@@ -67,7 +68,10 @@ export class CheckpointBranch {
 
   /** The VM's "Checkpoints" item, when it has checkpoints. */
   groupOf(vm: string): CheckpointNode | undefined {
-    return this.has(vm) ? this.node(vm, 'group') : undefined;
+    const has = this.has(vm);
+    if (has) this.shown.add(vm);
+    else this.shown.delete(vm);
+    return has ? this.node(vm, 'group') : undefined;
   }
 
   /** The node of checkpoint `id` (an undo point in a folded group included), when shown. */

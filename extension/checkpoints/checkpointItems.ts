@@ -94,7 +94,8 @@ const STATE_MEANING: Record<CheckpointView['state'], string> = {
 export function formatBytes(bytes: number): string {
   if (bytes < 1024) return `${bytes} B`;
   if (bytes < 2 ** 20) return `${Math.round(bytes / 1024)} KiB`;
-  if (bytes < 2 ** 30) return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+  if (bytes < 100 * 2 ** 20) return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+  if (bytes < 2 ** 30) return `${Math.round(bytes / 2 ** 20)} MiB`;
   return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
 }
 
@@ -117,7 +118,6 @@ function md(text: string): string {
 
 export function checkpointLook(v: CheckpointView, now = new Date()): ItemLook {
   const when = formatWhen(v.createdAt, now);
-  const memory = v.state !== 'stopped';
   const lines = [`**${md(v.name)}**${v.undo ? ' (undo point)' : ''}`, ''];
   lines.push(`- Taken ${md(new Date(v.createdAt).toLocaleString())}${v.pausedMs !== undefined ? `, the guest paused ${v.pausedMs} ms` : ''}`);
   lines.push(`- ${STATE_WORD[v.state][0].toUpperCase()}${STATE_WORD[v.state].slice(1)}: ${STATE_MEANING[v.state]}`);
@@ -129,7 +129,7 @@ export function checkpointLook(v: CheckpointView, now = new Date()): ItemLook {
     icon: v.undo ? 'debug-step-back' : 'history',
     color: v.state === 'running' ? 'charts.green' : v.state === 'paused' ? 'charts.yellow' : v.state === 'saved' ? 'charts.blue' : undefined,
     label: v.name,
-    description: [memory ? STATE_WORD[v.state] : 'off', when, formatBytes(v.sizeBytes)].join(' · '),
+    description: [when, STATE_WORD[v.state], formatBytes(v.sizeBytes)].join(' · '),
     tooltip: lines.join('\n'),
     contextValue: v.undo ? ItemContext.undoPoint : ItemContext.checkpoint,
   };
@@ -140,6 +140,8 @@ export function undoGroupLook(points: CheckpointView[], now = new Date()): ItemL
   const bytes = points.reduce((s, p) => s + p.sizeBytes, 0);
   return {
     icon: 'debug-step-back',
+    // Muted: the named checkpoints stand out (the debug icon would be blue otherwise).
+    color: 'descriptionForeground',
     label: `${points.length} undo points`,
     description: `newest ${formatWhen(newest.createdAt, now)} · ${formatBytes(bytes)}`,
     tooltip: [`**${points.length} undo points**, newest first`, '', ...points.map((p) => `- ${md(p.name)}: ${md(formatWhen(p.createdAt, now))}, ${formatBytes(p.sizeBytes)}`), '', 'Undo returns the VM to the newest.'].join('\n'),

@@ -99,13 +99,13 @@ test('looks: icons by kind, state in words, time and size in the description, co
   assert.equal(named.icon, 'history');
   assert.equal(named.color, 'charts.green');
   assert.equal(named.label, 'clean install');
-  assert.equal(named.description, 'running · 09:05 · 5.0 MiB');
+  assert.equal(named.description, '09:05 · running · 5.0 MiB');
   assert.equal(named.contextValue, 'vmCheckpoint');
   assert.match(named.tooltip, /brings the VM back running/);
   assert.match(named.tooltip, /paused 31 ms/);
   const off = checkpointLook({ ...cp('disk only'), state: 'stopped' }, now);
   assert.equal(off.color, undefined);
-  assert.match(off.description, /^off · /);
+  assert.match(off.description, /^\d\d:\d\d · off · /);
   const u = checkpointLook(undo('undo point 4'), now);
   assert.equal(u.icon, 'debug-step-back');
   assert.equal(u.contextValue, 'vmCheckpointUndo');

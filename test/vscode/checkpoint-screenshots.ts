@@ -37,12 +37,6 @@ async function main(): Promise<void> {
   let browser: Awaited<ReturnType<typeof launchChromium>> | undefined;
   try {
     await home.bootedVm(VM);
-    await home.ok(['checkpoint', 'create', VM, 'clean install']);
-    for (let i = 1; i <= 3; i++) await home.ok(['exec', VM, '--undo-point', '--', 'sh', '-c', `echo run ${i} >> /root/runs`]);
-    await home.ok(['checkpoint', 'apply', VM, 'clean install']);
-    await home.ok(['checkpoint', 'create', VM, 'tools installed']);
-    await home.ok(['exec', VM, '--undo-point', '--', 'true']);
-    step(`checkpoints made:\n${await home.ok(['checkpoint', 'list', VM])}`);
     cs = await startCodeServer(bin, path.join(ARTIFACTS, 'code-server'), { SANDBOXVM_HOME: home.dir, SANDBOXVM_IMAGE_CACHE: imageCacheDir() });
     browser = await launchChromium();
     const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
@@ -51,7 +45,21 @@ async function main(): Promise<void> {
     await page.locator('.activitybar [aria-label="Sandbox VMs"]').first().click();
     const rows = page.locator('.pane-body .monaco-list-row');
     const row = (text: string | RegExp) => page.locator('.monaco-list-row', { hasText: text }).first();
-    await row('Checkpoints').waitFor({ timeout: 60_000 });
+    await row(VM).waitFor({ timeout: 60_000 });
+    await page.mouse.move(1000, 600);
+    await shot(page, 'no-checkpoints');
+    // Made through the CLI while the view shows: the view follows the service's events.
+    await home.ok(['checkpoint', 'create', VM, 'clean install']);
+    for (let i = 1; i <= 3; i++) await home.ok(['exec', VM, '--undo-point', '--', 'sh', '-c', `echo run ${i} >> /root/runs`]);
+    await home.ok(['checkpoint', 'apply', VM, 'clean install']);
+    await home.ok(['checkpoint', 'create', VM, 'tools installed']);
+    await home.ok(['exec', VM, '--undo-point', '--', 'true']);
+    step(`checkpoints made:\n${await home.ok(['checkpoint', 'list', VM])}`);
+    await row('Checkpoints').waitFor({ timeout: 60_000 }).catch(async (err) => {
+      await shot(page, 'no-checkpoints-row');
+      step(`tree rows: ${(await rows.allInnerTexts()).map((t) => t.replace(/\s+/g, ' ')).join(' | ')}`);
+      throw err;
+    });
     await row('Now').waitFor({ timeout: 30_000 });
     await page.mouse.move(1000, 600);
     step(`tree rows: ${(await rows.allInnerTexts()).map((t) => t.replace(/\s+/g, ' ')).join(' | ')}`);
@@ -63,7 +71,7 @@ async function main(): Promise<void> {
     await shot(page, 'checkpoint-tooltip');
     await page.mouse.move(1000, 600);
 
-    await row(/undo points/).click();
+    await row(/^\d+ undo points/).click();
     await row(/undo point 3/).waitFor({ timeout: 10_000 }).catch(() => undefined);
     step(`expanded: ${(await rows.allInnerTexts()).map((t) => t.replace(/\s+/g, ' ')).join(' | ')}`);
     await shot(page, 'undo-points-expanded');

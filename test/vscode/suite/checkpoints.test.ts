@@ -86,7 +86,7 @@ suite('vscode: checkpoints', function () {
     const clean = api.tree.getChildren(group)[0];
     const cleanItem = api.tree.getTreeItem(clean);
     assert.equal(cleanItem.contextValue, 'vmCheckpoint');
-    assert.match(String(cleanItem.description), /^running · \d\d:\d\d · /);
+    assert.match(String(cleanItem.description), /^\d\d:\d\d · running · /);
     assert.equal(api.tree.getParent(api.tree.getChildren(clean)[0]), clean, 'Now\'s parent is the checkpoint');
   });
 
