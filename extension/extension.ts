@@ -154,9 +154,9 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     // A VM's first checkpoint: reveal its Checkpoints item (expands the VM) when the view is open.
     checkpoints.onDidChange((vm) => {
       const had = checkpointsShown.get(vm);
-      const group = checkpointBranch.groupOf(vm);
-      checkpointsShown.set(vm, !!group);
-      if (group && had === false && treeView.visible) void treeView.reveal(group, { select: false, focus: false, expand: true }).then(undefined, () => undefined);
+      const has = checkpointBranch.has(vm);
+      checkpointsShown.set(vm, has);
+      if (has && had === false && treeView.visible) void treeView.reveal(checkpointBranch.node(vm, 'group'), { select: false, focus: false, expand: true }).then(undefined, () => undefined);
     }),
     registerTerminalProfile(model, terminals, () => connection.client()),
     createStatusBar(model, () => connection.ensure()),

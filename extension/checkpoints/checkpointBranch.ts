@@ -35,12 +35,15 @@ export class CheckpointBranch {
   }
 
   /**
-   * Rebuilds `vm`'s items from its new list. Returns its "Checkpoints" node when only what is below
-   * it needs rendering again, undefined when the VM's item does (the group came or went).
+   * Rebuilds `vm`'s items from its new list and says what the tree must render again: the VM's
+   * "Checkpoints" node when only what is below it changed, 'vm' when the group came or went, and
+   * nothing when the VM had and has no checkpoints (a re-render would drop a hover or a click).
    */
-  changed(vm: string): CheckpointNode | undefined {
+  changed(vm: string): CheckpointNode | 'vm' | undefined {
     this.built.delete(vm);
-    return this.shown.has(vm) && this.has(vm) ? this.node(vm, 'group') : undefined;
+    const had = this.shown.has(vm);
+    const has = this.has(vm);
+    return had && has ? this.node(vm, 'group') : had || has ? 'vm' : undefined;
   }
 
   private build(vm: string): Built | undefined {

@@ -64,9 +64,9 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
     );
     if (metrics) this.subscriptions.push(metrics.onDidChange((vm) => this.sampled(vm)));
     if (checkpoints) this.subscriptions.push(checkpoints.onDidChange((vm) => {
-      const group = checkpoints.changed(vm);
-      if (group) this.changed.fire(group);
-      else this.fire(this.nodes.get(vm));
+      const what = checkpoints.changed(vm);
+      if (what === 'vm') this.fire(this.nodes.get(vm));
+      else if (what) this.changed.fire(what);
     }));
     if (syncs) this.subscriptions.push(syncs.onDidChange((c) => {
       if (!c) return this.fire(undefined);

@@ -114,6 +114,14 @@ suite('vscode: checkpoints', function () {
     assert.match(errors[0], /\.$/);
   });
 
+  test('a checkpoint made by another client (the CLI) shows without a refresh: the service\'s vm.checkpoints event', async () => {
+    await (await api.connection.client()).createCheckpoint(VM, 'from the cli');
+    await treeUntil(api, 'the checkpoint made elsewhere', (l) => l.includes('  from the cli [history]'));
+    await (await api.connection.client()).deleteCheckpoint(VM, 'from the cli');
+    const lines = await treeUntil(api, 'the checkpoint deleted elsewhere gone', (l) => !l.some((x) => x.includes('from the cli')));
+    assert.deepEqual(lines, ['clean [history]', '  Now [circle-filled]']);
+  });
+
   test('a sandboxvm task runs in the VM with its output and exit code, leaves an undo point, and Undo Last Task Run removes what it did', async () => {
     const def = { type: 'sandboxvm' as const, vm: VM, command: 'echo task-was-here > /root/task-file; sync; echo "out-$((6*7))"; exit 3' };
     const finished = new Promise<TaskRun>((resolve) => {
