@@ -318,18 +318,24 @@ async function journey(cs: CodeServer, page: Page): Promise<void> {
   await page.locator('.xterm').first().click();
   await page.keyboard.type('echo changed > /root/keep.txt; echo "changed to: $(cat /root/keep.txt)"\n');
   await page.locator('.xterm-rows', { hasText: 'changed to: changed' }).first().waitFor({ timeout: 30_000 });
-  await (await inline(checkpointRow, 'Apply Checkpoint...', 30_000)).click();
+  // Hovered, not clicked: a click at the row's left would land on its twistie and fold it.
+  await checkpointRow.hover();
+  await checkpointRow.locator('.action-label[aria-label="Apply Checkpoint..."]').first().click();
   await page.locator('.quick-input-widget', { hasText: 'Checkpoint the current state, then apply' }).first().waitFor({ timeout: 30_000 });
   await shot(page, 'checkpoint-apply-choice');
   await page.keyboard.press('Enter');
   await page.locator('.statusbar-item', { hasText: 'is back at "known good"' }).first().waitFor({ timeout: 180_000 });
   await page.locator('.part.sidebar .monaco-list-row', { hasText: 'before applying known good' }).first().waitFor({ timeout: 30_000 });
   await inline(row, 'Open Terminal', 180_000);
+  // inline() clicks the row, which folds or unfolds it: unfolded for the screenshot.
+  if ((await row.getAttribute('aria-expanded')) === 'false') await row.locator('.monaco-tl-twistie').click();
+  await page.locator('.part.sidebar .monaco-list-row', { hasText: 'before applying known good' }).first().waitFor({ timeout: 30_000 });
   step('applied "known good"; the state left kept as "before applying known good"');
   await shot(page, 'checkpoint-applied');
   await contextMenu(page, row, 'Open Terminal');
-  await page.locator('.xterm-rows:visible', { hasText: '#' }).first().waitFor({ timeout: 60_000 });
-  await page.locator('.xterm:visible').first().click();
+  const prompt = page.locator('.xterm-rows:visible', { hasText: '#' }).first();
+  await prompt.waitFor({ timeout: 60_000 });
+  await prompt.click();
   await page.keyboard.type('echo "after apply: $(cat /root/keep.txt)"\n');
   await page.locator('.xterm-rows:visible', { hasText: 'after apply: original' }).first().waitFor({ timeout: 60_000 });
   step('the file is back as it was at the checkpoint');
