@@ -334,8 +334,8 @@ async function journey(cs: CodeServer, page: Page): Promise<void> {
   await shot(page, 'checkpoint-applied');
   await contextMenu(page, row, 'Open Terminal');
   const prompt = page.locator('.xterm-rows:visible', { hasText: '#' }).first();
+  // The new terminal has the focus (Open Terminal shows it); a click would hit the old one's widgets.
   await prompt.waitFor({ timeout: 60_000 });
-  await prompt.click();
   await page.keyboard.type('echo "after apply: $(cat /root/keep.txt)"\n');
   await page.locator('.xterm-rows:visible', { hasText: 'after apply: original' }).first().waitFor({ timeout: 60_000 });
   step('the file is back as it was at the checkpoint');
