@@ -138,8 +138,11 @@ suite('vscode: checkpoints', function () {
         resolve(e.exitCode);
       });
     });
+    // The pruning limits go with the undo point when set (a service without pruning ignores them).
+    const settings = vscode.workspace.getConfiguration('sandboxvm');
+    await settings.update('undoPoints.maxCount', 3, vscode.ConfigurationTarget.Global);
     await vscode.tasks.executeTask(task);
-    const run = await finished;
+    const run = await finished.finally(() => settings.update('undoPoints.maxCount', undefined, vscode.ConfigurationTarget.Global));
     assert.equal(run.exitCode, 3);
     assert.match(run.output, /out-42/);
     assert.ok(run.undoPoint, 'an undo point was taken');
