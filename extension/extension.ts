@@ -29,6 +29,9 @@ import { Notifications } from './ui/notifications';
 import { createStatusBar } from './ui/statusBar';
 import { createSyncStatusBar } from './sync/syncStatusBar';
 import { SyncModel } from './sync/syncModel';
+import { CheckpointModel } from './checkpoints/checkpointModel';
+import { CheckpointBranch } from './checkpoints/checkpointBranch';
+import { VmTasks } from './tasks/vmTaskProvider';
 
 export interface SandboxVmsApi {
   readonly model: VmModel;
@@ -43,6 +46,9 @@ export interface SandboxVmsApi {
   readonly details: DetailsPanels;
   readonly guestFs: GuestFs;
   readonly syncs: SyncModel;
+  readonly checkpoints: CheckpointModel;
+  readonly checkpointBranch: CheckpointBranch;
+  readonly tasks: VmTasks;
 }
 
 const settings = () => vscode.workspace.getConfiguration(SECTION);
@@ -85,12 +91,16 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
   const serialConsoles = new SerialConsoles(async (vm) => (await connection.client()).console(vm, { waitMs: model.get(vm)?.state === 'starting' ? 60_000 : 0 }), (m) => log.info(m));
   const details = new DetailsPanels(context.extensionUri, model, metrics);
   const syncs = new SyncModel(connection, (m) => log.warn(m));
-  const tree = new VmTreeProvider(model, terminals, () => connection.ensure(), metrics, syncs);
+  const checkpoints = new CheckpointModel(connection, model, (m) => log.warn(m));
+  const checkpointBranch = new CheckpointBranch(checkpoints, model);
+  const tasks = new VmTasks(connection, model, settings, (m) => log.info(m));
+  const tree = new VmTreeProvider(model, terminals, () => connection.ensure(), metrics, syncs, checkpointBranch);
   const treeView = vscode.window.createTreeView(View.machines, { treeDataProvider: tree, showCollapseAll: false });
   const guestFs = registerGuestFs(model, () => connection.client(), async (vm) => (await connection.client()).attach(vm), (m) => log.info(`guest files: ${m}`));
-  const deps: CommandDeps = { connection, model, host, terminals, notify, log, settings, serialConsoles, details, syncs };
+  const deps: CommandDeps = { connection, model, host, terminals, notify, log, settings, serialConsoles, details, syncs, checkpoints: { model: checkpoints, branch: checkpointBranch, lastTaskRun: () => { const r = tasks.lastRun(); return r?.undoPoint && { vm: r.vm, checkpoint: r.undoPoint.id }; } } };
 
   const terminalCounts = new Map<string, number>();
+  const checkpointsShown = new Map<string, boolean>();
   let lastSize = model.size;
   const updateMessage = () => {
     treeView.message =
@@ -109,6 +119,8 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     details,
     guestFs,
     syncs,
+    checkpoints,
+    tasks,
     tree,
     treeView,
     host,
@@ -139,6 +151,13 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     syncs.onDidChange((c) => {
       if (c?.kind === 'added' && treeView.visible) void treeView.reveal(tree.syncNode(c.vm, c.id), { select: false, focus: false }).then(undefined, () => undefined);
     }),
+    // A VM's first checkpoint: reveal its Checkpoints item (expands the VM) when the view is open.
+    checkpoints.onDidChange((vm) => {
+      const had = checkpointsShown.get(vm);
+      const has = checkpointBranch.has(vm);
+      checkpointsShown.set(vm, has);
+      if (has && had === false && treeView.visible) void treeView.reveal(checkpointBranch.node(vm, 'group'), { select: false, focus: false, expand: true }).then(undefined, () => undefined);
+    }),
     registerTerminalProfile(model, terminals, () => connection.client()),
     createStatusBar(model, () => connection.ensure()),
     createSyncStatusBar(syncs),
@@ -148,7 +167,7 @@ export function activate(context: vscode.ExtensionContext): SandboxVmsApi {
     }),
   );
   if (treeView.visible || terminals.saved().length > 0) connection.ensure();
-  return { model, connection, terminals, tree, treeView, notifications: notify, host, metrics, serialConsoles, details, guestFs, syncs };
+  return { model, connection, terminals, tree, treeView, notifications: notify, host, metrics, serialConsoles, details, guestFs, syncs, checkpoints, checkpointBranch, tasks };
 }
 
 export function deactivate(): void {

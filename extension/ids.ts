@@ -42,6 +42,12 @@ export const Command = {
   pullFolder: 'sandboxvm.vm.pullFolder',
   exportVm: 'sandboxvm.vm.export',
   importVm: 'sandboxvm.vm.import',
+  createCheckpoint: 'sandboxvm.checkpoint.create',
+  applyCheckpoint: 'sandboxvm.checkpoint.apply',
+  renameCheckpoint: 'sandboxvm.checkpoint.rename',
+  deleteCheckpoint: 'sandboxvm.checkpoint.delete',
+  undo: 'sandboxvm.vm.undo',
+  undoLastTaskRun: 'sandboxvm.task.undoLastRun',
 } as const;
 export type CommandId = (typeof Command)[keyof typeof Command];
 
@@ -90,6 +96,12 @@ export const ItemContext = {
   manualForward: 'vmForwardManual',
   failedManualForward: 'vmFailedForwardManual',
   sync: 'vmSync',
+  /** The checkpoint tree's items (extension/checkpoints/checkpointItems.ts; menus: `viewItem =~ /^vmCheckpoint(Undo)?$/` for the actions on one). */
+  checkpoints: 'vmCheckpoints',
+  checkpoint: 'vmCheckpoint',
+  undoPoint: 'vmCheckpointUndo',
+  undoPoints: 'vmUndoPoints',
+  now: 'vmCheckpointNow',
 } as const;
 
 /** Webview panels' view types. */

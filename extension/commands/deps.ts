@@ -9,6 +9,7 @@ import type { VmModel } from '../model/vmModel';
 import type { SyncModel } from '../sync/syncModel';
 import type { TerminalManager } from '../terminals/terminalManager';
 import type { Notifications } from '../ui/notifications';
+import type { CheckpointDeps } from '../checkpoints/checkpointCommands';
 
 export interface CommandDeps {
   connection: ServiceConnection<ServiceClient>;
@@ -23,4 +24,6 @@ export interface CommandDeps {
   details: DetailsPanels;
   /** The service's workspace syncs (optional so older callers and tests need not build one). */
   syncs?: SyncModel;
+  /** Checkpoints and the last task run (optional so older callers and tests need not build them). */
+  checkpoints?: CheckpointDeps;
 }

@@ -30,6 +30,7 @@ import { revealSyncFolder, stopSync, syncFolder } from '../sync/syncFolder';
 import { pullFolder } from '../sync/pullFolder';
 import { exportVm } from '../transfer/exportVm';
 import { importVm } from '../transfer/importVm';
+import { applyCheckpoint, createCheckpoint, deleteCheckpoint, renameCheckpoint, undoLastTaskRun, undoVm } from '../checkpoints/checkpointCommands';
 
 type Handler = (deps: CommandDeps, ...args: any[]) => Promise<unknown>;
 
@@ -70,6 +71,12 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.pullFolder]: (d, ...a) => pullFolder(d, home(), ...a),
     [Command.exportVm]: exportVm,
     [Command.importVm]: importVm,
+    [Command.createCheckpoint]: createCheckpoint,
+    [Command.applyCheckpoint]: applyCheckpoint,
+    [Command.renameCheckpoint]: renameCheckpoint,
+    [Command.deleteCheckpoint]: deleteCheckpoint,
+    [Command.undo]: undoVm,
+    [Command.undoLastTaskRun]: undoLastTaskRun,
   };
   return Object.entries(table).map(([id, handler]) =>
     vscode.commands.registerCommand(id, async (...args: unknown[]) => {

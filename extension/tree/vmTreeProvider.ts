@@ -14,6 +14,7 @@ import { vmLook, type LiveFigures } from './vmPresentation';
 import { forwardKey, forwardLooks } from '../ports/portPresentation';
 import type { SyncModel } from '../sync/syncModel';
 import { syncItemLook } from '../sync/syncPresentation';
+import type { CheckpointBranch, CheckpointNode } from '../checkpoints/checkpointBranch';
 
 export interface VmNode {
   readonly kind: 'vm';
@@ -37,7 +38,7 @@ export interface SyncNode {
   readonly vm: string;
   readonly id: string;
 }
-export type Node = VmNode | TerminalNode | PortNode | SyncNode;
+export type Node = VmNode | TerminalNode | PortNode | SyncNode | CheckpointNode;
 
 /** The shortest time between two re-renders of a VM's item for a changed CPU figure alone. */
 const SAMPLE_RENDER_MS = 5_000;
@@ -53,7 +54,7 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
   /** Sync nodes by `vm/id`, so a status change re-renders just that item. */
   private readonly syncNodes = new Map<string, SyncNode>();
 
-  constructor(private readonly model: VmModel, private readonly terminals: TerminalManager, private readonly onFirstRender: () => void, private readonly metrics?: MetricsStore, private readonly syncs?: SyncModel) {
+  constructor(private readonly model: VmModel, private readonly terminals: TerminalManager, private readonly onFirstRender: () => void, private readonly metrics?: MetricsStore, private readonly syncs?: SyncModel, private readonly checkpoints?: CheckpointBranch) {
     this.subscriptions.push(
       model.onDidChange((change) => {
         const node = change && this.nodes.get(change.name);
@@ -62,6 +63,11 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
       terminals.onDidChange((vm) => this.fire(this.nodes.get(vm))),
     );
     if (metrics) this.subscriptions.push(metrics.onDidChange((vm) => this.sampled(vm)));
+    if (checkpoints) this.subscriptions.push(checkpoints.onDidChange((vm) => {
+      const what = checkpoints.changed(vm);
+      if (what === 'vm') this.fire(this.nodes.get(vm));
+      else if (what) this.changed.fire(what);
+    }));
     if (syncs) this.subscriptions.push(syncs.onDidChange((c) => {
       if (!c) return this.fire(undefined);
       if (c.kind === 'removed') this.syncNodes.delete(`${c.vm}/${c.id}`);
@@ -132,12 +138,15 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
     if (element.kind === 'vm') {
       const terminals: Node[] = this.terminals.of(element.name).map((g) => ({ kind: 'terminal', vm: element.name, terminalId: g.id }));
       const syncs: Node[] = (this.syncs?.list(element.name) ?? []).map((s) => this.syncNode(element.name, s.id));
-      return [...terminals, ...syncs, ...this.ports(element.name).map((p): Node => ({ kind: 'port', vm: element.name, port: p.port, hostPort: p.hostPort }))];
+      const checkpoints = this.checkpoints?.groupOf(element.name);
+      return [...terminals, ...syncs, ...this.ports(element.name).map((p): Node => ({ kind: 'port', vm: element.name, port: p.port, hostPort: p.hostPort })), ...(checkpoints ? [checkpoints] : [])];
     }
+    if (element.kind === 'checkpoint') return this.checkpoints?.children(element) ?? [];
     return [];
   }
 
   getParent(element: Node): Node | undefined {
+    if (element.kind === 'checkpoint') return this.checkpoints?.parent(element) ?? this.node(element.vm);
     return element.kind === 'vm' ? undefined : this.node(element.vm);
   }
 
@@ -154,6 +163,7 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
   }
 
   getTreeItem(element: Node): vscode.TreeItem {
+    if (element.kind === 'checkpoint') return this.checkpoints?.treeItem(element) ?? new vscode.TreeItem('checkpoint');
     if (element.kind === 'terminal') {
       const g = this.terminals.get(element.terminalId);
       const index = this.terminals.of(element.vm).findIndex((t) => t.id === element.terminalId);
@@ -194,7 +204,7 @@ export class VmTreeProvider implements vscode.TreeDataProvider<Node>, vscode.Dis
     const info = this.model.get(element.name);
     if (!info) return new vscode.TreeItem(element.name);
     const look = vmLook(info, Date.now(), this.live(element.name));
-    const hasChildren = this.terminals.of(element.name).length > 0 || this.ports(element.name).length > 0 || (this.syncs?.list(element.name).length ?? 0) > 0;
+    const hasChildren = this.terminals.of(element.name).length > 0 || this.ports(element.name).length > 0 || (this.syncs?.list(element.name).length ?? 0) > 0 || !!this.checkpoints?.has(element.name);
     const item = new vscode.TreeItem(look.label, hasChildren ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
     item.id = `vm:${info.config.id}`;
     item.iconPath = new vscode.ThemeIcon(look.icon, look.color ? new vscode.ThemeColor(look.color) : undefined);

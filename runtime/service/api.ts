@@ -34,6 +34,7 @@
  *   host.status, image.build, image.cancel: see imageApi.ts (main.ts adds its table)
  *   service.info {} -> {pid, home, version, protocol}: also the handshake a client compares itself with (common/version.ts)
  *   service.subscribe {}: start receiving `vm.status` (VmInfo) and `vm.removed` ({name}) notifications
+ *               and `vm.checkpoints` ({name}) after a checkpoint operation on the VM (list it again)
  *   service.shutdown {}: the service exits; VMs keep running
  *   vm.metrics.watch {name, on?}: while on, `vm.metrics` ({name, ...VmMetrics}) about once a second (metricsHub.ts)
  *   sync.add {name, hostDir, guestPath?, ignore?, gitignore?} -> SyncStatus          (running | paused)

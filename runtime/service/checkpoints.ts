@@ -92,7 +92,18 @@ const ALL: VmState[] = ['running', 'paused', 'saved', 'stopped'];
 const MEMORY_HEADROOM = 64 * 2 ** 20;
 
 export class Checkpoints {
+  private readonly listeners = new Set<(name: string) => void>();
+
   constructor(private readonly host: CheckpointHost) {}
+
+  /** Called with the VM's name after a create, apply, rename, delete or undo ends (failed ones too: they may have changed the tree). */
+  onDidChange(listener: (name: string) => void): void {
+    this.listeners.add(listener);
+  }
+
+  private changed(name: string): void {
+    for (const l of this.listeners) l(name);
+  }
 
   private async store(name: string): Promise<CheckpointStore> {
     const c = this.host.config(name);
@@ -160,7 +171,7 @@ export class Checkpoints {
       if (undo) created.pruned = await this.pruneUndo(name, created.id, { ...asked, ...this.host.config(name).undoPoints });
       this.host.publish(name);
       return created;
-    });
+    }).finally(() => this.changed(name));
   }
 
   /** create's body, in the queue. */
@@ -247,7 +258,7 @@ export class Checkpoints {
       }
       this.host.publish(name);
       return { info: this.host.snapshot(name), saved, elapsedMs: Date.now() - t0 };
-    });
+    }).finally(() => this.changed(name));
   }
 
   rename(name: string, ref: string, newName: string): Promise<CheckpointView> {
@@ -259,7 +270,7 @@ export class Checkpoints {
       const next = { ...index, nodes: index.nodes.map((n) => (n.id === node.id ? { ...n, name: chosen } : n)) };
       await store.write(next);
       return find(view(next, (id) => store.sizeOf(next, id)), node.id)!;
-    });
+    }).finally(() => this.changed(name));
   }
 
   /**
@@ -274,7 +285,7 @@ export class Checkpoints {
       const { store, index } = await this.recovered(name);
       const node = resolve(index, name, ref);
       return { id: node.id, name: node.name, reclaimedBytes: await this.remove(name, store, index, node) };
-    });
+    }).finally(() => this.changed(name));
   }
 
   private async remove(name: string, store: CheckpointStore, index: CheckpointIndex, node: CheckpointNode): Promise<number> {

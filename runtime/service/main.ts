@@ -67,6 +67,7 @@ async function main(): Promise<void> {
   const subscribers = new Set<RpcPeer>();
   manager.onDidChangeVm((info) => subscribers.forEach((p) => p.notify('vm.status', info)));
   manager.onDidRemoveVm((name) => subscribers.forEach((p) => p.notify('vm.removed', { name })));
+  manager.checkpoints.onDidChange((name) => subscribers.forEach((p) => p.notify('vm.checkpoints', { name })));
 
   const server = net.createServer();
   const shutdown = () => {

@@ -42,7 +42,7 @@ test('menus and welcome views use only known commands, views, context keys and i
   const views = new Set<string>(Object.values(View));
   const keys = new Set<string>(Object.values(ContextKey));
   const states = ['stopped', 'starting', 'running', 'paused', 'saving', 'saved', 'stopping'];
-  const itemContexts = new Set<string>([...states.map(ItemContext.vm), ItemContext.terminal, ItemContext.port, ItemContext.forward, ItemContext.manualForward, ItemContext.failedManualForward, ItemContext.sync]);
+  const itemContexts = new Set<string>([...states.map(ItemContext.vm), ItemContext.terminal, ItemContext.port, ItemContext.forward, ItemContext.manualForward, ItemContext.failedManualForward, ItemContext.sync, ItemContext.checkpoints, ItemContext.checkpoint, ItemContext.undoPoint, ItemContext.undoPoints, ItemContext.now]);
   const checkWhen = (when: string | undefined, where: string) => {
     for (const m of (when ?? '').matchAll(/\bsandboxvm\.[A-Za-z.]+/g)) {
       assert.ok(keys.has(m[0]) || views.has(m[0]), `${where}: unknown key ${m[0]}`);

@@ -7,6 +7,8 @@
  *   `uname -r` shows the guest kernel -> a web server started in that terminal shows as a forwarded
  *   port under the VM, and Open in Browser opens it -> Sync Workspace Folder to VM from the
  *   palette, an edit saved in VS Code shows in the guest's terminal -> Save, Start (restore) with the terminal carrying on ->
+ *   a file written, Create Checkpoint from the VM's context menu, the file changed in the terminal, Apply
+ *   from the checkpoint's node ("checkpoint the current state, then apply"), the file as it was in a new terminal ->
  *   Stop -> Delete (modal) -> the empty view again.
  *
  * Procedure, as root: make the user when missing (useradd; SANDBOXVM_JOURNEY_USER, default
@@ -297,6 +299,47 @@ async function journey(cs: CodeServer, page: Page): Promise<void> {
   await page.locator('.xterm-rows', { hasText: 'restored-42' }).first().waitFor({ timeout: 60_000 });
   await shot(page, 'restored-terminal');
   await media(page, 'save-restore', { x: 0, y: 40, width: 1280, height: 740 });
+
+  // Checkpoints: a file written, a checkpoint from the VM's context menu, the file changed in the
+  // terminal, the checkpoint applied from its node, and the file as it was (in a new terminal).
+  await page.locator('.xterm').first().click();
+  await page.keyboard.type('echo original > /root/keep.txt; echo "before: $(cat /root/keep.txt)"\n');
+  await page.locator('.xterm-rows', { hasText: 'before: original' }).first().waitFor({ timeout: 30_000 });
+  await contextMenu(page, row, 'Create Checkpoint');
+  await input.waitFor();
+  await input.fill('known good');
+  await shot(page, 'checkpoint-name');
+  await page.keyboard.press('Enter');
+  const checkpointRow = page.locator('.part.sidebar .monaco-list-row', { hasText: 'known good' }).filter({ hasNotText: 'before applying' }).first();
+  await checkpointRow.waitFor({ timeout: 120_000 });
+  await page.locator('.part.sidebar .monaco-list-row', { hasText: /^Now/ }).first().waitFor({ timeout: 30_000 });
+  step('checkpoint "known good" shows under the VM with Now below it');
+  await shot(page, 'checkpoint-created');
+  await page.locator('.xterm').first().click();
+  await page.keyboard.type('echo changed > /root/keep.txt; echo "changed to: $(cat /root/keep.txt)"\n');
+  await page.locator('.xterm-rows', { hasText: 'changed to: changed' }).first().waitFor({ timeout: 30_000 });
+  // Hovered, not clicked: a click at the row's left would land on its twistie and fold it.
+  await checkpointRow.hover();
+  await checkpointRow.locator('.action-label[aria-label="Apply Checkpoint..."]').first().click();
+  await page.locator('.quick-input-widget', { hasText: 'Checkpoint the current state, then apply' }).first().waitFor({ timeout: 30_000 });
+  await shot(page, 'checkpoint-apply-choice');
+  await page.keyboard.press('Enter');
+  await page.locator('.statusbar-item', { hasText: 'is back at "known good"' }).first().waitFor({ timeout: 180_000 });
+  await page.locator('.part.sidebar .monaco-list-row', { hasText: 'before applying known good' }).first().waitFor({ timeout: 30_000 });
+  await inline(row, 'Open Terminal', 180_000);
+  // inline() clicks the row, which folds or unfolds it: unfolded for the screenshot.
+  if ((await row.getAttribute('aria-expanded')) === 'false') await row.locator('.monaco-tl-twistie').click();
+  await page.locator('.part.sidebar .monaco-list-row', { hasText: 'before applying known good' }).first().waitFor({ timeout: 30_000 });
+  step('applied "known good"; the state left kept as "before applying known good"');
+  await shot(page, 'checkpoint-applied');
+  await contextMenu(page, row, 'Open Terminal');
+  const prompt = page.locator('.xterm-rows:visible', { hasText: '#' }).first();
+  // The new terminal has the focus (Open Terminal shows it); a click would hit the old one's widgets.
+  await prompt.waitFor({ timeout: 60_000 });
+  await page.keyboard.type('echo "after apply: $(cat /root/keep.txt)"\n');
+  await page.locator('.xterm-rows:visible', { hasText: 'after apply: original' }).first().waitFor({ timeout: 60_000 });
+  step('the file is back as it was at the checkpoint');
+  await shot(page, 'checkpoint-file-back');
 
   await contextMenu(page, row, 'Stop');
   await inline(row, 'Start', 120_000);
