@@ -53,6 +53,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/random.h>
 
 extern char **environ;
 
@@ -1356,7 +1357,32 @@ static void return_due_credit(void) {
   else if (due || !credit_deadline) credit_deadline = now_ms() + CREDIT_DELAY_MS;
 }
 
+/*
+ * `sandboxvm-relay --reseed`: the agent's identity call (guest-agent/src/identity.ts). Credits the
+ * bytes on stdin (at most 256) to the kernel's input pool and reseeds the CRNG, so guests restored
+ * from one memory state stop sharing /dev/urandom's output at once. Needs CAP_SYS_ADMIN (root).
+ */
+static int reseed_from_stdin(void) {
+  struct { struct rand_pool_info info; uint8_t buf[256]; } req;
+  size_t n = 0;
+  while (n < sizeof req.buf) {
+    ssize_t r = read(0, req.buf + n, sizeof req.buf - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    n += (size_t)r;
+  }
+  if (n < 32) return 65;
+  int fd = open("/dev/urandom", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return 70;
+  req.info.entropy_count = (int)(n * 8);
+  req.info.buf_size = (int)n;
+  int rc = ioctl(fd, RNDADDENTROPY, &req) == 0 && ioctl(fd, RNDRESEEDCRNG) == 0 ? 0 : 71;
+  close(fd);
+  return rc;
+}
+
 int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "--reseed") == 0) return reseed_from_stdin();
   if (argc < 2) {
     fprintf(stderr, "usage: sandboxvm-relay <agent command line...>\n");
     return 64;

@@ -69,6 +69,11 @@ export const VM_FILES = {
   checkpoints: 'checkpoints',
   /** Disk layers made by checkpoints: the overlays on top of frozen layers (common/activeDisk.ts). */
   layers: 'layers',
+  /**
+   * Beside a saved state that came from another VM (a clone, a template): the identity the guest
+   * takes at its first restore (service/clones.ts NewIdentity); removed once it has.
+   */
+  identity: 'identity.json',
 } as const;
 
 /** The files of a VM that runs (its worker's record and the sockets): none may outlive its QEMU. */

@@ -3,6 +3,7 @@
  * Table-driven tests in test/unit/argv.test.ts.
  */
 
+import { createHash } from 'node:crypto';
 import type { NetworkPolicy } from '../common/config';
 
 export type Accelerator = 'kvm' | 'hvf' | 'whpx' | 'tcg';
@@ -46,6 +47,17 @@ export interface LaunchSpec {
   incomingFile?: string;
   /** Give the guest a vhost-vsock device with this CID (only where /dev/vhost-vsock is usable). */
   vsockCid?: number;
+  /** The NIC's MAC address (macForVm); QEMU's default, the same for every VM, when missing. */
+  mac?: string;
+}
+
+/**
+ * A VM's MAC address, stable for its id: locally administered unicast (52:54:00 is QEMU's prefix),
+ * the other three bytes from a hash of the id, so clones of one VM each get their own.
+ */
+export function macForVm(id: string): string {
+  const h = createHash('sha256').update(id).digest();
+  return ['52', '54', '00', ...[h[0], h[1], h[2]].map((b) => b.toString(16).padStart(2, '0'))].join(':');
 }
 
 /** The virtio-serial port name the guest agent looks for. */
@@ -111,7 +123,7 @@ export function buildQemuArgv(spec: LaunchSpec): string[] {
 }
 
 function networkArgs(spec: LaunchSpec): string[] {
-  const nic = ['-device', 'virtio-net-device,netdev=net0'];
+  const nic = ['-device', `virtio-net-device,netdev=net0${spec.mac ? `,mac=${spec.mac}` : ''}`];
   switch (spec.network) {
     case 'isolated':
       return [];

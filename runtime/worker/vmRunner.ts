@@ -19,7 +19,8 @@ import { VM_FILES } from '../common/paths';
 import { activeDisk } from '../common/activeDisk';
 import type { VmState, WorkerStatus } from '../common/status';
 import type { AccelChoice } from '../accel/probe';
-import { buildQemuArgv, shellQuote } from '../qemu/argv';
+import { buildQemuArgv, macForVm, shellQuote } from '../qemu/argv';
+import { randomBytes } from 'node:crypto';
 import type { QemuInstall } from '../qemu/locate';
 import { QmpClient } from '../qemu/qmp';
 import { AgentLink } from './agentLink';
@@ -160,6 +161,7 @@ export class VmRunner {
       consoleLog: this.file('consoleLog'),
       hostname: this.config.name,
       network: this.config.network,
+      mac: macForVm(this.config.id),
       passtFd: passtBinary ? 6 : undefined,
       legacySocketNetdev: olderThan(this.qemuInstall.version, 7, 2),
       channelFd: 3,
@@ -221,9 +223,13 @@ export class VmRunner {
       : new Promise<never>(() => undefined);
     const bootFailed = Promise.race([qemuFailed, passtFailed]);
     bootFailed.catch(() => undefined);
+    const phases: Record<string, number> = {};
+    let newIdentity = false;
     try {
       await Promise.race([connected, bootFailed]);
-      await Promise.race([this.bringUp(restore, bootTimeoutMs), bootFailed]);
+      await Promise.race([this.bringUp(restore, bootTimeoutMs, phases, t0), bootFailed]);
+      if (restore) newIdentity = await Promise.race([this.takeNewIdentity(), bootFailed]);
+      if (newIdentity) phases.identity = Date.now() - t0;
     } catch (err) {
       this.intent = 'stop';
       this.killQemu();
@@ -234,8 +240,8 @@ export class VmRunner {
       throw err;
     }
     if (vsockCid !== undefined) await this.switchToVsock(vsockCid);
-    this.boot = { kind: restore ? 'restore' : 'boot', readyMs: Date.now() - t0 };
-    this.log(`agent ready ${this.boot.readyMs} ms after spawn (${this.boot.kind})`);
+    this.boot = { kind: restore ? 'restore' : 'boot', readyMs: Date.now() - t0, phases, newIdentity: newIdentity || undefined };
+    this.log(`agent ready ${this.boot.readyMs} ms after spawn (${this.boot.kind}${newIdentity ? ', new identity' : ''}; ${Object.entries(phases).map(([k, v]) => `${k} ${v} ms`).join(', ')})`);
     this.setState('running');
   }
 
@@ -298,11 +304,39 @@ export class VmRunner {
     }
   }
 
-  private async bringUp(restore: boolean, timeoutMs: number): Promise<void> {
+  private async bringUp(restore: boolean, timeoutMs: number, phases: Record<string, number> = {}, t0 = Date.now()): Promise<void> {
     await this.qmp!.ready;
+    phases.qmp = Date.now() - t0;
     if (restore) await this.waitRestored(timeoutMs);
     else await this.qmp!.execute('cont');
+    if (restore) phases.loaded = Date.now() - t0;
     await this.agent!.waitConnected(timeoutMs);
+    phases.agent = Date.now() - t0;
+  }
+
+  /**
+   * After restoring a saved state that came from another VM (identity.json beside it: a clone, a
+   * template), the guest takes this VM's identity: hostname, machine id, MAC, a reseeded RNG
+   * (guest-agent/src/identity.ts); the new channel epoch and the clock came with the hello.
+   * Returns whether it did. A guest that fails it runs on with the old identity, logged, and
+   * identity.json stays for the next restore to try again.
+   */
+  private async takeNewIdentity(): Promise<boolean> {
+    let wanted: { hostname: string; machineId: string };
+    try {
+      wanted = JSON.parse(await fs.readFile(this.file('identity'), 'utf8'));
+    } catch {
+      return false;
+    }
+    try {
+      const got = (await this.agent!.call('identity', { hostname: wanted.hostname, machineId: wanted.machineId, mac: this.config.network === 'isolated' ? undefined : macForVm(this.config.id), seed: randomBytes(64).toString('hex') }, 10_000)) as { reseeded: boolean };
+      await fs.rm(this.file('identity'), { force: true });
+      this.log(`new identity: hostname ${wanted.hostname}, machine id ${wanted.machineId}${got.reseeded ? '' : ' (the RNG was mixed, not reseeded)'}`);
+      return true;
+    } catch (err) {
+      this.log(`the guest did not take its new identity (${(err as Error).message}); it keeps the one it was restored with until its next restore`);
+      return false;
+    }
   }
 
   /** After -incoming: waits until the migration stream is loaded, then makes sure the vCPUs run. */
