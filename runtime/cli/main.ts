@@ -20,6 +20,7 @@ import { PULL_OPTIONS, pullCommand } from './commands/pull';
 import { sync } from './commands/sync';
 import { port, PORT_USAGE } from './commands/ports';
 import { checkpoint, undo } from './commands/checkpoint';
+import { clone } from './commands/clone';
 
 type Command = {
   run: (ctx: CommandContext) => Promise<number>;
@@ -54,6 +55,7 @@ const COMMANDS: Record<string, Command> = {
   sync: { run: sync, usage: 'sync <name> [dir] [--to PATH] [--ignore PAT]... | sync list [name] [--json] | sync stop <name> [id|dir]   keep a folder synced into the VM', options: { to: { type: 'string' }, ignore: { type: 'string', multiple: true }, 'no-gitignore': { type: 'boolean' }, 'no-wait': { type: 'boolean' }, json: { type: 'boolean' } }, maxArgs: 3 },
   port: { run: port, usage: PORT_USAGE, options: { address: { type: 'string' }, json: { type: 'boolean' } }, maxArgs: 3 },
   checkpoint: { run: checkpoint, usage: 'checkpoint create|list|apply|rename|delete <name> [checkpoint] [new name] [--json] [--discard-current]', options: { json: { type: 'boolean' }, 'discard-current': { type: 'boolean' } }, maxArgs: 4 },
+  clone: { run: clone, usage: 'clone <name> <new name> [--checkpoint NAME] [--full] [--json]   linked (ms) unless --full; from a checkpoint', options: { checkpoint: { type: 'string' }, full: { type: 'boolean' }, json: { type: 'boolean' } }, maxArgs: 2 },
   undo: { run: undo, usage: 'undo <name>              back to the last undo point (exec --undo-point)' },
   image: { run: imageCommand, usage: 'image build              build (or find) the base image new VMs clone' },
   service: { run: serviceCommand, usage: 'service status|stop       the background service (VMs keep running when it stops)' },

@@ -17,6 +17,16 @@ export interface VmConfig {
   createdAt: string;
   /** Port forwarding (runtime/common/ports.ts); missing: automatic forwarding on, no manual forwards. */
   ports?: PortsConfig;
+  /**
+   * A linked clone's source (service/clones.ts): its disk is an overlay on the layer of checkpoint
+   * `checkpoint` of the VM whose id is `vmId` (named `vm`), which therefore cannot be deleted.
+   */
+  linkedTo?: { vm: string; vmId: string; checkpoint: string };
+  /**
+   * The template folder (service/templates.ts) this VM's disk and first saved state come from:
+   * its disk's backing chain goes through `<template>/disk.qcow2`, so the template is in use.
+   */
+  template?: string;
 }
 
 /**
@@ -111,5 +121,8 @@ export function parseVmConfig(text: string, expectedName: string): VmConfig {
     if (typeof c.image?.[key] !== 'string') throw new Error(`vm.json: image.${key} missing`);
   }
   if (typeof c.id !== 'string') throw new Error('vm.json: id missing');
+  const l = c.linkedTo;
+  if (l !== undefined && (typeof l !== 'object' || l === null || typeof l.vm !== 'string' || typeof l.vmId !== 'string' || typeof l.checkpoint !== 'string')) throw new Error('vm.json: linkedTo malformed');
+  if (c.template !== undefined && (typeof c.template !== 'string' || !c.template.startsWith('/'))) throw new Error('vm.json: template malformed');
   return { ...c, network: migrateNetwork((c as { network?: unknown }).network), ports: parsePortsConfig(c.ports) };
 }

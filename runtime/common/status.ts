@@ -74,7 +74,7 @@ export interface WorkerStatus {
 export interface VmInfo {
   name: string;
   state: VmState;
-  config: Pick<VmConfig, 'id' | 'cpus' | 'memoryMiB' | 'diskGiB' | 'network' | 'createdAt' | 'ports'> & { imageHash: string };
+  config: Pick<VmConfig, 'id' | 'cpus' | 'memoryMiB' | 'diskGiB' | 'network' | 'createdAt' | 'ports' | 'linkedTo' | 'template'> & { imageHash: string };
   runtime?: WorkerStatus;
   paths: { dir: string; disk: string; consoleLog: string; workerLog: string; savedState?: string };
   lastError?: WireError;

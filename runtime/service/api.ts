@@ -23,6 +23,8 @@
  *               the state left is checkpointed first unless discardCurrent
  *   vm.checkpoint.rename {name, checkpoint, newName} -> CheckpointView                     (any)
  *   vm.checkpoint.delete {name, checkpoint} -> {id, name, reclaimedBytes}                  (running | paused | saved | stopped)
+ *   vm.clone    {name, newName, checkpoint?, full?, progressToken?} -> CloneResult          (running | paused | saved | stopped)
+ *               linked (an overlay on a frozen layer of the source) unless full; saved when the state has memory (clones.ts)
  *   vm.undo     {name} -> AppliedCheckpoint & {checkpoint}: applies the newest undo point  (running | paused | saved | stopped)
  *   image.ensure {progressToken?} -> {hash, kernel, initrd, disk}: builds the base image if missing
  *   host.status, image.build, image.cancel: see imageApi.ts (main.ts adds its table)
@@ -64,6 +66,7 @@ export function apiHandlers(manager: VmManager, subscribers: Set<RpcPeer>, info:
     'vm.checkpoint.rename': (p) => manager.checkpoints.rename(p.name, p.checkpoint, p.newName),
     'vm.checkpoint.delete': (p) => manager.checkpoints.delete(p.name, p.checkpoint),
     'vm.undo': (p) => manager.checkpoints.undo(p.name),
+    'vm.clone': (p, peer) => manager.clones.clone(p, progressTo(peer, p.progressToken)),
     'image.ensure': (p, peer) => manager.ensureImage(progressTo(peer, p.progressToken)),
     ...portApiHandlers(manager),
     'service.info': () => info(),

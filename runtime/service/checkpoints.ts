@@ -84,6 +84,31 @@ const MEMORY_HEADROOM = 64 * 2 ** 20;
 export class Checkpoints {
   constructor(private readonly host: CheckpointHost) {}
 
+  /**
+   * Set by the clone operations (clones.ts): throws, in one sentence naming the clones, when a
+   * linked clone's disk sits on `node`'s layer or on one above it (deleting it would move or merge
+   * a layer the clone reads).
+   */
+  guardDelete?: (vm: string, index: CheckpointIndex, node: CheckpointNode) => void;
+
+  /** For clones, inside the VM's queue: a checkpoint of the current state named `label` (any state create allows). */
+  takeLocked(name: string, label: string): Promise<CreatedCheckpoint> {
+    this.requireState(name, 'clone');
+    return this.take(name, label, false);
+  }
+
+  /** For clones, inside the VM's queue: the recovered index. */
+  async indexLocked(name: string): Promise<CheckpointIndex> {
+    return (await this.recovered(name)).index;
+  }
+
+  /** For clones, inside the VM's queue: deletes checkpoint `id` (a full clone's temporary one). */
+  async deleteLocked(name: string, id: string): Promise<void> {
+    const { store, index } = await this.recovered(name);
+    const node = index.nodes.find((n) => n.id === id && !n.deleted);
+    if (node) await this.remove(name, store, index, node);
+  }
+
   private async store(name: string): Promise<CheckpointStore> {
     const c = this.host.config(name);
     return new CheckpointStore(this.host.dir(name), (await locateQemu()).img, c.image.disk, c.diskGiB, (m) => this.host.log(`${name}: ${m}`));
@@ -258,6 +283,7 @@ export class Checkpoints {
       this.requireState(name, 'delete a checkpoint of');
       const { store, index } = await this.recovered(name);
       const node = resolve(index, name, ref);
+      this.guardDelete?.(name, index, node);
       return { id: node.id, name: node.name, reclaimedBytes: await this.remove(name, store, index, node) };
     });
   }
@@ -278,6 +304,11 @@ export class Checkpoints {
     let index = await store.read();
     for (const old of undoPointsToPrune(index, UNDO_KEEP)) {
       if (old.id === justMade) continue;
+      try {
+        this.guardDelete?.(name, index, old);
+      } catch {
+        continue; // a linked clone sits on it: kept
+      }
       await this.remove(name, store, index, old);
       index = await store.read();
     }

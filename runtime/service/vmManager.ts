@@ -27,6 +27,7 @@ import { WORKER_SCRIPT_NAME, WorkerHandle, readWorkerRecord } from './workerHand
 import { checkDiskSize, virtualSize } from './diskSize';
 import { DEFAULT_PORTS_CONFIG, type PortsConfig } from '../common/ports';
 import { Checkpoints } from './checkpoints';
+import { Clones } from './clones';
 
 export interface CreateParams {
   name: string;
@@ -99,6 +100,24 @@ export class VmManager {
     },
     publish: (name) => this.publish(name),
     snapshot: (name) => this.snapshot(name),
+    log: (m) => this.log(m),
+  });
+
+  /** Linked and full clones (clones.ts), run in the source's queue. */
+  readonly clones = new Clones({
+    queue: (name, fn) => this.sequencer.queue(name, fn),
+    home: () => this.home,
+    names: () => [...this.entries.keys()],
+    config: (name) => this.entry(name).config,
+    state: (name) => {
+      this.entry(name);
+      return this.stateOf(name);
+    },
+    register: (config) => {
+      this.entries.set(config.name, { config });
+      this.publish(config.name);
+    },
+    checkpoints: this.checkpoints,
     log: (m) => this.log(m),
   });
 
@@ -243,7 +262,7 @@ export class VmManager {
     return {
       name,
       state,
-      config: { id: c.id, cpus: c.cpus, memoryMiB: c.memoryMiB, diskGiB: c.diskGiB, network: c.network, createdAt: c.createdAt, ports: c.ports, imageHash: c.image.hash },
+      config: { id: c.id, cpus: c.cpus, memoryMiB: c.memoryMiB, diskGiB: c.diskGiB, network: c.network, createdAt: c.createdAt, ports: c.ports, imageHash: c.image.hash, linkedTo: c.linkedTo, template: c.template },
       runtime,
       paths: {
         dir: this.dir(name),
@@ -537,6 +556,7 @@ export class VmManager {
       if ((state === 'running' || state === 'paused') && !force) {
         throw new SandboxError(ErrorCode.WrongState, `${name} is ${state}; stop it first or use \`sandboxvm rm --force ${name}\``);
       }
+      this.clones.requireNoClones(name);
       if (e.worker && !e.worker.isClosed) {
         const closed = e.worker.waitClosed();
         await e.worker.call('worker.stop', { force: true }).catch(() => undefined);
