@@ -8,6 +8,7 @@
 import * as agent from './agent';
 import * as boot from './boot';
 import * as checkpoints from './checkpoints';
+import * as create from './create';
 import * as extension from './extension';
 import * as network from './network';
 import * as sync from './sync';
@@ -25,6 +26,7 @@ const BENCHMARKS: Record<string, BenchModule> = {
   sync,
   ports,
   checkpoints,
+  create,
   workspace,
 };
 

@@ -168,6 +168,10 @@ export class ServiceClient {
   clone(params: Omit<CloneParams, 'name' | 'newName'> & { name: string; newName: string }, onProgress?: ProgressListener): Promise<CloneResult> {
     return this.withProgress('vm.clone', { ...params }, onProgress);
   }
+  /** The default configuration's template for instant create, built now if missing (service/templates.ts). */
+  ensureTemplate(onProgress?: ProgressListener): Promise<{ dir: string; bootMs?: number } | undefined> {
+    return this.withProgress('template.ensure', {}, onProgress);
+  }
   /** Applies the newest undo point (exec --undo-point), discarding what happened since. */
   undo(name: string): Promise<AppliedCheckpoint & { checkpoint: string }> {
     return call(this.connection, 'vm.undo', { name });

@@ -27,6 +27,8 @@
  *               linked (an overlay on a frozen layer of the source) unless full; saved when the state has memory (clones.ts)
  *   vm.undo     {name} -> AppliedCheckpoint & {checkpoint}: applies the newest undo point  (running | paused | saved | stopped)
  *   image.ensure {progressToken?} -> {hash, kernel, initrd, disk}: builds the base image if missing
+ *   template.ensure {progressToken?} -> {dir, bootMs?} | undefined: the default configuration's template
+ *               for instant create (templates.ts), built now if missing
  *   host.status, image.build, image.cancel: see imageApi.ts (main.ts adds its table)
  *   service.info {} -> {pid, home, version, protocol}: also the handshake a client compares itself with (common/version.ts)
  *   service.subscribe {}: start receiving `vm.status` (VmInfo) and `vm.removed` ({name}) notifications
@@ -68,6 +70,7 @@ export function apiHandlers(manager: VmManager, subscribers: Set<RpcPeer>, info:
     'vm.undo': (p) => manager.checkpoints.undo(p.name),
     'vm.clone': (p, peer) => manager.clones.clone(p, progressTo(peer, p.progressToken)),
     'image.ensure': (p, peer) => manager.ensureImage(progressTo(peer, p.progressToken)),
+    'template.ensure': (p, peer) => manager.ensureTemplate(progressTo(peer, p.progressToken)),
     ...portApiHandlers(manager),
     'service.info': () => info(),
     'service.subscribe': (_p, peer) => {

@@ -136,11 +136,7 @@ export class Clones {
         progress(2, 3, 'creating the disk (linked to the source)');
         await img(qemuImg, ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', disk, path.join(staging, VM_FILES.disk), `${source.diskGiB}G`]);
       }
-      if (memory) {
-        await linkOrCopy(memory, path.join(staging, VM_FILES.savedState));
-        const identity: NewIdentity = { hostname: name, machineId: randomBytes(16).toString('hex') };
-        await writeJsonAtomic(path.join(staging, VM_FILES.identity), identity);
-      }
+      if (memory) await instantState({ memory }, staging, name);
       const config: VmConfig = {
         ...source,
         id: randomUUID(),
@@ -197,6 +193,16 @@ function ancestors(index: CheckpointIndex, id: string): Set<string> {
   const out = new Set<string>();
   for (let n = index.nodes.find((x) => x.id === id); n && !out.has(n.id); n = n.parent ? index.nodes.find((x) => x.id === n!.parent) : undefined) out.add(n.id);
   return out;
+}
+
+/**
+ * A VM made from a template (VmManager.create) starts saved: its saved.state links the template's
+ * memory, and identity.json makes its first start give it its own identity.
+ */
+export async function instantState(template: { memory: string }, vmDir: string, name: string): Promise<void> {
+  await linkOrCopy(template.memory, path.join(vmDir, VM_FILES.savedState));
+  const identity: NewIdentity = { hostname: name, machineId: randomBytes(16).toString('hex') };
+  await writeJsonAtomic(path.join(vmDir, VM_FILES.identity), identity);
 }
 
 /** `base`, or `base (2)`, `(3)`...: the first free checkpoint name, at most 64 characters. */

@@ -17,7 +17,7 @@ import { ErrorCode, SandboxError, asSandboxError, type WireError } from '../comm
 import { wrongStateMessage } from '../common/stateMessages';
 import { writeJsonAtomic } from '../common/atomicWrite';
 import { validateVmName } from '../common/names';
-import { RUNNING_VM_FILES, VM_FILES, vmsDir } from '../common/paths';
+import { RUNNING_VM_FILES, VM_FILES, imageCacheDir, vmsDir } from '../common/paths';
 import { activeDisk } from '../common/activeDisk';
 import type { VmInfo, VmState, WorkerRecord, WorkerStatus } from '../common/status';
 import { locateQemu } from '../qemu/locate';
@@ -27,7 +27,9 @@ import { WORKER_SCRIPT_NAME, WorkerHandle, readWorkerRecord } from './workerHand
 import { checkDiskSize, virtualSize } from './diskSize';
 import { DEFAULT_PORTS_CONFIG, type PortsConfig } from '../common/ports';
 import { Checkpoints } from './checkpoints';
-import { Clones } from './clones';
+import { Clones, instantState } from './clones';
+import { Templates, templatesWanted } from './templates';
+import { probeAccelerator } from '../accel/probe';
 
 export interface CreateParams {
   name: string;
@@ -120,6 +122,14 @@ export class VmManager {
     checkpoints: this.checkpoints,
     log: (m) => this.log(m),
   });
+
+  /** Templates for instant create (templates.ts), under the image cache. */
+  readonly templates = new Templates(
+    imageCacheDir(),
+    async () => (await locateQemu()).img,
+    async () => ({ accel: probeAccelerator().accel, qemuVersion: (await locateQemu()).version }),
+    (m) => this.log(m),
+  );
 
   constructor(private readonly home: string, private readonly images: ImageProvider, private readonly log: (m: string) => void) {}
 
@@ -324,10 +334,13 @@ export class VmManager {
       await fsp.mkdir(vmsDir(this.home), { recursive: true, mode: 0o700 });
       const staging = path.join(vmsDir(this.home), `.${name}.creating-${process.pid}-${Date.now()}`);
       await fsp.mkdir(staging, { mode: 0o700 });
+      const spec = { cpus, memoryMiB, diskGiB, network };
+      const template = templatesWanted(spec) ? await this.templates.ready(image, spec) : undefined;
       try {
-        progress(1, 1, 'creating the disk (linked clone of the base image)');
-        await run(qemu.img, ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', image.disk, path.join(staging, VM_FILES.disk), `${diskGiB}G`]);
-        const config: VmConfig = { id: randomUUID(), name, cpus, memoryMiB, diskGiB, image, network, createdAt: new Date().toISOString() };
+        progress(1, 1, template ? 'creating the disk (linked clone of the template)' : 'creating the disk (linked clone of the base image)');
+        await run(qemu.img, ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', template?.disk ?? image.disk, path.join(staging, VM_FILES.disk), `${diskGiB}G`]);
+        if (template) await instantState(template, staging, name);
+        const config: VmConfig = { id: randomUUID(), name, cpus, memoryMiB, diskGiB, image, network, createdAt: new Date().toISOString(), template: template?.dir };
         await writeJsonAtomic(path.join(staging, VM_FILES.config), config);
         try {
           await fsp.rename(staging, this.dir(name));
@@ -345,7 +358,8 @@ export class VmManager {
         }
         throw asSandboxError(err, `creating ${name} failed`);
       }
-      this.log(`created ${name}`);
+      this.log(`created ${name}${template ? ` from template ${template.dir} (instant: its start restores the template's state)` : ''}`);
+      if (!template && templatesWanted(spec)) void this.templates.ensureInBackground(image, spec);
       this.publish(name);
       return this.snapshot(name);
     });
@@ -361,7 +375,12 @@ export class VmManager {
     const name = e.config.name;
     const network = p.network === undefined ? undefined : parseNetworkPolicy(p.network);
     return this.sequencer.queue(name, async () => {
-      const state = this.stateOf(name);
+      let state = this.stateOf(name);
+      if (state === 'saved' && e.config.template && existsSync(this.file(name, 'identity'))) {
+        // Never started: its saved state is the template's, not the user's; it boots instead.
+        await this.halt(name, e, false);
+        state = this.stateOf(name);
+      }
       if (state === 'saved') {
         throw new SandboxError(ErrorCode.WrongState, `cannot change ${name}'s network policy while it is saved: the saved state has its network device in it; start it and stop it (\`sandboxvm start ${name}\`, then \`sandboxvm stop ${name}\`), or discard the saved state with \`sandboxvm stop ${name}\`, then set the policy`);
       }
@@ -380,6 +399,16 @@ export class VmManager {
   /** The base image new VMs clone, built first if missing (idempotent). */
   ensureImage(progress: Progress): Promise<VmConfig['image']> {
     return this.sequencer.queue('\0image', () => this.images(progress));
+  }
+
+  /**
+   * The template new VMs of the default configuration start from (templates.ts): found, or built
+   * now (a boot and a save, ~10 s under TCG). Resolves undefined when building failed (logged).
+   */
+  async ensureTemplate(progress: Progress): Promise<{ dir: string; bootMs?: number } | undefined> {
+    const image = await this.ensureImage(progress);
+    const t = await this.templates.ensureInBackground(image, { cpus: DEFAULTS.cpus, memoryMiB: DEFAULTS.memoryMiB, diskGiB: DEFAULTS.diskGiB, network: DEFAULTS.network });
+    return t && { dir: t.dir, bootMs: t.record.bootMs };
   }
 
   /** Boots a stopped VM or restores a saved one; resolves when its agent answers. */
@@ -458,6 +487,7 @@ export class VmManager {
     if (state === 'saved') {
       await fsp.rm(this.file(name, 'savedState'), { force: true });
       await fsp.rm(this.file(name, 'savedEpoch'), { force: true });
+      await fsp.rm(this.file(name, 'identity'), { force: true });
       this.log(`${name}: discarded the saved state`);
     } else {
       const worker = e.worker!;
