@@ -114,9 +114,15 @@ export class Agent {
       return;
     }
     if (m.t === 'call') {
+      // An answer is for the host end that asked: a call in flight when the VM was saved, cloned
+      // or taken from a template must not answer a new host end's call of the same id.
+      const epoch = this.epoch;
+      const answer = (result: Record<string, unknown>) => {
+        if (this.epoch === epoch) this.send(encodeControl(id, { t: 'result', ...result }));
+      };
       handleCall(m.method, m.params ?? {}).then(
-        (value) => this.send(encodeControl(id, { t: 'result', ok: true, value })),
-        (err: Error) => this.send(encodeControl(id, { t: 'result', ok: false, error: String(err?.message ?? err).slice(0, 4000) })),
+        (value) => answer({ ok: true, value }),
+        (err: Error) => answer({ ok: false, error: String(err?.message ?? err).slice(0, 4000) }),
       );
       return;
     }
