@@ -44,20 +44,25 @@ export function parseIdentity(p: Record<string, unknown>): IdentityParams {
 
 export async function applyIdentity(raw: Record<string, unknown>): Promise<IdentityResult> {
   const p = parseIdentity(raw);
-  const reseeded = await reseed(Buffer.from(p.seed, 'hex'));
-  await fs.writeFile('/proc/sys/kernel/hostname', p.hostname);
-  await replaceFile('/etc/hostname', `${p.hostname}\n`);
-  const hosts = await fs.readFile('/etc/hosts', 'utf8').catch(() => '127.0.0.1 localhost\n');
-  const lines = hosts.split('\n').filter((l) => !/^127\.0\.1\.1\s/.test(l));
-  lines.splice(1, 0, `127.0.1.1 ${p.hostname}`);
-  await replaceFile('/etc/hosts', lines.join('\n'));
-  await replaceFile('/etc/machine-id', `${p.machineId}\n`, 0o444);
-  let mac: string | null = null;
-  if (p.mac && existsSync('/sys/class/net/eth0')) {
-    await run('ip', ['link', 'set', 'dev', 'eth0', 'address', p.mac]);
-    mac = (await fs.readFile('/sys/class/net/eth0/address', 'utf8')).trim();
+  const mac = p.mac && existsSync('/sys/class/net/eth0') ? p.mac : undefined;
+  const seed = Buffer.from(p.seed, 'hex');
+  // One short C process does it all (a spawn from Node costs tens of ms under TCG); without the
+  // relay binary (an image from before it), Node and `ip` do it.
+  let reseeded = existsSync(RELAY) && (await spawnWithInput(RELAY, ['--identity', p.hostname, p.machineId, ...(mac ? [mac] : [])], seed)) === 0;
+  if (!reseeded) {
+    await fs.writeFile('/dev/urandom', seed);
+    await fs.writeFile('/proc/sys/kernel/hostname', p.hostname);
+    await replaceFile('/etc/hostname', `${p.hostname}\n`);
+    const hosts = await fs.readFile('/etc/hosts', 'utf8').catch(() => '127.0.0.1 localhost\n');
+    const lines = hosts.split('\n').filter((l) => !/^127\.0\.1\.1\s/.test(l));
+    lines.splice(1, 0, `127.0.1.1 ${p.hostname}`);
+    await replaceFile('/etc/hosts', lines.join('\n'));
+    await replaceFile('/etc/machine-id', `${p.machineId}\n`, 0o444);
+    if (mac) await run('ip', ['link', 'set', 'dev', 'eth0', 'address', mac]);
+    reseeded = false;
   }
-  return { hostname: p.hostname, machineId: p.machineId, mac, reseeded };
+  const got = mac ? (await fs.readFile('/sys/class/net/eth0/address', 'utf8')).trim() : null;
+  return { hostname: p.hostname, machineId: p.machineId, mac: got, reseeded };
 }
 
 async function replaceFile(file: string, text: string, mode = 0o644): Promise<void> {
@@ -66,20 +71,15 @@ async function replaceFile(file: string, text: string, mode = 0o644): Promise<vo
   await fs.rename(tmp, file);
 }
 
-/** Credits `seed` to the kernel's RNG and reseeds it (the relay's --reseed); falls back to mixing it in only. */
-async function reseed(seed: Buffer): Promise<boolean> {
-  if (existsSync(RELAY)) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const child = spawn(RELAY, ['--reseed'], { stdio: ['pipe', 'ignore', 'ignore'] });
-      child.on('error', () => resolve(false));
-      child.on('exit', (code) => resolve(code === 0));
-      child.stdin.on('error', () => undefined);
-      child.stdin.end(seed);
-    });
-    if (ok) return true;
-  }
-  await fs.writeFile('/dev/urandom', seed);
-  return false;
+/** Runs `file` with `input` on stdin; resolves with its exit code (-1 when it could not run). */
+function spawnWithInput(file: string, args: string[], input: Buffer): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn(file, args, { stdio: ['pipe', 'ignore', 'ignore'] });
+    child.on('error', () => resolve(-1));
+    child.on('exit', (code) => resolve(code ?? -1));
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(input);
+  });
 }
 
 function run(file: string, args: string[]): Promise<void> {

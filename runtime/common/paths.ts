@@ -74,6 +74,12 @@ export const VM_FILES = {
    * takes at its first restore (service/clones.ts NewIdentity); removed once it has.
    */
   identity: 'identity.json',
+  /**
+   * Guest RAM in a file ({path, share}; qemu/argv.ts memoryFile): a template being built (shared),
+   * or a VM made from one until its first start (the template's RAM, mapped copy-on-write, with a
+   * saved state of the devices only). Removed once that start has restored it.
+   */
+  memoryFile: 'memory.json',
 } as const;
 
 /** The files of a VM that runs (its worker's record and the sockets): none may outlive its QEMU. */

@@ -8,7 +8,9 @@
  * queue; apply turns a running VM off after its state was checkpointed unless `discardCurrent`.
  * list and rename in any state.
  */
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { neverStarted } from './clones';
 import type { VmConfig } from '../common/config';
 import { ErrorCode, SandboxError } from '../common/errors';
 import { wrongStateMessage } from '../common/stateMessages';
@@ -180,6 +182,7 @@ export class Checkpoints {
     const chosen = checkpointName === undefined ? defaultName(index, undo ? 'undo point' : 'checkpoint') : validateCheckpointName(checkpointName);
     requireFreeName(index, name, chosen);
     const state = this.host.state(name) as CheckpointState;
+    if (state === 'saved' && existsSync(path.join(this.host.dir(name), VM_FILES.memoryFile))) throw neverStarted(name);
     const memory = state !== 'stopped';
     if (state === 'running' || state === 'paused') await store.requireFree(this.host.config(name).memoryMiB * 2 ** 20 + MEMORY_HEADROOM, `checkpointing ${name}'s running state`);
     const id = store.newId(index);

@@ -111,6 +111,7 @@ export class Clones {
     const source = this.host.config(src);
     const srcDir = this.dir(src);
     const full = p.full === true;
+    if (state === 'saved' && existsSync(path.join(srcDir, VM_FILES.memoryFile))) throw neverStarted(src);
     const qemuImg = (await locateQemu()).img;
     let node: CheckpointNode | undefined;
     let temporary = false;
@@ -188,6 +189,11 @@ export class Clones {
   }
 }
 
+/** A VM made from a template and never started: its saved state is the template's devices, not a state to copy. */
+export function neverStarted(vm: string): SandboxError {
+  return new SandboxError(ErrorCode.WrongState, `${vm} has never been started (its saved state is its template's); start it once, or discard that state with \`sandboxvm stop ${vm}\`, then try again`);
+}
+
 /** `id` and every checkpoint its layer backs onto. */
 function ancestors(index: CheckpointIndex, id: string): Set<string> {
   const out = new Set<string>();
@@ -199,8 +205,9 @@ function ancestors(index: CheckpointIndex, id: string): Set<string> {
  * A VM made from a template (VmManager.create) starts saved: its saved.state links the template's
  * memory, and identity.json makes its first start give it its own identity.
  */
-export async function instantState(template: { memory: string }, vmDir: string, name: string): Promise<void> {
+export async function instantState(template: { memory: string; ram?: string }, vmDir: string, name: string): Promise<void> {
   await linkOrCopy(template.memory, path.join(vmDir, VM_FILES.savedState));
+  if (template.ram) await writeJsonAtomic(path.join(vmDir, VM_FILES.memoryFile), { path: template.ram, share: false });
   const identity: NewIdentity = { hostname: name, machineId: randomBytes(16).toString('hex') };
   await writeJsonAtomic(path.join(vmDir, VM_FILES.identity), identity);
 }

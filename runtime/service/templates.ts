@@ -9,7 +9,10 @@
  *   templates/<hash16>-<fp16>-<rand>/   one published template, read-only once there
  *     template.json                     TemplateRecord: the base image it sits on, the configuration
  *     disk.qcow2                        the template's disk: an overlay on baseImage.disk (0444)
- *     memory.state                      its saved state (QEMU migration stream, 0444)
+ *     memory.state                      its saved state: the devices only (QEMU migration stream with
+ *                                       x-ignore-shared, a few hundred KB, 0444)
+ *     ram                               its guest RAM (the VM ran with it mapped shared); VMs made
+ *                                       from it map it copy-on-write (never written)
  *   templates/.b<rand>/                 a template being built (published by one rename)
  *
  * A template is in use while any VM's vm.json names its folder (`template`): VMs' disks back onto
@@ -28,10 +31,10 @@ import { VM_FILES } from '../common/paths';
 import { KERNEL_FLAGS, TCG_KERNEL_FLAGS } from '../qemu/argv';
 import { WorkerHandle } from './workerHandle';
 
-export const TEMPLATE_FILES = { record: 'template.json', disk: 'disk.qcow2', memory: 'memory.state' } as const;
+export const TEMPLATE_FILES = { record: 'template.json', disk: 'disk.qcow2', memory: 'memory.state', ram: 'ram' } as const;
 
 /** Bumped when what a template holds or how it is restored changes: older ones are stale. */
-const TEMPLATE_FORMAT = 1;
+const TEMPLATE_FORMAT = 2;
 
 /** What must match between a template and a VM restored from it. */
 export interface TemplateSpec {
@@ -59,7 +62,12 @@ export interface Template {
   dir: string;
   disk: string;
   memory: string;
+  ram: string;
   record: TemplateRecord;
+}
+
+function at(dir: string, record: TemplateRecord): Template {
+  return { dir, disk: path.join(dir, TEMPLATE_FILES.disk), memory: path.join(dir, TEMPLATE_FILES.memory), ram: path.join(dir, TEMPLATE_FILES.ram), record };
 }
 
 /** How long after its agent answers the template's guest runs before the save (the agent loads koffi 2 s after start; clones should not each pay for it). */
@@ -133,8 +141,8 @@ export class Templates {
         this.log(`template ${dir} is stale (${stale}); not used`);
         continue;
       }
-      const t = { dir, disk: path.join(dir, TEMPLATE_FILES.disk), memory: path.join(dir, TEMPLATE_FILES.memory), record };
-      if (existsSync(t.disk) && existsSync(t.memory)) found.push(t);
+      const t = at(dir, record);
+      if (existsSync(t.disk) && existsSync(t.memory) && existsSync(t.ram)) found.push(t);
     }
     return found.sort((a, b) => b.record.createdAt.localeCompare(a.record.createdAt))[0];
   }
@@ -166,6 +174,7 @@ export class Templates {
       await img(await this.qemuImg(), ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', image.disk, path.join(vmDir, VM_FILES.disk), `${spec.diskGiB}G`]);
       const config: VmConfig = { id: randomUUID(), name: 'template', ...spec, image, createdAt: new Date().toISOString(), ports: { auto: false, forwards: [] } };
       await writeJsonAtomic(path.join(vmDir, VM_FILES.config), config);
+      await writeJsonAtomic(path.join(vmDir, VM_FILES.memoryFile), { path: path.join(vmDir, TEMPLATE_FILES.ram), share: true });
       worker = await WorkerHandle.spawn(vmDir, false, () => undefined, 120_000);
       const bootMs = worker.status.boot?.readyMs;
       await delay(SETTLE_MS);
@@ -175,6 +184,7 @@ export class Templates {
       worker.dispose();
       await fs.rename(path.join(vmDir, VM_FILES.disk), path.join(staging, TEMPLATE_FILES.disk));
       await fs.rename(path.join(vmDir, VM_FILES.savedState), path.join(staging, TEMPLATE_FILES.memory));
+      await fs.rename(path.join(vmDir, TEMPLATE_FILES.ram), path.join(staging, TEMPLATE_FILES.ram));
       await fs.rm(vmDir, { recursive: true, force: true });
       for (const f of [TEMPLATE_FILES.disk, TEMPLATE_FILES.memory]) await fs.chmod(path.join(staging, f), 0o444);
       const record: TemplateRecord = { format: TEMPLATE_FORMAT, baseImage: { hash: image.hash, disk: image.disk, kernel: image.kernel, initrd: image.initrd }, fingerprint, spec, accel, qemuVersion, createdAt: new Date().toISOString(), bootMs };
@@ -182,7 +192,7 @@ export class Templates {
       const dir = path.join(this.dir, templatePrefix(image.hash, fingerprint) + randomBytes(3).toString('hex'));
       await fs.rename(staging, dir);
       this.log(`template ${dir} published (${Date.now() - t0} ms)`);
-      return { dir, disk: path.join(dir, TEMPLATE_FILES.disk), memory: path.join(dir, TEMPLATE_FILES.memory), record };
+      return at(dir, record);
     } catch (err) {
       if (worker && !worker.isClosed) {
         const closed = worker.waitClosed();

@@ -488,6 +488,7 @@ export class VmManager {
       await fsp.rm(this.file(name, 'savedState'), { force: true });
       await fsp.rm(this.file(name, 'savedEpoch'), { force: true });
       await fsp.rm(this.file(name, 'identity'), { force: true });
+      await fsp.rm(this.file(name, 'memoryFile'), { force: true });
       this.log(`${name}: discarded the saved state`);
     } else {
       const worker = e.worker!;

@@ -70,6 +70,8 @@ export class VmRunner {
   /** passt's pid (network policy `internet`): spawned here, or the dead worker's (adopt). */
   private passtPid?: number;
   private checkpointing?: Promise<unknown>;
+  /** Guest RAM in a file (memory.json), for this start. */
+  private memoryFile?: { path: string; share: boolean };
 
   constructor(
     private readonly dir: string,
@@ -151,6 +153,8 @@ export class VmRunner {
     const incomingFile = restore ? this.file('savedState') : undefined;
     const vsockCid = this.transport.transport === 'vsock' ? guestCid(this.config.id) : undefined;
     const passtBinary = this.config.network === 'internet' ? locatePasst(process.env, this.config.name) : undefined;
+    this.memoryFile = await readMemoryFile(this.file('memoryFile'));
+    const defer = restore && this.memoryFile !== undefined && !this.memoryFile.share;
     const argv = buildQemuArgv({
       accel: this.accel.accel,
       cpus: this.config.cpus,
@@ -168,6 +172,8 @@ export class VmRunner {
       qmpFd: 4,
       serialFd: 5,
       incomingFile,
+      incomingDefer: defer,
+      memoryFile: this.memoryFile,
       vsockCid,
     });
     this.log(`spawning ${this.qemuInstall.system} ${argv.join(' ')}`);
@@ -227,7 +233,7 @@ export class VmRunner {
     let newIdentity = false;
     try {
       await Promise.race([connected, bootFailed]);
-      await Promise.race([this.bringUp(restore, bootTimeoutMs, phases, t0), bootFailed]);
+      await Promise.race([this.bringUp(restore, bootTimeoutMs, phases, t0, defer ? incomingFile : undefined), bootFailed]);
       if (restore) newIdentity = await Promise.race([this.takeNewIdentity(), bootFailed]);
       if (newIdentity) phases.identity = Date.now() - t0;
     } catch (err) {
@@ -240,6 +246,8 @@ export class VmRunner {
       throw err;
     }
     if (vsockCid !== undefined) await this.switchToVsock(vsockCid);
+    // Restored from a template's RAM: from now on the VM's memory is its own (a save writes all of it).
+    if (defer) await fs.rm(this.file('memoryFile'), { force: true });
     this.boot = { kind: restore ? 'restore' : 'boot', readyMs: Date.now() - t0, phases, newIdentity: newIdentity || undefined };
     this.log(`agent ready ${this.boot.readyMs} ms after spawn (${this.boot.kind}${newIdentity ? ', new identity' : ''}; ${Object.entries(phases).map(([k, v]) => `${k} ${v} ms`).join(', ')})`);
     this.setState('running');
@@ -304,9 +312,14 @@ export class VmRunner {
     }
   }
 
-  private async bringUp(restore: boolean, timeoutMs: number, phases: Record<string, number> = {}, t0 = Date.now()): Promise<void> {
+  private async bringUp(restore: boolean, timeoutMs: number, phases: Record<string, number> = {}, t0 = Date.now(), deferred?: string): Promise<void> {
     await this.qmp!.ready;
     phases.qmp = Date.now() - t0;
+    if (deferred) {
+      // The template's saved state holds the devices only; its RAM is the file QEMU mapped.
+      await this.qmp!.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+      await this.qmp!.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(deferred)}` });
+    }
     if (restore) await this.waitRestored(timeoutMs);
     else await this.qmp!.execute('cont');
     if (restore) phases.loaded = Date.now() - t0;
@@ -388,6 +401,8 @@ export class VmRunner {
       if (quiesced) await this.agent!.quiesce(SAVE_QUIESCE_MS);
       await this.qmp!.execute('stop');
       await this.leavePostmigrate();
+      // RAM in a shared file (a template) is the file itself: only the devices are written.
+      if (this.memoryFile?.share) await this.qmp!.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
       await this.qmp!.execute('migrate', { uri: `exec:cat > ${shellQuote(tmp)}` });
       for (;;) {
         const m = await this.qmp!.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
@@ -677,6 +692,19 @@ export class VmRunner {
 
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** memory.json ({path, share}), or undefined when there is none; a malformed one is refused. */
+async function readMemoryFile(file: string): Promise<{ path: string; share: boolean } | undefined> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const m = JSON.parse(text) as { path?: unknown; share?: unknown };
+  if (typeof m.path !== 'string' || !path.isAbsolute(m.path) || typeof m.share !== 'boolean') throw new SandboxError(ErrorCode.BootFailed, `${file} is malformed; remove it to boot without it`);
+  return { path: m.path, share: m.share };
 }
 
 /** The epoch recorded beside a saved state, or undefined when there is none (an older save). */

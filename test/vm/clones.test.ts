@@ -103,7 +103,7 @@ describe('vm: clones and templates', { timeout: 3_600_000 }, () => {
     assert.match(r.stderr, /cannot remove src: the linked clones b, c, d, e use its disk; remove them first/);
     r = await home.cli(['checkpoint', 'delete', 'src', 'cp1']);
     assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /linked clone e sits on its disk layer/);
+    assert.match(r.stderr, /the linked clones d, e sit on its disk layer; remove them first/);
     r = await home.cli(['clone', 'src', 'b']);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /a VM named b already exists/);
