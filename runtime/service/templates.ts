@@ -30,11 +30,12 @@ import { writeJsonAtomic } from '../common/atomicWrite';
 import { VM_FILES } from '../common/paths';
 import { KERNEL_FLAGS, TCG_KERNEL_FLAGS } from '../qemu/argv';
 import { WorkerHandle } from './workerHandle';
+import { SessionClient } from '../client/sessionClient';
 
 export const TEMPLATE_FILES = { record: 'template.json', disk: 'disk.qcow2', memory: 'memory.state', ram: 'ram' } as const;
 
 /** Bumped when what a template holds or how it is restored changes: older ones are stale. */
-const TEMPLATE_FORMAT = 2;
+const TEMPLATE_FORMAT = 3;
 
 /** What must match between a template and a VM restored from it. */
 export interface TemplateSpec {
@@ -175,8 +176,19 @@ export class Templates {
       const config: VmConfig = { id: randomUUID(), name: 'template', ...spec, image, createdAt: new Date().toISOString(), ports: { auto: false, forwards: [] } };
       await writeJsonAtomic(path.join(vmDir, VM_FILES.config), config);
       await writeJsonAtomic(path.join(vmDir, VM_FILES.memoryFile), { path: path.join(vmDir, TEMPLATE_FILES.ram), share: true });
+      // The identity call and an exec run once before the save, so the guest's code for them is
+      // compiled and its files cached in every VM made from the template (a restored QEMU still
+      // translates afresh what the guest runs).
+      await writeJsonAtomic(path.join(vmDir, VM_FILES.identity), { hostname: 'template', machineId: randomBytes(16).toString('hex') });
       worker = await WorkerHandle.spawn(vmDir, false, () => undefined, 120_000);
       const bootMs = worker.status.boot?.readyMs;
+      const sessions = await SessionClient.connect(worker.record.socket);
+      try {
+        const exec = await sessions.open({ kind: 'exec', argv: ['true'] }, { onData: () => undefined, onExit: () => undefined });
+        await exec.exited;
+      } finally {
+        sessions.dispose();
+      }
       await delay(SETTLE_MS);
       const closed = worker.waitClosed();
       await worker.call('worker.save');

@@ -234,7 +234,8 @@ export class VmRunner {
     try {
       await Promise.race([connected, bootFailed]);
       await Promise.race([this.bringUp(restore, bootTimeoutMs, phases, t0, defer ? incomingFile : undefined), bootFailed]);
-      if (restore) newIdentity = await Promise.race([this.takeNewIdentity(), bootFailed]);
+      // After a restore of another VM's state; after a boot only for a template (which warms the path for its VMs).
+      newIdentity = await Promise.race([this.takeNewIdentity(), bootFailed]);
       if (newIdentity) phases.identity = Date.now() - t0;
     } catch (err) {
       this.intent = 'stop';
@@ -322,6 +323,8 @@ export class VmRunner {
     }
     if (restore) await this.waitRestored(timeoutMs);
     else await this.qmp!.execute('cont');
+    // The capability would go into this VM's own saves, whose RAM is not shared: off again.
+    if (deferred) await this.qmp!.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: false }] });
     if (restore) phases.loaded = Date.now() - t0;
     await this.agent!.waitConnected(timeoutMs);
     phases.agent = Date.now() - t0;

@@ -25,7 +25,7 @@ test('templates: the fingerprint changes with anything a restore must match, and
 test('templates: a new base image hash means another folder; a record for another image or configuration is stale', () => {
   const fp = templateFingerprint(spec, 'tcg', '7.2.22');
   assert.notEqual(templatePrefix(image.hash, fp), templatePrefix('b'.repeat(64), fp));
-  const record = { format: 2, baseImage: { ...image }, fingerprint: fp, spec, accel: 'tcg', qemuVersion: '7.2.22', createdAt: '' } as TemplateRecord;
+  const record = { format: 3, baseImage: { ...image }, fingerprint: fp, spec, accel: 'tcg', qemuVersion: '7.2.22', createdAt: '' } as TemplateRecord;
   assert.equal(staleReason(record, image, fp), undefined);
   assert.match(staleReason(record, { ...image, hash: 'b'.repeat(64) }, fp)!, /made for base image aaaaaaaaaaaaaaaa, not bbbbbbbbbbbbbbbb/);
   assert.match(staleReason(record, image, 'f'.repeat(64))!, /another configuration/);
