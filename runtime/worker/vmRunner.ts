@@ -325,7 +325,10 @@ export class VmRunner {
     else await this.qmp!.execute('cont');
     // The capability would go into this VM's own saves, whose RAM is not shared: off again.
     if (deferred) await this.qmp!.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: false }] });
-    if (restore) phases.loaded = Date.now() - t0;
+    if (restore) {
+      phases.loaded = Date.now() - t0;
+      this.agent!.nudge();
+    }
     await this.agent!.waitConnected(timeoutMs);
     phases.agent = Date.now() - t0;
   }
