@@ -23,13 +23,14 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { existsSync, promises as fs, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, promises as fs, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { DEFAULTS, type NetworkPolicy, type VmConfig } from '../common/config';
 import { writeJsonAtomic } from '../common/atomicWrite';
 import { VM_FILES } from '../common/paths';
 import { KERNEL_FLAGS, TCG_KERNEL_FLAGS } from '../qemu/argv';
-import { WorkerHandle } from './workerHandle';
+import { WorkerHandle, readWorkerRecord } from './workerHandle';
+import { killIfProcessOf } from './processes';
 import { SessionClient } from '../client/sessionClient';
 
 export const TEMPLATE_FILES = { record: 'template.json', disk: 'disk.qcow2', memory: 'memory.state', ram: 'ram' } as const;
@@ -103,8 +104,13 @@ export function staleReason(record: TemplateRecord, image: VmConfig['image'], fi
   return undefined;
 }
 
+/** A build folder older than this was left by a service that died mid-build. */
+const ABANDONED_BUILD_MS = 15 * 60_000;
+
 export class Templates {
   private building?: Promise<Template | undefined>;
+  /** The worker of the build under way (stopped when the service shuts down). */
+  private buildWorker?: WorkerHandle;
 
   constructor(
     private readonly cacheDir: string,
@@ -148,6 +154,50 @@ export class Templates {
     return found.sort((a, b) => b.record.createdAt.localeCompare(a.record.createdAt))[0];
   }
 
+  /** Kills a build under way (the service is shutting down); its folder goes at a later sweep. */
+  dispose(): void {
+    const w = this.buildWorker;
+    if (!w) return;
+    // Synchronous: the service exits right after.
+    for (const pid of [w.record.qemuPid, w.record.passtPid, w.record.workerPid]) {
+      try {
+        if (pid) process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+  }
+
+  /**
+   * Removes build folders a dead service left (older than ABANDONED_BUILD_MS; a younger one may be
+   * another service's build under way), killing their QEMU and worker if they still run. Logs, never throws.
+   */
+  sweep(): void {
+    let names: string[];
+    try {
+      names = readdirSync(this.dir).filter((n) => n.startsWith('.b'));
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const staging = path.join(this.dir, name);
+      try {
+        if (Date.now() - statSync(staging).mtimeMs < ABANDONED_BUILD_MS) continue;
+        const vmDir = path.join(staging, 'template');
+        const record = readWorkerRecord(vmDir);
+        if (record) {
+          killIfProcessOf(record.workerPid, [vmDir]);
+          killIfProcessOf(record.qemuPid, [path.join(vmDir, VM_FILES.consoleLog)]);
+          if (record.passtPid) killIfProcessOf(record.passtPid, ['passt', path.join(vmDir, VM_FILES.passtLog)]);
+        }
+        rmSync(staging, { recursive: true, force: true });
+        this.log(`removed ${staging}: a template build a service left unfinished`);
+      } catch (err) {
+        this.log(`cannot remove ${staging}: ${(err as Error).message}`);
+      }
+    }
+  }
+
   /** Builds a template for `image` and `spec` unless one is ready or being built; never throws (failures are logged). */
   ensureInBackground(image: VmConfig['image'], spec: TemplateSpec): Promise<Template | undefined> {
     this.building ??= (async () => (await this.ready(image, spec)) ?? (await this.build(image, spec)))()
@@ -181,6 +231,7 @@ export class Templates {
       // translates afresh what the guest runs).
       await writeJsonAtomic(path.join(vmDir, VM_FILES.identity), { hostname: 'template', machineId: randomBytes(16).toString('hex') });
       worker = await WorkerHandle.spawn(vmDir, false, () => undefined, 120_000);
+      this.buildWorker = worker;
       const bootMs = worker.status.boot?.readyMs;
       const sessions = await SessionClient.connect(worker.record.socket);
       try {
@@ -194,6 +245,7 @@ export class Templates {
       await worker.call('worker.save');
       await closed;
       worker.dispose();
+      this.buildWorker = undefined;
       await fs.rename(path.join(vmDir, VM_FILES.disk), path.join(staging, TEMPLATE_FILES.disk));
       await fs.rename(path.join(vmDir, VM_FILES.savedState), path.join(staging, TEMPLATE_FILES.memory));
       await fs.rename(path.join(vmDir, TEMPLATE_FILES.ram), path.join(staging, TEMPLATE_FILES.ram));
@@ -206,6 +258,7 @@ export class Templates {
       this.log(`template ${dir} published (${Date.now() - t0} ms)`);
       return at(dir, record);
     } catch (err) {
+      this.buildWorker = undefined;
       if (worker && !worker.isClosed) {
         const closed = worker.waitClosed();
         await worker.call('worker.stop', { force: true }).catch(() => undefined);

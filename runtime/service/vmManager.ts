@@ -151,6 +151,7 @@ export class VmManager {
 
   /** Loads every VM from disk and adopts the workers a previous service left running. */
   async load(): Promise<void> {
+    this.templates.sweep();
     let names: string[] = [];
     try {
       names = readdirSync(vmsDir(this.home)).filter((n) => !n.startsWith('.'));
@@ -649,6 +650,7 @@ export class VmManager {
   }
 
   dispose(): void {
+    this.templates.dispose();
     for (const e of this.entries.values()) e.worker?.dispose();
   }
 }
