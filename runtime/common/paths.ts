@@ -70,8 +70,8 @@ export const VM_FILES = {
   /** Disk layers made by checkpoints: the overlays on top of frozen layers (common/activeDisk.ts). */
   layers: 'layers',
   /**
-   * Beside a saved state that came from another VM (a clone, a template): the identity the guest
-   * takes at its first restore (service/clones.ts NewIdentity); removed once it has.
+   * In a VM whose disk or saved state came from another VM (a clone, a VM from a template): the
+   * identity its guest takes at its next start (service/clones.ts NewIdentity); removed once it has.
    */
   identity: 'identity.json',
   /**

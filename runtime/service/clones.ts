@@ -13,6 +13,7 @@
  * VM is `saved`: its saved.state is a hard link of the (never modified) memory state, and
  * identity.json beside it makes its first start give the guest a new identity (vmRunner.ts).
  * The agent's channel epoch is not copied, so the new VM's host end never takes the source's sessions.
+ * A clone of a stopped state boots, and takes its own identity too (its disk has the source's files).
  *
  * Shared layers stay valid by refusal: a VM that linked clones sit on cannot be removed, and a
  * checkpoint under a linked clone cannot be deleted; each refusal names the clones and the way out.
@@ -138,6 +139,8 @@ export class Clones {
         await img(qemuImg, ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', disk, path.join(staging, VM_FILES.disk), `${source.diskGiB}G`]);
       }
       if (memory) await instantState({ memory }, staging, name);
+      // A stopped clone boots, but its disk has the source's machine id and hostname files: it takes its own too.
+      else await writeIdentity(staging, name);
       const config: VmConfig = {
         ...source,
         id: randomUUID(),
@@ -208,6 +211,11 @@ function ancestors(index: CheckpointIndex, id: string): Set<string> {
 export async function instantState(template: { memory: string; ram?: string }, vmDir: string, name: string): Promise<void> {
   await linkOrCopy(template.memory, path.join(vmDir, VM_FILES.savedState));
   if (template.ram) await writeJsonAtomic(path.join(vmDir, VM_FILES.memoryFile), { path: template.ram, share: false });
+  await writeIdentity(vmDir, name);
+}
+
+/** identity.json: the identity the VM's guest takes at its next start (vmRunner.ts takeNewIdentity). */
+async function writeIdentity(vmDir: string, name: string): Promise<void> {
   const identity: NewIdentity = { hostname: name, machineId: randomBytes(16).toString('hex') };
   await writeJsonAtomic(path.join(vmDir, VM_FILES.identity), identity);
 }

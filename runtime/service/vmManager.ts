@@ -488,7 +488,6 @@ export class VmManager {
     if (state === 'saved') {
       await fsp.rm(this.file(name, 'savedState'), { force: true });
       await fsp.rm(this.file(name, 'savedEpoch'), { force: true });
-      await fsp.rm(this.file(name, 'identity'), { force: true });
       await fsp.rm(this.file(name, 'memoryFile'), { force: true });
       this.log(`${name}: discarded the saved state`);
     } else {

@@ -334,8 +334,8 @@ export class VmRunner {
   }
 
   /**
-   * After restoring a saved state that came from another VM (identity.json beside it: a clone, a
-   * template), the guest takes this VM's identity: hostname, machine id, MAC, a reseeded RNG
+   * After restoring a saved state that came from another VM, or booting a disk that did
+   * (identity.json: a clone, a VM from a template, a template being built), the guest takes this VM's identity: hostname, machine id, MAC, a reseeded RNG
    * (guest-agent/src/identity.ts); the new channel epoch and the clock came with the hello.
    * Returns whether it did. A guest that fails it runs on with the old identity, logged, and
    * identity.json stays for the next restore to try again.
