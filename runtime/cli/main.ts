@@ -57,7 +57,7 @@ const COMMANDS: Record<string, Command> = {
   checkpoint: { run: checkpoint, usage: 'checkpoint create|list|apply|rename|delete <name> [checkpoint] [new name] [--json] [--discard-current]', options: { json: { type: 'boolean' }, 'discard-current': { type: 'boolean' } }, maxArgs: 4 },
   clone: { run: clone, usage: 'clone <name> <new name> [--checkpoint NAME] [--full] [--json]   linked (ms) unless --full; from a checkpoint', options: { checkpoint: { type: 'string' }, full: { type: 'boolean' }, json: { type: 'boolean' } }, maxArgs: 2 },
   undo: { run: undo, usage: 'undo <name>              back to the last undo point (exec --undo-point)' },
-  image: { run: imageCommand, usage: 'image build              build (or find) the base image new VMs clone' },
+  image: { run: imageCommand, usage: 'image build|template     build (or find) the base image new VMs clone; template: the saved VM they start from' },
   service: { run: serviceCommand, usage: 'service status|stop       the background service (VMs keep running when it stops)' },
 };
 
@@ -65,7 +65,8 @@ const ALIASES: Record<string, string> = { ls: 'list', remove: 'rm', delete: 'rm'
 
 async function imageCommand(ctx: CommandContext): Promise<number> {
   const action = ctx.positionals[0] ?? 'build';
-  if (action !== 'build') throw new SandboxError(ErrorCode.BadArgument, `unknown image action ${action}: use build`);
+  if (action === 'template') return templateCommand(ctx);
+  if (action !== 'build') throw new SandboxError(ErrorCode.BadArgument, `unknown image action ${action}: use build or template`);
   const bar = new ProgressBar('Base image');
   let image;
   try {
@@ -74,6 +75,20 @@ async function imageCommand(ctx: CommandContext): Promise<number> {
     bar.done();
   }
   ctx.out(`Base image ${image.hash.slice(0, 16)}: ${image.disk}`);
+  return 0;
+}
+
+/** `image template`: builds (or finds) the template VMs of the default configuration start from (instant create). */
+async function templateCommand(ctx: CommandContext): Promise<number> {
+  const bar = new ProgressBar('Template');
+  let t;
+  try {
+    t = await (await ctx.client()).ensureTemplate((s, n, m) => bar.update(s, n, m));
+  } finally {
+    bar.done();
+  }
+  if (!t) throw new SandboxError(ErrorCode.BootFailed, 'building the template failed; see the service log (`sandboxvm service status` names it); new VMs boot meanwhile');
+  ctx.out(`Template ${t.dir}: new VMs of the default configuration start from it.`);
   return 0;
 }
 
