@@ -44,7 +44,8 @@ describe('vm: clones and templates', { timeout: 3_600_000 }, () => {
   test('linked clones of a running VM: same files and processes, then diverged; each its own identity', async () => {
     const hash = await sh('src', 'head -c 1000000 /dev/urandom > /root/data; sync; md5sum < /root/data');
     const pid = await sh('src', `rm -f /root/count.out; setsid sh -c '${COUNTER.replace(/'/g, `'\\''`)}' </dev/null >/dev/null 2>&1 & sleep 0.5; cat /root/counter.pid`);
-    await sh('src', `for i in 1 2 3; do kill -USR1 ${pid}; sleep 0.3; done`);
+    // One SIGUSR1 at a time, each seen counted (USR2 writes the count) before the next: signals of one kind do not queue.
+    await sh('src', `for i in 1 2 3; do kill -USR1 ${pid}; until rm -f /root/count.out; kill -USR2 ${pid}; sleep 0.3; [ "$(cat /root/count.out 2>/dev/null)" = "$i" ]; do :; done; done`);
     for (const vm of ['b', 'c']) {
       const out = await home.ok(['clone', 'src', vm]);
       assert.match(out, /linked.*saved/);
@@ -57,7 +58,7 @@ describe('vm: clones and templates', { timeout: 3_600_000 }, () => {
       assert.equal(i.runtime.boot.kind, 'restore');
       assert.equal(i.runtime.boot.newIdentity, true, `${vm} took a new identity (worker log: ${fs.readFileSync(path.join(home.vmDir(vm), 'worker.log'), 'utf8').slice(-2000)})`);
       assert.equal(await sh(vm, 'md5sum < /root/data'), hash);
-      assert.equal(await sh(vm, `kill -USR2 ${pid}; sleep 0.5; cat /root/count.out`), '3');
+      assert.equal(await sh(vm, `rm -f /root/count.out; kill -USR2 ${pid}; until [ -s /root/count.out ]; do sleep 0.1; done; cat /root/count.out`), '3');
       const before = Date.now();
       const lines = (await identity(vm)).split('\n');
       const after_ = Date.now();
