@@ -155,6 +155,9 @@ export class VmRunner {
     const passtBinary = this.config.network === 'internet' ? locatePasst(process.env, this.config.name) : undefined;
     this.memoryFile = await readMemoryFile(this.file('memoryFile'));
     const defer = restore && this.memoryFile !== undefined && !this.memoryFile.share;
+    if (defer && !(await fs.stat(this.memoryFile!.path).then(() => true, () => false))) {
+      throw new SandboxError(ErrorCode.BootFailed, `the template ${path.dirname(this.memoryFile!.path)} this VM's saved state needs is gone; discard the state with \`sandboxvm stop ${this.config.name}\` and start it again (it then boots)`);
+    }
     const argv = buildQemuArgv({
       accel: this.accel.accel,
       cpus: this.config.cpus,
