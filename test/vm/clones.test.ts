@@ -162,6 +162,9 @@ describe('vm: clones and templates', { timeout: 3_600_000 }, () => {
         assert.ok(rebuilt && !records.some((f) => path.dirname(f) === rebuilt.dir), 'a new template beside the stale ones');
         await home.ok(['create', 't3']);
         assert.equal((await info('t3')).config.template, rebuilt!.dir);
+        // The extra template this test made goes with the VMs that use it (the cache is shared).
+        for (const vm of ['t2', 't3']) await home.ok(['rm', '--force', vm]);
+        fs.rmSync(rebuilt!.dir, { recursive: true, force: true });
       } finally {
         records.forEach((f, k) => fs.writeFileSync(f, originals[k]));
       }
