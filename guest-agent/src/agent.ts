@@ -190,10 +190,11 @@ export class Agent {
       this.lingering.clear();
       this.epoch = epoch;
     }
-    // Every greeting carries the host's time: a restored VM (same epoch, hours later) is set right too.
-    this.setClock(hostTime);
     // The same epoch from a new connection is a worker that took over: it learns what still runs.
     this.sendHello(epoch, [...this.sessions].filter(([, s]) => s.kind !== undefined).slice(0, MAX_SESSIONS).map(([id, s]) => ({ id, kind: s.kind! })));
+    // Every greeting carries the host's time: a restored VM (same epoch, hours later) is set right too.
+    // After the answer: starting `date` blocks this process for a fork, which the host need not wait for.
+    this.setClock(hostTime);
     if (!this.heartbeat) this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_MS);
     this.beat();
   }
