@@ -41,6 +41,9 @@ export interface ExitReport {
 
 const STOP_STEP_MS = 15_000;
 
+/** The relay binary in the guest image (runtime/image/guest/agent-loop); its --identity mode does the identity step. */
+const GUEST_RELAY = '/opt/sandboxvm/agent/bin/sandboxvm-relay';
+
 /** How QEMU ended, as far as the worker can tell. */
 interface QemuExit {
   code: number | null;
@@ -337,6 +340,38 @@ export class VmRunner {
   }
 
   /**
+   * The identity step as an exec of the guest's relay binary (`--identity`, the seed on stdin): the
+   * relay, not Node, forks it, which under TCG is much cheaper right after a restore. False when it
+   * did not exit 0 (an image without it: the `identity` call does the same through Node).
+   */
+  private identityByRelay(wanted: { hostname: string; machineId: string }, mac: string | undefined, seed: Buffer): Promise<boolean> {
+    return new Promise((resolve) => {
+      let session: ReturnType<AgentLink['openSession']> | undefined;
+      const timer = setTimeout(() => {
+        session?.close();
+        resolve(false);
+      }, 10_000);
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        resolve(ok);
+      };
+      try {
+        session = this.agent!.openSession(
+          { kind: 'exec', argv: [GUEST_RELAY, '--identity', wanted.hostname, wanted.machineId, ...(mac ? [mac] : [])] },
+          { onStarted: () => undefined, onData: () => undefined, onEof: () => undefined, onExit: (code) => done(code === 0) },
+        );
+      } catch {
+        done(false);
+        return;
+      }
+      session.write(seed).then(
+        () => session!.eof(),
+        () => done(false),
+      );
+    });
+  }
+
+  /**
    * After restoring a saved state that came from another VM, or booting a disk that did
    * (identity.json: a clone, a VM from a template, a template being built), the guest takes this VM's identity: hostname, machine id, MAC, a reseeded RNG
    * (guest-agent/src/identity.ts); the new channel epoch and the clock came with the hello.
@@ -349,6 +384,13 @@ export class VmRunner {
       wanted = JSON.parse(await fs.readFile(this.file('identity'), 'utf8'));
     } catch {
       return false;
+    }
+    const mac = this.config.network === 'isolated' ? undefined : macForVm(this.config.id);
+    const seed = randomBytes(64);
+    if (await this.identityByRelay(wanted, mac, seed)) {
+      await fs.rm(this.file('identity'), { force: true });
+      this.log(`new identity: hostname ${wanted.hostname}, machine id ${wanted.machineId}`);
+      return true;
     }
     try {
       const got = (await this.agent!.call('identity', { hostname: wanted.hostname, machineId: wanted.machineId, mac: this.config.network === 'isolated' ? undefined : macForVm(this.config.id), seed: randomBytes(64).toString('hex') }, 10_000)) as { reseeded: boolean };
