@@ -32,6 +32,7 @@ import { describe, emit, log } from './lib/output';
 import { RawQemu, specFromConfig } from './lib/rawQemu';
 import { connectService, readVmConfig, trackVm } from './lib/runtime';
 import { median, now } from './lib/stats';
+import * as createBench from './create';
 
 export const summary = 'checkpoint create/apply (running, stopped), undo points: runtime vs QEMU savevm/loadvm';
 
@@ -95,6 +96,8 @@ export async function run({ runs }: BenchOptions): Promise<void> {
     log(describe(`${metric}, qemu-internal-snapshot`, theirs.map((s) => s[key])));
     emit({ bench: BENCH, metric, unit, value: median(ours.map((s) => s[key])), peer: 'qemu-internal-snapshot', peer_value: median(theirs.map((s) => s[key])) });
   }
+  // The issue's checkpoint figures include new VMs from the template and clones (bench/create.ts).
+  await createBench.run({ runs });
 }
 
 async function runtimeRun(client: ServiceClient, i: number): Promise<Sample> {

@@ -8,6 +8,7 @@
 import * as agent from './agent';
 import * as boot from './boot';
 import * as checkpoints from './checkpoints';
+import * as create from './create';
 import * as extension from './extension';
 import * as exportBench from './export';
 import * as network from './network';
@@ -26,6 +27,7 @@ const BENCHMARKS: Record<string, BenchModule> = {
   sync,
   ports,
   checkpoints,
+  create,
   workspace,
   export: exportBench,
 };

@@ -14,6 +14,7 @@ export const Command = {
   pause: 'sandboxvm.vm.pause',
   resume: 'sandboxvm.vm.resume',
   save: 'sandboxvm.vm.save',
+  clone: 'sandboxvm.vm.clone',
   restart: 'sandboxvm.vm.restart',
   delete: 'sandboxvm.vm.delete',
   openTerminal: 'sandboxvm.vm.openTerminal',

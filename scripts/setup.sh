@@ -37,6 +37,8 @@ npm run build
 
 echo "==> base image"
 bin/sandboxvm image build
+echo "==> template for instant create"
+bin/sandboxvm image template || echo "    (no template: new VMs boot until the service builds one)"
 
 if [ "$demo" = 1 ]; then
   echo "==> main job: a VM named demo"

@@ -17,6 +17,7 @@ import { pauseVm, resumeVm } from './pauseVm';
 import { refresh } from './refresh';
 import { restartVm } from './restartVm';
 import { saveVm } from './saveVm';
+import { cloneVm } from '../clones/cloneVm';
 import { showActions } from './showActions';
 import { showDetails } from './showDetails';
 import { showLog, showServiceLog } from './showLog';
@@ -43,6 +44,7 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.pause]: pauseVm,
     [Command.resume]: resumeVm,
     [Command.save]: saveVm,
+    [Command.clone]: cloneVm,
     [Command.restart]: restartVm,
     [Command.delete]: deleteVm,
     [Command.openTerminal]: openTerminal,

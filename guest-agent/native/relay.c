@@ -53,6 +53,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/random.h>
+#include <net/if.h>
+#include <net/if_arp.h>
 
 extern char **environ;
 
@@ -1356,7 +1359,97 @@ static void return_due_credit(void) {
   else if (due || !credit_deadline) credit_deadline = now_ms() + CREDIT_DELAY_MS;
 }
 
+/*
+ * `sandboxvm-relay --reseed`: the agent's identity call (guest-agent/src/identity.ts). Credits the
+ * bytes on stdin (at most 256) to the kernel's input pool and reseeds the CRNG, so guests restored
+ * from one memory state stop sharing /dev/urandom's output at once. Needs CAP_SYS_ADMIN (root).
+ */
+static int reseed_from_stdin(void) {
+  struct { struct rand_pool_info info; uint8_t buf[256]; } req;
+  size_t n = 0;
+  while (n < sizeof req.buf) {
+    ssize_t r = read(0, req.buf + n, sizeof req.buf - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    n += (size_t)r;
+  }
+  if (n < 32) return 65;
+  int fd = open("/dev/urandom", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return 70;
+  req.info.entropy_count = (int)(n * 8);
+  req.info.buf_size = (int)n;
+  int rc = ioctl(fd, RNDADDENTROPY, &req) == 0 && ioctl(fd, RNDRESEEDCRNG) == 0 ? 0 : 71;
+  close(fd);
+  return rc;
+}
+
+/* Writes `text` to `path` through a temporary and a rename (mode `mode`). */
+static int replace_file(const char *path, const char *text, mode_t mode) {
+  char tmp[PATH_MAX];
+  snprintf(tmp, sizeof tmp, "%s.sandboxvm-%d", path, (int)getpid());
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return -1;
+  size_t len = strlen(text);
+  bool ok = write(fd, text, len) == (ssize_t)len;
+  ok = close(fd) == 0 && ok;
+  if (!ok || rename(tmp, path) != 0) {
+    unlink(tmp);
+    return -1;
+  }
+  return 0;
+}
+
+/*
+ * `sandboxvm-relay --identity HOSTNAME MACHINE_ID [MAC]`, the seed on stdin: the whole identity
+ * call (guest-agent/src/identity.ts) in one short process: RNG reseeded, hostname (kernel,
+ * /etc/hostname, /etc/hosts), /etc/machine-id, and eth0's MAC (SIOCSIFHWADDR: virtio-net tells
+ * QEMU through its control queue). The agent validated the arguments. Exit 0, or the step that failed.
+ */
+static int identity(int argc, char **argv) {
+  if (argc < 4) return 64;
+  const char *host = argv[2], *machine_id = argv[3], *mac = argc > 4 ? argv[4] : NULL;
+  if (reseed_from_stdin() != 0) return 71;
+  if (sethostname(host, strlen(host)) != 0) return 72;
+  char text[4096];
+  snprintf(text, sizeof text, "%s\n", host);
+  if (replace_file("/etc/hostname", text, 0644) != 0) return 73;
+  snprintf(text, sizeof text, "%s\n", machine_id);
+  if (replace_file("/etc/machine-id", text, 0444) != 0) return 74;
+  /* /etc/hosts: its first line, then 127.0.1.1 <host>, then the rest without older 127.0.1.1 lines. */
+  char hosts[8192] = "";
+  FILE *f = fopen("/etc/hosts", "re");
+  size_t n = f ? fread(hosts, 1, sizeof hosts - 1, f) : 0;
+  if (f) fclose(f);
+  hosts[n] = 0;
+  size_t used = 0;
+  text[0] = 0;
+  bool first = true;
+  for (char *line = strtok(hosts, "\n"); line; line = strtok(NULL, "\n")) {
+    if (strncmp(line, "127.0.1.1", 9) == 0) continue;
+    used += snprintf(text + used, used < sizeof text ? sizeof text - used : 0, "%s\n", line);
+    if (first) used += snprintf(text + used, used < sizeof text ? sizeof text - used : 0, "127.0.1.1 %s\n", host);
+    first = false;
+  }
+  if (first) used += snprintf(text + used, used < sizeof text ? sizeof text - used : 0, "127.0.0.1 localhost\n127.0.1.1 %s\n", host);
+  if (used < sizeof text && replace_file("/etc/hosts", text, 0644) != 0) return 75;
+  if (mac) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, "eth0", IFNAMSIZ - 1);
+    unsigned b[6];
+    if (sscanf(mac, "%2x:%2x:%2x:%2x:%2x:%2x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]) != 6) return 64;
+    ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    for (int i = 0; i < 6; i++) ifr.ifr_hwaddr.sa_data[i] = (char)b[i];
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0 || ioctl(s, SIOCSIFHWADDR, &ifr) != 0) return 76;
+    close(s);
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "--reseed") == 0) return reseed_from_stdin();
+  if (argc >= 2 && strcmp(argv[1], "--identity") == 0) return identity(argc, argv);
   if (argc < 2) {
     fprintf(stderr, "usage: sandboxvm-relay <agent command line...>\n");
     return 64;

@@ -114,9 +114,15 @@ export class Agent {
       return;
     }
     if (m.t === 'call') {
+      // An answer is for the host end that asked: a call in flight when the VM was saved, cloned
+      // or taken from a template must not answer a new host end's call of the same id.
+      const epoch = this.epoch;
+      const answer = (result: Record<string, unknown>) => {
+        if (this.epoch === epoch) this.send(encodeControl(id, { t: 'result', ...result }));
+      };
       handleCall(m.method, m.params ?? {}).then(
-        (value) => this.send(encodeControl(id, { t: 'result', ok: true, value })),
-        (err: Error) => this.send(encodeControl(id, { t: 'result', ok: false, error: String(err?.message ?? err).slice(0, 4000) })),
+        (value) => answer({ ok: true, value }),
+        (err: Error) => answer({ ok: false, error: String(err?.message ?? err).slice(0, 4000) }),
       );
       return;
     }
@@ -184,10 +190,11 @@ export class Agent {
       this.lingering.clear();
       this.epoch = epoch;
     }
-    // Every greeting carries the host's time: a restored VM (same epoch, hours later) is set right too.
-    this.setClock(hostTime);
     // The same epoch from a new connection is a worker that took over: it learns what still runs.
     this.sendHello(epoch, [...this.sessions].filter(([, s]) => s.kind !== undefined).slice(0, MAX_SESSIONS).map(([id, s]) => ({ id, kind: s.kind! })));
+    // Every greeting carries the host's time: a restored VM (same epoch, hours later) is set right too.
+    // After the answer: starting `date` blocks this process for a fork, which the host need not wait for.
+    this.setClock(hostTime);
     if (!this.heartbeat) this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_MS);
     this.beat();
   }

@@ -6,6 +6,7 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { CallMethod } from '../../runtime/protocol/messages';
+import { applyIdentity } from './identity';
 
 /** Entries per `list` answer; the host pages with `offset`. */
 const LIST_PAGE = 400;
@@ -67,6 +68,8 @@ export async function handleCall(method: CallMethod, params: Record<string, unkn
       return guestMetrics();
     case 'listening':
       return listeningSockets();
+    case 'identity':
+      return applyIdentity(params);
     default:
       throw new Error(`unknown method ${String(method)}`);
   }

@@ -22,6 +22,7 @@ import { port, PORT_USAGE } from './commands/ports';
 import { checkpoint, undo } from './commands/checkpoint';
 import { exportCommand, importCommand } from './commands/transfer';
 import { compact, imagePrune, unknownImageAction } from './commands/disk';
+import { clone } from './commands/clone';
 
 type Command = {
   run: (ctx: CommandContext) => Promise<number>;
@@ -56,11 +57,12 @@ const COMMANDS: Record<string, Command> = {
   sync: { run: sync, usage: 'sync <name> [dir] [--to PATH] [--ignore PAT]... | sync list [name] [--json] | sync stop <name> [id|dir]   keep a folder synced into the VM', options: { to: { type: 'string' }, ignore: { type: 'string', multiple: true }, 'no-gitignore': { type: 'boolean' }, 'no-wait': { type: 'boolean' }, json: { type: 'boolean' } }, maxArgs: 3 },
   port: { run: port, usage: PORT_USAGE, options: { address: { type: 'string' }, json: { type: 'boolean' } }, maxArgs: 3 },
   checkpoint: { run: checkpoint, usage: 'checkpoint create|list|apply|rename|delete <name> [checkpoint] [new name] [--json] [--discard-current]', options: { json: { type: 'boolean' }, 'discard-current': { type: 'boolean' } }, maxArgs: 4 },
+  clone: { run: clone, usage: 'clone <name> <new name> [--checkpoint NAME] [--full] [--json]   linked (ms) unless --full; from a checkpoint', options: { checkpoint: { type: 'string' }, full: { type: 'boolean' }, json: { type: 'boolean' } }, maxArgs: 2 },
   undo: { run: undo, usage: 'undo <name>              back to the last undo point (exec --undo-point)' },
   export: { run: exportCommand, usage: 'export <name> <file|->   the VM as one archive: disks, checkpoints, saved state (a running VM: through a checkpoint)', maxArgs: 2 },
   import: { run: importCommand, usage: 'import <file|-> [--name <new name>]   a new VM from an archive', options: { name: { type: 'string' } } },
   compact: { run: compact, usage: 'compact <name> [--json]  give back host space the disk no longer uses (fstrim when running, a rewrite when stopped)', options: { json: { type: 'boolean' } } },
-  image: { run: imageCommand, usage: 'image build | image prune [--dry-run] [--json]   build the base image; remove images nothing uses', options: { 'dry-run': { type: 'boolean' }, json: { type: 'boolean' } } },
+  image: { run: imageCommand, usage: 'image build | image template | image prune [--dry-run] [--json]   build the base image; build the saved VM new VMs start from; remove images nothing uses', options: { 'dry-run': { type: 'boolean' }, json: { type: 'boolean' } } },
   service: { run: serviceCommand, usage: 'service status|stop       the background service (VMs keep running when it stops)' },
 };
 
@@ -69,6 +71,7 @@ const ALIASES: Record<string, string> = { ls: 'list', remove: 'rm', delete: 'rm'
 async function imageCommand(ctx: CommandContext): Promise<number> {
   const action = ctx.positionals[0] ?? 'build';
   if (action === 'prune') return imagePrune(ctx);
+  if (action === 'template') return templateCommand(ctx);
   if (action !== 'build') unknownImageAction(action);
   const bar = new ProgressBar('Base image');
   let image;
@@ -78,6 +81,20 @@ async function imageCommand(ctx: CommandContext): Promise<number> {
     bar.done();
   }
   ctx.out(`Base image ${image.hash.slice(0, 16)}: ${image.disk}`);
+  return 0;
+}
+
+/** `image template`: builds (or finds) the template VMs of the default configuration start from (instant create). */
+async function templateCommand(ctx: CommandContext): Promise<number> {
+  const bar = new ProgressBar('Template');
+  let t;
+  try {
+    t = await (await ctx.client()).ensureTemplate((s, n, m) => bar.update(s, n, m));
+  } finally {
+    bar.done();
+  }
+  if (!t) throw new SandboxError(ErrorCode.BootFailed, 'building the template failed; see the service log (`sandboxvm service status` names it); new VMs boot meanwhile');
+  ctx.out(`Template ${t.dir}: new VMs of the default configuration start from it.`);
   return 0;
 }
 

@@ -10,6 +10,7 @@ import type { CreateParams, SetParams } from '../service/vmManager';
 import type { HostStatus } from '../service/hostStatus';
 import type { AppliedCheckpoint, CheckpointList, CreatedCheckpoint } from '../service/checkpoints';
 import type { CheckpointView } from '../service/checkpointTree';
+import type { CloneParams, CloneResult } from '../service/clones';
 import { ErrorCode, SandboxError } from '../common/errors';
 import { SERVICE_FILES, dataHome } from '../common/paths';
 import { call, connectSocket } from '../common/rpc';
@@ -165,6 +166,14 @@ export class ServiceClient {
   }
   deleteCheckpoint(name: string, checkpoint: string): Promise<{ id: string; name: string; reclaimedBytes: number }> {
     return call(this.connection, 'vm.checkpoint.delete', { name, checkpoint });
+  }
+  /** A linked (default) or full clone of `name`'s current state or of one of its checkpoints (service/clones.ts). */
+  clone(params: Omit<CloneParams, 'name' | 'newName'> & { name: string; newName: string }, onProgress?: ProgressListener): Promise<CloneResult> {
+    return this.withProgress('vm.clone', { ...params }, onProgress);
+  }
+  /** The default configuration's template for instant create, built now if missing (service/templates.ts). */
+  ensureTemplate(onProgress?: ProgressListener): Promise<{ dir: string; bootMs?: number } | undefined> {
+    return this.withProgress('template.ensure', {}, onProgress);
   }
   /** Applies the newest undo point (exec --undo-point), discarding what happened since. */
   undo(name: string): Promise<AppliedCheckpoint & { checkpoint: string }> {

@@ -19,6 +19,16 @@ export interface VmConfig {
   ports?: PortsConfig;
   /** Undo-point limits of this VM (`sandboxvm set --undo-points/--undo-disk`); missing: the client's, else the defaults (service/checkpointTree.ts). */
   undoPoints?: UndoLimits;
+  /**
+   * A linked clone's source (service/clones.ts): its disk is an overlay on the layer of checkpoint
+   * `checkpoint` of the VM whose id is `vmId` (named `vm`), which therefore cannot be deleted.
+   */
+  linkedTo?: { vm: string; vmId: string; checkpoint: string };
+  /**
+   * The template folder (service/templates.ts) this VM's disk and first saved state come from:
+   * its disk's backing chain goes through `<template>/disk.qcow2`, so the template is in use.
+   */
+  template?: string;
 }
 
 /** At most `maxCount` undo points and `maxDiskMiB` MiB of them; the oldest go first, never the newest. */
@@ -140,5 +150,8 @@ export function parseVmConfig(text: string, expectedName: string): VmConfig {
     if (typeof c.image?.[key] !== 'string') throw new Error(`vm.json: image.${key} missing`);
   }
   if (typeof c.id !== 'string') throw new Error('vm.json: id missing');
+  const l = c.linkedTo;
+  if (l !== undefined && (typeof l !== 'object' || l === null || typeof l.vm !== 'string' || typeof l.vmId !== 'string' || typeof l.checkpoint !== 'string')) throw new Error('vm.json: linkedTo malformed');
+  if (c.template !== undefined && (typeof c.template !== 'string' || !c.template.startsWith('/'))) throw new Error('vm.json: template malformed');
   return { ...c, network: migrateNetwork((c as { network?: unknown }).network), ports: parsePortsConfig(c.ports), undoPoints: storedUndoLimits(c.undoPoints) };
 }

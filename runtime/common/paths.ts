@@ -71,6 +71,17 @@ export const VM_FILES = {
   layers: 'layers',
   /** An imported VM's own copy of its base image (base.qcow2, vmlinuz, initrd.img), when no local image had its bytes (runtime/transfer). */
   image: 'image',
+  /**
+   * In a VM whose disk or saved state came from another VM (a clone, a VM from a template): the
+   * identity its guest takes at its next start (service/clones.ts NewIdentity); removed once it has.
+   */
+  identity: 'identity.json',
+  /**
+   * Guest RAM in a file ({path, share}; qemu/argv.ts memoryFile): a template being built (shared),
+   * or a VM made from one until its first start (the template's RAM, mapped copy-on-write, with a
+   * saved state of the devices only). Removed once that start has restored it.
+   */
+  memoryFile: 'memory.json',
 } as const;
 
 /** The files of a VM that runs (its worker's record and the sockets): none may outlive its QEMU. */

@@ -60,7 +60,12 @@ export interface WorkerStatus {
   startedAt: string;
   /** How the agent became ready: cold boot or restore, and how long it took. */
   /** How the worker got its VM: booted it, restored it, or took it over from a worker that died. */
-  boot?: { kind: 'boot' | 'restore' | 'adopt'; readyMs: number };
+  /**
+   * How the VM came up. `phases`: ms after QEMU's spawn when each step ended (qmp: the greeting,
+   * loaded: the saved state read, agent: the agent answered, identity: a clone took its own
+   * identity). `newIdentity`: this restore gave the guest a new identity (a clone's first start).
+   */
+  boot?: { kind: 'boot' | 'restore' | 'adopt'; readyMs: number; phases?: Record<string, number>; newIdentity?: boolean };
   /** Port forwards and their state (runtime/worker/portForwarder.ts). */
   ports?: ForwardStatus[];
 }
@@ -69,7 +74,7 @@ export interface WorkerStatus {
 export interface VmInfo {
   name: string;
   state: VmState;
-  config: Pick<VmConfig, 'id' | 'cpus' | 'memoryMiB' | 'diskGiB' | 'network' | 'createdAt' | 'ports' | 'undoPoints'> & { imageHash: string };
+  config: Pick<VmConfig, 'id' | 'cpus' | 'memoryMiB' | 'diskGiB' | 'network' | 'createdAt' | 'ports' | 'undoPoints' | 'linkedTo' | 'template'> & { imageHash: string };
   runtime?: WorkerStatus;
   paths: { dir: string; disk: string; consoleLog: string; workerLog: string; savedState?: string };
   lastError?: WireError;

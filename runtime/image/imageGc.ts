@@ -15,7 +15,7 @@
  *  - a template kept (below) is built on it;
  *  - it was made before references existed (no `refs/<hash16>` folder) and the GC was not asked for
  *    explicitly (`sandboxvm image prune`): then only the disk scan of known homes protects it.
- * Templates (`templates/<id>/template.json`: `{"baseImage": "<hash>"}`) are removed when they are
+ * Templates (`templates/<id>/template.json`: `{"baseImage": {"hash": "<hash>", ...}}`) are removed when they are
  * not for the current image and no VM disk has one of their disks in its chain.
  * `sandboxvm image prune` also removes stage-1 folders no kept image was built from.
  *
@@ -327,7 +327,9 @@ async function collect(cacheDir: string, opts: GcOptions, result: GcResult): Pro
     if (!statOf(dir)?.isDirectory() || id.startsWith('.')) continue;
     let baseImage: string | undefined;
     try {
-      const b = JSON.parse(readFileSync(path.join(dir, 'template.json'), 'utf8')).baseImage;
+      // `{hash, disk, kernel, initrd}` (service/templates.ts), or the hash alone.
+      const raw = JSON.parse(readFileSync(path.join(dir, 'template.json'), 'utf8')).baseImage;
+      const b = typeof raw === 'object' && raw !== null ? raw.hash : raw;
       if (typeof b === 'string' && /^[0-9a-f]{16,64}$/.test(b)) baseImage = b.slice(0, 16);
     } catch {
       // no or malformed template.json: a template being made, or not ours to judge

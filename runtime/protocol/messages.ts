@@ -70,9 +70,12 @@ export interface ReleaseSession { t: 'release' }
 
 /** A one-shot request on a fresh session id; the agent answers with one `result` on the same id. */
 export interface Call { t: 'call'; method: CallMethod; params: Record<string, unknown> }
-/** `listening`: only the listening TCP sockets (what `info` lists), cheap enough for port forwarding to ask every few seconds. */
-export type CallMethod = 'stat' | 'list' | 'mkdir' | 'rename' | 'remove' | 'info' | 'readlink' | 'symlink' | 'metrics' | 'listening';
-export const CALL_METHODS: readonly CallMethod[] = ['stat', 'list', 'mkdir', 'rename', 'remove', 'info', 'readlink', 'symlink', 'metrics', 'listening'];
+/**
+ * `listening`: only the listening TCP sockets (what `info` lists), cheap enough for port forwarding to ask every few seconds.
+ * `identity`: a restored clone becomes its own machine (guest-agent/src/identity.ts).
+ */
+export type CallMethod = 'stat' | 'list' | 'mkdir' | 'rename' | 'remove' | 'info' | 'readlink' | 'symlink' | 'metrics' | 'listening' | 'identity';
+export const CALL_METHODS: readonly CallMethod[] = ['stat', 'list', 'mkdir', 'rename', 'remove', 'info', 'readlink', 'symlink', 'metrics', 'listening', 'identity'];
 
 /**
  * The answer to `metrics` (cheap: /proc/meminfo and statfs of /, for sampling once a second).
@@ -231,6 +234,11 @@ export function checkCallResult(method: CallMethod, value: unknown): string | un
       if (typeof v !== 'object' || v === null || !pair(v.memory, 'totalBytes', 'availableBytes') || !pair(v.rootfs, 'totalBytes', 'availableBytes', 'usedBytes')) return 'metrics: malformed figures';
       if (v.memory.availableBytes > v.memory.totalBytes || v.rootfs.availableBytes > v.rootfs.totalBytes || v.rootfs.usedBytes > v.rootfs.totalBytes) return 'metrics: a part exceeds its total';
       return undefined;
+    }
+    case 'identity': {
+      const v = value as any;
+      if (typeof v !== 'object' || v === null || !isStr(v.hostname, 63) || !isStr(v.machineId, 32) || typeof v.reseeded !== 'boolean') return 'identity: malformed answer';
+      return v.mac === null || isStr(v.mac, 17) ? undefined : 'identity: bad mac';
     }
     case 'listening':
       return Array.isArray(value) && value.length <= 256 && value.every((l: unknown) => isStr(l, 80)) ? undefined : 'listening: bad ports';

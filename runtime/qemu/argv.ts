@@ -3,6 +3,7 @@
  * Table-driven tests in test/unit/argv.test.ts.
  */
 
+import { createHash } from 'node:crypto';
 import type { NetworkPolicy } from '../common/config';
 
 export type Accelerator = 'kvm' | 'hvf' | 'whpx' | 'tcg';
@@ -46,6 +47,30 @@ export interface LaunchSpec {
   incomingFile?: string;
   /** Give the guest a vhost-vsock device with this CID (only where /dev/vhost-vsock is usable). */
   vsockCid?: number;
+  /** The NIC's MAC address (macForVm); QEMU's default, the same for every VM, when missing. */
+  mac?: string;
+  /**
+   * Guest RAM in a file instead of anonymous memory (templates, service/templates.ts): `share`
+   * maps it shared (the template: its RAM is the file, and a save with x-ignore-shared writes only
+   * the devices); unshared is copy-on-write over the file (a VM restored from the template: nothing
+   * is copied, nothing written back). The backend keeps QEMU's own id for machine RAM, so saved
+   * states move freely between this layout and the default one.
+   */
+  memoryFile?: { path: string; share: boolean };
+  /** `-incoming defer`: the worker sets migration capabilities, then starts the restore with migrate-incoming. */
+  incomingDefer?: boolean;
+}
+
+/** The id QEMU gives a microvm's RAM block when it makes the machine's memory itself. */
+export const RAM_ID = 'microvm.ram';
+
+/**
+ * A VM's MAC address, stable for its id: locally administered unicast (52:54:00 is QEMU's prefix),
+ * the other three bytes from a hash of the id, so clones of one VM each get their own.
+ */
+export function macForVm(id: string): string {
+  const h = createHash('sha256').update(id).digest();
+  return ['52', '54', '00', ...[h[0], h[1], h[2]].map((b) => b.toString(16).padStart(2, '0'))].join(':');
 }
 
 /** The virtio-serial port name the guest agent looks for. */
@@ -84,7 +109,8 @@ export function buildQemuArgv(spec: LaunchSpec): string[] {
     '-m', String(spec.memoryMiB),
     '-smp', String(spec.cpus),
     // microvm needs the legacy timers under TCG, or it hangs calibrating them.
-    '-M', 'microvm,pit=on,pic=on,rtc=on',
+    ...memoryArgs(spec),
+    '-M', `microvm,pit=on,pic=on,rtc=on${spec.memoryFile ? `,memory-backend=${RAM_ID}` : ''}`,
     '-nodefaults',
     '-no-user-config',
     '-no-reboot',
@@ -106,12 +132,18 @@ export function buildQemuArgv(spec: LaunchSpec): string[] {
   ];
   argv.push(...networkArgs(spec));
   if (spec.vsockCid !== undefined) argv.push('-device', `vhost-vsock-device,guest-cid=${spec.vsockCid}`);
-  if (spec.incomingFile) argv.push('-incoming', `exec:cat ${shellQuote(spec.incomingFile)}`);
+  if (spec.incomingDefer) argv.push('-incoming', 'defer');
+  else if (spec.incomingFile) argv.push('-incoming', `exec:cat ${shellQuote(spec.incomingFile)}`);
   return argv;
 }
 
+function memoryArgs(spec: LaunchSpec): string[] {
+  if (!spec.memoryFile) return [];
+  return ['-object', `memory-backend-file,id=${RAM_ID},size=${spec.memoryMiB}M,mem-path=${escapeOption(spec.memoryFile.path)},share=${spec.memoryFile.share ? 'on' : 'off'}`];
+}
+
 function networkArgs(spec: LaunchSpec): string[] {
-  const nic = ['-device', 'virtio-net-device,netdev=net0'];
+  const nic = ['-device', `virtio-net-device,netdev=net0${spec.mac ? `,mac=${spec.mac}` : ''}`];
   switch (spec.network) {
     case 'isolated':
       return [];
@@ -126,7 +158,7 @@ function networkArgs(spec: LaunchSpec): string[] {
 function serialArgs(spec: LaunchSpec): string[] {
   const log = escapeOption(spec.consoleLog);
   if (spec.serialFd === undefined) return ['-chardev', `file,id=console,path=${log},append=on`];
-  const paused = spec.incomingFile ? [] : ['-S'];
+  const paused = spec.incomingFile || spec.incomingDefer ? [] : ['-S'];
   return ['-chardev', `socket,id=console,fd=${spec.serialFd},${serverOption(spec)},logfile=${log},logappend=on`, ...paused];
 }
 

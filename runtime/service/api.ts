@@ -27,10 +27,14 @@
  *               the state left is checkpointed first unless discardCurrent
  *   vm.checkpoint.rename {name, checkpoint, newName} -> CheckpointView                     (any)
  *   vm.checkpoint.delete {name, checkpoint} -> {id, name, reclaimedBytes}                  (running | paused | saved | stopped)
+ *   vm.clone    {name, newName, checkpoint?, full?, progressToken?} -> CloneResult          (running | paused | saved | stopped)
+ *               linked (an overlay on a frozen layer of the source) unless full; saved when the state has memory (clones.ts)
  *   vm.undo     {name} -> AppliedCheckpoint & {checkpoint}: applies the newest undo point  (running | paused | saved | stopped)
  *   vm.compact  {name, progressToken?} -> CompactResult: the host space the disk no longer uses given back (running | stopped | saved)
  *               running: fstrim in the guest; stopped/saved: the writable disk rewritten (compact.ts)
  *   image.ensure {progressToken?} -> {hash, kernel, initrd, disk}: builds the base image if missing
+ *   template.ensure {progressToken?} -> {dir, bootMs?} | undefined: the default configuration's template
+ *               for instant create (templates.ts), built now if missing
  *   host.status, image.build, image.cancel: see imageApi.ts (main.ts adds its table)
  *   service.info {} -> {pid, home, version, protocol}: also the handshake a client compares itself with (common/version.ts)
  *   service.subscribe {}: start receiving `vm.status` (VmInfo) and `vm.removed` ({name}) notifications
@@ -76,7 +80,9 @@ export function apiHandlers(manager: VmManager, subscribers: Set<RpcPeer>, info:
     'vm.checkpoint.delete': (p) => manager.checkpoints.delete(p.name, p.checkpoint),
     'vm.undo': (p) => manager.checkpoints.undo(p.name),
     'vm.compact': (p, peer) => compactVm(manager, p.name, progressTo(peer, p.progressToken)),
+    'vm.clone': (p, peer) => manager.clones.clone(p, progressTo(peer, p.progressToken)),
     'image.ensure': (p, peer) => manager.ensureImage(progressTo(peer, p.progressToken)),
+    'template.ensure': (p, peer) => manager.ensureTemplate(progressTo(peer, p.progressToken)),
     ...portApiHandlers(manager),
     ...manager.transfers.handlers(progressTo),
     'service.info': () => info(),

@@ -8,7 +8,9 @@
  * queue; apply turns a running VM off after its state was checkpointed unless `discardCurrent`.
  * list and rename in any state.
  */
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { neverStarted } from './clones';
 import { UNDO_LIMITS, parseUndoLimits, type UndoLimits, type VmConfig } from '../common/config';
 import { ErrorCode, SandboxError } from '../common/errors';
 import { wrongStateMessage } from '../common/stateMessages';
@@ -105,6 +107,41 @@ export class Checkpoints {
     for (const l of this.listeners) l(name);
   }
 
+  /**
+   * Set by the clone operations (clones.ts): throws, in one sentence naming the clones, when a
+   * linked clone's disk sits on `node`'s layer or on one above it (deleting it would move or merge
+   * a layer the clone reads).
+   */
+  guardDelete?: (vm: string, index: CheckpointIndex, node: CheckpointNode) => void;
+
+  /** For clones, inside the VM's queue: a checkpoint of the current state named `label` (any state create allows). */
+  takeLocked(name: string, label: string): Promise<CreatedCheckpoint> {
+    this.requireState(name, 'clone');
+    return this.take(name, label, false);
+  }
+
+  /** For clones, inside the VM's queue: the recovered index. */
+  async indexLocked(name: string): Promise<CheckpointIndex> {
+    return (await this.recovered(name)).index;
+  }
+
+  /** For clones, inside the VM's queue: deletes checkpoint `id` (a full clone's temporary one). */
+  async deleteLocked(name: string, id: string): Promise<void> {
+    const { store, index } = await this.recovered(name);
+    const node = index.nodes.find((n) => n.id === id && !n.deleted);
+    if (node) await this.remove(name, store, index, node);
+  }
+
+  /** Whether a linked clone sits on `node`'s layer (guardDelete refuses it): such an undo point is kept. */
+  private clonesSitOn(name: string, index: CheckpointIndex, node: CheckpointNode): boolean {
+    try {
+      this.guardDelete?.(name, index, node);
+      return false;
+    } catch {
+      return true;
+    }
+  }
+
   private async store(name: string): Promise<CheckpointStore> {
     const c = this.host.config(name);
     return new CheckpointStore(this.host.dir(name), (await locateQemu()).img, c.image.disk, c.diskGiB, (m) => this.host.log(`${name}: ${m}`));
@@ -181,6 +218,7 @@ export class Checkpoints {
     const chosen = checkpointName === undefined ? defaultName(index, undo ? 'undo point' : 'checkpoint') : validateCheckpointName(checkpointName);
     requireFreeName(index, name, chosen);
     const state = this.host.state(name) as CheckpointState;
+    if (state === 'saved' && existsSync(path.join(this.host.dir(name), VM_FILES.memoryFile))) throw neverStarted(name);
     const memory = state !== 'stopped';
     if (state === 'running' || state === 'paused') await store.requireFree(this.host.config(name).memoryMiB * 2 ** 20 + MEMORY_HEADROOM, `checkpointing ${name}'s running state`);
     const id = store.newId(index);
@@ -284,6 +322,7 @@ export class Checkpoints {
       this.requireState(name, 'delete a checkpoint of');
       const { store, index } = await this.recovered(name);
       const node = resolve(index, name, ref);
+      this.guardDelete?.(name, index, node);
       return { id: node.id, name: node.name, reclaimedBytes: await this.remove(name, store, index, node) };
     }).finally(() => this.changed(name));
   }
@@ -311,7 +350,7 @@ export class Checkpoints {
     const pruned: PrunedUndoPoint[] = [];
     for (let round = 0; round < 1000; round++) {
       const idx = index;
-      const old = undoPointsToPrune(idx, maxCount, { maxBytes, sizeOf: (id) => store.sizeOf(idx, id), layerOf: (id) => store.layerSizeOf(idx, id) }).find((n) => n.id !== justMade);
+      const old = undoPointsToPrune(idx, maxCount, { maxBytes, sizeOf: (id) => store.sizeOf(idx, id), layerOf: (id) => store.layerSizeOf(idx, id) }).find((n) => n.id !== justMade && !this.clonesSitOn(name, idx, n));
       if (!old) break;
       pruned.push({ id: old.id, name: old.name, reclaimedBytes: await this.remove(name, store, index, old) });
       index = await store.read();

@@ -17,7 +17,7 @@ import { ErrorCode, SandboxError, asSandboxError, type WireError } from '../comm
 import { wrongStateMessage } from '../common/stateMessages';
 import { writeJsonAtomic } from '../common/atomicWrite';
 import { validateVmName } from '../common/names';
-import { RUNNING_VM_FILES, VM_FILES, vmsDir } from '../common/paths';
+import { RUNNING_VM_FILES, VM_FILES, imageCacheDir, vmsDir } from '../common/paths';
 import { activeDisk } from '../common/activeDisk';
 import type { VmInfo, VmState, WorkerRecord, WorkerStatus } from '../common/status';
 import { locateQemu } from '../qemu/locate';
@@ -28,9 +28,11 @@ import { checkDiskSize, virtualSize } from './diskSize';
 import { DEFAULT_PORTS_CONFIG, type PortsConfig } from '../common/ports';
 import { Checkpoints } from './checkpoints';
 import { Transfers } from '../transfer/transfers';
-import { imageCacheDir } from '../common/paths';
 import { diskUsage, forgetDiskUsage } from './diskUsage';
 import { dropImageUses, registerImageUse } from '../image/imageGc';
+import { Clones, instantState } from './clones';
+import { Templates, templatesWanted } from './templates';
+import { probeAccelerator } from '../accel/probe';
 
 export interface CreateParams {
   name: string;
@@ -136,6 +138,32 @@ export class VmManager {
     log: (m) => this.log(m),
   });
 
+  /** Linked and full clones (clones.ts), run in the source's queue. */
+  readonly clones = new Clones({
+    queue: (name, fn) => this.sequencer.queue(name, fn),
+    home: () => this.home,
+    names: () => [...this.entries.keys()],
+    config: (name) => this.entry(name).config,
+    state: (name) => {
+      this.entry(name);
+      return this.stateOf(name);
+    },
+    register: (config) => {
+      this.entries.set(config.name, { config });
+      this.publish(config.name);
+    },
+    checkpoints: this.checkpoints,
+    log: (m) => this.log(m),
+  });
+
+  /** Templates for instant create (templates.ts), under the image cache. */
+  readonly templates = new Templates(
+    imageCacheDir(),
+    async () => (await locateQemu()).img,
+    async () => ({ accel: probeAccelerator().accel, qemuVersion: (await locateQemu()).version }),
+    (m) => this.log(m),
+  );
+
   constructor(private readonly home: string, private readonly images: ImageProvider, private readonly log: (m: string) => void) {}
 
   onDidChangeVm(listener: (info: VmInfo) => void): void {
@@ -156,6 +184,7 @@ export class VmManager {
 
   /** Loads every VM from disk and adopts the workers a previous service left running. */
   async load(): Promise<void> {
+    this.templates.sweep();
     let names: string[] = [];
     try {
       names = readdirSync(vmsDir(this.home)).filter((n) => !n.startsWith('.'));
@@ -278,7 +307,7 @@ export class VmManager {
     return {
       name,
       state,
-      config: { id: c.id, cpus: c.cpus, memoryMiB: c.memoryMiB, diskGiB: c.diskGiB, network: c.network, createdAt: c.createdAt, ports: c.ports, imageHash: c.image.hash, undoPoints: c.undoPoints },
+      config: { id: c.id, cpus: c.cpus, memoryMiB: c.memoryMiB, diskGiB: c.diskGiB, network: c.network, createdAt: c.createdAt, ports: c.ports, imageHash: c.image.hash, undoPoints: c.undoPoints, linkedTo: c.linkedTo, template: c.template },
       runtime,
       paths: {
         dir: this.dir(name),
@@ -342,10 +371,13 @@ export class VmManager {
       await fsp.mkdir(vmsDir(this.home), { recursive: true, mode: 0o700 });
       const staging = path.join(vmsDir(this.home), `.${name}.creating-${process.pid}-${Date.now()}`);
       await fsp.mkdir(staging, { mode: 0o700 });
+      const spec = { cpus, memoryMiB, diskGiB, network };
+      const template = templatesWanted(spec) ? await this.templates.ready(image, spec) : undefined;
       try {
-        progress(1, 1, 'creating the disk (linked clone of the base image)');
-        await run(qemu.img, ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', image.disk, path.join(staging, VM_FILES.disk), `${diskGiB}G`]);
-        const config: VmConfig = { id: randomUUID(), name, cpus, memoryMiB, diskGiB, image, network, createdAt: new Date().toISOString() };
+        progress(1, 1, template ? 'creating the disk (linked clone of the template)' : 'creating the disk (linked clone of the base image)');
+        await run(qemu.img, ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', template?.disk ?? image.disk, path.join(staging, VM_FILES.disk), `${diskGiB}G`]);
+        if (template) await instantState(template, staging, name);
+        const config: VmConfig = { id: randomUUID(), name, cpus, memoryMiB, diskGiB, image, network, createdAt: new Date().toISOString(), template: template?.dir };
         await writeJsonAtomic(path.join(staging, VM_FILES.config), config);
         try {
           await fsp.rename(staging, this.dir(name));
@@ -363,7 +395,8 @@ export class VmManager {
         }
         throw asSandboxError(err, `creating ${name} failed`);
       }
-      this.log(`created ${name}`);
+      this.log(`created ${name}${template ? ` from template ${template.dir} (instant: its start restores the template's state)` : ''}`);
+      if (!template && templatesWanted(spec)) void this.templates.ensureInBackground(image, spec);
       this.publish(name);
       return this.snapshot(name);
     });
@@ -380,7 +413,12 @@ export class VmManager {
     const network = p.network === undefined ? undefined : parseNetworkPolicy(p.network);
     const undoPoints = undoLimitsAfter(e.config.undoPoints, p);
     return this.sequencer.queue(name, async () => {
-      const state = network === undefined ? 'stopped' : this.stateOf(name);
+      let state = network === undefined ? 'stopped' : this.stateOf(name);
+      if (state === 'saved' && e.config.template && existsSync(this.file(name, 'identity'))) {
+        // Never started: its saved state is the template's, not the user's; it boots instead.
+        await this.halt(name, e, false);
+        state = this.stateOf(name);
+      }
       if (state === 'saved') {
         throw new SandboxError(ErrorCode.WrongState, `cannot change ${name}'s network policy while it is saved: the saved state has its network device in it; start it and stop it (\`sandboxvm start ${name}\`, then \`sandboxvm stop ${name}\`), or discard the saved state with \`sandboxvm stop ${name}\`, then set the policy`);
       }
@@ -399,6 +437,16 @@ export class VmManager {
   /** The base image new VMs clone, built first if missing (idempotent). */
   ensureImage(progress: Progress): Promise<VmConfig['image']> {
     return this.sequencer.queue('\0image', () => this.images(progress));
+  }
+
+  /**
+   * The template new VMs of the default configuration start from (templates.ts): found, or built
+   * now (a boot and a save, ~10 s under TCG). Resolves undefined when building failed (logged).
+   */
+  async ensureTemplate(progress: Progress): Promise<{ dir: string; bootMs?: number } | undefined> {
+    const image = await this.ensureImage(progress);
+    const t = await this.templates.ensureInBackground(image, { cpus: DEFAULTS.cpus, memoryMiB: DEFAULTS.memoryMiB, diskGiB: DEFAULTS.diskGiB, network: DEFAULTS.network });
+    return t && { dir: t.dir, bootMs: t.record.bootMs };
   }
 
   /** Boots a stopped VM or restores a saved one; resolves when its agent answers. */
@@ -477,6 +525,7 @@ export class VmManager {
     if (state === 'saved') {
       await fsp.rm(this.file(name, 'savedState'), { force: true });
       await fsp.rm(this.file(name, 'savedEpoch'), { force: true });
+      await fsp.rm(this.file(name, 'memoryFile'), { force: true });
       this.log(`${name}: discarded the saved state`);
     } else {
       const worker = e.worker!;
@@ -575,6 +624,7 @@ export class VmManager {
       if ((state === 'running' || state === 'paused') && !force) {
         throw new SandboxError(ErrorCode.WrongState, `${name} is ${state}; stop it first or use \`sandboxvm rm --force ${name}\``);
       }
+      this.clones.requireNoClones(name);
       if (e.worker && !e.worker.isClosed) {
         const closed = e.worker.waitClosed();
         await e.worker.call('worker.stop', { force: true }).catch(() => undefined);
@@ -653,6 +703,7 @@ export class VmManager {
   }
 
   dispose(): void {
+    this.templates.dispose();
     for (const e of this.entries.values()) e.worker?.dispose();
   }
 }

@@ -377,6 +377,11 @@ export class AgentLink {
     this.helloTimer = setInterval(() => this.sendHello(), HELLO_RETRY_MS);
   }
 
+  /** Greets now rather than at the next retry (a restored guest just started running again). */
+  nudge(): void {
+    if (!this.connected && !this.disposed) this.sendHello();
+  }
+
   private sendHello(): void {
     this.sendRaw(encodeControl(0, { t: 'hello', version: PROTOCOL_VERSION, epoch: this.epoch, time: Date.now() }));
   }

@@ -85,8 +85,11 @@ async function main(): Promise<void> {
   const server = net.createServer();
   try {
     const config = parseVmConfig(fs.readFileSync(file('config'), 'utf8'), name);
-    const qemu = await locateQemu();
+    // QEMU's --version runs while the accelerator is probed (both sit between the worker's start and QEMU's).
+    const located = locateQemu();
+    located.catch(() => undefined);
     const accel = probeAccelerator();
+    const qemu = await located;
     log(`${args.adopt !== undefined ? `taking over QEMU ${args.adopt} of` : 'starting'} ${name}: accelerator ${accel.accel} (${accel.reason}), QEMU ${qemu.version}${args.restore ? ', restoring saved state' : ''}`);
     const transport = probeTransport();
     log(`agent channel: ${transport.transport} (${transport.reason})`);

@@ -19,7 +19,8 @@ import { VM_FILES } from '../common/paths';
 import { activeDisk } from '../common/activeDisk';
 import type { VmState, WorkerStatus } from '../common/status';
 import type { AccelChoice } from '../accel/probe';
-import { buildQemuArgv, shellQuote } from '../qemu/argv';
+import { buildQemuArgv, macForVm, shellQuote } from '../qemu/argv';
+import { randomBytes } from 'node:crypto';
 import type { QemuInstall } from '../qemu/locate';
 import { QmpClient } from '../qemu/qmp';
 import { AgentLink } from './agentLink';
@@ -39,6 +40,9 @@ export interface ExitReport {
 }
 
 const STOP_STEP_MS = 15_000;
+
+/** The relay binary in the guest image (runtime/image/guest/agent-loop); its --identity mode does the identity step. */
+const GUEST_RELAY = '/opt/sandboxvm/agent/bin/sandboxvm-relay';
 
 /** How QEMU ended, as far as the worker can tell. */
 interface QemuExit {
@@ -69,6 +73,8 @@ export class VmRunner {
   /** passt's pid (network policy `internet`): spawned here, or the dead worker's (adopt). */
   private passtPid?: number;
   private checkpointing?: Promise<unknown>;
+  /** Guest RAM in a file (memory.json), for this start. */
+  private memoryFile?: { path: string; share: boolean };
 
   constructor(
     private readonly dir: string,
@@ -150,6 +156,11 @@ export class VmRunner {
     const incomingFile = restore ? this.file('savedState') : undefined;
     const vsockCid = this.transport.transport === 'vsock' ? guestCid(this.config.id) : undefined;
     const passtBinary = this.config.network === 'internet' ? locatePasst(process.env, this.config.name) : undefined;
+    this.memoryFile = await readMemoryFile(this.file('memoryFile'));
+    const defer = restore && this.memoryFile !== undefined && !this.memoryFile.share;
+    if (defer && !(await fs.stat(this.memoryFile!.path).then(() => true, () => false))) {
+      throw new SandboxError(ErrorCode.BootFailed, `the template ${path.dirname(this.memoryFile!.path)} this VM's saved state needs is gone; discard the state with \`sandboxvm stop ${this.config.name}\` and start it again (it then boots)`);
+    }
     const argv = buildQemuArgv({
       accel: this.accel.accel,
       cpus: this.config.cpus,
@@ -160,12 +171,15 @@ export class VmRunner {
       consoleLog: this.file('consoleLog'),
       hostname: this.config.name,
       network: this.config.network,
+      mac: macForVm(this.config.id),
       passtFd: passtBinary ? 6 : undefined,
       legacySocketNetdev: olderThan(this.qemuInstall.version, 7, 2),
       channelFd: 3,
       qmpFd: 4,
       serialFd: 5,
       incomingFile,
+      incomingDefer: defer,
+      memoryFile: this.memoryFile,
       vsockCid,
     });
     this.log(`spawning ${this.qemuInstall.system} ${argv.join(' ')}`);
@@ -221,9 +235,14 @@ export class VmRunner {
       : new Promise<never>(() => undefined);
     const bootFailed = Promise.race([qemuFailed, passtFailed]);
     bootFailed.catch(() => undefined);
+    const phases: Record<string, number> = {};
+    let newIdentity = false;
     try {
       await Promise.race([connected, bootFailed]);
-      await Promise.race([this.bringUp(restore, bootTimeoutMs), bootFailed]);
+      await Promise.race([this.bringUp(restore, bootTimeoutMs, phases, t0, defer ? incomingFile : undefined), bootFailed]);
+      // After a restore of another VM's state; after a boot only for a template (which warms the path for its VMs).
+      newIdentity = await Promise.race([this.takeNewIdentity(), bootFailed]);
+      if (newIdentity) phases.identity = Date.now() - t0;
     } catch (err) {
       this.intent = 'stop';
       this.killQemu();
@@ -234,8 +253,10 @@ export class VmRunner {
       throw err;
     }
     if (vsockCid !== undefined) await this.switchToVsock(vsockCid);
-    this.boot = { kind: restore ? 'restore' : 'boot', readyMs: Date.now() - t0 };
-    this.log(`agent ready ${this.boot.readyMs} ms after spawn (${this.boot.kind})`);
+    // Restored from a template's RAM: from now on the VM's memory is its own (a save writes all of it).
+    if (defer) await fs.rm(this.file('memoryFile'), { force: true });
+    this.boot = { kind: restore ? 'restore' : 'boot', readyMs: Date.now() - t0, phases, newIdentity: newIdentity || undefined };
+    this.log(`agent ready ${this.boot.readyMs} ms after spawn (${this.boot.kind}${newIdentity ? ', new identity' : ''}; ${Object.entries(phases).map(([k, v]) => `${k} ${v} ms`).join(', ')})`);
     this.setState('running');
   }
 
@@ -298,11 +319,88 @@ export class VmRunner {
     }
   }
 
-  private async bringUp(restore: boolean, timeoutMs: number): Promise<void> {
+  private async bringUp(restore: boolean, timeoutMs: number, phases: Record<string, number> = {}, t0 = Date.now(), deferred?: string): Promise<void> {
     await this.qmp!.ready;
+    phases.qmp = Date.now() - t0;
+    if (deferred) {
+      // The template's saved state holds the devices only; its RAM is the file QEMU mapped.
+      await this.qmp!.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+      await this.qmp!.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(deferred)}` });
+    }
     if (restore) await this.waitRestored(timeoutMs);
     else await this.qmp!.execute('cont');
+    // The capability would go into this VM's own saves, whose RAM is not shared: off again.
+    if (deferred) await this.qmp!.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: false }] });
+    if (restore) {
+      phases.loaded = Date.now() - t0;
+      this.agent!.nudge();
+    }
     await this.agent!.waitConnected(timeoutMs);
+    phases.agent = Date.now() - t0;
+  }
+
+  /**
+   * The identity step as an exec of the guest's relay binary (`--identity`, the seed on stdin): the
+   * relay, not Node, forks it, which under TCG is much cheaper right after a restore. False when it
+   * did not exit 0 (an image without it: the `identity` call does the same through Node).
+   */
+  private identityByRelay(wanted: { hostname: string; machineId: string }, mac: string | undefined, seed: Buffer): Promise<boolean> {
+    return new Promise((resolve) => {
+      let session: ReturnType<AgentLink['openSession']> | undefined;
+      const timer = setTimeout(() => {
+        session?.close();
+        resolve(false);
+      }, 10_000);
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        resolve(ok);
+      };
+      try {
+        session = this.agent!.openSession(
+          { kind: 'exec', argv: [GUEST_RELAY, '--identity', wanted.hostname, wanted.machineId, ...(mac ? [mac] : [])] },
+          { onStarted: () => undefined, onData: () => undefined, onEof: () => undefined, onExit: (code) => done(code === 0) },
+        );
+      } catch {
+        done(false);
+        return;
+      }
+      session.write(seed).then(
+        () => session!.eof(),
+        () => done(false),
+      );
+    });
+  }
+
+  /**
+   * After restoring a saved state that came from another VM, or booting a disk that did
+   * (identity.json: a clone, a VM from a template, a template being built), the guest takes this VM's identity: hostname, machine id, MAC, a reseeded RNG
+   * (guest-agent/src/identity.ts); the new channel epoch and the clock came with the hello.
+   * Returns whether it did. A guest that fails it runs on with the old identity, logged, and
+   * identity.json stays for the next restore to try again.
+   */
+  private async takeNewIdentity(): Promise<boolean> {
+    let wanted: { hostname: string; machineId: string };
+    try {
+      wanted = JSON.parse(await fs.readFile(this.file('identity'), 'utf8'));
+    } catch {
+      return false;
+    }
+    const mac = this.config.network === 'isolated' ? undefined : macForVm(this.config.id);
+    const seed = randomBytes(64);
+    if (await this.identityByRelay(wanted, mac, seed)) {
+      await fs.rm(this.file('identity'), { force: true });
+      this.log(`new identity: hostname ${wanted.hostname}, machine id ${wanted.machineId}`);
+      return true;
+    }
+    try {
+      const got = (await this.agent!.call('identity', { hostname: wanted.hostname, machineId: wanted.machineId, mac: this.config.network === 'isolated' ? undefined : macForVm(this.config.id), seed: randomBytes(64).toString('hex') }, 10_000)) as { reseeded: boolean };
+      await fs.rm(this.file('identity'), { force: true });
+      this.log(`new identity: hostname ${wanted.hostname}, machine id ${wanted.machineId}${got.reseeded ? '' : ' (the RNG was mixed, not reseeded)'}`);
+      return true;
+    } catch (err) {
+      this.log(`the guest did not take its new identity (${(err as Error).message}); it keeps the one it was restored with until its next restore`);
+      return false;
+    }
   }
 
   /** After -incoming: waits until the migration stream is loaded, then makes sure the vCPUs run. */
@@ -354,6 +452,8 @@ export class VmRunner {
       if (quiesced) await this.agent!.quiesce(SAVE_QUIESCE_MS);
       await this.qmp!.execute('stop');
       await this.leavePostmigrate();
+      // RAM in a shared file (a template) is the file itself: only the devices are written.
+      if (this.memoryFile?.share) await this.qmp!.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
       await this.qmp!.execute('migrate', { uri: `exec:cat > ${shellQuote(tmp)}` });
       for (;;) {
         const m = await this.qmp!.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
@@ -643,6 +743,19 @@ export class VmRunner {
 
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** memory.json ({path, share}), or undefined when there is none; a malformed one is refused. */
+async function readMemoryFile(file: string): Promise<{ path: string; share: boolean } | undefined> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const m = JSON.parse(text) as { path?: unknown; share?: unknown };
+  if (typeof m.path !== 'string' || !path.isAbsolute(m.path) || typeof m.share !== 'boolean') throw new SandboxError(ErrorCode.BootFailed, `${file} is malformed; remove it to boot without it`);
+  return { path: m.path, share: m.share };
 }
 
 /** The epoch recorded beside a saved state, or undefined when there is none (an older save). */

@@ -1,7 +1,7 @@
 /** unit: QEMU argv builder, table-driven. */
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { buildQemuArgv, escapeOption, shellQuote, type LaunchSpec } from '../../runtime/qemu/argv';
+import { buildQemuArgv, escapeOption, macForVm, shellQuote, type LaunchSpec } from '../../runtime/qemu/argv';
 
 const base: LaunchSpec = {
   accel: 'tcg',
@@ -62,6 +62,17 @@ const cases: { name: string; spec: Partial<LaunchSpec>; check: (argv: string[]) 
   { name: 'a vhost-vsock device with the CID', spec: { vsockCid: 42 }, check: (a) => assert.ok(a.includes('vhost-vsock-device,guest-cid=42')) },
   { name: 'no -incoming on a cold boot', spec: {}, check: (a) => assert.equal(a.includes('-incoming'), false) },
   { name: 'restore reads the saved state through a quoted path', spec: { incomingFile: "/v/it's/saved.state" }, check: (a) => assert.equal(valueAfter(a, '-incoming'), `exec:cat '/v/it'\\''s/saved.state'`) },
+  { name: 'the NIC takes the MAC it is given', spec: { network: 'host', mac: '52:54:00:ab:cd:ef' }, check: (a) => assert.ok(a.includes('virtio-net-device,netdev=net0,mac=52:54:00:ab:cd:ef')) },
+  { name: 'RAM in a shared file (a template) keeps the machine RAM id', spec: { memoryMiB: 1024, memoryFile: { path: '/t,x/ram', share: true } }, check: (a) => {
+    assert.equal(valueAfter(a, '-object'), 'memory-backend-file,id=microvm.ram,size=1024M,mem-path=/t,,x/ram,share=on');
+    assert.equal(valueAfter(a, '-M'), 'microvm,pit=on,pic=on,rtc=on,memory-backend=microvm.ram');
+  } },
+  { name: 'a restore from a template maps its RAM file privately and defers the incoming side', spec: { memoryFile: { path: '/t/ram', share: false }, incomingDefer: true, incomingFile: '/v/saved.state', serialFd: 5 }, check: (a) => {
+    assert.match(valueAfter(a, '-object')!, /share=off$/);
+    assert.equal(valueAfter(a, '-incoming'), 'defer');
+    assert.equal(a.includes('-S'), false);
+  } },
+  { name: 'anonymous RAM by default: no backend object', spec: {}, check: (a) => (assert.equal(a.includes('-object'), false), assert.equal(valueAfter(a, '-M'), 'microvm,pit=on,pic=on,rtc=on')) },
   { name: 'never reboots, never opens a window', spec: {}, check: (a) => (assert.ok(a.includes('-no-reboot')), assert.ok(a.includes('-nographic')), assert.ok(a.includes('-nodefaults'))) },
 ];
 
@@ -87,4 +98,11 @@ test('transport: vsock only where vhost-vsock is usable, and only if not overrid
 test('transport: guest CIDs are stable and never reserved', () => {
   assert.equal(guestCid('0000002a-aaaa'), guestCid('0000002a-aaaa'));
   for (const id of ['00000000-0', 'ffffffff-f', '00000001-1', 'not-hex']) assert.ok(guestCid(id) >= 3, id);
+});
+
+test('argv: macForVm is stable per id, differs between ids, and is a locally administered unicast address', () => {
+  const a = macForVm('8e4c1f2a-0000-4000-8000-000000000001');
+  assert.equal(a, macForVm('8e4c1f2a-0000-4000-8000-000000000001'));
+  assert.notEqual(a, macForVm('8e4c1f2a-0000-4000-8000-000000000002'));
+  assert.match(a, /^52:54:00(:[0-9a-f]{2}){3}$/);
 });

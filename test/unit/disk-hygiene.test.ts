@@ -157,7 +157,7 @@ test('image GC: current, used, referenced, templates and old images, automatic a
   const tplImage = fakeImage(cache, '9999999999999999', { refs: true });
   const tpl = path.join(cache, 'templates', 't1');
   fakeQcow2(path.join(tpl, 'disk.qcow2'), path.join(tplImage, 'base.qcow2'));
-  fs.writeFileSync(path.join(tpl, 'template.json'), JSON.stringify({ baseImage: '9'.repeat(64) }));
+  fs.writeFileSync(path.join(tpl, 'template.json'), JSON.stringify({ baseImage: { hash: '9'.repeat(64), disk: '/x/base.qcow2' } }));
   fakeQcow2(path.join(homeA, 'vms', 'clone', 'disk.qcow2'), path.join(tpl, 'disk.qcow2'));
   // A template of an old image nobody uses: it goes, and then its image.
   const tpl2Image = fakeImage(cache, 'aaaaaaaaaaaaaaaa', { refs: true });
