@@ -117,7 +117,7 @@ export class TerminalManager implements vscode.Disposable {
   /** A new pty for `vm`, registered so the terminal VS Code makes for it is found (profiles). */
   createPty(vm: string): VmPseudoterminal {
     const watchVm = (listener: (info: VmInfo | undefined) => void) => this.model.onDidChange(() => listener(this.model.get(vm)));
-    const pty = new VmPseudoterminal({ vm, connect: () => this.connect(vm), watchVm, log: this.log });
+    const pty = new VmPseudoterminal({ vm, connect: () => this.connect(vm), watchVm, currentVm: () => this.model.get(vm), log: this.log });
     const g: GuestTerminal = { id: this.nextId++, vm, pty };
     this.terminals.set(g.id, g);
     pty.onDidStartSession((session) => {

@@ -5,7 +5,9 @@
  * shell: the terminal says so, waits, and attaches the same shell again once the VM runs (the
  * output it printed meanwhile comes first; what is typed from the start until then follows it).
  * Sessions are opened with keepOnDisconnect: when the window reloads the guest keeps the shell, and
- * a new terminal attaches it (`attachExisting`).
+ * a new terminal attaches it (`attachExisting`). When a checkpoint with memory is applied the
+ * terminal waits too, and attaches the shell as the checkpoint has it (a new shell when the
+ * checkpoint was taken before this one was opened).
  */
 import { StringDecoder } from 'node:string_decoder';
 import * as vscode from 'vscode';
@@ -18,6 +20,8 @@ export interface PtyOptions {
   connect: () => Promise<SessionClient>;
   /** The VM's snapshots as they change (undefined: it was deleted). */
   watchVm: (listener: (info: VmInfo | undefined) => void) => vscode.Disposable;
+  /** The VM's latest snapshot (undefined: unknown or deleted). */
+  currentVm: () => VmInfo | undefined;
   log: (message: string) => void;
 }
 
@@ -25,6 +29,11 @@ export interface PtyOptions {
 const HELD_ELSEWHERE_MS = 15_000;
 /** How long a closed terminal waits to learn why it closed before closing its guest session. */
 const CLOSE_REASON_MS = 3000;
+/**
+ * How long a session ended by "the VM stopped" waits to hear whether the stop is a checkpoint being
+ * applied (the service says so before it turns the VM off, on another connection).
+ */
+const APPLY_WORD_MS = 2000;
 /** How much of what is typed while the shell comes back after a restore is held for it. */
 const MAX_TYPEAHEAD_CHARS = 4096;
 /** How much of what the terminal showed `transcript` keeps. */
@@ -192,7 +201,89 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
     this.sessions?.dispose();
     this.sessions = undefined;
     if (this.session && r.error && /the VM was saved/.test(r.error)) return this.waitForRestore(this.session.id);
+    if (this.session && r.error === 'the VM stopped') return this.whyStopped(this.session.id, r);
     this.finish(r);
+  }
+
+  /**
+   * The VM stopped under the shell: when that is a checkpoint with memory being applied, waits for
+   * the VM to come back and attaches the shell as the checkpoint has it (or a new one, when the
+   * shell was opened after the checkpoint was taken); otherwise the shell ended.
+   */
+  private whyStopped(id: number, r: SessionExit): void {
+    const decide = (info: VmInfo | undefined): boolean => {
+      if (info?.applying?.withMemory) {
+        this.waitForApply(id, info.applying.checkpoint);
+        return true;
+      }
+      if (info?.applying) {
+        this.finish({ ...r, error: `${this.options.vm} went back to checkpoint "${info.applying.checkpoint}", taken while it was off; the shell ended` });
+        return true;
+      }
+      if (!info || info.state !== 'running') {
+        this.finish(r);
+        return true;
+      }
+      return false;
+    };
+    if (decide(this.options.currentVm())) return;
+    // Still shown running: the word on why may be on its way.
+    let watch: vscode.Disposable | undefined;
+    const timer = setTimeout(() => {
+      watch?.dispose();
+      this.finish(r);
+    }, APPLY_WORD_MS);
+    watch = this.options.watchVm((info) => {
+      if (!decide(info)) return;
+      clearTimeout(timer);
+      watch?.dispose();
+    });
+    this.waiting = watch;
+  }
+
+  /** A checkpoint with memory is being applied: waits for the VM to run again, then attaches shell `id` as it was then. */
+  private waitForApply(id: number, checkpoint: string): void {
+    const { vm } = this.options;
+    this.waiting?.dispose();
+    this.options.log(`terminal on ${vm}: checkpoint "${checkpoint}" is being applied; session ${id} waits for it`);
+    this.emit(this.decoder.end() + dim(`${vm} is going back to checkpoint "${checkpoint}"; its shells come back as they were then.`));
+    this.waiting = this.options.watchVm((info) => {
+      if (!info || (info.state === 'stopped' && !info.applying)) {
+        this.waiting?.dispose();
+        this.waiting = undefined;
+        return this.finish({ code: null, signal: null, error: info ? `${vm} was turned off, and the shell with it` : `${vm} was deleted` });
+      }
+      if (info.applying) return;
+      if (info.state === 'starting' || info.state === 'running') this.typeahead ??= [];
+      if (info.state !== 'running' || !info.runtime?.agent.connected) return;
+      this.waiting?.dispose();
+      this.waiting = undefined;
+      void this.reattachAfterApply(id, checkpoint);
+    });
+  }
+
+  private async reattachAfterApply(id: number, checkpoint: string): Promise<void> {
+    const { vm } = this.options;
+    try {
+      this.sessions = await this.options.connect();
+      if (this.closed) return this.sessions.dispose();
+    } catch (err) {
+      return this.finish({ code: null, signal: null, error: `could not reach ${vm} after applying checkpoint "${checkpoint}": ${(err as Error).message}` });
+    }
+    try {
+      this.session = await this.attachWithNotice(this.sessions, id, `\x1b[2m${vm} is back at checkpoint "${checkpoint}"; this is the shell as it was then.\x1b[0m\r\n`);
+      if (this.dims) void this.session.resize(this.dims.columns, this.dims.rows).catch(() => undefined);
+      for (const data of this.takeTypeahead()) this.session.write(data).catch(() => undefined);
+      this.startEmitter.fire(id);
+    } catch (err) {
+      // The shell was opened after the checkpoint was taken: the guest as it was then never had it.
+      this.options.log(`terminal on ${vm}: session ${id} is not in checkpoint "${checkpoint}" (${(err as Error).message}); a new shell`);
+      this.sessions.dispose();
+      this.session = undefined;
+      this.takeTypeahead();
+      this.emit(dim(`This shell was opened after checkpoint "${checkpoint}" was taken, so the VM as it was then does not have it; here is a new shell.`));
+      await this.start();
+    }
   }
 
   /** The VM was saved with the shell in it: wait for the VM to run again, then attach the same shell. */

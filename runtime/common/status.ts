@@ -80,6 +80,12 @@ export interface VmInfo {
   lastError?: WireError;
   /** Host bytes the VM's files take (service/diskUsage.ts); from stat alone, so always cheap. */
   disk?: DiskUsage;
+  /**
+   * Set while a checkpoint is applied: the VM turns off and comes back as the checkpoint has it.
+   * `withMemory`: the checkpoint holds a running (paused, saved) state, so the guest's shells as
+   * they were then come back with it (clients keep their terminals waiting instead of ending them).
+   */
+  applying?: { checkpoint: string; withMemory: boolean };
 }
 
 /** A VM's files on the host, in allocated bytes (service/diskUsage.ts says what each counts). */

@@ -48,6 +48,8 @@ export interface CheckpointHost {
   boot(name: string): Promise<void>;
   pause(name: string): Promise<void>;
   publish(name: string): void;
+  /** Sets (or clears) what VmInfo.applying says, and publishes it. */
+  setApplying(name: string, applying: VmInfo['applying']): void;
   snapshot(name: string): VmInfo;
   log(message: string): void;
 }
@@ -280,6 +282,8 @@ export class Checkpoints {
         saved = await this.take(name, label, false);
         index = await store.read();
       }
+      // Said before the VM turns off, so clients hear it before their sessions end.
+      this.host.setApplying(name, { checkpoint: target.name, withMemory: target.state !== 'stopped' });
       if (this.active(name)) await this.host.turnOff(name);
       const top = store.newLayer();
       await store.write({ ...index, pending: { op: 'apply', id: target.id, top } });
@@ -294,9 +298,14 @@ export class Checkpoints {
         await this.host.boot(name);
         if (target.state === 'paused') await this.host.pause(name);
       }
-      this.host.publish(name);
+      this.host.setApplying(name, undefined);
       return { info: this.host.snapshot(name), saved, elapsedMs: Date.now() - t0 };
-    }).finally(() => this.changed(name));
+    })
+      .catch((err) => {
+        this.host.setApplying(name, undefined);
+        throw err;
+      })
+      .finally(() => this.changed(name));
   }
 
   rename(name: string, ref: string, newName: string): Promise<CheckpointView> {

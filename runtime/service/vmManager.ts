@@ -65,6 +65,8 @@ interface Entry {
   /** An operation under way that the worker can't report yet (starting before it exists). */
   transient?: VmState;
   lastError?: WireError;
+  /** VmInfo.applying: a checkpoint being applied (checkpoints.ts sets it). */
+  applying?: VmInfo['applying'];
   /** A worker being spawned (start, restore or takeover) until it reports ready or fails. */
   spawning?: Spawning;
 }
@@ -107,6 +109,10 @@ export class VmManager {
       w.status = await w.call<WorkerStatus>('worker.status');
     },
     publish: (name) => this.publish(name),
+    setApplying: (name, applying) => {
+      this.entry(name).applying = applying;
+      this.publish(name);
+    },
     snapshot: (name) => this.snapshot(name),
     log: (m) => this.log(m),
   });
@@ -318,6 +324,7 @@ export class VmManager {
       },
       lastError: e.lastError,
       disk: diskUsage(this.dir(name), c.image.disk),
+      applying: e.applying,
     };
   }
 

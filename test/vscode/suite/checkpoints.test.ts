@@ -167,4 +167,40 @@ suite('vscode: checkpoints', function () {
     await vscode.tasks.executeTask(api.tasks.task({ type: 'sandboxvm', vm: 'no-such-vm', command: 'true' }, 'no such vm'));
     assert.equal(await finished, 1);
   });
+
+  test('terminals live through Apply: a shell the checkpoint has comes back as it was, one opened after it gets a new shell', async () => {
+    const shows = (g: { pty: { transcript: string; onDidWrite: vscode.Event<string> } }, text: string | RegExp, what: string) =>
+      until(what, () => ((typeof text === 'string' ? g.pty.transcript.includes(text) : text.test(g.pty.transcript)) ? true : undefined), (l) => g.pty.onDidWrite(l), 120_000).catch((err) => {
+        throw new Error(`${err.message}; the terminal shows ${JSON.stringify(g.pty.transcript.slice(-800))}`);
+      });
+    await vscode.commands.executeCommand(Command.openTerminal, VM);
+    const old = api.terminals.of(VM).at(-1)!;
+    old.terminal?.show();
+    await until('the first shell', () => old.pty.sessionId, (l) => old.pty.onDidStartSession(l), 60_000);
+    // A variable only this shell's memory holds: it is there after Apply only if the shell is the checkpoint's.
+    old.terminal!.sendText('MARK=kept-$((6*7)); echo "set-$MARK"');
+    await shows(old, 'set-kept-42', 'the variable set');
+    await (await api.connection.client()).createCheckpoint(VM, 'with shells');
+    old.terminal!.sendText('MARK=changed; echo "now-$MARK"');
+    await shows(old, 'now-changed', 'the variable changed');
+    await vscode.commands.executeCommand(Command.openTerminal, VM);
+    const late = api.terminals.of(VM).at(-1)!;
+    await until('the second shell', () => late.pty.sessionId, (l) => late.pty.onDidStartSession(l), 60_000);
+    let lateStarts = 0;
+    const startSub = late.pty.onDidStartSession(() => lateStarts++);
+
+    await vscode.commands.executeCommand(Command.applyCheckpoint, { vm: VM, checkpoint: 'with shells' }, { discardCurrent: true });
+    await agentUp(api);
+    await shows(old, 'is back at checkpoint "with shells"; this is the shell as it was then', 'the first shell back');
+    assert.equal(old.pty.hasEnded, false, 'the first terminal did not end');
+    old.terminal!.sendText('echo "after-$MARK"');
+    await shows(old, 'after-kept-42', 'the first shell as the checkpoint has it');
+    await shows(late, 'here is a new shell', 'the second terminal told its shell is new');
+    assert.equal(late.pty.hasEnded, false, 'the second terminal did not end');
+    await until('the new shell', () => (lateStarts > 0 ? true : undefined), (l) => late.pty.onDidStartSession(l), 60_000);
+    startSub.dispose();
+    late.terminal!.sendText('echo "fresh-$((7*8))"');
+    await shows(late, /fresh-56/, 'the new shell answers');
+    await (await api.connection.client()).deleteCheckpoint(VM, 'with shells').catch(() => undefined);
+  });
 });
