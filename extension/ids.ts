@@ -15,6 +15,8 @@ export const Command = {
   resume: 'sandboxvm.vm.resume',
   save: 'sandboxvm.vm.save',
   clone: 'sandboxvm.vm.clone',
+  cloneFromCheckpoint: 'sandboxvm.checkpoint.clone',
+  compactDisk: 'sandboxvm.vm.compact',
   restart: 'sandboxvm.vm.restart',
   delete: 'sandboxvm.vm.delete',
   openTerminal: 'sandboxvm.vm.openTerminal',

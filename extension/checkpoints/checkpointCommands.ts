@@ -36,7 +36,7 @@ function allViews(tree: CheckpointView[]): CheckpointView[] {
 }
 
 /** The checkpoint a command acts on, or undefined when the user dismissed a pick. */
-async function pickCheckpoint(deps: CommandDeps, target: CheckpointTarget, verb: string): Promise<{ vm: string; view: CheckpointView } | undefined> {
+export async function pickCheckpoint(deps: CommandDeps, target: CheckpointTarget, verb: string): Promise<{ vm: string; view: CheckpointView } | undefined> {
   const f = feature(deps);
   if (target && 'key' in target) {
     const view = f.branch.view(target);

@@ -18,6 +18,8 @@ import { refresh } from './refresh';
 import { restartVm } from './restartVm';
 import { saveVm } from './saveVm';
 import { cloneVm } from '../clones/cloneVm';
+import { cloneFromCheckpoint } from '../clones/cloneFromCheckpoint';
+import { compactDisk } from '../disk/compactDisk';
 import { showActions } from './showActions';
 import { showDetails } from './showDetails';
 import { showLog, showServiceLog } from './showLog';
@@ -45,6 +47,8 @@ export function registerCommands(deps: CommandDeps, home: () => string): vscode.
     [Command.resume]: resumeVm,
     [Command.save]: saveVm,
     [Command.clone]: cloneVm,
+    [Command.cloneFromCheckpoint]: cloneFromCheckpoint,
+    [Command.compactDisk]: compactDisk,
     [Command.restart]: restartVm,
     [Command.delete]: deleteVm,
     [Command.openTerminal]: openTerminal,

@@ -2,8 +2,9 @@
  * vscode: Clone VM... (extension/clones), without booting.
  * Procedure: create a stopped VM; Clone VM... (given the name and kind, as a caller passes them)
  * makes a linked clone, which the model shows with its source; a full copy has none; a name taken
- * shows one sentence and adds nothing; the clones and the source are deleted (the source last:
- * a linked clone holds it).
+ * shows one sentence and adds nothing; Clone from This Checkpoint... makes a clone on that
+ * checkpoint's layer; Compact Disk rewrites the stopped source's disk and says what it gave back;
+ * the clones and the source are deleted (the source last: a linked clone holds it).
  */
 /// <reference types="mocha" />
 import * as assert from 'node:assert/strict';
@@ -24,7 +25,7 @@ suite('vscode: clones', function () {
   });
 
   suiteTeardown(async () => {
-    for (const name of [`${VM}-l`, `${VM}-f`, VM]) if (api.model.get(name)) await vscode.commands.executeCommand(Command.delete, name, { confirm: false });
+    for (const name of [`${VM}-l`, `${VM}-f`, `${VM}-c`, VM]) if (api.model.get(name)) await vscode.commands.executeCommand(Command.delete, name, { confirm: false });
   });
 
   test('a linked clone and a full copy appear in the model; a taken name changes nothing', async () => {
@@ -40,5 +41,20 @@ suite('vscode: clones', function () {
     const count = api.model.list().length;
     assert.equal(await vscode.commands.executeCommand(Command.clone, VM, { newName: `${VM}-l`, full: false }), undefined, 'the error is shown, nothing is returned');
     assert.equal(api.model.list().length, count);
+  });
+
+  test('Clone from This Checkpoint... makes a clone on that checkpoint; Compact Disk says what it gave back', async () => {
+    const client = await api.connection.client();
+    const made = await client.createCheckpoint(VM, 'base for clone');
+    assert.equal(await vscode.commands.executeCommand(Command.cloneFromCheckpoint, { vm: VM, checkpoint: 'base for clone' }, { newName: `${VM}-c`, full: false }), `${VM}-c`);
+    const clone = await api.model.waitFor(`${VM}-c`, (i) => !!i, 10_000);
+    assert.deepEqual({ vm: clone?.config.linkedTo?.vm, checkpoint: clone?.config.linkedTo?.checkpoint }, { vm: VM, checkpoint: made.id });
+    const errors: string[] = [];
+    const sub = api.notifications.onDidShowError((e) => errors.push(e));
+    const reclaimed = await vscode.commands.executeCommand<number | undefined>(Command.compactDisk, VM);
+    sub.dispose();
+    assert.deepEqual(errors, []);
+    assert.equal(typeof reclaimed, 'number', 'the compact ran and returned the bytes it freed');
+    assert.ok(reclaimed! >= 0);
   });
 });
