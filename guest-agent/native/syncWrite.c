@@ -22,8 +22,9 @@
  * name with O_EXCL|O_NOFOLLOW and written in place; mode, then mtime (futimens on the open fd) are
  * set last, so a file cut off by a crash differs from the host's and the next comparison rewrites
  * it; a file cut off by the end of stdin is removed. Paths are checked as isRelPath does (relative,
- * no empty, `.` or `..` component) and never leave the folder. A flush waits for every writer,
- * so failures are reported before the ack that covers them; two records for one path between
+ * no empty, `.` or `..` component) and never leave the folder. A flush is acknowledged once
+ * every record before it is applied (the pipeline does not stop for it), so failures are
+ * reported before the ack that covers them; two records for one path between
  * flushes are applied in order (the second waits for the writers).
  */
 #define _GNU_SOURCE
@@ -540,6 +541,8 @@ static void apply_dir(const char *rel, int mode) {
 
 struct job {
   enum op op;
+  /** The flush epoch it belongs to (acks wait for every job of their epoch and those before). */
+  size_t epoch;
   char *rel;
   int mode;
   int64_t mtime_ms;
@@ -566,6 +569,37 @@ static void run_job(struct job *j, int writer) {
   free(j->body);
 }
 
+/*
+ * Flushes do not stop the pipeline: the records between two flushes form an epoch, and a flush's
+ * ack is written once every job of its epoch and of all earlier ones is done (by whichever
+ * thread finishes last). Epochs live in a ring; the main thread waits only when it is full.
+ */
+#define EPOCHS 256
+static struct {
+  size_t pending;
+  bool closed;
+  int64_t seq;
+} epochs[EPOCHS];
+/** Guarded by q_lock: the oldest epoch not acknowledged yet, and the one records go to now. */
+static size_t epoch_oldest, epoch_now;
+
+static void write_ack(int64_t seq) {
+  char line[64];
+  int n = snprintf(line, sizeof line, "{\"t\":\"ack\",\"seq\":%lld}\n", (long long)seq);
+  pthread_mutex_lock(&out_lock);
+  write_all(1, line, (size_t)n);
+  pthread_mutex_unlock(&out_lock);
+}
+
+/** Acknowledges the finished epochs in order (q_lock held). */
+static void ack_done_epochs(void) {
+  while (epoch_oldest < epoch_now && epochs[epoch_oldest % EPOCHS].closed && epochs[epoch_oldest % EPOCHS].pending == 0) {
+    write_ack(epochs[epoch_oldest % EPOCHS].seq);
+    epochs[epoch_oldest % EPOCHS].closed = false;
+    epoch_oldest++;
+  }
+}
+
 static void *writer_main(void *arg) {
   int writer = (int)(intptr_t)arg;
   pthread_mutex_lock(&q_lock);
@@ -580,6 +614,8 @@ static void *writer_main(void *arg) {
     pthread_mutex_lock(&q_lock);
     busy--;
     q_bytes -= j.size;
+    epochs[j.epoch % EPOCHS].pending--;
+    ack_done_epochs();
     pthread_cond_signal(&q_space);
     if (q_len == 0 && busy == 0) pthread_cond_broadcast(&q_idle);
   }
@@ -592,6 +628,8 @@ static void enqueue(struct job *j) {
   if (writers == 0) return run_job(j, 0);
   pthread_mutex_lock(&q_lock);
   while (q_len == QUEUE_JOBS || (q_len > 0 && q_bytes + j->size > QUEUE_BYTES)) pthread_cond_wait(&q_space, &q_lock);
+  j->epoch = epoch_now;
+  epochs[epoch_now % EPOCHS].pending++;
   queue[(q_head + q_len) % QUEUE_JOBS] = *j;
   q_len++;
   q_bytes += j->size;
@@ -603,6 +641,19 @@ static void enqueue(struct job *j) {
 #define SEEN_SLOTS 16384
 static uint64_t seen[SEEN_SLOTS];
 static size_t seen_count;
+
+/** A flush: its epoch ends; the ack is written now if nothing of it (or before it) is left. */
+static void close_epoch(int64_t seq) {
+  pthread_mutex_lock(&q_lock);
+  while (epoch_now - epoch_oldest >= EPOCHS - 1) pthread_cond_wait(&q_space, &q_lock);
+  epochs[epoch_now % EPOCHS].closed = true;
+  epochs[epoch_now % EPOCHS].seq = seq;
+  epoch_now++;
+  epochs[epoch_now % EPOCHS].pending = 0;
+  epochs[epoch_now % EPOCHS].closed = false;
+  ack_done_epochs();
+  pthread_mutex_unlock(&q_lock);
+}
 
 static void barrier(void) {
   if (writers > 0) {
@@ -703,12 +754,7 @@ int main(int argc, char **argv) {
     in_at += 4 + len;
     if (r.op == OP_FLUSH) {
       if (!r.has_seq || r.seq < 0) fatal("a flush without its number");
-      barrier();
-      char line[64];
-      int n = snprintf(line, sizeof line, "{\"t\":\"ack\",\"seq\":%lld}\n", (long long)r.seq);
-      pthread_mutex_lock(&out_lock);
-      write_all(1, line, (size_t)n);
-      pthread_mutex_unlock(&out_lock);
+      close_epoch(r.seq);
       continue;
     }
     if (!r.has_path || !rel_ok(r.path)) fatal("a sync record with a path outside the folder");

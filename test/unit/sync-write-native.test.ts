@@ -133,6 +133,20 @@ for (const writers of [0, 1, 4]) {
   });
 }
 
+test('a flush after every file, 4 writer threads: every ack once, in order, each after its files are complete', () => {
+  const root = tempRoot();
+  try {
+    const input: Buffer[] = [];
+    for (let i = 1; i <= 200; i++) input.push(...fileRecord(`d${i % 9}/f${i}`, Buffer.alloc(i * 100, i)), rec({ op: 'flush', seq: i }));
+    const r = runWriter(root, input, 4);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, Array.from({ length: 200 }, (_, i) => `{"t":"ack","seq":${i + 1}}\n`).join(''));
+    for (let i = 1; i <= 200; i++) assert.equal(fs.statSync(path.join(root, `d${i % 9}/f${i}`)).size, i * 100);
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
 test('paths outside the folder, malformed headers and other records end the writer (exit 2) before anything is written', () => {
   const bad: [string, Buffer][] = [
     ['..', Buffer.concat(fileRecord('../escape.txt', 'x'))],
