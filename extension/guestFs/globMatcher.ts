@@ -50,7 +50,7 @@ export function globToRegExp(glob: string): RegExp | undefined {
   pattern = out;
   try {
     // A folder that matches excludes what is under it too.
-    return new RegExp(`^${pattern}(?:/.*)?$`);
+    return new RegExp(`^${pattern}(?:/.*)?$`, 's');
   } catch {
     return undefined;
   }
