@@ -41,7 +41,7 @@ export class SyncChannel {
    * session: its bytes go through the relay, never through the agent's loop. Rejects when the session cannot start; a
    * receiver that refuses the folder ends the channel with its sentence.
    */
-  static async open(sessions: SessionClient, guestPath: string, program: GuestProgram = 'receiver'): Promise<SyncChannel> {
+  static async open(sessions: SessionClient, guestPath: string, program: GuestProgram = 'receiver', writerThreads?: number): Promise<SyncChannel> {
     let channel: SyncChannel | undefined;
     const early: Buffer[] = [];
     let exit: SessionExit | undefined;
@@ -55,7 +55,7 @@ export class SyncChannel {
       return r.error ?? (said ? said : r.code === 0 ? 'the sync session ended' : `the guest's sync receiver ended (code ${r.code ?? r.signal})`);
     };
     const session = await sessions.open(
-      { kind: 'exec', argv: program === 'writer' ? [GUEST_WRITER, guestPath] : [GUEST_NODE, GUEST_RECEIVER, guestPath], cwd: '/' },
+      { kind: 'exec', argv: program === 'writer' ? [GUEST_WRITER, guestPath, ...(writerThreads === undefined ? [] : [String(writerThreads)])] : [GUEST_NODE, GUEST_RECEIVER, guestPath], cwd: '/' },
       {
         onData: (stream, data) => {
           if (stream === 2) {

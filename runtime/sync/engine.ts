@@ -24,7 +24,12 @@ import type { TreeEntry } from './wire';
 const RETRY_MS = [500, 1000, 2000, 5000];
 /** States an error stays shown through: only `in-sync` (or `waiting`) clears it. */
 const BUSY = new Set(['connecting', 'scanning', 'syncing']);
-/** A catch-up with at least this many files goes to the guest's native writer (a session of its own costs ~0.1 s). */
+/**
+ * A catch-up with at least this many files goes to the guest's native writer (a session of its own
+ * costs ~0.1 s). For benchmarks, the service's environment can choose: SANDBOXVM_SYNC_WRITER=node
+ * keeps every file in the receiver, SANDBOXVM_SYNC_WRITERS=N sets the writer's thread count
+ * (default: the guest's CPUs, at most 4).
+ */
 const BULK_FILES = 200;
 
 export interface EngineHost {
@@ -178,7 +183,7 @@ export class SyncEngine {
    */
   private async pushFirst(channel: SyncChannel, plan: SyncPlan, onProgress: (p: PushProgress) => void): Promise<{ pushed: PushResult; writer: 'node' | 'native' }> {
     const root = this.spec.hostDir;
-    const bulk = plan.files.length >= BULK_FILES ? await this.openWriter() : undefined;
+    const bulk = plan.files.length >= BULK_FILES && process.env.SANDBOXVM_SYNC_WRITER !== 'node' ? await this.openWriter() : undefined;
     if (!bulk) return { pushed: await pushPlan(channel, root, plan, this.model, onProgress), writer: 'node' };
     try {
       const removed = await pushPlan(channel, root, { ...plan, dirs: [], links: [], files: [], bytes: 0 }, this.model);
@@ -195,7 +200,8 @@ export class SyncEngine {
   private async openWriter(): Promise<SyncChannel | undefined> {
     let bulk: SyncChannel | undefined;
     try {
-      bulk = await SyncChannel.open(this.sessions!, this.spec.guestPath, 'writer');
+      const threads = Number(process.env.SANDBOXVM_SYNC_WRITERS);
+      bulk = await SyncChannel.open(this.sessions!, this.spec.guestPath, 'writer', Number.isInteger(threads) && threads >= 0 && threads <= 16 ? threads : undefined);
       await bulk.flush();
       return bulk;
     } catch (err) {
