@@ -541,7 +541,6 @@ static void apply_dir(const char *rel, int mode) {
 /* ---- writer threads */
 
 struct job {
-  enum op op;
   /** The flush epoch it belongs to (acks wait for every job of their epoch and those before). */
   size_t epoch;
   char *rel;
@@ -557,14 +556,10 @@ static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_ready = PTHREAD_COND_INITIALIZER, q_space = PTHREAD_COND_INITIALIZER, q_idle = PTHREAD_COND_INITIALIZER;
 
 static void run_job(struct job *j, int writer) {
-  if (j->op == OP_DIR) {
-    apply_dir(j->rel, j->mode);
-  } else {
-    struct target t;
-    if (file_open(&t, j->rel, j->mode, writer)) {
-      file_write(&t, j->body, j->size);
-      file_finish(&t, j->mode & 07777, j->mtime_ms);
-    }
+  struct target t;
+  if (file_open(&t, j->rel, j->mode, writer)) {
+    file_write(&t, j->body, j->size);
+    file_finish(&t, j->mode & 07777, j->mtime_ms);
   }
   free(j->rel);
   free(j->body);
@@ -662,7 +657,7 @@ static void barrier(void) {
     while (q_len > 0 || busy > 0) pthread_cond_wait(&q_idle, &q_lock);
     pthread_mutex_unlock(&q_lock);
   }
-  memset(seen, 0, sizeof seen);
+  if (seen_count > 0) memset(seen, 0, sizeof seen);
   seen_count = 0;
 }
 
@@ -762,16 +757,18 @@ int main(int argc, char **argv) {
     }
     if (!r.has_path || !rel_ok(r.path)) fatal("a sync record with a path outside the folder");
     if (!r.has_mode) fatal("a sync record for %s without its mode", r.path);
-    note_path(r.path);
     if (r.op == OP_DIR) {
-      struct job j = {.op = OP_DIR, .rel = strdup(r.path), .mode = (int)(r.mode & 07777)};
-      enqueue(&j);
+      /* In order, by this thread, after every file before it: a directory replaces whatever
+       * stood at its path (a link to elsewhere, a file) before anything is made through it. */
+      barrier();
+      apply_dir(r.path, (int)(r.mode & 07777));
       continue;
     }
+    note_path(r.path);
     if (!r.has_size || !r.has_mtime || r.size < 0) fatal("a file record for %s with a bad size", r.path);
     size_t size = (size_t)r.size;
     if (size <= INLINE_BYTES && writers > 0) {
-      struct job j = {.op = OP_FILE, .rel = strdup(r.path), .mode = (int)(r.mode & 07777), .mtime_ms = r.mtime_ms, .body = malloc(size ? size : 1), .size = size};
+      struct job j = {.rel = strdup(r.path), .mode = (int)(r.mode & 07777), .mtime_ms = r.mtime_ms, .body = malloc(size ? size : 1), .size = size};
       if (!j.rel || !j.body) fatal("out of memory");
       size_t got = 0;
       while (got < size) {

@@ -113,6 +113,29 @@ for (const writers of [0, 1, 4]) {
     }
   });
 
+  test(`${writers} writer thread(s): a link where the host has a folder is replaced before anything is made through it`, () => {
+    const root = tempRoot();
+    const outside = tempRoot();
+    try {
+      fs.symlinkSync(outside, path.join(root, 'a'));
+      const input: Buffer[] = [rec({ op: 'dir', path: 'a', mode: 0o755 })];
+      for (let i = 0; i < 300; i++) input.push(rec({ op: 'dir', path: `a/d${i}`, mode: 0o755 }));
+      input.push(rec({ op: 'dir', path: 'a/b', mode: 0o755 }));
+      for (let i = 0; i < 50; i++) input.push(...fileRecord(`a/b/f${i}`, `f${i}`));
+      input.push(rec({ op: 'dir', path: 'a/c', mode: 0o700 }), ...fileRecord('a/c/g', 'g'), rec({ op: 'flush', seq: 1 }));
+      const r = runWriter(root, input, writers);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, '{"t":"ack","seq":1}\n');
+      assert.ok(fs.lstatSync(path.join(root, 'a')).isDirectory());
+      assert.equal(fs.readdirSync(path.join(root, 'a/b')).length, 50);
+      assert.equal(fs.statSync(path.join(root, 'a/c')).mode & 0o7777, 0o700);
+      assert.deepEqual(fs.readdirSync(outside), [], 'nothing written through the link');
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+      fs.rmSync(outside, { recursive: true, force: true });
+    }
+  });
+
   test(`${writers} writer thread(s): a stream cut off mid-file leaves no file and no temporary`, () => {
     const root = tempRoot();
     try {
