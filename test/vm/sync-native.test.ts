@@ -54,7 +54,8 @@ describe('vm: the native sync writer killed mid-copy', { timeout: 1_500_000 }, (
         'kills=0; i=0',
         'while [ $kills -lt 3 ] && [ $i -lt 6000 ]; do',
         `  n=$(find ${guest} -type f 2>/dev/null | wc -l)`,
-        `  p=$(pgrep -f sandboxvm-sync-write | head -1)`,
+        // (`writ[e]`: the pattern does not match this shell's own command line)
+        `  p=$(pgrep -f '^/opt/sandboxvm/agent/bin/sandboxvm-sync-writ[e]' | head -1)`,
         `  if [ -n "$p" ] && [ "$n" -gt $((250 + kills * 300)) ]; then kill -9 $p && kills=$((kills + 1)) && echo "killed at $n files"; fi`,
         '  i=$((i + 1)); sleep 0.02',
         'done; echo "kills=$kills"',
