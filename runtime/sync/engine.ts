@@ -15,7 +15,7 @@ import { SyncChannel, type GuestFailure } from './channel';
 import { baseRules, type IgnoreRules } from './ignore';
 import { planSync, sameEntry, type SyncPlan } from './plan';
 import { pushPlan, type PushProgress, type PushResult } from './push';
-import { entryOf, linkStaysInside, scanTree } from './scan';
+import { entryOf, linkStaysInside, scanTree, type ScanResult } from './scan';
 import type { SyncSpec, SyncStatus } from './types';
 import { TreeWatcher } from './watcher';
 import type { TreeEntry } from './wire';
@@ -144,6 +144,19 @@ export class SyncEngine {
     const { r: scan, ms: scanMs } = await scanning;
     this.rules = scan.rules;
     this.watcher.setDirs(scan.dirs);
+    // A host folder that could need a bulk copy: the native writer starts while the guest walks its folder.
+    const writerOpening = scan.entries.size >= BULK_FILES && process.env.SANDBOXVM_SYNC_WRITER !== 'node' ? this.openWriter() : undefined;
+    try {
+      return await this.catchUp(channel, scan, { t0, connectMs, scanMs }, writerOpening);
+    } finally {
+      // Closed once the copy is done, used or not, or when the session fails first (closing twice is harmless).
+      void writerOpening?.then((w) => w?.close());
+    }
+  }
+
+  /** Step 1 of a session (the manifest, the plan, the copy), then step 2: follows changes until the session ends. */
+  private async catchUp(channel: SyncChannel, scan: ScanResult, times: { t0: number; connectMs: number; scanMs: number }, writerOpening: Promise<SyncChannel | undefined> | undefined): Promise<void> {
+    const { t0, connectMs, scanMs } = times;
     const guest = await channel.manifest(scan.rules.sources.map((g) => ({ base: g.base, patterns: [...g.patterns] }))).catch((err: Error) => {
       if (String(err?.message).includes(`${this.spec.guestPath} is not a directory`)) throw new Error(`the guest folder ${this.spec.guestPath} is no longer a folder (something else is in its place); remove that in the guest and the sync starts again by itself`);
       throw err;
@@ -155,7 +168,8 @@ export class SyncEngine {
     this.publish({ state: count ? 'syncing' : 'in-sync', message: count ? `syncing ${plan.files.length} file(s)` : 'in sync', files: 0, totalFiles: plan.files.length, bytes: 0, totalBytes: plan.bytes, equal: plan.equal, warnings: scan.warnings.slice(0, 20) });
     const t1 = Date.now();
     const onProgress = (p: PushProgress) => this.publish({ files: p.files, bytes: p.bytes, message: `syncing ${p.totalFiles - p.files} file(s)` });
-    const { pushed, writer } = await this.pushFirst(channel, plan, onProgress);
+    const { pushed, writer } = await this.pushFirst(channel, plan, onProgress, writerOpening);
+    void writerOpening?.then((w) => w?.close());
     for (const p of pushed.changed) this.pending.add(p);
     this.throwIfFailed(pushed.failed);
     const phases = { connectMs, scanMs, manifestMs, pushMs: Date.now() - t1, writer };
@@ -181,9 +195,9 @@ export class SyncEngine {
    * receiver, directories and files through the writer. Where the writer cannot start (an image
    * made before it existed) everything goes through the receiver, as before.
    */
-  private async pushFirst(channel: SyncChannel, plan: SyncPlan, onProgress: (p: PushProgress) => void): Promise<{ pushed: PushResult; writer: 'node' | 'native' }> {
+  private async pushFirst(channel: SyncChannel, plan: SyncPlan, onProgress: (p: PushProgress) => void, writerOpening: Promise<SyncChannel | undefined> | undefined): Promise<{ pushed: PushResult; writer: 'node' | 'native' }> {
     const root = this.spec.hostDir;
-    const bulk = plan.files.length >= BULK_FILES && process.env.SANDBOXVM_SYNC_WRITER !== 'node' ? await this.openWriter() : undefined;
+    const bulk = plan.files.length >= BULK_FILES && writerOpening ? await writerOpening : undefined;
     if (!bulk) return { pushed: await pushPlan(channel, root, plan, this.model, onProgress), writer: 'node' };
     try {
       const removed = await pushPlan(channel, root, { ...plan, dirs: [], links: [], files: [], bytes: 0 }, this.model);
