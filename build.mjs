@@ -36,8 +36,9 @@ import { execFileSync } from 'node:child_process';
 mkdirp('dist/guest-agent/bin', { recursive: true });
 try {
   execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-Wno-format-truncation', '-Werror', '-static', '-o', 'dist/guest-agent/bin/sandboxvm-relay', 'guest-agent/native/relay.c'], { stdio: 'inherit' });
+  execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-Wno-format-truncation', '-Werror', '-static', '-pthread', '-o', 'dist/guest-agent/bin/sandboxvm-sync-write', 'guest-agent/native/syncWrite.c'], { stdio: 'inherit' });
 } catch (err) {
-  throw new Error(`building guest-agent/native/relay.c failed (${err.message}); it needs gcc and libc6-dev (apt-get install gcc libc6-dev)`);
+  throw new Error(`building guest-agent/native/relay.c or syncWrite.c failed (${err.message}); it needs gcc and libc6-dev (apt-get install gcc libc6-dev)`);
 }
 
 // The guest agent's native dependency ships beside it: only what node-pty needs at run time.

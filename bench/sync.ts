@@ -13,9 +13,15 @@
  * boots an overlay of its disk with the worker's command line plus an ssh port forward, and the
  * peers run there into fresh folders. The first syncs are one sample each (they take tens of
  * seconds under TCG); the change latencies take 4 x --runs samples (at least 20).
+ * vCPUs: the VM has SANDBOXVM_BENCH_SYNC_CPUS of them (default 2: the guest's native writer runs
+ * one writer thread per vCPU, and QEMU's MTTCG gives each vCPU a host thread); the peers' QEMU has
+ * the same. Stated in the results as `first_sync_vcpus`, and the first sync's phases (the sync's
+ * own timings: connect and host scan side by side, the guest's manifest, the copy) as
+ * `first_sync_<phase>_ms` with the whole first sync as their peer (ratio: the share of it).
  */
 import { promises as fsp } from 'node:fs';
 import * as fs from 'node:fs';
+import { loadavg } from 'node:os';
 import * as path from 'node:path';
 import { probeAccelerator } from '../runtime/accel/probe';
 import { locateQemu } from '../runtime/qemu/locate';
@@ -44,6 +50,7 @@ const GUEST_SYNC = '/root/synced';
 const GUEST_RSYNC = '/root/rsync-tree';
 const GUEST_TAR = '/root/tar-tree';
 const BOOT_TIMEOUT_MS = 180_000;
+const CPUS = Number(process.env.SANDBOXVM_BENCH_SYNC_CPUS ?? 2);
 
 /** What bench/workspace.ts adds to this benchmark's run, on the same guests. */
 export interface SyncBenchHooks {
@@ -91,7 +98,7 @@ export async function run({ runs }: BenchOptions, hooks: SyncBenchHooks = {}): P
   log(`generated ${hashes.size} files, ${(bytes / 1e6).toFixed(1)} MB in ${tree}`);
   const { key, publicKey } = await makeKey(home);
 
-  let info = await client.create({ name: VM, memoryMiB: 1024 }, (s, t, m) => log(`image: ${s}/${t} ${m}`));
+  let info = await client.create({ name: VM, memoryMiB: 1024, cpus: CPUS }, (s, t, m) => log(`image: ${s}/${t} ${m}`));
   const template = readVmConfig(info);
   info = await client.start(VM, undefined, BOOT_TIMEOUT_MS);
   trackVm(info);
@@ -123,7 +130,8 @@ export async function run({ runs }: BenchOptions, hooks: SyncBenchHooks = {}): P
   const added = await syncs.add(VM, { hostDir: tree, guestPath: GUEST_SYNC });
   await until('the first sync', (s) => s.id === added.id && s.state === 'in-sync' && s.lastSyncAt !== undefined, 900_000);
   const firstSync = (now() - t0) / 1000;
-  log(`runtime: first sync ${firstSync.toFixed(2)} s (${latest!.files} files, ${(latest!.bytes / 1e6).toFixed(1)} MB)`);
+  const phases = latest!.phases;
+  log(`runtime: first sync ${firstSync.toFixed(2)} s (${latest!.files} files, ${(latest!.bytes / 1e6).toFixed(1)} MB, ${CPUS} vCPU(s)); phases: ${JSON.stringify(phases)}; host load ${loadavg()[0].toFixed(2)}`);
   const check = await runCli(['exec', VM, '--', 'sh', '-c', `find ${GUEST_SYNC} -type f | wc -l`], home, { timeoutMs: 120_000 });
   if (Number(check.stdout.trim()) !== FILES) throw new Error(`the guest has ${check.stdout.trim()} files after the sync, not ${FILES}`);
 
@@ -199,6 +207,14 @@ export async function run({ runs }: BenchOptions, hooks: SyncBenchHooks = {}): P
 
     emit({ bench: benchName, metric: 'first_sync_s', unit: 's', value: firstSync, peer: 'rsync-ssh', peer_value: first.ms / 1000 });
     emit({ bench: benchName, metric: 'first_sync_s', unit: 's', value: firstSync, peer: 'tar-ssh', peer_value: tar.ms / 1000 });
+    emit({ bench: benchName, metric: 'first_sync_vcpus', unit: 'count', value: CPUS, peer: 'rsync-ssh, tar-ssh (same guest)', peer_value: CPUS });
+    if (phases) {
+      const total = firstSync * 1000;
+      emit({ bench: benchName, metric: 'first_sync_connect_ms', unit: 'ms', value: phases.connectMs, peer: 'first_sync_ms', peer_value: total });
+      emit({ bench: benchName, metric: 'first_sync_scan_ms', unit: 'ms', value: phases.scanMs, peer: 'first_sync_ms', peer_value: total });
+      emit({ bench: benchName, metric: 'first_sync_manifest_ms', unit: 'ms', value: phases.manifestMs, peer: 'first_sync_ms', peer_value: total });
+      emit({ bench: benchName, metric: `first_sync_copy_${phases.writer}_ms`, unit: 'ms', value: phases.pushMs, peer: 'first_sync_ms', peer_value: total });
+    }
     emit({ bench: benchName, metric: 'change_visible_ms', unit: 'ms', value: median(latencies), peer: 'rsync-ssh', peer_value: median(rsyncChanges) });
     emit({ bench: benchName, metric: 'change_visible_p95_ms', unit: 'ms', value: percentile(latencies, 95), peer: 'rsync-ssh', peer_value: percentile(rsyncChanges, 95) });
     await hooks.onPeer?.({ ssh, tree, guestTree: GUEST_SYNC, dir, results: { firstSync, rsyncFirst: first.ms / 1000, tarFirst: tar.ms / 1000, latencies, rsyncChanges } });

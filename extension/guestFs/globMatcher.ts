@@ -50,8 +50,22 @@ export function globToRegExp(glob: string): RegExp | undefined {
   pattern = out;
   try {
     // A folder that matches excludes what is under it too.
-    return new RegExp(`^${pattern}(?:/.*)?$`);
+    return new RegExp(`^${pattern}(?:/.*)?$`, 's');
   } catch {
     return undefined;
   }
+}
+
+/** Quick Open's matching, as VS Code's fuzzy filter reads a pattern: its characters in order, case-insensitive, spaces ignored. */
+export function fuzzyMatches(pattern: string, candidate: string): boolean {
+  const p = pattern.replace(/\s+/g, '').toLowerCase();
+  if (!p) return true;
+  const c = candidate.toLowerCase();
+  let at = 0;
+  for (const ch of p) {
+    at = c.indexOf(ch, at);
+    if (at < 0) return false;
+    at++;
+  }
+  return true;
 }

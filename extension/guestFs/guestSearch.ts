@@ -13,6 +13,7 @@ import type { Session, SessionClient } from '../../runtime/client/sessionClient'
 import { ErrorCode, SandboxError } from '../../runtime/common/errors';
 import type { CommandDeps } from '../commands/deps';
 import { DEFAULT_GUEST_DIR, checkGuestPath } from '../commands/copyFiles';
+import type { VmModel } from '../model/vmModel';
 import { pickVm } from '../ui/pickVm';
 import { checkRelativePath } from './guestNames';
 import { GUEST_SCHEME, guestUri, parseGuestUri, type GuestLocation } from './guestUri';
@@ -100,21 +101,48 @@ async function chooseFolder(deps: CommandDeps, target: unknown, options: SearchO
   return parseGuestUri(guestUri(vm, dir));
 }
 
-/**
- * Runs argv in the guest and parses its stdout, read up to MAX_OUTPUT_BYTES (then the command is
- * closed and what came is used). `okCodes`: exit codes that are not failures (grep: 1 = no match).
- */
+/** What running a command in a guest needs: the VM's state, and a session connection to its worker. */
+export interface GuestExec {
+  model: VmModel;
+  attach(vm: string): Promise<SessionClient>;
+}
+
+/** The commands' GuestExec. */
+function execOf(deps: CommandDeps): GuestExec {
+  return { model: deps.model, attach: async (vm) => (await deps.connection.client()).attach(vm) };
+}
+
 async function runInGuest(deps: CommandDeps, folder: GuestLocation, argv: string[], parse: (out: Buffer) => GuestMatch[], okCodes = [0]): Promise<GuestMatch[]> {
-  if (deps.model.get(folder.vm)?.state !== 'running') throw new SandboxError(ErrorCode.WrongState, `${folder.vm} is not running; start it to search its files.`);
+  const out = await runGuestCommand(execOf(deps), folder, argv, { okCodes });
+  return parse(out.stdout).slice(0, MAX_RESULTS);
+}
+
+/**
+ * Runs argv in the guest and returns its stdout, read up to `maxBytes` (default MAX_OUTPUT_BYTES;
+ * then the command is closed and what came is used: `truncated`). `okCodes`: exit codes that are
+ * not failures (grep: 1 = no match); any other is thrown as one sentence. A cancelled `token`
+ * closes the command (the guest kills it) and resolves with what came.
+ */
+export async function runGuestCommand(exec: GuestExec, folder: GuestLocation, argv: string[], opts: { okCodes?: number[]; token?: vscode.CancellationToken; maxBytes?: number } = {}): Promise<{ stdout: Buffer; truncated: boolean; cancelled: boolean }> {
+  const okCodes = opts.okCodes ?? [0];
+  const maxBytes = opts.maxBytes ?? MAX_OUTPUT_BYTES;
+  if (exec.model.get(folder.vm)?.state !== 'running') throw new SandboxError(ErrorCode.WrongState, `${folder.vm} is not running; start it to search its files.`);
+  if (opts.token?.isCancellationRequested) return { stdout: Buffer.alloc(0), truncated: false, cancelled: true };
   let sessions: SessionClient | undefined;
+  let cancel: vscode.Disposable | undefined;
   try {
-    sessions = await (await deps.connection.client()).attach(folder.vm);
+    sessions = await exec.attach(folder.vm);
     const chunks: Buffer[] = [];
     let bytes = 0;
     let truncated = false;
+    let cancelled = false;
     let stderr = '';
     let opened: Session | undefined;
     const stop = () => void opened?.close().catch(() => undefined);
+    cancel = opts.token?.onCancellationRequested(() => {
+      cancelled = true;
+      stop();
+    });
     const exit = await new Promise<{ code: number | null; error?: string }>((resolve, reject) => {
       sessions!.open({ kind: 'exec', argv, timeoutMs: 120_000 }, {
         onData: (stream, data) => {
@@ -123,10 +151,10 @@ async function runInGuest(deps: CommandDeps, folder: GuestLocation, argv: string
             return;
           }
           if (truncated) return;
-          const room = MAX_OUTPUT_BYTES - bytes;
-          chunks.push(data.subarray(0, room));
+          const room = maxBytes - bytes;
+          chunks.push(Buffer.from(data.subarray(0, room)));
           bytes += Math.min(data.length, room);
-          if (bytes >= MAX_OUTPUT_BYTES) {
+          if (bytes >= maxBytes) {
             truncated = true;
             stop();
           }
@@ -134,21 +162,22 @@ async function runInGuest(deps: CommandDeps, folder: GuestLocation, argv: string
         onExit: resolve,
       }).then((s) => {
         opened = s;
-        if (truncated) stop();
+        if (truncated || cancelled) stop();
       }, reject);
     });
-    if (!truncated && !okCodes.includes(exit.code ?? -1) && !(exit.code === 1 && argv[0] === 'find' && bytes > 0)) {
+    if (!truncated && !cancelled && !okCodes.includes(exit.code ?? -1) && !(exit.code === 1 && argv[0] === 'find' && bytes > 0)) {
       const why = (exit.error ?? stderr.split('\n').find((l) => l.trim()) ?? `exit code ${exit.code}`).replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, 300);
       throw new SandboxError(ErrorCode.BadArgument, `Searching ${folder.vm}:${folder.path} failed: ${why}`);
     }
-    return parse(Buffer.concat(chunks, bytes)).slice(0, MAX_RESULTS);
+    return { stdout: Buffer.concat(chunks, bytes), truncated, cancelled };
   } finally {
+    cancel?.dispose();
     sessions?.dispose();
   }
 }
 
 /** A guest path from the output, if it lies under `folder` with valid names. */
-function underFolder(folder: GuestLocation, guestPath: string): vscode.Uri | undefined {
+export function underFolder(folder: GuestLocation, guestPath: string): vscode.Uri | undefined {
   const prefix = folder.path === '/' ? '/' : `${folder.path}/`;
   if (!guestPath.startsWith(prefix)) return undefined;
   const rel = guestPath.slice(prefix.length);
@@ -168,8 +197,11 @@ export function parseFind(folder: GuestLocation, out: Buffer): GuestMatch[] {
   return results;
 }
 
-/** `grep -n --null`: `<path>\0<line>:<text>\n` per match; anything else is skipped. */
-export function parseGrep(folder: GuestLocation, out: Buffer): GuestMatch[] {
+/**
+ * `grep -n --null`: `<path>\0<line>:<text>\n` per match; anything else is skipped. The text has
+ * control characters as spaces (columns kept), trimmed and cut to MATCH_TEXT unless told otherwise.
+ */
+export function parseGrep(folder: GuestLocation, out: Buffer, shown: { trim: boolean; maxText: number } = { trim: true, maxText: MATCH_TEXT }): GuestMatch[] {
   const results: GuestMatch[] = [];
   const text = out.toString('utf8');
   let at = 0;
@@ -184,7 +216,8 @@ export function parseGrep(folder: GuestLocation, out: Buffer): GuestMatch[] {
     const m = /^(\d{1,9}):(.*)$/s.exec(rest);
     const uri = m ? underFolder(folder, file) : undefined;
     if (!m || !uri) continue;
-    results.push({ uri, line: Number(m[1]), text: m[2].replace(/[\x00-\x1f\x7f]/g, ' ').trim().slice(0, MATCH_TEXT) });
+    const line = m[2].replace(/[\x00-\x1f\x7f]/g, ' ');
+    results.push({ uri, line: Number(m[1]), text: (shown.trim ? line.trim() : line).slice(0, shown.maxText) });
   }
   return results;
 }

@@ -11,6 +11,11 @@ import { LineSplitter, MAX_MANIFEST_ENTRIES, encodeHeader, parseGuestLine, type 
 /** Where the image puts Node and the receiver (runtime/image/assemble-image.sh, build.mjs's sync-receive entry). */
 const GUEST_NODE = '/opt/sandboxvm/bin/node';
 const GUEST_RECEIVER = '/opt/sandboxvm/agent/sync-receive.js';
+/** The bulk writer (guest-agent/native/syncWrite.c): dir, file and flush records only, several writer threads. */
+const GUEST_WRITER = '/opt/sandboxvm/agent/bin/sandboxvm-sync-write';
+
+/** `receiver`: the Node receiver (every record, the manifest); `writer`: the native bulk writer. */
+export type GuestProgram = 'receiver' | 'writer';
 
 export interface GuestFailure {
   path: string;
@@ -32,11 +37,11 @@ export class SyncChannel {
   }
 
   /**
-   * Starts the guest's receiver on `guestPath` (made if missing) as an exec session: its bytes go
-   * through the relay, never through the agent's loop. Rejects when the session cannot start; a
+   * Starts the guest's receiver (or the bulk writer) on `guestPath` (made if missing) as an exec
+   * session: its bytes go through the relay, never through the agent's loop. Rejects when the session cannot start; a
    * receiver that refuses the folder ends the channel with its sentence.
    */
-  static async open(sessions: SessionClient, guestPath: string): Promise<SyncChannel> {
+  static async open(sessions: SessionClient, guestPath: string, program: GuestProgram = 'receiver', writerThreads?: number): Promise<SyncChannel> {
     let channel: SyncChannel | undefined;
     const early: Buffer[] = [];
     let exit: SessionExit | undefined;
@@ -50,7 +55,7 @@ export class SyncChannel {
       return r.error ?? (said ? said : r.code === 0 ? 'the sync session ended' : `the guest's sync receiver ended (code ${r.code ?? r.signal})`);
     };
     const session = await sessions.open(
-      { kind: 'exec', argv: [GUEST_NODE, GUEST_RECEIVER, guestPath], cwd: '/' },
+      { kind: 'exec', argv: program === 'writer' ? [GUEST_WRITER, guestPath, ...(writerThreads === undefined ? [] : [String(writerThreads)])] : [GUEST_NODE, GUEST_RECEIVER, guestPath], cwd: '/' },
       {
         onData: (stream, data) => {
           if (stream === 2) {

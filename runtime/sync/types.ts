@@ -35,6 +35,12 @@ export interface SyncStatus {
   lastSyncAt?: number;
   /** How long the last full comparison and copy took. */
   firstSyncMs?: number;
+  /**
+   * Where the last full comparison and copy spent its time (ms): connecting to the guest and
+   * scanning the host folder (side by side), the guest's manifest, the copy (until the guest
+   * applied the last record), and which guest writer applied it.
+   */
+  phases?: { connectMs: number; scanMs: number; manifestMs: number; pushMs: number; writer: 'node' | 'native' };
   /** What the last scan skipped (links leading out of the folder, unreadable folders). */
   warnings: string[];
 }

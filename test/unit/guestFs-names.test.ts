@@ -1,7 +1,7 @@
 /** unit: what the guest file system provider accepts from the guest (names, watch paths) and the watch excludes. */
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { excludeMatcher, globToRegExp } from '../../extension/guestFs/globMatcher';
+import { excludeMatcher, fuzzyMatches, globToRegExp } from '../../extension/guestFs/globMatcher';
 import { checkGuestName, checkRelativePath } from '../../extension/guestFs/guestNames';
 
 test('guest names: one component, no / or NUL, not . or .., at most 255 bytes', () => {
@@ -36,4 +36,17 @@ test('excludes: VS Code watcher globs, table-driven', () => {
   assert.equal(globToRegExp('{unbalanced'), undefined);
   assert.equal(globToRegExp('[open'), undefined);
   assert.equal(excludeMatcher([])('anything'), false);
+});
+
+test('Go to File on guest folders: the pattern\'s characters in order, case-insensitive, spaces ignored', () => {
+  const cases: [string, string, boolean][] = [
+    ['', 'src/a.txt', true],
+    ['a.txt', 'src/a.txt', true],
+    ['sat', 'src/a.txt', true],
+    ['SRC A', 'src/a.txt', true],
+    ['tas', 'src/a.txt', false],
+    ['a.txtx', 'src/a.txt', false],
+    ['éa', 'É/a', true],
+  ];
+  for (const [pattern, candidate, want] of cases) assert.equal(fuzzyMatches(pattern, candidate), want, `${pattern} in ${candidate}`);
 });

@@ -49,8 +49,9 @@ export interface RunAs {
  * Starts code-server on 127.0.0.1 with its own user data, extensions and XDG folders; resolves once
  * /healthz answers. With `runAs` (the caller is root), the scratch folder is handed to that user and
  * code-server runs as them through setpriv, with their HOME and a clean environment plus `env`.
+ * `extraArgs` go to code-server as they are (`--enable-proposed-api <publisher.name>`).
  */
-export async function startCodeServer(bin: string, scratch: string, env: NodeJS.ProcessEnv, settings: Record<string, unknown> = {}, runAs?: RunAs): Promise<CodeServer> {
+export async function startCodeServer(bin: string, scratch: string, env: NodeJS.ProcessEnv, settings: Record<string, unknown> = {}, runAs?: RunAs, extraArgs: string[] = []): Promise<CodeServer> {
   const port = await freePort();
   const dirs = Object.fromEntries(['config', 'data', 'cache', 'user-data', 'extensions', 'workspace'].map((d) => [d, path.join(scratch, d)]));
   for (const d of Object.values(dirs)) fs.mkdirSync(d, { recursive: true });
@@ -63,7 +64,7 @@ export async function startCodeServer(bin: string, scratch: string, env: NodeJS.
   const log = fs.openSync(logFile, 'a');
   const args = [
     '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--disable-telemetry', '--disable-update-check', '--disable-workspace-trust',
-    '--disable-getting-started-override', '--user-data-dir', dirs['user-data'], '--extensions-dir', dirs.extensions,
+    '--disable-getting-started-override', '--user-data-dir', dirs['user-data'], '--extensions-dir', dirs.extensions, ...extraArgs,
   ];
   const xdg = { XDG_CONFIG_HOME: dirs.config, XDG_DATA_HOME: dirs.data, XDG_CACHE_HOME: dirs.cache };
   let child: ChildProcess;

@@ -31,7 +31,9 @@ async function main(): Promise<number> {
     SANDBOXVM_IMAGE_CACHE: imageCacheDir(),
     SANDBOXVM_VSCODE_RESULTS: results,
     SANDBOXVM_VSCODE_HANDOFF: handoff,
-  });
+    // Go to File and the Search view on guest folders are proposed API (extension/guestFs/guestSearchProviders.ts).
+    // (An extension under development gets proposed API from code-server anyway; an installed one, as in vsix-smoke.ts, only with this.)
+  }, {}, undefined, ['--enable-proposed-api', 'sandboxvms.sandbox-vms']);
   let browser: Awaited<ReturnType<typeof launchChromium>> | undefined;
   let code = 1;
   try {
