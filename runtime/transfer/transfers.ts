@@ -145,7 +145,7 @@ export class Transfers {
         } else {
           await this.host.recoverCheckpoints(name);
         }
-        const src: ExportSource = { vmDir: this.host.dir(name), config: this.host.config(name), state: frozen || state === 'saved' ? 'saved' : 'stopped', exporter: `sandboxvm ${RUNTIME_VERSION}`, frozen };
+        const src: ExportSource = { vmDir: this.host.dir(name), config: this.host.config(name), state: frozen || state === 'saved' ? 'saved' : 'stopped', exporter: `sandboxvm ${RUNTIME_VERSION}`, frozen, scratchDir: target.kind === 'file' ? path.dirname(target.path) : this.host.home() };
         const room = (bytes: number) => target.kind === 'file' && ensureHostRoom(path.dirname(target.path), bytes, `exporting ${name}`);
         const write = (sink: (b: Buffer) => Promise<void>) => writeArchive(src, sink, progress, signal, room);
         const result = target.kind === 'file' ? await this.toFile(target.path, write) : await this.toSocket(target.path, write);
