@@ -10,7 +10,10 @@
  * onto the template's disk; a linked clone: onto its source's layer) gets one more entry,
  * `disks/foreign.qcow2`: everything of that foreign chain that differs from the base
  * (foreignLayer.ts), made in `scratchDir` before the hashing pass and removed after; the lowest
- * layers back onto it. The archive never depends on files outside it.
+ * layers back onto it. A standalone lowest layer (a full clone's disk: no backing file) is the
+ * foreign file itself: the archive holds what of it differs from the base as the foreign layer,
+ * and in its place an empty overlay on that (a second temporary). The archive never depends on
+ * files outside it.
  *
  * A VM made from a template and never started is saved with the template's devices-only state
  * (its RAM is the template's file, named by memory.json): it is exported as stopped, without that
@@ -33,7 +36,7 @@ import { ARCHIVE_FORMAT, ARCHIVE_VERSION, FOREIGN_ENTRY, MANIFEST_NAME, layerEnt
 import { HEADER_BYTES, Qcow2Error, parseQcow2Header, withBacking } from './qcow2Header';
 import { END_MARKER, fileHeader, padding } from './tarWriter';
 import { imageFileSha256 } from './imageHashes';
-import { chainAbove, makeForeignLayer } from './foreignLayer';
+import { chainAbove, emptyOverlay, makeForeignLayer } from './foreignLayer';
 import { locateQemu } from '../qemu/locate';
 
 const CHUNK = 1024 * 1024;
@@ -77,6 +80,8 @@ interface Planned {
 interface Plan {
   entries: Planned[];
   foreign?: string;
+  /** The planned layer that is the foreign file itself (standalone): exported as an empty overlay on the foreign layer. */
+  standalone?: Planned;
 }
 
 export interface ExportProgress {
@@ -165,20 +170,23 @@ export async function planExport(src: ExportSource): Promise<Plan> {
     const epoch = path.join(src.vmDir, VM_FILES.savedEpoch);
     if (await exists(epoch)) out.push({ name: 'saved.epoch', file: epoch });
   }
-  const foreign = await foreignBacking(out, src.config.image.disk);
+  const lowest = out.filter((p) => !p.image && p.backing === 'base.qcow2');
+  const foreign = await foreignBacking(lowest, src.config.image.disk);
   if (foreign === undefined) return { entries: out };
-  for (const p of out) if (!p.image && p.backing === 'base.qcow2') p.backing = 'foreign.qcow2';
+  for (const p of lowest) p.backing = 'foreign.qcow2';
   out.splice(3, 0, { name: FOREIGN_ENTRY, file: '', backing: 'base.qcow2' });
-  return { entries: out, foreign };
+  const standalone = lowest.find((p) => path.resolve(p.file) === foreign);
+  return { entries: out, foreign, standalone };
 }
 
 /**
- * The file the plan's lowest layers (planned on base.qcow2) really back onto, when it is not the
- * base image; their headers are read. Throws when they disagree or one has no backing file.
+ * The file the lowest layers (planned on base.qcow2) really back onto, when it is not the base
+ * image (their headers are read); a lone standalone layer is its own foreign file. Throws when
+ * they disagree.
  */
-async function foreignBacking(plan: Planned[], baseDisk: string): Promise<string | undefined> {
+async function foreignBacking(lowest: Planned[], baseDisk: string): Promise<string | undefined> {
   const backings = new Set<string>();
-  for (const p of plan) {
+  for (const p of lowest) {
     if (p.image || p.backing !== 'base.qcow2') continue;
     const handle = await fs.open(p.file, 'r');
     const buf = Buffer.alloc(HEADER_BYTES);
@@ -190,8 +198,7 @@ async function foreignBacking(plan: Planned[], baseDisk: string): Promise<string
       if (err instanceof Qcow2Error) throw new SandboxError(ErrorCode.Internal, `${p.file} cannot be exported: ${err.message}`);
       throw err;
     }
-    if (backing === undefined) throw new SandboxError(ErrorCode.Internal, `${p.file} cannot be exported: it has no backing file (a standalone disk, as a full clone's); export does not handle that yet`);
-    backings.add(path.resolve(path.dirname(p.file), backing));
+    backings.add(backing === undefined ? path.resolve(p.file) : path.resolve(path.dirname(p.file), backing));
   }
   if (backings.size > 1) throw new SandboxError(ErrorCode.Internal, `the VM's lowest disk layers back onto different files (${[...backings].join(', ')}); it cannot be exported`);
   const only = [...backings][0];
@@ -254,10 +261,10 @@ export async function writeArchive(
   /** Called with the payload's size before anything is read or written (a free-space check throws here). */
   beforeWrite: (payloadBytes: number) => void = () => undefined,
 ): Promise<ExportResult> {
-  const { entries: plan, foreign } = await planExport(src);
+  const { entries: plan, foreign, standalone } = await planExport(src);
   const state = await exportedState(src);
   const sizeOf = (p: Planned) => (p.sameAs ? 0 : p.data ? p.data.length : fs.stat(p.file).then((s) => s.size));
-  let scratch: string | undefined;
+  const scratch: string[] = [];
   try {
     let collected = 0;
     if (foreign) {
@@ -266,10 +273,18 @@ export async function writeArchive(
       const others = (await Promise.all(plan.filter((p) => p.name !== FOREIGN_ENTRY).map(sizeOf))).reduce((a, b) => a + b, 0);
       beforeWrite(others + 2 * chain.bytes);
       const estimate = chain.bytes + 2 * (others + chain.bytes);
-      scratch = path.join(src.scratchDir ?? os.tmpdir(), `.sandboxvm-export-${process.pid}-${randomBytes(6).toString('hex')}.foreign.qcow2`);
+      const temp = () => path.join(src.scratchDir ?? os.tmpdir(), `.sandboxvm-export-${process.pid}-${randomBytes(6).toString('hex')}.foreign.qcow2`);
+      const layer = temp();
+      scratch.push(layer);
       progress(0, estimate, "collecting the disk's shared layers");
-      await makeForeignLayer(qemuImg, foreign, src.config.image.disk, scratch, (pct) => progress(Math.round((chain.bytes * pct) / 100), estimate, `collecting the disk's shared layers: ${pct.toFixed(0)}%`), signal);
-      plan.find((p) => p.name === FOREIGN_ENTRY)!.file = scratch;
+      await makeForeignLayer(qemuImg, foreign, src.config.image.disk, layer, (pct) => progress(Math.round((chain.bytes * pct) / 100), estimate, `collecting the disk's shared layers: ${pct.toFixed(0)}%`), signal);
+      plan.find((p) => p.name === FOREIGN_ENTRY)!.file = layer;
+      if (standalone) {
+        const overlay = temp();
+        scratch.push(overlay);
+        await emptyOverlay(qemuImg, foreign, overlay, signal);
+        standalone.file = overlay;
+      }
       collected = chain.bytes;
     }
     return await writePlanned(src, state, plan, collected, sink, progress, signal, beforeWrite);
@@ -277,7 +292,7 @@ export async function writeArchive(
     if (signal?.aborted && !(err instanceof SandboxError && err.code === ErrorCode.Cancelled)) throw cancelled();
     throw err;
   } finally {
-    if (scratch) await fs.rm(scratch, { force: true });
+    for (const f of scratch) await fs.rm(f, { force: true });
   }
 }
 

@@ -8,7 +8,8 @@
  * old view and the base's, and writes the ones that differ. (`qemu-img convert -B` is not used: in
  * QEMU 7.2 it copies only the clusters allocated in the source's top file, so the layers below it
  * would be lost; measured, see the tests.) Guest-visible content of the result equals the foreign
- * file's, and it holds only what differs from the base.
+ * file's, and it holds only what differs from the base. `foreign` may also be a standalone disk
+ * (a full clone's): then every cluster is compared with the base's.
  */
 import { execFile, spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
@@ -38,8 +39,13 @@ export async function chainAbove(qemuImg: string, file: string, base: string): P
  * the caller to remove, also on failure.
  */
 export async function makeForeignLayer(qemuImg: string, foreign: string, base: string, to: string, onPercent: (pct: number) => void, signal?: AbortSignal): Promise<void> {
-  await run(qemuImg, ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', foreign, to], () => undefined, signal);
+  await emptyOverlay(qemuImg, foreign, to, signal);
   await run(qemuImg, ['rebase', '-p', '-f', 'qcow2', '-F', 'qcow2', '-b', base, to], onPercent, signal);
+}
+
+/** Writes `to`: an empty qcow2 overlay on `backing` (its header names `backing` as given). */
+export function emptyOverlay(qemuImg: string, backing: string, to: string, signal?: AbortSignal): Promise<void> {
+  return run(qemuImg, ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', backing, to], () => undefined, signal);
 }
 
 function run(qemuImg: string, args: string[], onPercent: (pct: number) => void, signal?: AbortSignal): Promise<void> {

@@ -208,11 +208,11 @@ describe('unit: export and import of a disk on foreign layers', () => {
     createdAt: new Date().toISOString(),
     template: path.join(dir, 'templates', 't'),
   });
-  const exportTo = async (file: string) => {
+  const exportTo = async (file: string, from = vmDir) => {
     const out = fs.openSync(file, 'w');
     const progress: string[] = [];
     try {
-      await writeArchive({ vmDir, config: config(), state: 'stopped', exporter: 'test', scratchDir: dir }, async (b) => void fs.writeSync(out, b), (_d, _t, m) => progress.push(m));
+      await writeArchive({ vmDir: from, config: config(), state: 'stopped', exporter: 'test', scratchDir: dir }, async (b) => void fs.writeSync(out, b), (_d, _t, m) => progress.push(m));
     } finally {
       fs.closeSync(out);
     }
@@ -257,6 +257,25 @@ describe('unit: export and import of a disk on foreign layers', () => {
     const again = await importFrom(archive, 'copy2');
     assert.notEqual(JSON.parse(fs.readFileSync(path.join(vmsDir, 'copy2', 'identity.json'), 'utf8')).machineId, identity.machineId, 'two imports, two machine ids');
     assert.equal(again.config.name, 'copy2');
+  });
+
+  test('a standalone disk (a full clone\'s) exports as the part that differs from the base plus an empty overlay', async () => {
+    const full = path.join(dir, 'full');
+    fs.mkdirSync(full);
+    run(['qemu-img', 'convert', '-O', 'qcow2', path.join(vmDir, 'disk.qcow2'), path.join(full, 'disk.qcow2')]);
+    write(path.join(full, 'disk.qcow2'), 0x55, '7M', '1M');
+    const archive = path.join(dir, 'full.tar');
+    await exportTo(archive, full);
+    assert.deepEqual(fs.readdirSync(dir).filter((f) => f.includes('foreign')), [], 'the temporaries are removed');
+    const entries = JSON.parse(run(['tar', 'xOf', archive, 'manifest.json'])).entries as { name: string; size: number }[];
+    const foreign = entries.find((e) => e.name === 'disks/foreign.qcow2')!;
+    assert.ok(foreign.size < fs.statSync(path.join(full, 'disk.qcow2')).size, 'only what differs from the base');
+    await importFrom(archive, 'fullcopy');
+    const copy = path.join(vmsDir, 'fullcopy', 'disk.qcow2');
+    const cmp = spawnSync('qemu-img', ['compare', path.join(full, 'disk.qcow2'), copy], { encoding: 'utf8' });
+    assert.equal(cmp.status, 0, `the guest-visible disk is unchanged: ${cmp.stdout}${cmp.stderr}`);
+    const chain = (JSON.parse(run(['qemu-img', 'info', '--backing-chain', '--output=json', copy])) as { filename: string }[]).map((c) => c.filename);
+    assert.equal(chain.at(-1), path.join(imageDir, 'base.qcow2'));
   });
 
   test('a foreign layer on anything but base.qcow2, or a lowest layer beside it on base.qcow2, is refused', async () => {

@@ -289,7 +289,7 @@ describe('vm: export and import', { timeout: 3_600_000 }, () => {
  * (disks/foreign.qcow2), so the imported disk is complete (`qemu-img compare` with the source's
  * chain), independent (its chain is only its own folder and the base image) and boots with the
  * files. A never-started VM made from a template exports as stopped, and each import takes its own
- * machine id at its first start.
+ * machine id (and its name as hostname) at its first start, booted or restored.
  */
 describe('vm: export and import of VMs on a template or a linked source', { timeout: 3_600_000 }, () => {
   let home: TestHome;
@@ -406,5 +406,23 @@ describe('vm: export and import of VMs on a template or a linked source', { time
     assert.equal(await hashOf('lc2', '/root/one'), before1);
     assert.equal(await hashOf('lc2', '/root/two'), two);
     await home.ok(['rm', '--force', 'lc2']);
+  });
+
+  test('an instant-created VM exported while it runs (through a checkpoint): the copy restores with its files and takes its own name', async () => {
+    await home.ok(['start', 'inst'], { timeoutMs: 300_000 });
+    const three = await newData('inst', '/root/three');
+    const file = path.join(work, 'live.tar');
+    const e = await exportTo('inst', file);
+    assert.ok(e.listing.includes('disks/foreign.qcow2') && e.listing.includes('saved.state'), e.listing.join(' '));
+    assert.match(await home.ok(['import', file, '--name', 'live2']), /Imported live2 \(exported as inst\): saved/);
+    fs.rmSync(file);
+    await independent('live2', ['inst', 'lc']);
+    await home.ok(['start', 'live2'], { timeoutMs: 300_000 });
+    assert.equal((await info('live2')).runtime.boot.kind, 'restore');
+    assert.equal(await hashOf('live2', '/root/one'), before1);
+    assert.equal(await hashOf('live2', '/root/three'), three);
+    assert.equal(await sh('live2', 'hostname'), 'live2', 'a copy under a new name takes its own identity');
+    assert.notEqual(await machineId('live2'), await machineId('inst'));
+    await home.ok(['rm', '--force', 'live2']);
   });
 });
