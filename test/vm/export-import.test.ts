@@ -377,7 +377,8 @@ describe('vm: export and import of VMs on a template or a linked source', { time
     await home.ok(['stop', 'inst']);
     const file = path.join(work, 'inst.tar');
     const e = await exportTo('inst', file);
-    console.log(`# instant-created VM: export ${e.ms} ms, archive ${e.bytes} bytes`);
+    const sizes = Object.fromEntries((JSON.parse(spawnSync('tar', ['xOf', file, 'manifest.json'], { encoding: 'utf8' }).stdout).entries as { name: string; size: number }[]).map((x) => [x.name, x.size]));
+    console.log(`# instant-created VM: export ${e.ms} ms, archive ${e.bytes} bytes (foreign layer ${sizes['disks/foreign.qcow2']}, disk ${sizes['disks/disk.qcow2']}, base ${sizes['disks/base.qcow2']})`);
     assert.ok(e.listing.includes('disks/foreign.qcow2'), e.listing.join(' '));
     assert.match(await home.ok(['import', file, '--name', 'inst2']), /Imported inst2 \(exported as inst\): stopped/);
     fs.rmSync(file);
