@@ -6,22 +6,38 @@
  * layer's backing name is rewritten to its parent's name inside the archive while it streams
  * (qcow2Header.ts), so an unpacked archive is a working chain (`qemu-img info --backing-chain`).
  *
+ * A VM whose lowest own layer does not back onto the base image (made from a template: it backs
+ * onto the template's disk; a linked clone: onto its source's layer) gets one more entry,
+ * `disks/foreign.qcow2`: everything of that foreign chain that differs from the base
+ * (foreignLayer.ts), made in `scratchDir` before the hashing pass and removed after; the lowest
+ * layers back onto it. A standalone lowest layer (a full clone's disk: no backing file) is the
+ * foreign file itself: the archive holds what of it differs from the base as the foreign layer,
+ * and in its place an empty overlay on that (a second temporary). The archive never depends on
+ * files outside it.
+ *
+ * A VM made from a template and never started is saved with the template's devices-only state
+ * (its RAM is the template's file, named by memory.json): it is exported as stopped, without that
+ * state; its import boots (and, as every import, takes a fresh identity at its first start).
+ *
  * Two passes over the files: the first hashes every entry (the manifest comes first and lists
  * sizes and sha256), the second streams them. Memory holds one chunk at a time. The caller holds
  * the VM's queue, so the files do not change between the passes.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs, statSync } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { VmConfig } from '../common/config';
 import { ErrorCode, SandboxError } from '../common/errors';
 import { VM_FILES } from '../common/paths';
 import { parseIndex } from '../service/checkpointTree';
 import { CHECKPOINT_FILES } from '../service/checkpointStore';
-import { ARCHIVE_FORMAT, ARCHIVE_VERSION, MANIFEST_NAME, layerEntryName, type Manifest, type ManifestEntry } from './manifest';
-import { HEADER_BYTES, Qcow2Error, withBacking } from './qcow2Header';
+import { ARCHIVE_FORMAT, ARCHIVE_VERSION, FOREIGN_ENTRY, MANIFEST_NAME, layerEntryName, type Manifest, type ManifestEntry } from './manifest';
+import { HEADER_BYTES, Qcow2Error, parseQcow2Header, withBacking } from './qcow2Header';
 import { END_MARKER, fileHeader, padding } from './tarWriter';
 import { imageFileSha256 } from './imageHashes';
+import { chainAbove, emptyOverlay, makeForeignLayer } from './foreignLayer';
+import { locateQemu } from '../qemu/locate';
 
 const CHUNK = 1024 * 1024;
 
@@ -33,6 +49,8 @@ export interface ExportSource {
   exporter: string;
   /** A running VM, exported through a checkpoint just taken (its disk and memory at that instant). */
   frozen?: FrozenView;
+  /** Where the foreign layer's temporary is made (beside the archive, or the service's home); default: the OS temp folder. */
+  scratchDir?: string;
 }
 
 /**
@@ -58,6 +76,14 @@ interface Planned {
   sameAs?: string;
 }
 
+/** The plan, and the foreign file the lowest layers back onto when that is not the base image. */
+interface Plan {
+  entries: Planned[];
+  foreign?: string;
+  /** The planned layer that is the foreign file itself (standalone): exported as an empty overlay on the foreign layer. */
+  standalone?: Planned;
+}
+
 export interface ExportProgress {
   (bytes: number, total: number, message: string): void;
 }
@@ -69,8 +95,19 @@ export interface ExportResult {
   payloadBytes: number;
 }
 
+/**
+ * The state the archive gives the VM: a never-started VM made from a template (saved, the
+ * template's state, identity.json not yet taken) is exported as stopped.
+ */
+export async function exportedState(src: ExportSource): Promise<'stopped' | 'saved'> {
+  if (src.frozen) return 'saved';
+  if (src.state === 'saved' && src.config.template && (await exists(path.join(src.vmDir, VM_FILES.identity)))) return 'stopped';
+  return src.state;
+}
+
 /** The files of the VM's archive, in archive order (parents before children). */
-export async function planExport(src: ExportSource): Promise<Planned[]> {
+export async function planExport(src: ExportSource): Promise<Plan> {
+  const state = await exportedState(src);
   const out: Planned[] = [
     { name: 'image/vmlinuz', file: src.config.image.kernel, image: true },
     { name: 'image/initrd.img', file: src.config.image.initrd, image: true },
@@ -119,7 +156,7 @@ export async function planExport(src: ExportSource): Promise<Planned[]> {
     if (savedFrom) {
       memory('saved.state', path.join(savedFrom, CHECKPOINT_FILES.memory));
       if (await exists(path.join(savedFrom, CHECKPOINT_FILES.epoch))) out.push({ name: 'saved.epoch', file: path.join(savedFrom, CHECKPOINT_FILES.epoch) });
-    } else if (src.state === 'saved') memory('saved.state', path.join(src.vmDir, VM_FILES.savedState));
+    } else if (state === 'saved') memory('saved.state', path.join(src.vmDir, VM_FILES.savedState));
     for (const n of index.nodes) {
       if (!n.memory) continue;
       const folder = path.join(src.vmDir, VM_FILES.checkpoints, n.id);
@@ -128,12 +165,44 @@ export async function planExport(src: ExportSource): Promise<Planned[]> {
       if (await exists(epoch)) out.push({ name: `checkpoints/${n.id}/epoch`, file: epoch });
     }
   }
-  if (src.state === 'saved' && !src.frozen) {
+  if (state === 'saved' && !src.frozen) {
     if (!out.some((p) => p.name === 'saved.state')) memory('saved.state', path.join(src.vmDir, VM_FILES.savedState));
     const epoch = path.join(src.vmDir, VM_FILES.savedEpoch);
     if (await exists(epoch)) out.push({ name: 'saved.epoch', file: epoch });
   }
-  return out;
+  const lowest = out.filter((p) => !p.image && p.backing === 'base.qcow2');
+  const foreign = await foreignBacking(lowest, src.config.image.disk);
+  if (foreign === undefined) return { entries: out };
+  for (const p of lowest) p.backing = 'foreign.qcow2';
+  out.splice(3, 0, { name: FOREIGN_ENTRY, file: '', backing: 'base.qcow2' });
+  const standalone = lowest.find((p) => path.resolve(p.file) === foreign);
+  return { entries: out, foreign, standalone };
+}
+
+/**
+ * The file the lowest layers (planned on base.qcow2) really back onto, when it is not the base
+ * image (their headers are read); a lone standalone layer is its own foreign file. Throws when
+ * they disagree.
+ */
+async function foreignBacking(lowest: Planned[], baseDisk: string): Promise<string | undefined> {
+  const backings = new Set<string>();
+  for (const p of lowest) {
+    if (p.image || p.backing !== 'base.qcow2') continue;
+    const handle = await fs.open(p.file, 'r');
+    const buf = Buffer.alloc(HEADER_BYTES);
+    const { bytesRead } = await handle.read(buf, 0, HEADER_BYTES, 0).finally(() => handle.close());
+    let backing: string | undefined;
+    try {
+      backing = parseQcow2Header(buf.subarray(0, bytesRead)).backing;
+    } catch (err) {
+      if (err instanceof Qcow2Error) throw new SandboxError(ErrorCode.Internal, `${p.file} cannot be exported: ${err.message}`);
+      throw err;
+    }
+    backings.add(backing === undefined ? path.resolve(p.file) : path.resolve(path.dirname(p.file), backing));
+  }
+  if (backings.size > 1) throw new SandboxError(ErrorCode.Internal, `the VM's lowest disk layers back onto different files (${[...backings].join(', ')}); it cannot be exported`);
+  const only = [...backings][0];
+  return only === undefined || only === path.resolve(baseDisk) ? undefined : only;
 }
 
 /** The bytes of a planned entry, in chunks; a layer's first chunk has its backing name rewritten. */
@@ -181,7 +250,8 @@ async function exists(file: string): Promise<boolean> {
 
 /**
  * Writes the archive of `src` to `sink` (awaited per chunk: backpressure). Returns its size.
- * Progress counts the hashing pass and the writing pass as one total (twice the payload).
+ * Progress counts the foreign layer's making (the bytes of the chain it reads), the hashing pass
+ * and the writing pass as one total. The foreign layer's temporary is removed on every way out.
  */
 export async function writeArchive(
   src: ExportSource,
@@ -191,12 +261,56 @@ export async function writeArchive(
   /** Called with the payload's size before anything is read or written (a free-space check throws here). */
   beforeWrite: (payloadBytes: number) => void = () => undefined,
 ): Promise<ExportResult> {
-  const plan = await planExport(src);
+  const { entries: plan, foreign, standalone } = await planExport(src);
+  const state = await exportedState(src);
+  const sizeOf = (p: Planned) => (p.sameAs ? 0 : p.data ? p.data.length : fs.stat(p.file).then((s) => s.size));
+  const scratch: string[] = [];
+  try {
+    let collected = 0;
+    if (foreign) {
+      const qemuImg = (await locateQemu()).img;
+      const chain = await chainAbove(qemuImg, foreign, path.resolve(src.config.image.disk));
+      const others = (await Promise.all(plan.filter((p) => p.name !== FOREIGN_ENTRY).map(sizeOf))).reduce((a, b) => a + b, 0);
+      beforeWrite(others + 2 * chain.bytes);
+      const estimate = chain.bytes + 2 * (others + chain.bytes);
+      const temp = () => path.join(src.scratchDir ?? os.tmpdir(), `.sandboxvm-export-${process.pid}-${randomBytes(6).toString('hex')}.foreign.qcow2`);
+      const layer = temp();
+      scratch.push(layer);
+      progress(0, estimate, "collecting the disk's shared layers");
+      await makeForeignLayer(qemuImg, foreign, src.config.image.disk, layer, (pct) => progress(Math.round((chain.bytes * pct) / 100), estimate, `collecting the disk's shared layers: ${pct.toFixed(0)}%`), signal);
+      plan.find((p) => p.name === FOREIGN_ENTRY)!.file = layer;
+      if (standalone) {
+        const overlay = temp();
+        scratch.push(overlay);
+        await emptyOverlay(qemuImg, foreign, overlay, signal);
+        standalone.file = overlay;
+      }
+      collected = chain.bytes;
+    }
+    return await writePlanned(src, state, plan, collected, sink, progress, signal, beforeWrite);
+  } catch (err) {
+    if (signal?.aborted && !(err instanceof SandboxError && err.code === ErrorCode.Cancelled)) throw cancelled();
+    throw err;
+  } finally {
+    for (const f of scratch) await fs.rm(f, { force: true });
+  }
+}
+
+async function writePlanned(
+  src: ExportSource,
+  state: 'stopped' | 'saved',
+  plan: Planned[],
+  collected: number,
+  sink: (chunk: Buffer) => Promise<void>,
+  progress: ExportProgress,
+  signal: AbortSignal | undefined,
+  beforeWrite: (payloadBytes: number) => void,
+): Promise<ExportResult> {
   const sizes = await Promise.all(plan.map((p) => (p.data ? p.data.length : fs.stat(p.file).then((s) => s.size))));
   const payload = plan.reduce((sum, p, i) => sum + (p.sameAs ? 0 : sizes[i]), 0);
   beforeWrite(payload);
-  const total = payload * 2;
-  let done = 0;
+  const total = collected + payload * 2;
+  let done = collected;
   let lastReport = 0;
   const report = (message: string, force = false) => {
     if (force || Date.now() - lastReport >= 200) {
@@ -232,7 +346,7 @@ export async function writeArchive(
     version: ARCHIVE_VERSION,
     exportedAt: new Date().toISOString(),
     exporter: src.exporter,
-    vm: { name: c.name, cpus: c.cpus, memoryMiB: c.memoryMiB, diskGiB: c.diskGiB, network: c.network, ports: c.ports, createdAt: c.createdAt, state: src.frozen ? 'saved' : src.state, imageHash: c.image.hash },
+    vm: { name: c.name, cpus: c.cpus, memoryMiB: c.memoryMiB, diskGiB: c.diskGiB, network: c.network, ports: c.ports, createdAt: c.createdAt, state, imageHash: c.image.hash },
     entries,
   };
   const manifestBytes = Buffer.from(JSON.stringify(manifest, null, 2) + '\n');

@@ -12,7 +12,14 @@
  *    encryption, backing name only the sibling the index says), then `qemu-img info` (which opens
  *    no backing file) confirms format, no data file and a bounded virtual size, and the backing
  *    reference is set with `qemu-img rebase -u` to the file chosen here: no archive's qcow2 is
- *    ever opened with a backing file of its own choosing.
+ *    ever opened with a backing file of its own choosing;
+ *  - the optional foreign layer (manifest.ts) must back onto `base.qcow2`, and then the lowest
+ *    layers onto `foreign.qcow2` (else onto `base.qcow2`); it is kept as `image/foreign.qcow2`.
+ *
+ * The imported VM is a copy (Hyper-V's "import as a copy"): a new id, no link to a template or
+ * another VM (the archive holds all of its disk), and identity.json, so its guest takes a fresh
+ * identity at its first start, booted or restored (hostname its name, a new machine id, the MAC
+ * of its new id): two imports of one archive never share them.
  *
  * Everything is written into a hidden folder beside the VMs (`.<name>.importing-<pid>-<time>`)
  * and renamed into place only when every check passed; any failure removes it. When the local
@@ -20,7 +27,7 @@
  * copy is hashed but not kept; otherwise the copy lives in the VM's `image/` folder.
  */
 import { execFile } from 'node:child_process';
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { VmConfig } from '../common/config';
@@ -30,9 +37,11 @@ import { validateVmName } from '../common/names';
 import { ensureHostRoom } from '../client/hostRoom';
 import { parseIndex, type CheckpointIndex } from '../service/checkpointTree';
 import { readTar, TarError, type TarEntry } from '../sync/pull/tarFeed';
-import { entryKind, layerEntryName, MANIFEST_NAME, MAX_MANIFEST_BYTES, parseManifest, type Manifest, type ManifestEntry } from './manifest';
+import { FOREIGN_ENTRY, entryKind, layerEntryName, MANIFEST_NAME, MAX_MANIFEST_BYTES, parseManifest, type Manifest, type ManifestEntry } from './manifest';
 import { HEADER_BYTES, parseQcow2Header, Qcow2Error } from './qcow2Header';
 import { imageFileSha256 } from './imageHashes';
+import { writeJsonAtomic } from '../common/atomicWrite';
+import type { NewIdentity } from '../service/clones';
 
 export interface ImportOptions {
   vmsDir: string;
@@ -127,12 +136,22 @@ export async function importArchive(source: AsyncIterable<Buffer>, opts: ImportO
       disk: path.join(finalDir, entryKind('disks/base.qcow2')!.target),
     };
     if (!local) await checkQcow2(opts.qemuImg, path.join(staging, entryKind('disks/base.qcow2')!.target), 'disks/base.qcow2', undefined, manifest.vm.diskGiB);
+    const foreign = manifest.entries.some((e) => e.name === FOREIGN_ENTRY) ? entryKind(FOREIGN_ENTRY)!.target : undefined;
+    if (foreign) {
+      const file = path.join(staging, foreign);
+      await checkQcow2(opts.qemuImg, file, FOREIGN_ENTRY, 'base.qcow2', manifest.vm.diskGiB);
+      await qemuImg(opts.qemuImg, ['rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', image.disk, file]);
+    }
     for (const [layer, parent] of backings(index)) {
       const file = path.join(staging, layer);
-      await checkQcow2(opts.qemuImg, file, layerEntryName(layer), parent === undefined ? 'base.qcow2' : path.posix.basename(layerEntryName(parent)), manifest.vm.diskGiB);
-      await qemuImg(opts.qemuImg, ['rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', parent === undefined ? image.disk : path.join(finalDir, parent), file]);
+      const lowest = foreign ? 'foreign.qcow2' : 'base.qcow2';
+      await checkQcow2(opts.qemuImg, file, layerEntryName(layer), parent === undefined ? lowest : path.posix.basename(layerEntryName(parent)), manifest.vm.diskGiB);
+      await qemuImg(opts.qemuImg, ['rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', parent !== undefined ? path.join(finalDir, parent) : foreign ? path.join(finalDir, foreign) : image.disk, file]);
     }
     if (!local) for (const f of ['vmlinuz', 'initrd.img', 'base.qcow2']) await fs.chmod(path.join(staging, 'image', f), 0o444);
+    if (foreign) await fs.chmod(path.join(staging, foreign), 0o444);
+    const identity: NewIdentity = { hostname: name, machineId: randomBytes(16).toString('hex') };
+    await writeJsonAtomic(path.join(staging, VM_FILES.identity), identity);
     const v = manifest.vm;
     const config: VmConfig = {
       id: randomUUID(),

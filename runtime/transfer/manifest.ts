@@ -5,6 +5,10 @@
  *   manifest.json                       this file: format, version, the VM's settings, the entries
  *   image/vmlinuz, image/initrd.img     the base image's kernel and initramfs
  *   disks/base.qcow2                    the base image's disk (no backing file)
+ *   disks/foreign.qcow2                 optional: what the VM's disk sat on besides the base image
+ *                                       (a template's disk, a linked clone's source layers), only
+ *                                       what differs from the base; backs onto `base.qcow2`, and
+ *                                       the lowest layers then back onto `foreign.qcow2`
  *   disks/disk.qcow2, disks/<16 hex>.qcow2
  *                                       the VM's disk layers (VM folder: disk.qcow2, layers/<hex>.qcow2),
  *                                       each a qcow2 whose backing file is a sibling: `base.qcow2` or
@@ -71,7 +75,7 @@ export interface Manifest {
 
 /** What each kind of entry is, and the most bytes it may have for a VM of these settings. */
 export interface EntryKind {
-  kind: 'manifest' | 'kernel' | 'initrd' | 'base' | 'layer' | 'index' | 'memory' | 'epoch';
+  kind: 'manifest' | 'kernel' | 'initrd' | 'base' | 'foreign' | 'layer' | 'index' | 'memory' | 'epoch';
   /** Path in the imported VM's folder (relative). */
   target: string;
 }
@@ -79,8 +83,10 @@ export interface EntryKind {
 const LAYER_ENTRY = /^disks\/([0-9a-f]{16})\.qcow2$/;
 const MEMORY_ENTRY = /^checkpoints\/([0-9a-f]{8})\/(memory\.state|epoch)$/;
 
-/** The folder of an imported VM that holds a copy of its base image (when no local image matches). */
+/** The folder of an imported VM that holds a copy of its base image (when no local image matches), and its foreign layer. */
 export const IMPORTED_IMAGE_DIR = 'image';
+/** The foreign layer's archive name. */
+export const FOREIGN_ENTRY = 'disks/foreign.qcow2';
 
 /** The kind and target of an archive entry name, or undefined when the name is not one an archive may hold. */
 export function entryKind(name: string): EntryKind | undefined {
@@ -91,6 +97,8 @@ export function entryKind(name: string): EntryKind | undefined {
       return { kind: 'initrd', target: `${IMPORTED_IMAGE_DIR}/initrd.img` };
     case 'disks/base.qcow2':
       return { kind: 'base', target: `${IMPORTED_IMAGE_DIR}/base.qcow2` };
+    case FOREIGN_ENTRY:
+      return { kind: 'foreign', target: `${IMPORTED_IMAGE_DIR}/foreign.qcow2` };
     case 'disks/disk.qcow2':
       return { kind: 'layer', target: 'disk.qcow2' };
     case 'checkpoints.json':
@@ -122,6 +130,7 @@ export function maxEntryBytes(kind: EntryKind['kind'], vm: Pick<ManifestVm, 'mem
     case 'initrd':
       return 512 * MIB;
     case 'base':
+    case 'foreign':
     case 'layer':
       // A qcow2 file holds at most its virtual size plus its tables (well under 1% at 64 KiB clusters).
       return vm.diskGiB * GIB + Math.ceil(vm.diskGiB * GIB * 0.02) + 64 * MIB;

@@ -123,6 +123,7 @@ export class Transfers {
   async export(p: ExportParams, progress: Progress, signal: AbortSignal): Promise<ExportedVm> {
     const name = p.name;
     const target = this.destination(p);
+    await this.sweepStaleScratch();
     const before = this.host.state(name);
     let frozen: FrozenView | undefined;
     let frozenDir: string | undefined;
@@ -145,7 +146,7 @@ export class Transfers {
         } else {
           await this.host.recoverCheckpoints(name);
         }
-        const src: ExportSource = { vmDir: this.host.dir(name), config: this.host.config(name), state: frozen || state === 'saved' ? 'saved' : 'stopped', exporter: `sandboxvm ${RUNTIME_VERSION}`, frozen };
+        const src: ExportSource = { vmDir: this.host.dir(name), config: this.host.config(name), state: frozen || state === 'saved' ? 'saved' : 'stopped', exporter: `sandboxvm ${RUNTIME_VERSION}`, frozen, scratchDir: target.kind === 'file' ? path.dirname(target.path) : this.host.home() };
         const room = (bytes: number) => target.kind === 'file' && ensureHostRoom(path.dirname(target.path), bytes, `exporting ${name}`);
         const write = (sink: (b: Buffer) => Promise<void>) => writeArchive(src, sink, progress, signal, room);
         const result = target.kind === 'file' ? await this.toFile(target.path, write) : await this.toSocket(target.path, write);
@@ -202,6 +203,17 @@ export class Transfers {
         err ? reject(new SandboxError(ErrorCode.Internal, `qemu-img create failed: ${stderr.trim() || err.message}`)) : resolve(),
       ),
     );
+  }
+
+  /** Removes foreign-layer temporaries (exportArchive.ts) in the home whose service died mid-export. */
+  private async sweepStaleScratch(): Promise<void> {
+    const names = await fs.readdir(this.host.home()).catch(() => [] as string[]);
+    for (const n of names) {
+      const m = /^\.sandboxvm-export-(\d+)-[0-9a-f]+\.foreign\.qcow2$/.exec(n);
+      if (!m || Number(m[1]) === process.pid || alive(Number(m[1]))) continue;
+      this.host.log(`removing ${n}: an export its service did not finish`);
+      await fs.rm(path.join(this.host.home(), n), { force: true });
+    }
   }
 
   /** Removes staging folders of imports whose service died mid-way (their pid is gone). */

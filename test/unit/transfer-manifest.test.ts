@@ -6,6 +6,7 @@
 import { describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -14,6 +15,8 @@ import { parseQcow2Header, withBacking, Qcow2Error } from '../../runtime/transfe
 import { END_MARKER, fileHeader, padding } from '../../runtime/transfer/tarWriter';
 import { readTar } from '../../runtime/sync/pull/tarFeed';
 import { importArchive } from '../../runtime/transfer/importArchive';
+import { writeArchive } from '../../runtime/transfer/exportArchive';
+import type { VmConfig } from '../../runtime/common/config';
 
 const SHA = 'a'.repeat(64);
 const base = () => ({
@@ -54,6 +57,12 @@ describe('unit: VM archive manifest', () => {
     }
     assert.equal(entryKind('disks/0123456789abcdef.qcow2')?.target, 'layers/0123456789abcdef.qcow2');
     assert.equal(entryKind('checkpoints/0123abcd/epoch')?.kind, 'epoch');
+    assert.deepEqual(entryKind('disks/foreign.qcow2'), { kind: 'foreign', target: 'image/foreign.qcow2' });
+    const foreign = base();
+    foreign.entries.splice(3, 0, { name: 'disks/foreign.qcow2', size: 10, sha256: SHA });
+    assert.equal(parse(foreign).entries[3].name, 'disks/foreign.qcow2');
+    foreign.entries[3].size = 2 ** 40;
+    refused(foreign, /claims 1099511627776 bytes, more than a foreign of this VM can hold/);
   });
 
   test('sizes bounded per kind, hashes well formed, duplicates refused', () => {
@@ -167,5 +176,138 @@ describe('unit: import refuses before writing', () => {
     await attempt(tar('readme.txt', Buffer.from('hi')), /does not start with manifest\.json/);
     const m = JSON.stringify({ format: 'sandboxvm-vm-archive', version: 7 });
     await attempt(tar('manifest.json', Buffer.from(m)), /archive version 7\); this sandboxvm reads archive version 1/);
+  });
+});
+
+/**
+ * Export and import without a guest, of a VM folder whose disk sits on two foreign layers (as a
+ * linked clone of an instant-created VM: disk -> source layer -> template disk -> base): the
+ * archive has one foreign layer on the base, the import's chain is its own folder plus the base,
+ * and `qemu-img compare` finds the guest-visible disk unchanged. Refusals of the foreign shape.
+ */
+describe('unit: export and import of a disk on foreign layers', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'foreign-'));
+  const run = (args: string[]) => {
+    const r = spawnSync(args[0], args.slice(1), { encoding: 'utf8' });
+    assert.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+  const img = (file: string, backing?: string) => run(['qemu-img', 'create', '-q', '-f', 'qcow2', ...(backing ? ['-b', backing, '-F', 'qcow2'] : []), file, '1G']);
+  const write = (file: string, pattern: number, at: string, len: string) => run(['qemu-io', '-f', 'qcow2', '-c', `write -P ${pattern} ${at} ${len}`, file]);
+  const imageDir = path.join(dir, 'cache', 'base-' + 'c'.repeat(16));
+  const vmDir = path.join(dir, 'src');
+  const vmsDir = path.join(dir, 'vms');
+  const config = (): VmConfig => ({
+    id: '00000000-0000-4000-8000-000000000000',
+    name: 'src',
+    cpus: 1,
+    memoryMiB: 256,
+    diskGiB: 1,
+    image: { hash: 'c'.repeat(64), kernel: path.join(imageDir, 'vmlinuz'), initrd: path.join(imageDir, 'initrd.img'), disk: path.join(imageDir, 'base.qcow2') },
+    network: 'isolated',
+    createdAt: new Date().toISOString(),
+    template: path.join(dir, 'templates', 't'),
+  });
+  const exportTo = async (file: string, from = vmDir) => {
+    const out = fs.openSync(file, 'w');
+    const progress: string[] = [];
+    try {
+      await writeArchive({ vmDir: from, config: config(), state: 'stopped', exporter: 'test', scratchDir: dir }, async (b) => void fs.writeSync(out, b), (_d, _t, m) => progress.push(m));
+    } finally {
+      fs.closeSync(out);
+    }
+    return progress;
+  };
+  const importFrom = (file: string, name: string) => importArchive(fs.createReadStream(file) as unknown as AsyncIterable<Buffer>, { vmsDir, imageCacheDir: path.join(dir, 'cache'), qemuImg: 'qemu-img', name, exists: () => false });
+
+  test('the archive holds one foreign layer on the base; the import is complete and independent', async () => {
+    fs.mkdirSync(imageDir, { recursive: true });
+    fs.mkdirSync(path.join(dir, 'templates', 't'), { recursive: true });
+    fs.mkdirSync(vmDir);
+    fs.writeFileSync(path.join(imageDir, 'vmlinuz'), 'kernel');
+    fs.writeFileSync(path.join(imageDir, 'initrd.img'), 'initrd');
+    img(path.join(imageDir, 'base.qcow2'));
+    write(path.join(imageDir, 'base.qcow2'), 0x11, '0', '4M');
+    img(path.join(dir, 'templates', 't', 'disk.qcow2'), path.join(imageDir, 'base.qcow2'));
+    write(path.join(dir, 'templates', 't', 'disk.qcow2'), 0x22, '1M', '2M');
+    img(path.join(dir, 'source-layer.qcow2'), path.join(dir, 'templates', 't', 'disk.qcow2'));
+    write(path.join(dir, 'source-layer.qcow2'), 0x33, '2M', '4M');
+    img(path.join(vmDir, 'disk.qcow2'), path.join(dir, 'source-layer.qcow2'));
+    write(path.join(vmDir, 'disk.qcow2'), 0x44, '5M', '1M');
+
+    const archive = path.join(dir, 'a.tar');
+    const progress = await exportTo(archive);
+    assert.ok(progress.some((m) => /collecting the disk's shared layers/.test(m)), progress.join('; '));
+    assert.deepEqual(fs.readdirSync(dir).filter((f) => f.includes('foreign')), [], 'the temporary is removed');
+    const listing = run(['tar', 'tf', archive]).trim().split('\n');
+    assert.deepEqual(listing, ['manifest.json', 'image/vmlinuz', 'image/initrd.img', 'disks/base.qcow2', 'disks/foreign.qcow2', 'disks/disk.qcow2']);
+
+    const r = await importFrom(archive, 'copy');
+    const copy = path.join(vmsDir, 'copy');
+    assert.equal(r.config.template, undefined);
+    assert.equal(r.config.linkedTo, undefined);
+    const chain = (JSON.parse(run(['qemu-img', 'info', '--backing-chain', '--output=json', path.join(copy, 'disk.qcow2')])) as { filename: string }[]).map((c) => c.filename);
+    assert.deepEqual(chain, [path.join(copy, 'disk.qcow2'), path.join(copy, 'image', 'foreign.qcow2'), path.join(imageDir, 'base.qcow2')]);
+    const cmp = spawnSync('qemu-img', ['compare', path.join(vmDir, 'disk.qcow2'), path.join(copy, 'disk.qcow2')], { encoding: 'utf8' });
+    assert.equal(cmp.status, 0, `the guest-visible disk is unchanged: ${cmp.stdout}${cmp.stderr}`);
+    for (const f of chain.slice(0, 2)) run(['qemu-img', 'check', f]);
+    const identity = JSON.parse(fs.readFileSync(path.join(copy, 'identity.json'), 'utf8'));
+    assert.equal(identity.hostname, 'copy');
+    assert.match(identity.machineId, /^[0-9a-f]{32}$/);
+    const again = await importFrom(archive, 'copy2');
+    assert.notEqual(JSON.parse(fs.readFileSync(path.join(vmsDir, 'copy2', 'identity.json'), 'utf8')).machineId, identity.machineId, 'two imports, two machine ids');
+    assert.equal(again.config.name, 'copy2');
+  });
+
+  test('a standalone disk (a full clone\'s) exports as the part that differs from the base plus an empty overlay', async () => {
+    const full = path.join(dir, 'full');
+    fs.mkdirSync(full);
+    run(['qemu-img', 'convert', '-O', 'qcow2', path.join(vmDir, 'disk.qcow2'), path.join(full, 'disk.qcow2')]);
+    write(path.join(full, 'disk.qcow2'), 0x55, '7M', '1M');
+    const archive = path.join(dir, 'full.tar');
+    await exportTo(archive, full);
+    assert.deepEqual(fs.readdirSync(dir).filter((f) => f.includes('foreign')), [], 'the temporaries are removed');
+    const entries = JSON.parse(run(['tar', 'xOf', archive, 'manifest.json'])).entries as { name: string; size: number }[];
+    const foreign = entries.find((e) => e.name === 'disks/foreign.qcow2')!;
+    assert.ok(foreign.size < fs.statSync(path.join(full, 'disk.qcow2')).size, 'only what differs from the base');
+    await importFrom(archive, 'fullcopy');
+    const copy = path.join(vmsDir, 'fullcopy', 'disk.qcow2');
+    const cmp = spawnSync('qemu-img', ['compare', path.join(full, 'disk.qcow2'), copy], { encoding: 'utf8' });
+    assert.equal(cmp.status, 0, `the guest-visible disk is unchanged: ${cmp.stdout}${cmp.stderr}`);
+    const chain = (JSON.parse(run(['qemu-img', 'info', '--backing-chain', '--output=json', copy])) as { filename: string }[]).map((c) => c.filename);
+    assert.equal(chain.at(-1), path.join(imageDir, 'base.qcow2'));
+  });
+
+  test('a foreign layer on anything but base.qcow2, or a lowest layer beside it on base.qcow2, is refused', async () => {
+    const parts = (foreignBacking: string, diskBacking: string) => {
+      const w = fs.mkdtempSync(path.join(dir, 'craft-'));
+      run(['qemu-img', 'create', '-q', '-f', 'qcow2', path.join(w, 'base.qcow2'), '1M']);
+      const f = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-u', '-b', foreignBacking, '-F', 'qcow2', path.join(w, 'foreign.qcow2'), '1M'], { encoding: 'utf8' });
+      assert.equal(f.status, 0, f.stderr);
+      run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-u', '-b', diskBacking, '-F', 'qcow2', path.join(w, 'disk.qcow2'), '1M']);
+      const entries: [string, Buffer][] = [
+        ['image/vmlinuz', Buffer.from('k')],
+        ['image/initrd.img', Buffer.from('i')],
+        ['disks/base.qcow2', fs.readFileSync(path.join(w, 'base.qcow2'))],
+        ['disks/foreign.qcow2', fs.readFileSync(path.join(w, 'foreign.qcow2'))],
+        ['disks/disk.qcow2', fs.readFileSync(path.join(w, 'disk.qcow2'))],
+      ];
+      const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+      const manifest = Buffer.from(JSON.stringify({ format: 'sandboxvm-vm-archive', version: 1, exportedAt: '', exporter: 't', vm: { name: 'crafted', cpus: 1, memoryMiB: 256, diskGiB: 1, network: 'isolated', createdAt: '', state: 'stopped', imageHash: 'd'.repeat(64) }, entries: entries.map(([name, b]) => ({ name, size: b.length, sha256: sha(b) })) }));
+      const out = [fileHeader('manifest.json', manifest.length), manifest, padding(manifest.length)];
+      for (const [name, b] of entries) out.push(fileHeader(name, b.length), b, padding(b.length));
+      out.push(END_MARKER);
+      const file = path.join(w, 'a.tar');
+      fs.writeFileSync(file, Buffer.concat(out));
+      return file;
+    };
+    const before = fs.readdirSync(vmsDir);
+    await importFrom(parts('base.qcow2', 'foreign.qcow2'), 'good');
+    assert.ok(fs.existsSync(path.join(vmsDir, 'good')), 'the well-formed shape imports (the control)');
+    await assert.rejects(importFrom(parts('/etc/passwd', 'foreign.qcow2'), 'bad1'), /disks\/foreign\.qcow2 in the archive names "\/etc\/passwd" as its backing file; only base\.qcow2/);
+    await assert.rejects(importFrom(parts('base.qcow2', 'base.qcow2'), 'bad2'), /disks\/disk\.qcow2 in the archive names "base\.qcow2" as its backing file; only foreign\.qcow2/);
+    await assert.rejects(importFrom(parts('disk.qcow2', 'foreign.qcow2'), 'bad3'), /disks\/foreign\.qcow2 in the archive names "disk\.qcow2"/);
+    assert.deepEqual(fs.readdirSync(vmsDir).sort(), [...before, 'good'].sort(), 'nothing left of the refused imports');
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 });

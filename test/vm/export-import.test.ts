@@ -282,3 +282,148 @@ describe('vm: export and import', { timeout: 3_600_000 }, () => {
     await home.ok(['rm', '--force', 'live']);
   });
 });
+
+/**
+ * Disks that sit on more than the base image (instant create: a template's disk; a linked clone:
+ * its source's layers). The archive holds that foreign chain as one layer on the base
+ * (disks/foreign.qcow2), so the imported disk is complete (`qemu-img compare` with the source's
+ * chain), independent (its chain is only its own folder and the base image) and boots with the
+ * files. A never-started VM made from a template exports as stopped, and each import takes its own
+ * machine id (and its name as hostname) at its first start, booted or restored.
+ */
+describe('vm: export and import of VMs on a template or a linked source', { timeout: 3_600_000 }, () => {
+  let home: TestHome;
+  let work: string;
+
+  before(async () => {
+    home = new TestHome();
+    work = fs.mkdtempSync('/tmp/sbx-export-');
+    await home.ok(['image', 'template'], { timeoutMs: 1_200_000 });
+  });
+  after(async () => {
+    await home.dispose();
+    fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  const sh = (vm: string, script: string) => home.ok(['exec', vm, '--', 'sh', '-c', script], { timeoutMs: 120_000 }).then((s) => s.trim());
+  const hashOf = (vm: string, file: string) => sh(vm, `sha256sum ${file} | cut -d" " -f1`);
+  const newData = (vm: string, file: string) => sh(vm, `head -c 1048576 /dev/urandom > ${file} && sync && sha256sum ${file} | cut -d" " -f1`);
+  const info = async (vm: string) => JSON.parse(await home.ok(['info', vm, '--json']));
+  const chainOf = (vm: string) => {
+    const r = spawnSync('qemu-img', ['info', '-U', '--backing-chain', '--output=json', path.join(home.vmDir(vm), 'disk.qcow2')], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    return (JSON.parse(r.stdout) as { filename: string }[]).map((c) => c.filename);
+  };
+  /** The imported VM's chain: its own folder, then the base image; every file of its own clean. */
+  const independent = async (vm: string, others: string[]) => {
+    const base = (await info(vm)).config.imageHash as string;
+    const chain = chainOf(vm);
+    const own = chain.filter((f) => f.startsWith(home.vmDir(vm) + '/'));
+    assert.ok(own.length >= 2, `a foreign layer and the disk in ${vm}'s folder: ${chain.join(' -> ')}`);
+    assert.deepEqual(chain.slice(0, own.length), own, 'its own files first');
+    assert.equal(chain.length, own.length + 1, `then only the base image: ${chain.join(' -> ')}`);
+    assert.match(chain[own.length], new RegExp(`base-${base.slice(0, 16)}/base\\.qcow2$`));
+    for (const f of chain) {
+      assert.ok(!f.includes('/templates/'), `no template in the chain: ${f}`);
+      for (const o of others) assert.ok(!f.startsWith(home.vmDir(o) + '/'), `nothing of ${o} in the chain: ${f}`);
+    }
+    for (const f of own) {
+      const c = spawnSync('qemu-img', ['check', '-U', f], { encoding: 'utf8' });
+      assert.equal(c.status, 0, `${f}: ${c.stdout}${c.stderr}`);
+    }
+    const cfg = JSON.parse(fs.readFileSync(path.join(home.vmDir(vm), 'vm.json'), 'utf8'));
+    assert.equal(cfg.template, undefined);
+    assert.equal(cfg.linkedTo, undefined);
+  };
+  const sameDisk = (a: string, b: string) => {
+    const r = spawnSync('qemu-img', ['compare', '-U', path.join(home.vmDir(a), 'disk.qcow2'), path.join(home.vmDir(b), 'disk.qcow2')], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `${a} and ${b} differ as the guest sees them: ${r.stdout}${r.stderr}`);
+  };
+  const exportTo = async (vm: string, file: string) => {
+    const t0 = Date.now();
+    const r = await home.cli(['export', vm, file], { timeoutMs: 1_200_000 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(fs.readdirSync(work).filter((f) => f.startsWith('.')), [], 'no temporary left beside the archive');
+    return { ms: Date.now() - t0, bytes: fs.statSync(file).size, listing: spawnSync('tar', ['tf', file], { encoding: 'utf8' }).stdout.trim().split('\n') };
+  };
+  const machineId = (vm: string) => sh(vm, 'cat /etc/machine-id');
+
+  test('a never-started VM made from a template exports as stopped; each import boots with its own machine id', async () => {
+    await home.ok(['create', 'inst']);
+    const i = await info('inst');
+    assert.equal(i.state, 'saved');
+    assert.ok(i.config.template, 'made from the template');
+    const file = path.join(work, 'fresh.tar');
+    const e = await exportTo('inst', file);
+    assert.ok(!e.listing.includes('saved.state') && e.listing.includes('disks/foreign.qcow2'), e.listing.join(' '));
+    assert.match(await home.ok(['import', file, '--name', 'fresh2']), /Imported fresh2 \(exported as inst\): stopped/);
+    assert.match(await home.ok(['import', file, '--name', 'fresh3']), /Imported fresh3 \(exported as inst\): stopped/);
+    await independent('fresh2', ['inst']);
+    sameDisk('inst', 'fresh2');
+    await home.ok(['start', 'inst'], { timeoutMs: 300_000 });
+    await home.ok(['start', 'fresh2'], { timeoutMs: 300_000 });
+    await home.ok(['start', 'fresh3'], { timeoutMs: 300_000 });
+    assert.equal((await info('fresh2')).runtime.boot.kind, 'boot');
+    const ids = [await machineId('inst'), await machineId('fresh2'), await machineId('fresh3')];
+    assert.equal(new Set(ids).size, 3, `three machine ids: ${ids.join(' ')}`);
+    assert.equal(await sh('fresh2', 'hostname'), 'fresh2');
+    for (const vm of ['fresh2', 'fresh3']) await home.ok(['rm', '--force', vm]);
+    fs.rmSync(file);
+  });
+
+  let before1 = '';
+  test('an instant-created VM with a file: the archive holds the template\'s part, the import is complete and independent', async () => {
+    before1 = await newData('inst', '/root/one');
+    await home.ok(['stop', 'inst']);
+    const file = path.join(work, 'inst.tar');
+    const e = await exportTo('inst', file);
+    const sizes = Object.fromEntries((JSON.parse(spawnSync('tar', ['xOf', file, 'manifest.json'], { encoding: 'utf8' }).stdout).entries as { name: string; size: number }[]).map((x) => [x.name, x.size]));
+    console.log(`# instant-created VM: export ${e.ms} ms, archive ${e.bytes} bytes (foreign layer ${sizes['disks/foreign.qcow2']}, disk ${sizes['disks/disk.qcow2']}, base ${sizes['disks/base.qcow2']})`);
+    assert.ok(e.listing.includes('disks/foreign.qcow2'), e.listing.join(' '));
+    assert.match(await home.ok(['import', file, '--name', 'inst2']), /Imported inst2 \(exported as inst\): stopped/);
+    fs.rmSync(file);
+    await independent('inst2', ['inst']);
+    sameDisk('inst', 'inst2');
+    await home.ok(['start', 'inst2'], { timeoutMs: 300_000 });
+    assert.equal(await hashOf('inst2', '/root/one'), before1);
+    assert.equal(await sh('inst2', 'hostname'), 'inst2');
+    await home.ok(['rm', '--force', 'inst2']);
+  });
+
+  test('a linked clone (a file from before the clone, one written after): both files come through, nothing of the source is needed', async () => {
+    await home.ok(['clone', 'inst', 'lc']);
+    assert.ok((await info('lc')).config.linkedTo, 'a linked clone');
+    await home.ok(['start', 'lc'], { timeoutMs: 300_000 });
+    const two = await newData('lc', '/root/two');
+    await home.ok(['stop', 'lc']);
+    const file = path.join(work, 'lc.tar');
+    const e = await exportTo('lc', file);
+    assert.ok(e.listing.includes('disks/foreign.qcow2'), e.listing.join(' '));
+    assert.match(await home.ok(['import', file, '--name', 'lc2']), /Imported lc2 \(exported as lc\): stopped/);
+    fs.rmSync(file);
+    await independent('lc2', ['inst', 'lc']);
+    sameDisk('lc', 'lc2');
+    await home.ok(['start', 'lc2'], { timeoutMs: 300_000 });
+    assert.equal(await hashOf('lc2', '/root/one'), before1);
+    assert.equal(await hashOf('lc2', '/root/two'), two);
+    await home.ok(['rm', '--force', 'lc2']);
+  });
+
+  test('an instant-created VM exported while it runs (through a checkpoint): the copy restores with its files and takes its own name', async () => {
+    await home.ok(['start', 'inst'], { timeoutMs: 300_000 });
+    const three = await newData('inst', '/root/three');
+    const file = path.join(work, 'live.tar');
+    const e = await exportTo('inst', file);
+    assert.ok(e.listing.includes('disks/foreign.qcow2') && e.listing.includes('saved.state'), e.listing.join(' '));
+    assert.match(await home.ok(['import', file, '--name', 'live2']), /Imported live2 \(exported as inst\): saved/);
+    fs.rmSync(file);
+    await independent('live2', ['inst', 'lc']);
+    await home.ok(['start', 'live2'], { timeoutMs: 300_000 });
+    assert.equal((await info('live2')).runtime.boot.kind, 'restore');
+    assert.equal(await hashOf('live2', '/root/one'), before1);
+    assert.equal(await hashOf('live2', '/root/three'), three);
+    assert.equal(await sh('live2', 'hostname'), 'live2', 'a copy under a new name takes its own identity');
+    assert.notEqual(await machineId('live2'), await machineId('inst'));
+    await home.ok(['rm', '--force', 'live2']);
+  });
+});
