@@ -10,7 +10,8 @@
 import * as assert from 'node:assert/strict';
 import * as vscode from 'vscode';
 import type { SandboxVmsApi } from '../../../extension/extension';
-import { Command, EXTENSION_ID, View } from '../../../extension/ids';
+import { Command } from '../../../extension/ids';
+import { extensionApi } from './util';
 
 const VM = 'vscode-clsrc';
 
@@ -19,9 +20,7 @@ suite('vscode: clones', function () {
   let api: SandboxVmsApi;
 
   suiteSetup(async () => {
-    api = await vscode.extensions.getExtension<SandboxVmsApi>(EXTENSION_ID)!.activate();
-    await vscode.commands.executeCommand(`${View.machines}.focus`);
-    await api.connection.client();
+    api = await extensionApi();
   });
 
   suiteTeardown(async () => {

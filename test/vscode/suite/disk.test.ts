@@ -7,8 +7,8 @@
 import * as assert from 'node:assert/strict';
 import * as vscode from 'vscode';
 import type { SandboxVmsApi } from '../../../extension/extension';
-import { Command, EXTENSION_ID, View } from '../../../extension/ids';
-import type { VmNode } from '../../../extension/tree/vmTreeProvider';
+import { Command } from '../../../extension/ids';
+import { extensionApi, vmTooltip } from './util';
 import { detailsStatus } from '../../../extension/details/detailsMessages';
 
 const VM = 'vscode-disk';
@@ -17,16 +17,10 @@ suite('vscode: disk usage', function () {
   this.timeout(120_000);
   let api: SandboxVmsApi;
 
-  const tooltip = () => {
-    const node = api.tree.getChildren().find((n) => n.kind === 'vm' && n.name === VM) as VmNode | undefined;
-    const t = node && api.tree.resolveTreeItem(api.tree.getTreeItem(node), node).tooltip;
-    return t instanceof vscode.MarkdownString ? t.value : t;
-  };
+  const tooltip = () => vmTooltip(api, VM);
 
   suiteSetup(async () => {
-    api = await vscode.extensions.getExtension<SandboxVmsApi>(EXTENSION_ID)!.activate();
-    await vscode.commands.executeCommand(`${View.machines}.focus`);
-    await api.connection.client();
+    api = await extensionApi();
   });
 
   suiteTeardown(async () => {

@@ -3,6 +3,7 @@ import * as assert from 'node:assert/strict';
 import * as vscode from 'vscode';
 import type { SandboxVmsApi } from '../../../extension/extension';
 import { Command, EXTENSION_ID, View } from '../../../extension/ids';
+import type { VmNode } from '../../../extension/tree/vmTreeProvider';
 
 /** Resolves with `probe()`'s first defined value, checked on `event` and every 250 ms. */
 export function until<T>(what: string, probe: () => T | undefined, event: (listener: () => void) => { dispose(): void }, timeoutMs: number): Promise<T> {
@@ -37,6 +38,13 @@ export async function extensionApi(): Promise<SandboxVmsApi> {
   await vscode.commands.executeCommand(`${View.machines}.focus`);
   await api.connection.client();
   return api;
+}
+
+/** The markdown (or text) of VM `name`'s tooltip in the view, resolved as VS Code resolves it on hover. */
+export function vmTooltip(api: SandboxVmsApi, name: string): string | undefined {
+  const node = api.tree.getChildren().find((n) => n.kind === 'vm' && n.name === name) as VmNode | undefined;
+  const t = node && api.tree.resolveTreeItem(api.tree.getTreeItem(node), node).tooltip;
+  return t instanceof vscode.MarkdownString ? t.value : t;
 }
 
 /** `name` running with its agent answering: created and started when it is not. */
