@@ -1,4 +1,5 @@
 /** Human-readable rendering of status snapshots for the CLI. */
+import * as path from 'node:path';
 import { heartbeatAgeMs, type VmInfo } from '../common/status';
 import type { GuestInfo } from '../client/guestFiles';
 import { NETWORK_POLICY_DESCRIPTIONS } from '../common/config';
@@ -54,7 +55,7 @@ export function infoText(vm: VmInfo, guest?: GuestInfo): string {
     ['State', vm.state],
     ['CPUs', String(vm.config.cpus)],
     ['Memory', formatMiB(vm.config.memoryMiB)],
-    ['Disk', `${vm.config.diskGiB}G (linked clone of base ${vm.config.imageHash.slice(0, 12)})`],
+    ['Disk', `${vm.config.diskGiB}G (${diskOrigin(vm)})`],
     ['Network', networkSummary(vm)],
     ['Created', vm.config.createdAt],
   ];
@@ -86,4 +87,12 @@ export function infoText(vm: VmInfo, guest?: GuestInfo): string {
   if (vm.lastError) lines.push(['Last error', vm.lastError.message]);
   const w = Math.max(...lines.map(([k]) => k.length));
   return lines.map(([k, v]) => `${(k + ':').padEnd(w + 1)} ${v}`).join('\n');
+}
+
+/** What a VM's disk is an overlay on: the base image, the template it was made from, or the VM it is a linked clone of. */
+function diskOrigin(vm: VmInfo): string {
+  const base = `base ${vm.config.imageHash.slice(0, 12)}`;
+  if (vm.config.linkedTo) return `linked clone of ${vm.config.linkedTo.vm} at checkpoint ${vm.config.linkedTo.checkpoint}, on ${base}`;
+  if (vm.config.template) return `made from template ${path.basename(vm.config.template)}, on ${base}`;
+  return `linked clone of ${base}`;
 }
