@@ -1,9 +1,9 @@
 /**
  * vm: the guest's native bulk writer (guest-agent/native/syncWrite.c) survives being killed mid-copy.
  * Procedure: a VM with 2 vCPUs (the writer then runs 2 writer threads); a host tree of 1,500 files
- * (~15 MB, bench/lib/syncTree.ts) and a guest folder already holding an older copy of 200 of them
+ * (~60 MB, bench/lib/syncTree.ts) and a guest folder already holding an older copy of 200 of them
  * (so both the O_EXCL path for new files and the rename path for existing ones run); the sync is
- * added while a guest loop `kill -9`s the writer as soon as it has written some files, three times
+ * added while a guest loop `kill -9`s each writer run once it has written 1 MB, three times
  * (each retry's comparison finds what the killed one applied). Then: in sync, the last copy made
  * by the native writer, every file hashes equal on both sides with the host's size and whole-ms
  * mtime, and no temporary (`*.partial`) is left. Repeated twice, into fresh folders.
@@ -36,7 +36,7 @@ describe('vm: the native sync writer killed mid-copy', { timeout: 1_500_000 }, (
     await home.createdVm(VM, ['--memory', '1G', '--cpus', '2']);
     await home.ok(['start', VM]);
     host = fs.mkdtempSync('/tmp/sbxt-syncnative-host-');
-    generateTree(host, { files: 1500, bytes: 15_000_000, seed: 21 });
+    generateTree(host, { files: 1500, bytes: 60_000_000, seed: 21 });
   });
   after(async () => {
     await home?.dispose();
@@ -49,15 +49,20 @@ describe('vm: the native sync writer killed mid-copy', { timeout: 1_500_000 }, (
       // An older copy of some files: these take the temporary-and-rename path.
       const some = fs.readdirSync(path.join(host, 'src'), { recursive: true, encoding: 'utf8' }).filter((p) => fs.statSync(path.join(host, 'src', p)).isFile()).slice(0, 200);
       await sh(`mkdir -p ${guest} && cd ${guest} && ${some.map((p) => `mkdir -p 'src/${path.posix.dirname(p)}' && echo old > 'src/${p}'`).join(' && ')}`);
-      // The killer: waits for the writer to have made some files, kills it, three times.
+      // The killer: each writer run is killed once it has written 1 MB (its /proc io counter: cheap to
+      // read, unlike counting files, so a fast run cannot finish between two looks), three times;
+      // a look takes ~0.2 s under TCG (5.7 MB written at most between two, measured), and every run
+      // before the fourth has more than 40 MB left to write, so each kill lands mid-copy.
       const killer = run(['exec', VM, '--', 'sh', '-c', [
-        'kills=0; i=0',
-        'while [ $kills -lt 3 ] && [ $i -lt 6000 ]; do',
-        `  n=$(find ${guest} -type f 2>/dev/null | wc -l)`,
+        'kills=0; last=; end=$(( $(date +%s) + 300 ))',
+        'while [ $kills -lt 3 ] && [ $(date +%s) -lt $end ]; do',
         // (`writ[e]`: the pattern does not match this shell's own command line)
         `  p=$(pgrep -f '^/opt/sandboxvm/agent/bin/sandboxvm-sync-writ[e]' | head -1)`,
-        `  if [ -n "$p" ] && [ "$n" -gt $((250 + kills * 300)) ]; then kill -9 $p && kills=$((kills + 1)) && echo "killed at $n files"; fi`,
-        '  i=$((i + 1)); sleep 0.02',
+        '  if [ -n "$p" ] && [ "$p" != "$last" ]; then',
+        "    w=$(awk '/^wchar/ {print $2}' /proc/$p/io 2>/dev/null)",
+        '    if [ "${w:-0}" -gt 1000000 ]; then kill -9 $p && kills=$((kills + 1)) && last=$p && echo "killed after $w bytes written"; fi',
+        '  fi',
+        '  sleep 0.02',
         'done; echo "kills=$kills"',
       ].join('\n')], 600_000);
       const t0 = Date.now();
