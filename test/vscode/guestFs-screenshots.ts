@@ -6,29 +6,18 @@
  * $SANDBOXVM_TEST_ARTIFACTS (default /tmp/sandboxvm-guestfs-shots).
  * `node --import tsx test/vscode/guestFs-screenshots.ts` (after `npm run build`).
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Page } from 'playwright-core';
 import { imageCacheDir } from '../../runtime/common/paths';
 import { TestHome } from '../vm/fixture';
+import { screenshotRun } from './screenshotRun';
 import { REPO, installCodeServer, launchChromium, startCodeServer, waitForWorkbench } from './codeServer';
 
-const ARTIFACTS = path.resolve(process.env.SANDBOXVM_TEST_ARTIFACTS ?? '/tmp/sandboxvm-guestfs-shots');
 const VM = 'gfs-shot';
-const t0 = Date.now();
-const step = (m: string) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)} s] ${m}`);
-
-let n = 0;
-async function shot(page: Page, name: string): Promise<void> {
-  await page.waitForTimeout(500);
-  const file = path.join(ARTIFACTS, `${String(++n).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path: file });
-  step(`screenshot ${path.basename(file)}`);
-}
+const run = screenshotRun('/tmp/sandboxvm-guestfs-shots');
+const { step, shot } = run;
+const ARTIFACTS = run.dir;
 
 async function main(): Promise<void> {
-  fs.rmSync(ARTIFACTS, { recursive: true, force: true });
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
   const home = new TestHome({ SANDBOXVM_IMAGE_CACHE: imageCacheDir() });
   const bin = installCodeServer();
   let cs: Awaited<ReturnType<typeof startCodeServer>> | undefined;
@@ -99,7 +88,8 @@ async function main(): Promise<void> {
     await found.first().waitFor({ timeout: 60_000 });
     step(`Find in VM Folder for "hello": ${(await page.locator('.quick-input-list .monaco-list-row').allInnerTexts()).join(' | ')}`);
     await shot(page, 'find-in-vm-folder');
-    await page.keyboard.press('Enter');
+    // The results come in grep's order (the guest's directory order): pick main.c's line by its text.
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'hello from the guest' }).first().click();
     await page.locator('.monaco-editor .view-lines', { hasText: 'hello from the guest' }).first().waitFor({ timeout: 60_000 });
     await shot(page, 'find-in-vm-folder-opened');
   } finally {

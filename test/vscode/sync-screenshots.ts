@@ -9,27 +9,17 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Page } from 'playwright-core';
 import { imageCacheDir } from '../../runtime/common/paths';
 import { TestHome } from '../vm/fixture';
+import { screenshotRun } from './screenshotRun';
 import { REPO, installCodeServer, launchChromium, startCodeServer, waitForWorkbench, workbenchUrl } from './codeServer';
 
-const ARTIFACTS = path.resolve(process.env.SANDBOXVM_TEST_ARTIFACTS ?? '/tmp/sandboxvm-sync-shots');
 const VM = 'dev';
-const t0 = Date.now();
-const step = (m: string) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)} s] ${m}`);
-
-let n = 0;
-async function shot(page: Page, name: string): Promise<void> {
-  await page.waitForTimeout(500);
-  const file = path.join(ARTIFACTS, `${String(++n).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path: file });
-  step(`screenshot ${path.basename(file)}`);
-}
+const run = screenshotRun('/tmp/sandboxvm-sync-shots');
+const { step, shot } = run;
+const ARTIFACTS = run.dir;
 
 async function main(): Promise<void> {
-  fs.rmSync(ARTIFACTS, { recursive: true, force: true });
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
   const home = new TestHome({ SANDBOXVM_IMAGE_CACHE: imageCacheDir() });
   const bin = installCodeServer();
   let cs: Awaited<ReturnType<typeof startCodeServer>> | undefined;
