@@ -182,6 +182,8 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
 
   private async start(): Promise<void> {
     const { vm } = this.options;
+    // What is typed while the shell opens (a user types as soon as the tab shows) is sent to it once it is there.
+    this.typeahead ??= [];
     try {
       this.sessions = await this.options.connect();
       if (this.closed) return this.sessions.dispose();
@@ -190,7 +192,10 @@ export class VmPseudoterminal implements vscode.Pseudoterminal {
         this.events(),
       );
       if (this.closed) void this.session.close().catch(() => undefined);
-      else this.startEmitter.fire(this.session.id);
+      else {
+        for (const data of this.takeTypeahead()) this.session.write(data).catch(() => undefined);
+        this.startEmitter.fire(this.session.id);
+      }
     } catch (err) {
       this.finish({ code: null, signal: null, error: `cannot open a terminal on ${vm}: ${(err as Error).message}` });
     }

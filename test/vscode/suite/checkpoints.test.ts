@@ -203,4 +203,15 @@ suite('vscode: checkpoints', function () {
     await shows(late, /fresh-56/, 'the new shell answers');
     await (await api.connection.client()).deleteCheckpoint(VM, 'with shells').catch(() => undefined);
   });
+
+  test('what is typed into a new terminal before its shell has opened reaches the shell, whole', async () => {
+    await agentUp(api);
+    await vscode.commands.executeCommand(Command.openTerminal, VM);
+    const g = api.terminals.of(VM).at(-1)!;
+    assert.equal(g.pty.sessionId, undefined, 'the text is sent before the guest shell exists');
+    g.terminal!.sendText('echo "early-$((6*7))"');
+    await until('the early command\'s output', () => (g.pty.transcript.includes('early-42') ? true : undefined), (l) => g.pty.onDidWrite(l), 60_000).catch((err) => {
+      throw new Error(`${err.message}; the terminal shows ${JSON.stringify(g.pty.transcript.slice(-400))}`);
+    });
+  });
 });
