@@ -44,7 +44,7 @@ import { locateQemu, type QemuInstall } from '../runtime/qemu/locate';
 import { throwIfAborting, waitGone } from './lib/cleanup';
 import { EchoProbe, ECHO_COMMAND } from './lib/echo';
 import { tempHome } from './lib/home';
-import { hostLine, otherQemus } from './lib/host';
+import { hostLine, warnOfOtherQemus } from './lib/host';
 import type { BenchOptions } from './lib/options';
 import { describe, emit, log } from './lib/output';
 import { PeerQemu, freePort, peerArgv, type PeerQemuSpec } from './lib/peerQemu';
@@ -130,8 +130,7 @@ export async function run({ runs }: BenchOptions): Promise<void> {
   const accel = probeAccelerator();
   log(`QEMU ${qemu.version} (${qemu.system}), accelerator ${accel.accel}: ${accel.reason}`);
   log(`host: ${hostLine()}`);
-  const others = otherQemus();
-  if (others.length > 0) log(`warning: ${others.length} other QEMU process(es) share the CPUs; figures will be noisy:\n  ${others.join('\n  ')}`);
+  warnOfOtherQemus();
   log(`samples per side: ${counts.rtt} round trips, ${counts.exec} execs, ${counts.files} transfers each way`);
 
   const home = await tempHome();

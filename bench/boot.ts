@@ -23,7 +23,7 @@ import { locateQemu, type QemuInstall } from '../runtime/qemu/locate';
 import type { BenchOptions } from './lib/options';
 import { throwIfAborting } from './lib/cleanup';
 import { tempHome } from './lib/home';
-import { hostLine, otherQemus } from './lib/host';
+import { hostLine, warnOfOtherQemus } from './lib/host';
 import { describe, emit, log } from './lib/output';
 import { RawQemu, rawArgv, specFromConfig, type RawQemuSpec } from './lib/rawQemu';
 import { connectService, readVmConfig, removeVm, trackVm } from './lib/runtime';
@@ -56,8 +56,7 @@ export async function run({ runs }: BenchOptions): Promise<void> {
   const accel = probeAccelerator();
   log(`QEMU ${qemu.version} (${qemu.system}), accelerator ${accel.accel}: ${accel.reason}`);
   log(`host: ${hostLine()}`);
-  const others = otherQemus();
-  if (others.length > 0) log(`warning: ${others.length} other QEMU process(es) share the CPUs; figures will be noisy:\n  ${others.join('\n  ')}`);
+  warnOfOtherQemus();
 
   const home = await tempHome();
   log(`home ${home}; starting the service from dist/`);

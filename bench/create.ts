@@ -27,7 +27,7 @@ import { locateQemu } from '../runtime/qemu/locate';
 import type { BenchOptions } from './lib/options';
 import { throwIfAborting } from './lib/cleanup';
 import { tempHome } from './lib/home';
-import { hostLine, otherQemus } from './lib/host';
+import { hostLine, warnOfOtherQemus } from './lib/host';
 import { describe, emit, log } from './lib/output';
 import { RawChannel } from './lib/channel';
 import { watchPid } from './lib/cleanup';
@@ -46,8 +46,7 @@ export async function run({ runs }: BenchOptions): Promise<void> {
   const qemu = await locateQemu();
   const accel = probeAccelerator();
   log(`QEMU ${qemu.version}, accelerator ${accel.accel}; host: ${hostLine()}`);
-  const others = otherQemus();
-  if (others.length > 0) log(`warning: ${others.length} other QEMU process(es) share the CPUs; figures will be noisy`);
+  warnOfOtherQemus();
   const home = await tempHome();
   const client = await connectService(home);
   const template = await client.ensureTemplate();

@@ -21,7 +21,7 @@ import { ServiceClient } from '../runtime/client/serviceClient';
 import type { BenchOptions } from './lib/options';
 import { onCleanup, throwIfAborting } from './lib/cleanup';
 import { tempHome } from './lib/home';
-import { hostLine, otherQemus } from './lib/host';
+import { hostLine, warnOfOtherQemus } from './lib/host';
 import { describe, emit, log } from './lib/output';
 import { connectService, requireDist, trackVm } from './lib/runtime';
 import { median, now } from './lib/stats';
@@ -38,7 +38,7 @@ type Sample = Record<Key, number>;
 export async function run({ runs }: BenchOptions): Promise<void> {
   const qemu = await locateQemu();
   log(`QEMU ${qemu.version}; host: ${hostLine()}`);
-  if (otherQemus().length > 0) log(`warning: ${otherQemus().length} other QEMU process(es) share the CPUs; figures will be noisy`);
+  warnOfOtherQemus();
   const home = await tempHome();
   const client = await connectService(home);
   const portableHome = await tempHome();

@@ -40,7 +40,7 @@ import { imageCacheDir } from '../runtime/common/paths';
 import { installCodeServer, launchChromium, startCodeServer, waitForWorkbench, workbenchUrl } from '../test/vscode/codeServer';
 import { onCleanup, throwIfAborting } from './lib/cleanup';
 import { tempHome } from './lib/home';
-import { hostLine, otherQemus } from './lib/host';
+import { hostLine, warnOfOtherQemus } from './lib/host';
 import type { BenchOptions } from './lib/options';
 import { describe, emit, log } from './lib/output';
 import { CLI, REPO_ROOT, connectService, trackVm } from './lib/runtime';
@@ -63,8 +63,7 @@ export async function run({ runs }: BenchOptions): Promise<void> {
   const scale = runs / 5;
   const counts = { events: Math.max(20, Math.round(30 * scale)), rtt: Math.max(200, Math.round(200 * scale)), createRuns: Math.max(2, runs) };
   log(`host: ${hostLine()}`);
-  const others = otherQemus();
-  if (others.length > 0) log(`warning: ${others.length} other QEMU process(es) share the CPUs; figures will be noisy:\n  ${others.join('\n  ')}`);
+  warnOfOtherQemus();
   if (!fs.existsSync(path.join(REPO_ROOT, 'dist', 'extension.js'))) throw new Error('dist/extension.js is missing: run `npm run build` first');
   log(`${runs} window(s) for activation; ${counts.events} state changes, ${counts.rtt} round trips per terminal, ${counts.createRuns} creates per side`);
 

@@ -14,7 +14,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import type { BenchOptions } from './lib/options';
 import { tempHome } from './lib/home';
-import { hostLine, otherQemus } from './lib/host';
+import { hostLine, warnOfOtherQemus } from './lib/host';
 import { describe, emit, log } from './lib/output';
 import { connectService, runCli, trackVm } from './lib/runtime';
 import { median } from './lib/stats';
@@ -87,8 +87,7 @@ async function cli(home: string, args: string[]): Promise<string> {
 
 export async function run({ runs }: BenchOptions): Promise<void> {
   log(`host: ${hostLine()}`);
-  const others = otherQemus();
-  if (others.length > 0) log(`warning: ${others.length} other QEMU process(es) share the CPUs; figures will be noisy`);
+  warnOfOtherQemus();
   const home = await tempHome();
   const client = await connectService(home);
   const address = hostAddress();

@@ -28,7 +28,7 @@ import { probeAccelerator } from '../runtime/accel/probe';
 import { locateQemu } from '../runtime/qemu/locate';
 import { isAlive, onCleanup, throwIfAborting, waitGone, watchPid } from './lib/cleanup';
 import { tempHome } from './lib/home';
-import { hostLine, otherQemus } from './lib/host';
+import { hostLine, warnOfOtherQemus } from './lib/host';
 import type { BenchOptions } from './lib/options';
 import { describe, emit, log } from './lib/output';
 import { PeerQemu, freePort, type PeerQemuSpec } from './lib/peerQemu';
@@ -64,8 +64,7 @@ export async function run({ runs }: BenchOptions): Promise<void> {
   const qemu = await locateQemu();
   const accel = probeAccelerator();
   log(`QEMU ${qemu.version}, accelerator ${accel.accel}: ${accel.reason}; host: ${hostLine()}`);
-  const others = otherQemus();
-  if (others.length > 0) log(`warning: ${others.length} other QEMU process(es) share the CPUs; figures will be noisy`);
+  warnOfOtherQemus();
   log(`samples per path: ${counts.connect} connections, ${counts.bulk} x ${BULK_BYTES / MiB} MiB each way`);
 
   const home = await tempHome();

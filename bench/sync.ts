@@ -29,7 +29,7 @@ import { SyncClient } from '../runtime/client/syncClient';
 import type { SyncStatus } from '../runtime/sync/types';
 import { throwIfAborting, waitGone } from './lib/cleanup';
 import { tempHome } from './lib/home';
-import { hostLine, otherQemus } from './lib/host';
+import { hostLine, warnOfOtherQemus } from './lib/host';
 import type { BenchOptions } from './lib/options';
 import { describe, emit, log } from './lib/output';
 import { PeerQemu, freePort, type PeerQemuSpec } from './lib/peerQemu';
@@ -86,8 +86,7 @@ export async function run({ runs }: BenchOptions, hooks: SyncBenchHooks = {}): P
   const qemu = await locateQemu();
   const accel = probeAccelerator();
   log(`QEMU ${qemu.version}, accelerator ${accel.accel}; host: ${hostLine()}`);
-  const others = otherQemus();
-  if (others.length > 0) log(`warning: ${others.length} other QEMU process(es) share the CPUs; figures will be noisy`);
+  warnOfOtherQemus();
 
   const home = await tempHome();
   process.env.SANDBOXVM_EXTRA_PACKAGES = hooks.extraPackages ?? EXTRA_PACKAGES;
